@@ -1,0 +1,73 @@
+"""Orchestrator settings: defaults, then ``TRAINORCH_*`` environment variables.
+
+The jupyter_server extension mirrors these as ``c.TrainOrch.*`` traitlets and
+passes its values in; scripts and kernels without a server use ``from_env``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..spec.errors import SpecError
+
+
+def default_data_dir() -> Path:
+    from jupyter_core.paths import jupyter_data_dir
+
+    return Path(jupyter_data_dir()) / "trainorch"
+
+
+def db_url(value: str | None, data_dir: Path) -> str:
+    """``TRAINORCH_DB`` may be an SQLAlchemy URL or a path to an SQLite file."""
+    if not value:
+        return f"sqlite:///{data_dir / 'trainorch.db'}"
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SpecError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < 0:
+        raise SpecError(f"{name} must not be negative")
+    return value
+
+
+@dataclass(frozen=True)
+class OrchestratorConfig:
+    cluster: str = "local"  # "local", "local-cuda" or a tcp:// scheduler address
+    workers: int = 2  # local cluster: worker processes
+    gpus_per_worker: int = 0  # local cluster: GPU slots each worker advertises
+    slots_per_worker: int = 4  # local cluster: concurrent jobs (CPU slots) per worker
+    data_dir: Path = field(default_factory=default_data_dir)
+    db: str = ""  # SQLAlchemy URL; empty = SQLite in data_dir
+    grace_period: float = 5.0  # seconds between SIGTERM and SIGKILL
+    max_infrastructure_retries: int = 3  # lost workers / restarts, on top of max_retries
+    lease_ttl: float = 15.0
+
+    @property
+    def db_url(self) -> str:
+        return db_url(self.db, self.data_dir)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> OrchestratorConfig:
+        base = cls()
+        data_dir = Path(os.environ["TRAINORCH_DATA_DIR"]) if os.environ.get("TRAINORCH_DATA_DIR") else base.data_dir
+        config = replace(
+            base,
+            cluster=os.environ.get("TRAINORCH_CLUSTER", base.cluster) or "local",
+            workers=_int_env("TRAINORCH_WORKERS", base.workers),
+            gpus_per_worker=_int_env("TRAINORCH_GPUS_PER_WORKER", base.gpus_per_worker),
+            slots_per_worker=_int_env("TRAINORCH_SLOTS_PER_WORKER", base.slots_per_worker),
+            data_dir=data_dir,
+            db=os.environ.get("TRAINORCH_DB", ""),
+        )
+        return replace(config, **overrides)  # type: ignore[arg-type]

@@ -1,0 +1,64 @@
+"""The change feed: every job change, numbered, for push channels and waiters."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+Change = dict[str, Any]
+
+
+class ChangeFeed:
+    """Thread-safe: the orchestrator publishes, REST handlers and clients wait."""
+
+    def __init__(self, keep: int = 10_000) -> None:
+        self._changes: deque[Change] = deque(maxlen=keep)
+        self._seq = itertools.count(1)
+        self._cond = threading.Condition()
+        self._subscribers: list[Callable[[Change], None]] = []
+
+    @property
+    def last_seq(self) -> int:
+        with self._cond:
+            return self._changes[-1]["seq"] if self._changes else 0
+
+    def publish(self, kind: str, job_id: str, **data: Any) -> Change:
+        with self._cond:
+            change = {"seq": next(self._seq), "kind": kind, "job_id": job_id, "time": time.time(), **data}
+            self._changes.append(change)
+            self._cond.notify_all()
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            callback(change)
+        return change
+
+    def since(self, after: int) -> list[Change]:
+        with self._cond:
+            return [c for c in self._changes if c["seq"] > after]
+
+    def wait(self, after: int, timeout: float) -> list[Change]:
+        """Block up to ``timeout`` seconds for changes newer than ``after``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                fresh = [c for c in self._changes if c["seq"] > after]
+                remaining = deadline - time.monotonic()
+                if fresh or remaining <= 0:
+                    return fresh
+                self._cond.wait(remaining)
+
+    def subscribe(self, callback: Callable[[Change], None]) -> Callable[[], None]:
+        """``callback`` runs on the publishing thread; it must only hand the change on."""
+        with self._cond:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._cond:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe

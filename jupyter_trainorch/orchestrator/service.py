@@ -1,0 +1,588 @@
+"""The orchestrator: owns the queue, places jobs, follows attempts, retries, recovers.
+
+Runs on one asyncio loop (see ``host.OrchestratorHost``) together with the
+asynchronous Dask client. The flow of one job through this module:
+
+  submit ─► store (queued, or pending on dependencies) ─► _schedule (policy.plan)
+  ─► _dispatch (Client.submit of runner.run_attempt, pinned to the chosen worker)
+  ─► _on_worker_event (started, output lines, progress) ─► _watch ─► _finish_attempt
+  (succeeded │ retry with backoff │ failed) ─► dependents released, change published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import policy
+from ..cluster import ClusterBackend
+from ..runner.supervisor import (
+    EVENT_TOPIC,
+    attempt_key,
+    cancel_attempt,
+    cancel_jobs,
+    read_log,
+    run_attempt,
+)
+from ..spec import JobSpec, RetryPolicy, SpecError
+from ..store import (
+    CANCELLED,
+    FAILED,
+    PENDING,
+    QUEUED,
+    RETRYING,
+    RUNNING,
+    STARTING,
+    SUCCEEDED,
+    TERMINAL_STATES,
+    AttemptRecord,
+    JobRecord,
+    JobStore,
+)
+from .config import OrchestratorConfig
+from .feed import ChangeFeed
+from .recovery import recover
+
+log = logging.getLogger(__name__)
+
+
+class JobNotFound(LookupError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"there is no job {job_id!r}")
+
+
+class JobStateError(ValueError):
+    """A command that does not apply to the job's state (cancel a finished job)."""
+
+
+class OrchestratorBusy(RuntimeError):
+    """Another live orchestrator holds the store's lease."""
+
+
+@dataclass
+class Running:
+    job_id: str
+    n: int
+    worker: str
+    gpu_ids: tuple[str, ...]
+    cpus: float
+    memory: int
+    key: str
+    future: Any = None
+    started_running: bool = False
+    cancel_requested: bool = False
+    outcome: dict[str, Any] | None = None
+    log_seq: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        store: JobStore,
+        backend: ClusterBackend,
+        config: OrchestratorConfig,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.config = config
+        self.clock = clock
+        self.feed = ChangeFeed()
+        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.url: str | None = None
+        self._queue: list[policy.QueuedJob] = []
+        self._queue_keys: list[tuple[Any, ...]] = []
+        self._running: dict[str, Running] = {}
+        self._waiting: dict[str, set[str]] = {}  # job -> unfinished dependencies
+        self._dependents: dict[str, set[str]] = {}  # dependency -> waiting jobs
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self, url: str | None = None) -> None:
+        self.url = url
+        holder = self.store.acquire_lease(self.owner, url, self.clock(), self.config.lease_ttl)
+        if holder is not None:
+            where = f" and serves its API at {holder.url}" if holder.url else ""
+            raise OrchestratorBusy(
+                f"the job store {self.store.url} is owned by another orchestrator "
+                f"(pid {holder.pid} on {holder.host}){where}; only one may dispatch jobs from it"
+            )
+        await self.backend.start(self._workers_changed)
+        self.backend.client.subscribe_topic(EVENT_TOPIC, self._on_worker_event)
+        orphans = recover(self)
+        if orphans and self.backend.workers:
+            try:
+                await self.backend.client.run(cancel_jobs, orphans)
+            except Exception as err:  # noqa: BLE001 - best effort: workers may be gone
+                log.warning("could not stop attempts left by the previous orchestrator: %s", err)
+        self._loop_task = asyncio.ensure_future(self._scheduling_loop())
+        self._spawn(self._keep_lease())
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop dispatching; running attempts are stopped and requeued on next start."""
+        self._stopping = True
+        self._wake.set()
+        for handle in self._timers.values():
+            handle.cancel()
+        if self._running and self.backend.client is not None:
+            try:
+                await asyncio.wait_for(
+                    self.backend.client.run(cancel_jobs, list(self._running)), timeout=10
+                )
+            except Exception:  # noqa: BLE001 - cluster already gone
+                pass
+        for task in list(self._tasks) + ([self._loop_task] if self._loop_task else []):
+            task.cancel()
+        await self.backend.close()
+        self.store.release_lease(self.owner)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _keep_lease(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.config.lease_ttl / 3)
+            holder = self.store.acquire_lease(self.owner, self.url, self.clock(), self.config.lease_ttl)
+            if holder is not None:
+                log.error("lost the store lease to pid %s on %s; stopping dispatch", holder.pid, holder.host)
+                self._stopping = True
+
+    # -- commands ------------------------------------------------------------------
+    async def submit(self, spec: JobSpec, package: bytes | None = None) -> JobRecord:
+        if self.backend.workers:
+            problem = policy.fit_error(
+                spec.resources.gpus, spec.resources.cpus, spec.resources.memory, self._views()
+            )
+            if problem:
+                raise SpecError(problem)
+        depends_on = self._resolve_dependencies(spec.depends_on)
+        spec.depends_on = depends_on
+        unfinished = set()
+        for dep_id in depends_on:
+            dep = self.store.get_job(dep_id)
+            assert dep is not None
+            if dep.state in (FAILED, CANCELLED):
+                raise SpecError(f"--after: job {dep_id} ({dep.name}) has already {dep.state}")
+            if dep.state != SUCCEEDED:
+                unfinished.add(dep_id)
+        record = JobRecord(
+            id=uuid.uuid4().hex[:10],
+            seq=0,
+            name=spec.name,
+            user=spec.user,
+            state=PENDING if unfinished else QUEUED,
+            priority=spec.priority,
+            spec=spec.to_dict(),
+            depends_on=depends_on,
+            created=self.clock(),
+        )
+        self.store.create_job(record, package)
+        if unfinished:
+            self._wait_for(record.id, unfinished)
+        else:
+            self._enqueue(record)
+        self.feed.publish("job", record.id, state=record.state)
+        return record
+
+    def _resolve_dependencies(self, refs: list[str]) -> list[str]:
+        """``--after`` takes job ids, or names of earlier jobs (the newest of that name)."""
+        resolved: list[str] = []
+        for ref in refs:
+            job = self.store.get_job(ref)
+            if job is None:
+                named = [j for j in self.store.list_jobs(limit=500) if j.name == ref]
+                if not named:
+                    raise SpecError(f"--after: there is no job with id or name {ref!r}")
+                job = named[0]
+            if job.id not in resolved:
+                resolved.append(job.id)
+        return resolved
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        job = self._get(job_id)
+        if job.state in TERMINAL_STATES:
+            raise JobStateError(f"job {job_id} has already {job.state}; there is nothing to cancel")
+        running = self._running.get(job_id)
+        if running is not None:
+            running.cancel_requested = True
+            self._spawn(self._stop_attempt(running))
+            return job
+        self._dequeue(job_id)
+        self._end_job(job_id, CANCELLED, error="cancelled before it started")
+        return self._get(job_id)
+
+    async def retry(self, job_id: str) -> JobRecord:
+        job = self._get(job_id)
+        if job.state not in (FAILED, CANCELLED):
+            raise JobStateError(f"job {job_id} is {job.state}; only failed or cancelled jobs can be retried")
+        for dep_id in job.depends_on:
+            dep = self.store.get_job(dep_id)
+            if dep is not None and dep.state != SUCCEEDED:
+                raise JobStateError(f"job {job_id} depends on {dep_id}, which has {dep.state}")
+        self.store.update_job(
+            job_id, state=QUEUED, ended=None, error=None, not_before=None, retry_from=len(job.attempts) + 1
+        )
+        job = self._get(job_id)
+        self._enqueue(job)
+        self.feed.publish("job", job_id, state=QUEUED)
+        return job
+
+    def _get(self, job_id: str) -> JobRecord:
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    # -- the queue -----------------------------------------------------------------
+    def _enqueue(self, job: JobRecord) -> None:
+        resources = job.spec.get("resources", {})
+        item = policy.QueuedJob(
+            id=job.id,
+            priority=job.priority,
+            seq=job.seq,
+            gpus=int(resources.get("gpus", 0)),
+            cpus=float(resources.get("cpus", 1)),
+            memory=int(resources.get("memory", 0)),
+            user=job.user,
+        )
+        key = policy.queue_key(item)
+        index = bisect.bisect_right(self._queue_keys, key)
+        self._queue_keys.insert(index, key)
+        self._queue.insert(index, item)
+        self._wake.set()
+
+    def _dequeue(self, job_id: str) -> None:
+        for index, item in enumerate(self._queue):
+            if item.id == job_id:
+                del self._queue[index]
+                del self._queue_keys[index]
+                break
+        timer = self._timers.pop(job_id, None)
+        if timer is not None:
+            timer.cancel()
+        for dep_id in self._waiting.pop(job_id, set()):
+            self._dependents.get(dep_id, set()).discard(job_id)
+
+    def _wait_for(self, job_id: str, dependencies: set[str]) -> None:
+        self._waiting[job_id] = set(dependencies)
+        for dep_id in dependencies:
+            self._dependents.setdefault(dep_id, set()).add(job_id)
+
+    def _views(self) -> list[policy.WorkerView]:
+        held_gpus: dict[str, set[str]] = {}
+        held_cpus: dict[str, float] = {}
+        held_memory: dict[str, int] = {}
+        for run in self._running.values():
+            held_gpus.setdefault(run.worker, set()).update(run.gpu_ids)
+            held_cpus[run.worker] = held_cpus.get(run.worker, 0.0) + run.cpus
+            held_memory[run.worker] = held_memory.get(run.worker, 0) + run.memory
+        views = []
+        for addr, worker in sorted(self.backend.workers.items()):
+            taken = held_gpus.get(addr, set())
+            views.append(
+                policy.WorkerView(
+                    address=addr,
+                    gpu_ids=worker.gpu_ids,
+                    free_gpu_ids=tuple(g for g in worker.gpu_ids if g not in taken),
+                    cpus=worker.cpus,
+                    free_cpus=worker.cpus - held_cpus.get(addr, 0.0),
+                    memory=worker.memory,
+                    free_memory=max(0, worker.memory - held_memory.get(addr, 0)),
+                )
+            )
+        return views
+
+    async def _scheduling_loop(self) -> None:
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                break
+            try:
+                self._schedule()
+            except Exception:  # noqa: BLE001 - one bad round must not stop scheduling
+                log.exception("scheduling round failed")
+            await asyncio.sleep(0)
+
+    def _schedule(self) -> None:
+        if not self._queue or not self.backend.workers:
+            return
+        placements = policy.plan(self._queue, self._views())
+        if not placements:
+            return
+        placed = {p.job_id for p in placements}
+        keep = [(k, q) for k, q in zip(self._queue_keys, self._queue, strict=True) if q.id not in placed]
+        self._queue_keys = [k for k, _ in keep]
+        by_id = {q.id: q for q in self._queue}
+        self._queue = [q for _, q in keep]
+        self._dispatch([(p, by_id[p.job_id]) for p in placements])
+
+    def _dispatch(self, placements: list[tuple[policy.Placement, policy.QueuedJob]]) -> None:
+        now = self.clock()
+        jobs = {j.id: j for j in self.store.list_jobs(states=[QUEUED], limit=None)} if len(placements) > 20 else {}
+        attempts, changes = [], []
+        for placement, item in placements:
+            job = jobs.get(item.id) or self._get(item.id)
+            n = len(job.attempts) + 1
+            run = Running(
+                job_id=job.id,
+                n=n,
+                worker=placement.worker,
+                gpu_ids=placement.gpu_ids,
+                cpus=item.cpus,
+                memory=item.memory,
+                key=attempt_key(job.id, n),
+            )
+            self._running[job.id] = run
+            attempts.append(
+                AttemptRecord(job.id, n, STARTING, placement.worker, list(placement.gpu_ids), started=now)
+            )
+            fields: dict[str, Any] = {"state": STARTING, "not_before": None}
+            if job.started is None:
+                fields["started"] = now
+            changes.append((job.id, fields))
+            run.future = self._submit_attempt(job, run)
+            self._spawn(self._watch(run))
+        self.store.add_attempts(attempts)
+        self.store.update_jobs(changes)
+        for _, item in placements:
+            self.feed.publish("job", item.id, state=STARTING)
+
+    def _submit_attempt(self, job: JobRecord, run: Running) -> Any:
+        spec = job.spec
+        request = {
+            "job_id": job.id,
+            "attempt": run.n,
+            "name": job.name,
+            "kind": spec.get("kind", "python"),
+            "source": spec.get("source", ""),
+            "command": spec.get("command", ""),
+            "params": spec.get("params", {}),
+            "env": spec.get("env", {}),
+            "outputs": spec.get("outputs", []),
+            "workdir": spec.get("workdir"),
+            "timeout": spec.get("timeout"),
+            "gpu_ids": list(run.gpu_ids),
+            "grace": self.config.grace_period,
+            "checkpoint_dir": str(self.config.data_dir / "checkpoints" / job.id),
+            "package": self.store.get_package(job.id),
+        }
+        worker = self.backend.workers.get(run.worker)
+        resources = {"GPU": len(run.gpu_ids)} if run.gpu_ids and worker and worker.advertises_gpus else None
+        return self.backend.client.submit(
+            run_attempt,
+            request,
+            key=run.key,
+            workers=[run.worker],
+            allow_other_workers=False,
+            resources=resources,
+            pure=False,
+        )
+
+    # -- following attempts ---------------------------------------------------------
+    def _on_worker_event(self, event: tuple[float, dict[str, Any]]) -> None:
+        _, message = event
+        run = self._running.get(message.get("job_id", ""))
+        if run is None or run.n != message.get("attempt"):
+            return  # a stale attempt's late message
+        if message.get("type") == "started":
+            run.started_running = True
+            run.extra["pid"] = message.get("pid")
+            self.store.update_attempt(run.job_id, run.n, state=RUNNING)
+            self.store.update_job(run.job_id, state=RUNNING)
+            self.feed.publish("job", run.job_id, state=RUNNING)
+            return
+        lines = message.get("lines") or []
+        if lines:
+            self.store.append_logs(run.job_id, run.n, [tuple(line) for line in lines])
+            run.log_seq = max(run.log_seq, lines[-1][0])
+            self.feed.publish("logs", run.job_id, attempt=run.n, lines=len(lines))
+        progress = message.get("progress")
+        if progress:
+            step, total = progress.get("step"), progress.get("total")
+            fraction = None
+            if isinstance(step, (int, float)) and isinstance(total, (int, float)) and total:
+                fraction = max(0.0, min(1.0, step / total))
+            record = {
+                "step": step,
+                "total": total,
+                "fraction": fraction,
+                "message": progress.get("message"),
+                "metrics": progress.get("metrics") or {},
+                "updated": self.clock(),
+            }
+            self.store.update_job(run.job_id, progress=record)
+            self.feed.publish("progress", run.job_id, progress=record)
+
+    async def _watch(self, run: Running) -> None:
+        try:
+            outcome = await run.future
+        except asyncio.CancelledError:
+            if self._stopping:
+                raise
+            outcome = {"error": "the attempt's task was cancelled", "infrastructure": not run.cancel_requested}
+        except Exception as err:  # noqa: BLE001 - worker died (KilledWorker) or task failed
+            outcome = {"error": f"{type(err).__name__}: {err}", "infrastructure": True}
+        await self._finish_attempt(run, outcome)
+
+    async def _stop_attempt(self, run: Running) -> None:
+        """Cancel until the supervisor confirms, or the task never started."""
+        for _ in range(60):
+            if run.job_id not in self._running:
+                return
+            try:
+                done = await self.backend.client.run(cancel_attempt, run.key, workers=[run.worker])
+                if any(done.values()):
+                    return
+            except Exception:  # noqa: BLE001 - worker gone: the lost-worker path ends it
+                pass
+            if not run.started_running and run.future is not None:
+                await run.future.cancel()
+            await asyncio.sleep(0.5)
+
+    async def _workers_changed(self, added: list[Any], removed: list[str]) -> None:
+        for run in [r for r in self._running.values() if r.worker in removed]:
+            if run.future is not None:
+                await run.future.cancel()
+            await self._finish_attempt(
+                run, {"error": f"worker {run.worker} was lost", "infrastructure": True}
+            )
+        self._wake.set()
+
+    async def _fill_log_gap(self, run: Running, outcome: dict[str, Any]) -> None:
+        """Fetch lines whose events Dask dropped from the worker's durable log."""
+        total = int(outcome.get("log_lines") or 0)
+        stored = len(self.store.log_seqs(run.job_id, run.n)) if total else 0
+        if total <= stored or run.worker not in self.backend.workers:
+            return
+        try:
+            got = await self.backend.client.run(read_log, outcome["log_path"], 0, workers=[run.worker])
+        except Exception as err:  # noqa: BLE001
+            log.warning("could not fetch the log of %s: %s", run.key, err)
+            return
+        lines = got.get(run.worker) or []
+        self.store.append_logs(run.job_id, run.n, [tuple(line) for line in lines])
+
+    async def _finish_attempt(self, run: Running, outcome: dict[str, Any]) -> None:
+        if self._running.get(run.job_id) is not run:
+            return  # already finished through another path (lost worker and task error)
+        del self._running[run.job_id]
+        self._wake.set()
+        await self._fill_log_gap(run, outcome)
+        now = self.clock()
+        exit_code = outcome.get("exit_code")
+        error = outcome.get("error")
+        succeeded = exit_code == 0 and not outcome.get("cancelled")
+        infrastructure = bool(outcome.get("infrastructure"))
+        self.store.update_attempt(
+            run.job_id,
+            run.n,
+            state=SUCCEEDED if succeeded else (CANCELLED if run.cancel_requested else FAILED),
+            ended=now,
+            exit_code=exit_code,
+            error=_tail(error),
+            infrastructure=infrastructure,
+        )
+        if succeeded:
+            outputs = outcome.get("outputs")
+            if outputs is not None:
+                self.store.update_job(run.job_id, outputs=outputs, has_outputs=True)
+            self._end_job(run.job_id, SUCCEEDED)
+            return
+        if run.cancel_requested or self._stopping:
+            if not self._stopping:
+                self._end_job(run.job_id, CANCELLED, error="cancelled")
+            return
+        job = self._get(run.job_id)
+        if infrastructure and job.infrastructure_failures <= self.config.max_infrastructure_retries:
+            self._schedule_retry(job, delay=0.5, error=error)
+        elif not infrastructure and outcome.get("retryable", True) and job.user_failures <= job.max_retries:
+            delay = RetryPolicy.parse(job.spec.get("retries")).delay(job.user_failures)
+            self._schedule_retry(job, delay=delay, error=error)
+        else:
+            self._end_job(run.job_id, FAILED, error=_tail(error))
+
+    def _schedule_retry(self, job: JobRecord, delay: float, error: str | None) -> None:
+        not_before = self.clock() + delay
+        self.store.update_job(job.id, state=RETRYING, not_before=not_before, error=_tail(error))
+        self.feed.publish("job", job.id, state=RETRYING, delay=delay)
+
+        def requeue() -> None:
+            self._timers.pop(job.id, None)
+            current = self.store.get_job(job.id)
+            if current is None or current.state != RETRYING:
+                return
+            self.store.update_job(job.id, state=QUEUED)
+            self._enqueue(current)
+            self.feed.publish("job", job.id, state=QUEUED)
+
+        self._timers[job.id] = asyncio.get_running_loop().call_later(delay, requeue)
+
+    def _end_job(self, job_id: str, state: str, error: str | None = None) -> None:
+        fields: dict[str, Any] = {"state": state, "ended": self.clock(), "not_before": None}
+        if error is not None or state == SUCCEEDED:
+            fields["error"] = error
+        self.store.update_job(job_id, **fields)
+        self.feed.publish("job", job_id, state=state)
+        for dependent in sorted(self._dependents.pop(job_id, set())):
+            waiting = self._waiting.get(dependent)
+            if waiting is None:
+                continue
+            if state == SUCCEEDED:
+                waiting.discard(job_id)
+                if not waiting:
+                    del self._waiting[dependent]
+                    self.store.update_job(dependent, state=QUEUED)
+                    self._enqueue(self._get(dependent))
+                    self.feed.publish("job", dependent, state=QUEUED)
+            else:
+                self._dequeue(dependent)
+                self._end_job(dependent, FAILED, error=f"dependency {job_id} {state}")
+
+    # -- views for the API ------------------------------------------------------------
+    def cluster_status(self) -> dict[str, Any]:
+        views = self._views()
+        gpus_total = sum(len(v.gpu_ids) for v in views)
+        gpus_free = sum(len(v.free_gpu_ids) for v in views)
+        return {
+            **self.backend.summary(),
+            "workers": [
+                {
+                    "address": v.address,
+                    "name": self.backend.workers[v.address].name,
+                    "gpus": list(v.gpu_ids),
+                    "free_gpus": list(v.free_gpu_ids),
+                    "cpus": v.cpus,
+                    "free_cpus": v.free_cpus,
+                    "memory": v.memory,
+                    "running": sorted(r.job_id for r in self._running.values() if r.worker == v.address),
+                }
+                for v in views
+            ],
+            "gpus": {"total": gpus_total, "busy": gpus_total - gpus_free},
+            "queue_depth": len(self._queue),
+            "running": len(self._running),
+            "waiting_on_dependencies": len(self._waiting),
+        }
+
+
+def _tail(error: str | None, limit: int = 2000) -> str | None:
+    if error is None or len(error) <= limit:
+        return error
+    return "…" + error[-limit:]

@@ -1,0 +1,343 @@
+"""Placement policy: which queued job starts on which worker, with which GPUs.
+
+Pure and deterministic: no I/O, no clock, no Dask. The orchestrator calls
+:func:`plan` on every scheduling event and a trace simulator replays the same
+calls, so equal inputs must give equal outputs.
+
+The rules, by precedence:
+
+* Strict priority, FIFO within a priority: the queue is walked in
+  :func:`queue_key` order.
+* A job runs on one worker. A job needing ``n`` GPUs goes to a worker with at
+  least ``n`` free GPU ids and gets the first ``n`` of them; it also needs the
+  free CPUs, and the free memory when both it and the worker state a size.
+* Best fit: among the workers a job fits on now, take the one with the fewest
+  free GPUs, then the fewest free CPUs, then the lowest address, so whole free
+  blocks stay available to multi-GPU jobs.
+* Reservation: a job that fits some worker's capacity but no worker right now
+  reserves the one with the most free GPUs (then the most free CPUs, then the
+  lowest address), being the likeliest to free up first. No later job of the
+  same call may start there, so a big job is not starved by a stream of small
+  ones that keep taking the GPUs it waits for.
+* A job larger than every worker reserves nothing; :func:`fit_error` says why.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["Placement", "QueuedJob", "WorkerView", "fit_error", "plan", "queue_key"]
+
+# CPU claims are floats (``cpus=0.1``) and sums of them drift; without slack a
+# job could be refused over 1e-17 of a core.
+_CPU_SLACK = 1e-9
+_MIB = 2**20
+_GIB = 2**30
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedJob:
+    """A waiting job, reduced to what placement needs."""
+
+    id: str
+    priority: int  # larger runs first: low=0 normal=100 high=200 urgent=300
+    seq: int  # submission order, smaller = earlier
+    gpus: int = 0
+    cpus: float = 1.0
+    memory: int = 0  # bytes, 0 = no claim
+    user: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """A worker's capacity and what running jobs leave of it."""
+
+    address: str
+    gpu_ids: tuple[str, ...] = ()
+    free_gpu_ids: tuple[str, ...] = ()
+    cpus: float = 1.0
+    free_cpus: float = 1.0
+    memory: int = 0  # bytes, 0 = unknown: memory never limits this worker
+    free_memory: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Start ``job_id`` on ``worker`` with exactly these GPU ids."""
+
+    job_id: str
+    worker: str
+    gpu_ids: tuple[str, ...]
+
+
+def queue_key(job: QueuedJob) -> tuple[int, int]:
+    """Sort key of the queue: higher priority first, then earlier submission."""
+    return (-job.priority, job.seq)
+
+
+# A job's demand; equal shapes are interchangeable for placement.
+_Shape = tuple[int, float, int]
+
+# What is already known about a shape within one ``plan`` call. The board only
+# ever loses free resources and candidate workers during a call, so a shape
+# that failed stays failed for every later job of that shape.
+_NO_FIT_NOW = 1
+_HOPELESS = 2
+
+
+class _Board:
+    """The working copy of the cluster for one ``plan`` call.
+
+    Workers that are not reserved sit in ``buckets[k]`` (``k`` = free GPUs),
+    each bucket sorted by ``(free_cpus, address, index)``: best fit is then
+    the first entry, from the smallest big-enough bucket, past the bisection
+    point for the job's CPUs. That keeps a decision at O(buckets * log workers)
+    rather than a pass over every worker.
+    """
+
+    __slots__ = (
+        "address",
+        "buckets",
+        "cap_cpus",
+        "cap_gpus",
+        "cap_memory",
+        "entries",
+        "free_cpus",
+        "free_ids",
+        "free_memory",
+        "open",
+        "unreserved",
+    )
+
+    def __init__(self, workers: Sequence[WorkerView]) -> None:
+        self.address: list[str] = []
+        self.cap_gpus: list[int] = []
+        self.cap_cpus: list[float] = []
+        self.cap_memory: list[int] = []
+        self.free_ids: list[tuple[str, ...]] = []
+        self.free_cpus: list[float] = []
+        self.free_memory: list[int] = []
+        self.entries: list[tuple[float, str, int]] = []
+        top = 0
+        for index, worker in enumerate(workers):
+            # A repeated id in the view must not let two jobs share one GPU.
+            ids = tuple(dict.fromkeys(worker.free_gpu_ids))
+            free_cpus = _clamp(float(worker.free_cpus))
+            self.address.append(worker.address)
+            self.cap_gpus.append(max(len(worker.gpu_ids), len(ids)))
+            self.cap_cpus.append(max(float(worker.cpus), free_cpus))
+            self.cap_memory.append(worker.memory)
+            self.free_ids.append(ids)
+            self.free_cpus.append(free_cpus)
+            self.free_memory.append(worker.free_memory if worker.memory else 0)
+            self.entries.append((free_cpus, worker.address, index))
+            top = max(top, len(ids))
+        self.buckets: list[list[tuple[float, str, int]]] = [[] for _ in range(top + 1)]
+        for entry in self.entries:
+            self.buckets[len(self.free_ids[entry[2]])].append(entry)
+        for bucket in self.buckets:
+            bucket.sort()
+        self.unreserved = len(self.entries)
+        # Workers that can still take a job claiming some CPU.
+        self.open = sum(1 for cpus in self.free_cpus if cpus > 0.0)
+
+    def fit(self, gpus: int, cpus: float, memory: int) -> int | None:
+        """The best-fitting unreserved worker for the demand now, or None."""
+        buckets = self.buckets
+        if gpus >= len(buckets):
+            return None
+        floor = (cpus - _CPU_SLACK,)
+        for k in range(gpus, len(buckets)):
+            bucket = buckets[k]
+            if not bucket:
+                continue
+            for at in range(bisect_left(bucket, floor), len(bucket)):
+                index = bucket[at][2]
+                if not memory or not self.cap_memory[index] or self.free_memory[index] >= memory:
+                    return index
+        return None
+
+    def reservable(self, gpus: int, cpus: float, memory: int) -> int | None:
+        """The unreserved worker to hold for a demand that fits no one now."""
+        cap_gpus, cap_cpus, cap_memory = self.cap_gpus, self.cap_cpus, self.cap_memory
+        cpus -= _CPU_SLACK
+        for bucket in reversed(self.buckets):
+            # Groups of equal free CPUs, most first; inside a group the
+            # entries run by address, so the first match is the one.
+            end = len(bucket)
+            while end:
+                start = bisect_left(bucket, (bucket[end - 1][0],), 0, end)
+                for at in range(start, end):
+                    index = bucket[at][2]
+                    if (
+                        cap_gpus[index] >= gpus
+                        and cap_cpus[index] >= cpus
+                        and (not memory or not cap_memory[index] or cap_memory[index] >= memory)
+                    ):
+                        return index
+                end = start
+        return None
+
+    def _holds(self, index: int, gpus: int, cpus: float, memory: int) -> bool:
+        cap_memory = self.cap_memory[index]
+        return (
+            self.cap_gpus[index] >= gpus
+            and self.cap_cpus[index] + _CPU_SLACK >= cpus
+            and (not memory or not cap_memory or cap_memory >= memory)
+        )
+
+    def _unlist(self, index: int) -> None:
+        entry = self.entries[index]
+        bucket = self.buckets[len(self.free_ids[index])]
+        del bucket[bisect_left(bucket, entry)]
+
+    def take(self, index: int, gpus: int, cpus: float, memory: int) -> tuple[str, ...]:
+        """Consume the demand on a worker; returns the GPU ids handed out."""
+        self._unlist(index)
+        ids = self.free_ids[index]
+        taken, self.free_ids[index] = ids[:gpus], ids[gpus:]
+        before = self.free_cpus[index]
+        after = _clamp(before - cpus)
+        self.free_cpus[index] = after
+        if before > 0.0 and after == 0.0:
+            self.open -= 1
+        if memory and self.cap_memory[index]:
+            self.free_memory[index] -= memory
+        entry = (after, self.address[index], index)
+        self.entries[index] = entry
+        insort(self.buckets[len(self.free_ids[index])], entry)
+        return taken
+
+    def reserve(self, index: int) -> None:
+        self._unlist(index)
+        self.unreserved -= 1
+        if self.free_cpus[index] > 0.0:
+            self.open -= 1
+
+
+def _clamp(cpus: float) -> float:
+    return 0.0 if cpus <= _CPU_SLACK else cpus
+
+
+def plan(queue: Sequence[QueuedJob], workers: Sequence[WorkerView]) -> list[Placement]:
+    """Decide which queued jobs start now, where, and on which GPU ids.
+
+    ``queue`` must already be in :func:`queue_key` order (the orchestrator
+    keeps it sorted on insert); it is not re-sorted here. Jobs that cannot
+    start are simply absent from the result.
+    """
+    board = _Board(workers)
+    known: dict[_Shape, int] = {}
+    # The smallest shapes found hopeless: anything at least as large in every
+    # resource is hopeless too, which spares a scan per distinct shape.
+    hopeless: list[_Shape] = []
+    placements: list[Placement] = []
+    last_cpu_free = -1  # index of the last job claiming no CPU, once needed
+    for position, job in enumerate(queue):
+        if not board.unreserved:
+            break
+        if not board.open:
+            # Only jobs claiming no CPU can still start anywhere.
+            if last_cpu_free < 0:
+                last_cpu_free = _last_cpu_free(queue, position)
+            if position > last_cpu_free:
+                break
+        gpus = job.gpus if job.gpus > 0 else 0
+        cpus = float(job.cpus) if job.cpus > 0 else 0.0
+        memory = job.memory if job.memory > 0 else 0
+        shape = (gpus, cpus, memory)
+        state = known.get(shape)
+        if state == _HOPELESS:
+            continue
+        if state is None and _covers(hopeless, shape):
+            known[shape] = _HOPELESS
+            continue
+        if state is None:
+            index = board.fit(gpus, cpus, memory)
+            if index is not None:
+                taken = board.take(index, gpus, cpus, memory)
+                placements.append(Placement(job.id, board.address[index], taken))
+                continue
+        index = board.reservable(gpus, cpus, memory)
+        if index is None:
+            known[shape] = _HOPELESS
+            hopeless = [h for h in hopeless if not _covers([shape], h)]
+            hopeless.append(shape)
+        else:
+            known[shape] = _NO_FIT_NOW
+            board.reserve(index)
+    return placements
+
+
+def _covers(smaller: list[_Shape], shape: _Shape) -> bool:
+    gpus, cpus, memory = shape
+    return any(gpus >= g and cpus >= c and memory >= m for g, c, m in smaller)
+
+
+def _last_cpu_free(queue: Sequence[QueuedJob], start: int) -> int:
+    for position in range(len(queue) - 1, start - 1, -1):
+        if queue[position].cpus <= _CPU_SLACK:
+            return position
+    return start - 1
+
+
+def fit_error(gpus: int, cpus: float, memory: int, workers: Sequence[WorkerView]) -> str | None:
+    """None if some worker could ever hold the job, else one sentence why not.
+
+    Judged on capacity, not on what is free now: a job that only has to wait
+    is not an error.
+    """
+    if not workers:
+        return "the cluster has no workers yet"
+    board = _Board(workers)
+    count = len(workers)
+    if any(board._holds(index, gpus, cpus, memory) for index in range(count)):
+        return None
+    total_gpus = sum(board.cap_gpus)
+    cluster = f"cluster: {_plural(count, 'worker')}, {_plural(total_gpus, 'GPU')} in all"
+    one_worker = "a job must fit on one worker"
+    largest_gpus = max(board.cap_gpus)
+    if gpus > largest_gpus:
+        if not total_gpus:
+            return (
+                f"the job asks for {_plural(gpus, 'GPU')} but the cluster has no GPUs ({cluster})"
+            )
+        return (
+            f"the job asks for {_plural(gpus, 'GPU')} but the largest worker has "
+            f"{largest_gpus} ({cluster}); {one_worker}"
+        )
+    largest_cpus = max(board.cap_cpus)
+    if cpus > largest_cpus + _CPU_SLACK:
+        return f"the job asks for {_cpu_text(cpus)} but the largest worker has {largest_cpus:g}"
+    if memory and all(board.cap_memory):
+        largest_memory = max(board.cap_memory)
+        if memory > largest_memory:
+            return (
+                f"the job asks for {_bytes_text(memory)} of memory but the largest worker "
+                f"has {_bytes_text(largest_memory)}"
+            )
+    # Each resource exists somewhere, only not all of them on one worker.
+    wanted = [_plural(gpus, "GPU")] if gpus else []
+    wanted.append(_cpu_text(cpus))
+    if memory:
+        wanted.append(f"{_bytes_text(memory)} of memory")
+    asked = wanted[0] if len(wanted) == 1 else ", ".join(wanted[:-1]) + " and " + wanted[-1]
+    return (
+        f"the job asks for {asked} but no single worker has all of that ({cluster}); {one_worker}"
+    )
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _cpu_text(cpus: float) -> str:
+    return f"{cpus:g} CPU" if cpus == 1 else f"{cpus:g} CPUs"
+
+
+def _bytes_text(size: int) -> str:
+    if size < _GIB // 10:
+        return f"{size / _MIB:.1f} MiB"
+    return f"{size / _GIB:.1f} GiB"

@@ -1,0 +1,144 @@
+"""The job's own process: ``python -m jupyter_trainorch.runner.child ATTEMPT_DIR``.
+
+Started by the supervisor in a new process group. Runs a python cell (with its
+captured variables and params) or a shell command, writes ``status.json`` when it
+fails in a way the supervisor must know about (not retryable), and ``outputs.pkl``
+with the variables the user asked back. It dies with its supervisor: a watchdog
+kills the whole process group if the parent disappears.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import linecache
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+EXIT_NOT_RETRYABLE = 3
+
+
+def _write_status(attempt_dir: Path, error: str, retryable: bool) -> None:
+    (attempt_dir / "status.json").write_text(json.dumps({"error": error, "retryable": retryable}))
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os.killpg(0, signal.SIGKILL)
+
+
+def _forward_sigterm_to_group() -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.killpg(0, signal.SIGTERM)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_command(attempt_dir: Path, request: dict[str, Any]) -> int:
+    fds = ()
+    if os.environ.get("TRAINORCH_PROGRESS_FD"):
+        fds = (int(os.environ["TRAINORCH_PROGRESS_FD"]),)
+    proc = subprocess.Popen(["/bin/sh", "-c", request["command"]], pass_fds=fds)
+    try:
+        code = proc.wait()
+    except SystemExit:
+        proc.wait()
+        raise
+    if code == 127:
+        _write_status(attempt_dir, f"command not found: {request['command'].split()[0]}", False)
+    return code
+
+
+def _user_traceback(exc: BaseException, filename: str) -> str:
+    """The traceback from the cell down, without this bootstrap's own frames."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def run_python(attempt_dir: Path, request: dict[str, Any]) -> int:
+    import cloudpickle
+
+    filename = f"<cell {request['name']}>"
+    source = request["source"]
+    try:
+        code = compile(source, filename, "exec")
+    except SyntaxError as err:
+        message = f"SyntaxError: {err.msg} (line {err.lineno})"
+        print(message, file=sys.stderr)
+        _write_status(attempt_dir, message, False)
+        return EXIT_NOT_RETRYABLE
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+
+    namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+    package_path = attempt_dir / "package.pkl"
+    if package_path.exists():
+        variables: dict[str, bytes] = cloudpickle.loads(package_path.read_bytes()).get("variables", {})
+        for name, blob in variables.items():
+            try:
+                namespace[name] = cloudpickle.loads(blob)
+            except Exception as err:  # noqa: BLE001 - any unpickling failure is the user's
+                message = f"variable {name!r} could not be loaded on the worker: {type(err).__name__}: {err}"
+                print(message, file=sys.stderr)
+                _write_status(attempt_dir, message, False)
+                return EXIT_NOT_RETRYABLE
+    namespace.update(request.get("params") or {})
+
+    try:
+        exec(code, namespace)
+    except SystemExit as exc:
+        if exc.code in (None, 0):
+            pass
+        else:
+            return exc.code if isinstance(exc.code, int) else 1
+    except BaseException as exc:  # noqa: BLE001 - report whatever the cell raised
+        sys.stderr.write(_user_traceback(exc, filename))
+        sys.stderr.flush()
+        _write_status(attempt_dir, f"{type(exc).__name__}: {exc}", True)
+        return 1
+
+    wanted = request.get("outputs") or []
+    if wanted:
+        missing = [name for name in wanted if name not in namespace]
+        if missing:
+            message = f"output variable {missing[0]!r} was not defined by the cell"
+            print(message, file=sys.stderr)
+            _write_status(attempt_dir, message, False)
+            return EXIT_NOT_RETRYABLE
+        try:
+            blob = cloudpickle.dumps({name: namespace[name] for name in wanted})
+        except Exception as err:  # noqa: BLE001
+            message = f"output variables could not be pickled: {type(err).__name__}: {err}"
+            _write_status(attempt_dir, message, False)
+            return EXIT_NOT_RETRYABLE
+        (attempt_dir / "outputs.pkl").write_bytes(blob)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    attempt_dir = Path(argv[1])
+    request = json.loads((attempt_dir / "request.json").read_text())
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    _forward_sigterm_to_group()
+    workdir = os.getcwd()
+    if workdir not in sys.path:
+        sys.path.insert(0, workdir)
+    if request["kind"] == "command":
+        return run_command(attempt_dir, request)
+    return run_python(attempt_dir, request)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

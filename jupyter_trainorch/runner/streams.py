@@ -1,0 +1,91 @@
+"""Batching of a child's output into sequenced events, and tqdm bar parsing.
+
+Dask keeps only the last 1,000 events per topic and drops events while no client
+listens, so lines travel in batches (about 100 lines or 250 ms) with sequence
+numbers, and every line is also appended to a durable file on the worker from
+which the orchestrator fills any gap.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+MAX_BATCH_LINES = 100
+FLUSH_INTERVAL = 0.25
+MAX_LINE_CHARS = 8192
+
+_SCALE = {"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+_TQDM = re.compile(
+    r"^(?:(?P<desc>.*?):\s*)?(?:\s*\d+%\|.*?\|\s*)?"
+    r"(?P<n>\d+(?:\.\d+)?)(?P<ns>[kMGT]?)(?:/(?P<total>\d+(?:\.\d+)?)(?P<ts>[kMGT]?))?"
+    r"(?:[a-zA-Z/]*)?\s*\[\d[\d:]*(?:<[\d:?]+)?,"
+)
+
+
+def parse_tqdm(text: str) -> dict[str, Any] | None:
+    """Progress from a tqdm bar such as ``epoch:  40%|####  | 4/10 [00:01<00:01, 3it/s]``."""
+    match = _TQDM.search(text.strip())
+    if match is None:
+        return None
+    step = float(match.group("n")) * _SCALE[match.group("ns")]
+    total = None
+    if match.group("total") is not None:
+        total = float(match.group("total")) * _SCALE[match.group("ts")]
+    desc = (match.group("desc") or "").strip() or None
+    as_int = lambda v: int(v) if v is not None and float(v).is_integer() else v  # noqa: E731
+    return {"step": as_int(step), "total": as_int(total), "message": desc, "metrics": {}}
+
+
+class LineBatcher:
+    """Collects lines and progress; ``send`` receives ``{"lines": [...], "progress": ...}``."""
+
+    def __init__(self, send: Callable[[dict[str, Any]], None], log_path: Path) -> None:
+        self._send = send
+        self._lines: list[list[Any]] = []
+        self._progress: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+        self._file = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.count = 0
+        self._closed = threading.Event()
+        self._timer = threading.Thread(target=self._tick, daemon=True)
+        self._timer.start()
+
+    def add(self, stream: str, text: str) -> None:
+        if len(text) > MAX_LINE_CHARS:
+            text = text[:MAX_LINE_CHARS] + " …[line truncated]"
+        with self._lock:
+            self.count += 1
+            record = [self.count, stream, text, time.time()]
+            self._file.write(json.dumps(record) + "\n")
+            self._lines.append(record)
+            full = len(self._lines) >= MAX_BATCH_LINES
+        if full:
+            self.flush()
+
+    def progress(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._progress = record
+
+    def flush(self) -> None:
+        with self._lock:
+            lines, self._lines = self._lines, []
+            progress, self._progress = self._progress, None
+            self._file.flush()
+        if lines or progress:
+            self._send({"lines": lines, "progress": progress})
+
+    def _tick(self) -> None:
+        while not self._closed.wait(FLUSH_INTERVAL):
+            self.flush()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._timer.join(timeout=2)
+        self.flush()
+        self._file.close()

@@ -1,0 +1,274 @@
+"""The Dask task that supervises one attempt on a worker.
+
+``run_attempt`` runs in a worker thread: it spawns the job's child process in a new
+process group, streams its output and progress back to the orchestrator as batched
+Dask events (and to a durable file on the worker), and stops it on cancel or timeout
+(SIGTERM to the group, grace, SIGKILL). It knows nothing about the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..progress import PROGRESS_FD_ENV
+from .streams import LineBatcher, parse_tqdm
+
+EVENT_TOPIC = "trainorch"
+_registry: dict[str, Supervisor] = {}
+_registry_lock = threading.Lock()
+
+
+def attempt_key(job_id: str, attempt: int) -> str:
+    return f"trainorch-{job_id}-{attempt}"
+
+
+def _attempt_root() -> Path:
+    try:
+        from distributed import get_worker
+
+        base = Path(get_worker().local_directory)
+    except (ImportError, ValueError):
+        base = Path(tempfile.gettempdir())
+    return base / "trainorch"
+
+
+class Supervisor:
+    def __init__(self, request: dict[str, Any], send: Any) -> None:
+        self.request = request
+        self.key = attempt_key(request["job_id"], request["attempt"])
+        self.dir = _attempt_root() / self.key
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.cancel_requested = threading.Event()
+        self.batcher = LineBatcher(
+            send=lambda payload: send({"type": "output", **self._ids(), **payload}),
+            log_path=self.dir / "log.jsonl",
+        )
+        self.send = send
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _ids(self) -> dict[str, Any]:
+        return {"job_id": self.request["job_id"], "attempt": self.request["attempt"]}
+
+    # -- process -----------------------------------------------------------
+    def _environment(self, progress_fd: int) -> dict[str, str]:
+        req = self.request
+        env = dict(os.environ)
+        env.update({str(k): str(v) for k, v in (req.get("env") or {}).items()})
+        env.update(
+            {
+                "CUDA_VISIBLE_DEVICES": ",".join(req.get("gpu_ids") or []),
+                "TRAINORCH_JOB_ID": req["job_id"],
+                "TRAINORCH_JOB_NAME": req["name"],
+                "TRAINORCH_ATTEMPT": str(req["attempt"]),
+                "TRAINORCH_CHECKPOINT_DIR": req.get("checkpoint_dir") or str(self.dir / "checkpoints"),
+                PROGRESS_FD_ENV: str(progress_fd),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        return env
+
+    def _workdir(self) -> str:
+        wanted = self.request.get("workdir")
+        if wanted and os.path.isdir(wanted):
+            return wanted
+        return str(self.dir)
+
+    def start(self) -> None:
+        req = dict(self.request)
+        package = req.pop("package", None)
+        if package:
+            (self.dir / "package.pkl").write_bytes(package)
+        (self.dir / "request.json").write_text(json.dumps(req))
+        os.makedirs(self._environment(0)["TRAINORCH_CHECKPOINT_DIR"], exist_ok=True)
+        read_fd, write_fd = os.pipe()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_trainorch.runner.child", str(self.dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            # One pipe keeps stdout and stderr lines in the order the job wrote them.
+            stderr=subprocess.STDOUT,
+            pass_fds=(write_fd,),
+            env=self._environment(write_fd),
+            cwd=self._workdir(),
+            start_new_session=True,
+        )
+        os.close(write_fd)
+        self.readers = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, "output"), daemon=True),
+            threading.Thread(target=self._pump_progress, args=(read_fd,), daemon=True),
+        ]
+        for reader in self.readers:
+            reader.start()
+        self.send({"type": "started", **self._ids(), "pid": self.proc.pid, "time": time.time()})
+
+    def _pump(self, pipe: Any, stream: str) -> None:
+        pending = b""
+        while True:
+            chunk = os.read(pipe.fileno(), 65536)
+            if not chunk:
+                break
+            pending += chunk
+            while True:
+                cut = min((i for i in (pending.find(b"\n"), pending.find(b"\r")) if i >= 0), default=-1)
+                if cut < 0:
+                    break
+                segment, end, pending = pending[:cut], pending[cut : cut + 1], pending[cut + 1 :]
+                text = segment.decode("utf-8", "replace")
+                if end == b"\r":
+                    bar = parse_tqdm(text)  # a redrawn progress bar, not a log line
+                    if bar is not None:
+                        self.batcher.progress(bar)
+                    continue
+                bar = parse_tqdm(text)
+                if bar is not None:
+                    self.batcher.progress(bar)
+                self.batcher.add(stream, text)
+        if pending:
+            self.batcher.add(stream, pending.decode("utf-8", "replace"))
+        pipe.close()
+
+    def _pump_progress(self, fd: int) -> None:
+        with os.fdopen(fd, "rb") as pipe:
+            for raw in pipe:
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    continue
+                self.batcher.progress(record)
+
+    def _stop_group(self, grace: float) -> None:
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+    # -- lifecycle -----------------------------------------------------------
+    def wait(self) -> dict[str, Any]:
+        assert self.proc is not None
+        timeout = self.request.get("timeout")
+        grace = float(self.request.get("grace", 5.0))
+        deadline = time.monotonic() + timeout if timeout else None
+        cancelled = timed_out = False
+        while self.proc.poll() is None:
+            if self.cancel_requested.wait(0.05):
+                cancelled = True
+                self._stop_group(grace)
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                timed_out = True
+                self._stop_group(grace)
+                break
+        exit_code = self.proc.wait()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # stray grandchildren must not hold the GPU
+        except (ProcessLookupError, PermissionError):
+            pass
+        for reader in self.readers:
+            reader.join(timeout=5)
+        self.batcher.close()
+        return self._result(exit_code, cancelled, timed_out)
+
+    def _result(self, exit_code: int, cancelled: bool, timed_out: bool) -> dict[str, Any]:
+        status: dict[str, Any] = {}
+        status_path = self.dir / "status.json"
+        if status_path.exists():
+            status = json.loads(status_path.read_text())
+        outputs_path = self.dir / "outputs.pkl"
+        error = status.get("error")
+        if timed_out:
+            error = f"timed out after {self.request['timeout']:g}s"
+        elif cancelled:
+            error = "cancelled"
+        elif exit_code != 0 and not error:
+            error = f"exited with code {exit_code}" + (
+                f" (signal {-exit_code})" if exit_code < 0 else ""
+            )
+        return {
+            **self._ids(),
+            "exit_code": exit_code,
+            "error": error,
+            "retryable": bool(status.get("retryable", True)) and not cancelled,
+            "cancelled": cancelled,
+            "timed_out": timed_out,
+            "outputs": outputs_path.read_bytes() if exit_code == 0 and outputs_path.exists() else None,
+            "log_lines": self.batcher.count,
+            "log_path": str(self.dir / "log.jsonl"),
+            "pid": self.proc.pid if self.proc else None,
+        }
+
+
+def run_attempt(request: dict[str, Any]) -> dict[str, Any]:
+    """The Dask task of one attempt: start, stream, wait, report."""
+    from distributed import get_worker
+
+    worker = get_worker()
+
+    def send(message: dict[str, Any]) -> None:
+        worker.log_event(EVENT_TOPIC, message)
+
+    supervisor = Supervisor(request, send)
+    with _registry_lock:
+        _registry[supervisor.key] = supervisor
+    try:
+        supervisor.start()
+        return supervisor.wait()
+    finally:
+        with _registry_lock:
+            _registry.pop(supervisor.key, None)
+
+
+# -- commands the orchestrator runs on workers with ``Client.run`` -----------------
+def cancel_attempt(key: str) -> bool:
+    """Ask the supervisor of ``key`` on this worker to stop its child."""
+    with _registry_lock:
+        supervisor = _registry.get(key)
+    if supervisor is None:
+        return False
+    supervisor.cancel_requested.set()
+    return True
+
+
+def cancel_jobs(job_ids: list[str]) -> list[str]:
+    """Stop every attempt of these jobs on this worker (after an orchestrator restart)."""
+    wanted = set(job_ids)
+    stopped = []
+    with _registry_lock:
+        supervisors = list(_registry.values())
+    for supervisor in supervisors:
+        if supervisor.request["job_id"] in wanted:
+            supervisor.cancel_requested.set()
+            stopped.append(supervisor.key)
+    return stopped
+
+
+def read_log(path: str, after_seq: int) -> list[list[Any]]:
+    """Lines of the durable worker log with a sequence number above ``after_seq``."""
+    lines = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for raw in handle:
+                record = json.loads(raw)
+                if record[0] > after_seq:
+                    lines.append(record)
+    except FileNotFoundError:
+        pass
+    return lines

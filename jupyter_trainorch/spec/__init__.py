@@ -1,0 +1,41 @@
+"""Job specifications and templates (no Dask, no store, no network)."""
+
+from .errors import SpecError
+from .model import (
+    PRIORITY_CLASSES,
+    JobSpec,
+    Resources,
+    RetryPolicy,
+    TemplateRef,
+    parse_duration,
+    parse_memory,
+    parse_priority,
+    priority_name,
+)
+from .templates import (
+    SCHEMA_VERSION,
+    Template,
+    TemplateRegistry,
+    default_search_paths,
+    parse_set_values,
+    render_spec,
+)
+
+__all__ = [
+    "PRIORITY_CLASSES",
+    "JobSpec",
+    "Resources",
+    "RetryPolicy",
+    "SCHEMA_VERSION",
+    "SpecError",
+    "Template",
+    "TemplateRef",
+    "TemplateRegistry",
+    "default_search_paths",
+    "parse_duration",
+    "parse_memory",
+    "parse_priority",
+    "parse_set_values",
+    "priority_name",
+    "render_spec",
+]

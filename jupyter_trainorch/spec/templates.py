@@ -1,0 +1,611 @@
+"""YAML job templates: loading with file/line errors, ``extends``, and rendering to a JobSpec.
+
+A template file is checked field by field as it is read, so every error names the
+file, line and field it came from; inheritance then merges the already-checked
+documents, and rendering layers model defaults, the template and the user's flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import glob
+import hashlib
+import json
+import os
+import re
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
+
+from .errors import SpecError
+from .model import (
+    JOB_KINDS,
+    PRIORITY_CLASSES,
+    JobSpec,
+    Resources,
+    RetryPolicy,
+    TemplateRef,
+    parse_duration,
+    parse_memory,
+    parse_priority,
+)
+
+SCHEMA_VERSION = 1
+TEMPLATE_FIELDS = tuple(
+    "version name description extends kind command source resources retries timeout priority "
+    "env inputs outputs params".split()
+)
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+_TEXT_FIELDS = ("name", "description", "extends", "kind", "command", "source")
+_MAPPING_FIELDS = ("resources", "env", "params")
+# Plain keys that users carry over from other tools or the legacy schema; difflib alone
+# would not point ``gpu`` at ``resources``.
+_HINTS = {k: "resources" for k in ("gpu", "gpus", "cpu", "cpus", "memory", "mem")}
+_HINTS.update(defaults="params", retry="retries", vars="params", variables="params")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads ``3e-4`` as a float and leaves dates as text.
+
+    Params end up in JSON (job store, REST), where a ``datetime.date`` cannot go, and
+    YAML 1.1 only accepts exponents with a dot (``3.0e-4``), which surprises everyone.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+_JINJA = SandboxedEnvironment(
+    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
+)
+_JINJA.filters["quote"] = shlex.quote
+
+
+@dataclass(frozen=True)
+class Template:
+    """A fully resolved template (its ``extends`` chain already merged in)."""
+
+    name: str
+    version: int = SCHEMA_VERSION  # schema the resolved template is expressed in
+    description: str = ""
+    kind: str = "python"
+    command: str = ""
+    source: str = ""
+    resources: Resources = field(default_factory=Resources)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float | None = None
+    priority: int = PRIORITY_CLASSES["normal"]
+    env: dict[str, str] = field(default_factory=dict)
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+    extends: str | None = None
+    hash: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        # Computed rather than passed so ``dataclasses.replace`` can never keep a stale hash.
+        canonical = json.dumps(self._content(), sort_keys=True, separators=(",", ":"), default=str)
+        digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+        object.__setattr__(self, "hash", digest)
+
+    def _content(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "version": self.version, "description": self.description,
+            "kind": self.kind, "command": self.command, "source": self.source,
+            "resources": self.resources.to_dict(), "retries": self.retry.to_dict(),
+            "timeout": self.timeout, "priority": self.priority, "env": self.env,
+            "inputs": self.inputs, "outputs": self.outputs, "params": self.params,
+        }  # fmt: skip
+
+    def ref(self) -> TemplateRef:
+        return TemplateRef(name=self.name, version=self.version, hash=self.hash)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self._content(), "path": self.path, "extends": self.extends, "hash": self.hash}
+
+    def input_files(self) -> list[str]:
+        """The files the ``inputs`` globs match now, sorted and without duplicates."""
+        found = {p for pattern in self.inputs for p in glob.glob(pattern, recursive=True)}
+        return sorted(p for p in found if os.path.isfile(p))
+
+
+class _Where:
+    """File name plus a field-path -> line map, to turn a field error into a located sentence."""
+
+    def __init__(self, origin: str, lines: dict[str, int], texts: dict[str, str]):
+        self.origin, self.lines, self.texts = origin, lines, texts
+
+    def error(self, path: str, message: str) -> SpecError:
+        # An unknown sub-field falls back to its parent's line (``env.X`` -> ``env``).
+        while path and path not in self.lines:
+            parent = re.sub(r"(\.[^.\[\]]*|\[\d+\])$", "", path)
+            path = "" if parent == path else parent
+        line = self.lines.get(path)
+        return SpecError(
+            f"{self.origin}, line {line}: {message}" if line else f"{self.origin}: {message}"
+        )
+
+    def call(self, path: str, parser: Any, *args: Any) -> Any:
+        try:
+            return parser(*args)
+        except SpecError as err:
+            message = str(err)
+            # The model parsers name the sub-field that failed (``resources.gpus``); use its line.
+            inner = [p for p in self.lines if message.startswith(p + " ")]
+            raise self.error(max(inner, key=len) if inner else path, message) from None
+
+
+@dataclass(eq=False)
+class _Doc:
+    """One template document after its own fields were checked, before ``extends``."""
+
+    name: str
+    data: dict[str, Any]
+    where: _Where
+    path: str | None
+
+
+def _walk(node: yaml.Node, prefix: str, lines: dict[str, int], texts: dict[str, str]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = f"{prefix}.{key.value}" if prefix else str(key.value)
+            lines[path] = key.start_mark.line + 1
+            _walk(value, path, lines, texts)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[f"{prefix}[{i}]"] = item.start_mark.line + 1
+            _walk(item, f"{prefix}[{i}]", lines, texts)
+    elif isinstance(node, yaml.ScalarNode):
+        texts[prefix] = node.value
+
+
+def _read(path: Path) -> tuple[Any, dict[str, int], dict[str, str]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or "it is not UTF-8 text"
+        raise SpecError(f"{path}: the template could not be read ({reason})") from None
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f", line {mark.line + 1}" if mark else ""
+        reason = " ".join(str(err.problem or err.context or "invalid syntax").split())
+        raise SpecError(f"{path}{where}: the template is not valid YAML ({reason})") from None
+    except yaml.YAMLError:
+        raise SpecError(f"{path}: the template is not valid YAML") from None
+    finally:
+        loader.dispose()
+    lines: dict[str, int] = {}
+    texts: dict[str, str] = {}
+    if node is not None:
+        _walk(node, "", lines, texts)
+    return data, lines, texts
+
+
+def _rename(mapping: dict[str, Any], old: str, new: str) -> None:
+    for key in list(mapping):
+        if key == old or key.startswith((old + ".", old + "[")):
+            mapping[new + key[len(old) :]] = mapping.pop(key)
+
+
+def _migrate_v0(data: dict[str, Any], where: _Where) -> dict[str, Any]:
+    """Schema 0 kept resources at the top level and called params ``defaults``."""
+    data = dict(data)
+    moved = {k: data.pop(k) for k in ("gpus", "cpus", "memory") if k in data}
+    if moved:
+        existing = data.get("resources")
+        data["resources"] = {**moved, **(existing if isinstance(existing, dict) else {})}
+        for key in moved:
+            for mapping in (where.lines, where.texts):
+                _rename(mapping, key, f"resources.{key}")
+    if "defaults" in data and "params" not in data:
+        data["params"] = data.pop("defaults")
+        for mapping in (where.lines, where.texts):
+            _rename(mapping, "defaults", "params")
+    return data
+
+
+def _check_version(data: dict[str, Any], where: _Where, required: bool) -> int:
+    if "version" not in data:
+        if required:
+            raise where.error(
+                "", "the template has no 'version' field (add 'version: 1' at the top)"
+            )
+        return SCHEMA_VERSION
+    version = data["version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise where.error("version", f"version must be a schema number such as 1, not {version!r}")
+    if version > SCHEMA_VERSION:
+        raise where.error(
+            "version",
+            f"the template was written for a newer jupyter-trainorch (schema version {version}; "
+            f"this one reads up to {SCHEMA_VERSION})",
+        )
+    return version
+
+
+def _check_jinja(where: _Where, path: str, text: str) -> None:
+    try:
+        _JINJA.parse(text)
+    except TemplateSyntaxError as err:
+        raise where.error(path, f"{path} has a template syntax error ({err.message})") from None
+
+
+def _scalar_text(where: _Where, path: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int, float)):
+        # The written text, so ``off`` stays ``off`` rather than becoming ``False``.
+        return where.texts.get(path, str(value).lower() if isinstance(value, bool) else str(value))
+    raise where.error(path, f"{path} must be text, not a {type(value).__name__}")
+
+
+def _check_fields(raw: dict[str, Any], where: _Where, folder: Path | None) -> dict[str, Any]:
+    """Validate each field of one document and return it normalised for merging."""
+    for key in raw:
+        if key not in TEMPLATE_FIELDS:
+            hint = _HINTS.get(str(key)) or next(
+                iter(difflib.get_close_matches(str(key), TEMPLATE_FIELDS, n=1)), None
+            )
+            tail = f" (did you mean {hint!r}?)" if hint else ""
+            raise where.error(str(key), f"{str(key)!r} is not a template field{tail}")
+    data: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "version" or (value is None and key != "timeout"):
+            continue
+        if key in _TEXT_FIELDS:
+            if not isinstance(value, str):
+                raise where.error(key, f"{key} must be text, not {value!r}")
+            if key in ("name", "extends") and not value.strip():
+                raise where.error(key, f"{key} must not be empty")
+            if key == "kind" and value not in JOB_KINDS:
+                raise where.error(key, f"kind must be one of {', '.join(JOB_KINDS)}, not {value!r}")
+            if key == "command":
+                _check_jinja(where, key, value)
+            data[key] = value.strip() if key in ("name", "extends") else value
+        elif key in _MAPPING_FIELDS and not isinstance(value, dict):
+            raise where.error(key, f"{key} must be a mapping of names to values, not {value!r}")
+        elif key == "resources":
+            where.call(key, Resources.parse, value, "resources")
+            data[key] = dict(value)
+        elif key == "retries":
+            where.call(key, RetryPolicy.parse, value, "retries")
+            data[key] = dict(value) if isinstance(value, dict) else value
+        elif key == "timeout":
+            data[key] = where.call(key, parse_duration, value, "timeout")
+        elif key == "priority":
+            data[key] = where.call(key, parse_priority, value, "priority")
+        elif key == "env":
+            env = {}
+            for name, text in value.items():
+                if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+                    raise where.error(f"env.{name}", f"env: {name!r} is not a valid variable name")
+                env[name] = _scalar_text(where, f"env.{name}", text)
+                _check_jinja(where, f"env.{name}", env[name])
+            data[key] = env
+        elif key == "params":
+            for name in value:
+                if not isinstance(name, str) or not name.isidentifier():
+                    raise where.error(f"params.{name}", f"params: {name!r} is not a valid name")
+            data[key] = dict(value)
+        else:  # inputs, outputs
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise where.error(key, f"{key} must be a list of text entries, not {value!r}")
+            for i, item in enumerate(items):
+                if key == "outputs" and not item.isidentifier():
+                    raise where.error(f"{key}[{i}]", f"outputs: {item!r} is not a variable name")
+            if key == "inputs" and folder is not None:
+                items = [str(folder / os.path.expanduser(i)) for i in items]
+            data[key] = list(items)
+    if "command" in data and "kind" not in data:
+        data["kind"] = "command"
+    return data
+
+
+def _parse_doc(raw: Any, where: _Where, path: Path | None, default_name: str) -> _Doc:
+    if not isinstance(raw, dict):
+        raise where.error("", "a template must be a YAML mapping of fields such as name and kind")
+    if _check_version(raw, where, required=path is not None) == 0:
+        raw = _migrate_v0(raw, where)
+    data = _check_fields(raw, where, path.parent if path is not None else None)
+    name = data.pop("name", default_name)
+    return _Doc(name=name, data=data, where=where, path=str(path) if path is not None else None)
+
+
+def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(parent)
+    for key, value in child.items():
+        old = merged.get(key)
+        mergeable = key in _MAPPING_FIELDS or key == "retries"
+        if mergeable and isinstance(old, dict) and isinstance(value, dict):
+            merged[key] = {**old, **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _build(doc: _Doc, data: dict[str, Any]) -> Template:
+    kind = data.get("kind") or ("command" if data.get("command") else "python")
+    if kind == "command" and not data.get("command", "").strip():
+        raise doc.where.error("kind", "the template is of kind command but sets no command")
+    return Template(
+        name=doc.name,
+        description=data.get("description", ""),
+        kind=kind,
+        command=data.get("command", ""),
+        source=data.get("source", ""),
+        resources=doc.where.call("resources", Resources.parse, data.get("resources")),
+        retry=doc.where.call("retries", RetryPolicy.parse, data.get("retries")),
+        timeout=data.get("timeout"),
+        priority=data.get("priority", PRIORITY_CLASSES["normal"]),
+        env=dict(data.get("env", {})),
+        inputs=list(data.get("inputs", [])),
+        outputs=list(data.get("outputs", [])),
+        params=dict(data.get("params", {})),
+        path=doc.path,
+        extends=doc.data.get("extends"),
+    )
+
+
+def default_search_paths() -> list[Path]:
+    """The Jupyter config folder's ``trainorch/templates``, then ``TRAINORCH_TEMPLATE_PATH``.
+
+    Later entries override earlier ones, so the environment variable (the more deliberate
+    choice) wins over the config folder.
+    """
+    from jupyter_core.paths import jupyter_config_dir
+
+    paths = [Path(jupyter_config_dir()) / "trainorch" / "templates"]
+    env = os.environ.get("TRAINORCH_TEMPLATE_PATH", "")
+    return paths + [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
+
+
+def _yaml_files(folder: Path) -> list[Path]:
+    if folder.is_file():
+        return [folder]
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+class TemplateRegistry:
+    """Builtin templates, overridden by name by those found in the search paths."""
+
+    def __init__(self, search_paths: list[str | Path] | None = None):
+        if search_paths is None:
+            search_paths = list(default_search_paths())
+        self.search_paths = [Path(p).expanduser() for p in search_paths]
+        self.reload()
+
+    def reload(self) -> None:
+        """Re-read every template file (after one was added or edited)."""
+        self.errors: dict[str, str] = {}
+        self._docs: dict[str, list[_Doc]] = {}  # lowest priority first, per name
+        self._cache: dict[str, Template] = {}
+        self._broken: dict[str, str] = {}  # file stem -> path, to explain a failed ``extends``
+        for path in _yaml_files(BUILTIN_DIR):
+            self._add(self._read_doc(path))  # a broken builtin is a packaging bug: let it raise
+        for folder in self.search_paths:
+            for path in _yaml_files(folder):
+                try:
+                    self._add(self._read_doc(path))
+                except SpecError as err:
+                    self.errors[str(path)] = str(err)
+                    self._broken[path.stem] = str(path)
+
+    def _add(self, doc: _Doc) -> None:
+        self._docs.setdefault(doc.name, []).append(doc)
+
+    @staticmethod
+    def _read_doc(path: Path) -> _Doc:
+        raw, lines, texts = _read(path)
+        return _parse_doc(raw, _Where(str(path), lines, texts), path, path.stem)
+
+    def names(self) -> list[str]:
+        return sorted(self._docs)
+
+    def list(self) -> list[Template]:
+        """Every template that resolves; the others are skipped and recorded in ``errors``."""
+        found = []
+        for name in self.names():
+            try:
+                found.append(self.get(name))
+            except SpecError as err:
+                self.errors[str(self._docs[name][-1].path)] = str(err)
+        return found
+
+    def get(self, name: str) -> Template:
+        if name not in self._docs:
+            raise SpecError(f"unknown template {name!r} (available: {', '.join(self.names())})")
+        if name not in self._cache:
+            self._cache[name] = self._resolve(self._docs[name][-1])
+        return self._cache[name]
+
+    def load_file(self, path: str | Path) -> Template:
+        """A template file outside the registry (``trainorch submit job.yaml``)."""
+        return self._resolve(self._read_doc(Path(path)))
+
+    def from_dict(self, data: dict[str, Any], origin: str = "<inline>") -> Template:
+        """A template given as a mapping (schema version defaults to the current one)."""
+        where = _Where(origin, {}, {})
+        name = data.get("name") if isinstance(data, dict) else None
+        return self._resolve(_parse_doc(data, where, None, name or "inline"))
+
+    def _resolve(self, doc: _Doc) -> Template:
+        return _build(doc, self._merged(doc, ()))
+
+    def _parent(self, doc: _Doc) -> _Doc:
+        name = doc.data["extends"]
+        defs = self._docs.get(name, [])
+        for i, candidate in enumerate(defs):
+            if candidate is doc:  # extending its own name means the definition it overrides
+                defs = defs[:i]
+                break
+        if not defs and name in self._broken:
+            raise doc.where.error(
+                "extends", f"extends {name!r}, but {self._broken[name]} could not be loaded"
+            )
+        if not defs:
+            available = ", ".join(self.names())
+            raise doc.where.error(
+                "extends", f"extends unknown template {name!r} (available: {available})"
+            )
+        return defs[-1]
+
+    def _merged(self, doc: _Doc, chain: tuple[_Doc, ...]) -> dict[str, Any]:
+        if "extends" not in doc.data:
+            return dict(doc.data)
+        parent = self._parent(doc)
+        chain = (*chain, doc)
+        if parent in chain:
+            names = [d.name for d in chain[chain.index(parent) :]] + [parent.name]
+            raise doc.where.error("extends", f"extends forms a cycle: {' -> '.join(names)}")
+        return _merge(self._merged(parent, chain), doc.data)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split()).rstrip(".")
+
+
+def _render(text: str, params: dict[str, Any], what: str) -> str:
+    try:
+        return _JINJA.from_string(text).render(params)
+    except SecurityError as err:
+        raise SpecError(
+            f"{what} uses something templates may not access ({_one_line(err)})"
+        ) from None
+    except UndefinedError as err:
+        missing = re.match(r"'([^']+)' is undefined", str(err.message or ""))
+        if missing:
+            var = missing.group(1)
+            raise SpecError(
+                f"{what} uses '{{{{ {var} }}}}' but no param '{var}' is set "
+                f"(use --set {var}=… or {var}=… after the flags)"
+            ) from None
+        raise SpecError(f"{what} could not be rendered ({_one_line(err)})") from None
+    except TemplateSyntaxError as err:
+        raise SpecError(f"{what} has a template syntax error ({_one_line(err.message)})") from None
+    except Exception as err:  # user-written expressions can fail in any way (1/0, bad types)
+        raise SpecError(f"{what} could not be rendered ({_one_line(err) or 'error'})") from None
+
+
+_OVERRIDES = ("gpus", "cpus", "memory", "priority", "retries", "timeout", "env", "name")
+
+
+def _flag(key: str, value: Any) -> Any:
+    """Parse one flag value with the model parser, naming it ``--key`` in errors."""
+    flag = f"--{key}"
+    try:
+        if key in ("gpus", "cpus"):
+            return getattr(Resources.parse({key: value}, "resources"), key)
+        if key == "memory":
+            return parse_memory(value, flag)
+        if key == "priority":
+            return parse_priority(value, flag)
+        if key == "timeout":
+            return parse_duration(value, flag)
+        return RetryPolicy.parse(value, flag)
+    except SpecError as err:
+        raise SpecError(str(err).replace(f"resources.{key}", flag, 1)) from None
+
+
+def render_spec(
+    template: Template,
+    *,
+    params: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    source: str | None = None,
+    user: str = "",
+    depends_on: Iterable[str] = (),
+    outputs: list[str] | None = None,
+    workdir: str | None = None,
+    name: str | None = None,
+) -> JobSpec:
+    """Layer model defaults ◄ template ◄ overrides, render ``{{ }}`` and build the JobSpec."""
+    if params is not None and not isinstance(params, dict):
+        raise SpecError("params must be a mapping of names to values")
+    values = {**template.params, **(params or {})}
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = sorted(set(overrides) - set(_OVERRIDES))
+    if unknown:
+        raise SpecError(f"--{unknown[0]} is not an option a template can take")
+    resources = dataclasses.replace(
+        template.resources,
+        **{k: _flag(k, overrides[k]) for k in ("gpus", "cpus", "memory") if k in overrides},
+    )
+    retry = template.retry
+    if "retries" in overrides:
+        policy = _flag("retries", overrides["retries"])
+        # A bare count keeps the template's backoff; a mapping is a whole new policy.
+        if not isinstance(overrides["retries"], dict):
+            policy = dataclasses.replace(retry, max_retries=policy.max_retries)
+        retry = policy
+    extra_env = overrides.get("env", {})
+    if not isinstance(extra_env, dict):
+        raise SpecError("--env must be a mapping of variable names to values")
+    env = {**template.env, **{str(k): str(v) for k, v in extra_env.items()}}
+    env = {k: _render(v, values, f"env.{k}") for k, v in env.items()}
+    command = _render(template.command, values, "command") if template.kind == "command" else ""
+    job_name = name if name is not None else overrides.get("name", template.name)
+    job_name = _render(str(job_name), values, "name").strip()
+    if not job_name:
+        raise SpecError("name must not be empty")
+    return JobSpec(
+        name=job_name,
+        kind=template.kind,
+        source=source if source is not None else template.source,
+        command=command,
+        params=values,
+        resources=resources,
+        retry=retry,
+        timeout=_flag("timeout", overrides["timeout"])
+        if "timeout" in overrides
+        else template.timeout,
+        priority=_flag("priority", overrides["priority"])
+        if "priority" in overrides
+        else template.priority,
+        env=env,
+        depends_on=[str(d) for d in depends_on],
+        outputs=list(outputs) if outputs is not None else list(template.outputs),
+        workdir=workdir,
+        template=template.ref(),
+        user=user,
+    )
+
+
+def parse_set_values(pairs: list[str]) -> dict[str, Any]:
+    """``["lr=0.1", "tag=a"]`` -> ``{"lr": 0.1, "tag": "a"}``, values read as YAML scalars."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = str(pair).partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise SpecError(f"{pair!r} is not a key=value pair")
+        try:
+            value = yaml.load(text, Loader=_Loader) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text  # e.g. ``msg=a: b: c``: the user meant the text as written
+        values[key] = value
+    return values

@@ -1,0 +1,160 @@
+"""Plain records the store hands out; the ORM rows never leave ``store``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+# Job states (DESIGN.md public contract).
+PENDING = "pending"
+QUEUED = "queued"
+STARTING = "starting"
+RUNNING = "running"
+RETRYING = "retrying"
+PREEMPTED = "preempted"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+
+TERMINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED})
+ACTIVE_STATES = frozenset({STARTING, RUNNING})
+ALL_STATES = (PENDING, QUEUED, STARTING, RUNNING, RETRYING, PREEMPTED, SUCCEEDED, FAILED, CANCELLED)
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class AttemptRecord:
+    job_id: str
+    n: int
+    state: str = STARTING
+    worker: str | None = None
+    gpu_ids: list[str] = field(default_factory=list)
+    started: float | None = None
+    ended: float | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    infrastructure: bool = False  # a lost worker or restart, not the job's own fault
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "state": self.state,
+            "worker": self.worker,
+            "gpu_ids": list(self.gpu_ids),
+            "started": iso(self.started),
+            "ended": iso(self.ended),
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "infrastructure": self.infrastructure,
+        }
+
+
+@dataclass
+class JobRecord:
+    id: str
+    seq: int
+    name: str
+    user: str
+    state: str
+    priority: int
+    spec: dict[str, Any]
+    depends_on: list[str] = field(default_factory=list)
+    created: float = 0.0
+    started: float | None = None
+    ended: float | None = None
+    not_before: float | None = None  # backoff: not dispatched before this time
+    progress: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    mlflow: dict[str, Any] = field(default_factory=dict)
+    has_outputs: bool = False
+    retry_from: int = 1
+    attempts: list[AttemptRecord] = field(default_factory=list)
+
+    @property
+    def max_retries(self) -> int:
+        return int(self.spec.get("retries", {}).get("max", 0))
+
+    @property
+    def user_failures(self) -> int:
+        return sum(
+            1
+            for a in self.attempts
+            if a.state == FAILED and not a.infrastructure and a.n >= self.retry_from
+        )
+
+    @property
+    def infrastructure_failures(self) -> int:
+        return sum(
+            1 for a in self.attempts if a.state == FAILED and a.infrastructure and a.n >= self.retry_from
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public job JSON (DESIGN.md)."""
+        from ..spec.model import priority_name
+
+        spec = self.spec
+        resources = spec.get("resources", {})
+        return {
+            "id": self.id,
+            "name": self.name,
+            "user": self.user,
+            "state": self.state,
+            "priority": self.priority,
+            "priority_class": priority_name(self.priority),
+            "kind": spec.get("kind", "python"),
+            "resources": {
+                "gpus": resources.get("gpus", 0),
+                "cpus": resources.get("cpus", 1),
+                "memory": resources.get("memory", 0),
+            },
+            "depends_on": list(self.depends_on),
+            "template": dict(spec.get("template", {})),
+            "params": dict(spec.get("params", {})),
+            "attempts": [a.to_dict() for a in self.attempts],
+            "max_retries": self.max_retries,
+            "timeout": spec.get("timeout"),
+            "progress": dict(self.progress) or {"step": None, "total": None, "fraction": None, "message": None},
+            "mlflow": dict(self.mlflow) or {"experiment_id": None, "run_id": None, "url": None},
+            "error": self.error,
+            "outputs": list(spec.get("outputs", [])),
+            "has_outputs": self.has_outputs,
+            "created": iso(self.created),
+            "started": iso(self.started),
+            "ended": iso(self.ended),
+        }
+
+
+@dataclass
+class LogLine:
+    id: int
+    job_id: str
+    attempt: int
+    seq: int
+    stream: str
+    text: str
+    time: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "attempt": self.attempt,
+            "seq": self.seq,
+            "stream": self.stream,
+            "text": self.text,
+            "time": iso(self.time),
+        }
+
+
+@dataclass
+class Lease:
+    owner: str
+    url: str | None
+    pid: int
+    host: str
+    expires: float

@@ -1,0 +1,75 @@
+"""SQLAlchemy tables. Only ``store.sql`` uses these."""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Boolean, Float, Index, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(32), unique=True, index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    user: Mapped[str] = mapped_column(String(255), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    priority: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict] = mapped_column(JSON)
+    depends_on: Mapped[list] = mapped_column(JSON, default=list)
+    created: Mapped[float] = mapped_column(Float)
+    started: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ended: Mapped[float | None] = mapped_column(Float, nullable=True)
+    not_before: Mapped[float | None] = mapped_column(Float, nullable=True)
+    progress: Mapped[dict] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    mlflow: Mapped[dict] = mapped_column(JSON, default=dict)
+    package: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
+    outputs: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
+    has_outputs: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Failures of attempts numbered below this do not count against max_retries
+    # (a manual retry grants a fresh budget).
+    retry_from: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class AttemptRow(Base):
+    __tablename__ = "attempts"
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(32), index=True)
+    n: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    gpu_ids: Mapped[list] = mapped_column(JSON, default=list)
+    started: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ended: Mapped[float | None] = mapped_column(Float, nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    infrastructure: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (Index("ix_attempt_job_n", "job_id", "n", unique=True),)
+
+
+class LogRow(Base):
+    __tablename__ = "logs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(32))
+    attempt: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)
+    stream: Mapped[str] = mapped_column(String(8))
+    text: Mapped[str] = mapped_column(Text)
+    time: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_logs_job_attempt_seq", "job_id", "attempt", "seq", unique=True),)
+
+
+class LeaseRow(Base):
+    __tablename__ = "lease"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    pid: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(255))
+    expires: Mapped[float] = mapped_column(Float)

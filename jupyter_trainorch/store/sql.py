@@ -1,0 +1,296 @@
+"""The durable job store: jobs, attempts, log lines and the orchestrator lease.
+
+SQLAlchemy over SQLite (WAL) by default, any SQLAlchemy URL (PostgreSQL) for shared
+deployments. Every method opens its own short session, so readers on other threads
+(REST handlers) never wait on the orchestrator's writes for long.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import create_engine, event, func, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import sessionmaker
+
+from .models import AttemptRecord, JobRecord, Lease, LogLine
+from .orm import AttemptRow, Base, JobRow, LeaseRow, LogRow
+
+_LEASE_NAME = "orchestrator"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _attempt(row: AttemptRow) -> AttemptRecord:
+    return AttemptRecord(
+        job_id=row.job_id,
+        n=row.n,
+        state=row.state,
+        worker=row.worker,
+        gpu_ids=list(row.gpu_ids or []),
+        started=row.started,
+        ended=row.ended,
+        exit_code=row.exit_code,
+        error=row.error,
+        infrastructure=bool(row.infrastructure),
+    )
+
+
+def _job(row: JobRow, attempts: Sequence[AttemptRow]) -> JobRecord:
+    return JobRecord(
+        id=row.id,
+        seq=row.seq,
+        name=row.name,
+        user=row.user,
+        state=row.state,
+        priority=row.priority,
+        spec=dict(row.spec or {}),
+        depends_on=list(row.depends_on or []),
+        created=row.created,
+        started=row.started,
+        ended=row.ended,
+        not_before=row.not_before,
+        progress=dict(row.progress or {}),
+        error=row.error,
+        mlflow=dict(row.mlflow or {}),
+        has_outputs=bool(row.has_outputs),
+        retry_from=row.retry_from or 1,
+        attempts=[_attempt(a) for a in sorted(attempts, key=lambda a: a.n)],
+    )
+
+
+class JobStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        Base.metadata.create_all(self.engine)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- jobs -------------------------------------------------------------
+    def create_job(self, record: JobRecord, package: bytes | None) -> JobRecord:
+        with self._session.begin() as session:
+            row = JobRow(
+                id=record.id,
+                name=record.name,
+                user=record.user,
+                state=record.state,
+                priority=record.priority,
+                spec=record.spec,
+                depends_on=record.depends_on,
+                created=record.created,
+                progress={},
+                mlflow={},
+                package=package,
+            )
+            session.add(row)
+            session.flush()
+            record.seq = row.seq
+        return record
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        with self._session() as session:
+            row = session.scalar(select(JobRow).where(JobRow.id == job_id))
+            if row is None:
+                return None
+            attempts = session.scalars(select(AttemptRow).where(AttemptRow.job_id == job_id)).all()
+            return _job(row, attempts)
+
+    def list_jobs(
+        self,
+        states: Iterable[str] | None = None,
+        user: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> list[JobRecord]:
+        with self._session() as session:
+            query = select(JobRow)
+            if states:
+                query = query.where(JobRow.state.in_(list(states)))
+            if user:
+                query = query.where(JobRow.user == user)
+            query = query.order_by(JobRow.seq.desc() if newest_first else JobRow.seq.asc())
+            if offset:
+                query = query.offset(offset)
+            if limit is not None:
+                query = query.limit(limit)
+            rows = session.scalars(query).all()
+            by_job: dict[str, list[AttemptRow]] = {row.id: [] for row in rows}
+            if by_job:
+                for attempt in session.scalars(
+                    select(AttemptRow).where(AttemptRow.job_id.in_(list(by_job)))
+                ):
+                    by_job[attempt.job_id].append(attempt)
+            return [_job(row, by_job[row.id]) for row in rows]
+
+    def count_jobs(self, states: Iterable[str] | None = None, user: str | None = None) -> int:
+        with self._session() as session:
+            query = select(func.count()).select_from(JobRow)
+            if states:
+                query = query.where(JobRow.state.in_(list(states)))
+            if user:
+                query = query.where(JobRow.user == user)
+            return int(session.scalar(query) or 0)
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        with self._session.begin() as session:
+            session.execute(update(JobRow).where(JobRow.id == job_id).values(**fields))
+
+    def update_jobs(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Several job updates in one transaction (a scheduling round)."""
+        if not changes:
+            return
+        with self._session.begin() as session:
+            for job_id, fields in changes:
+                session.execute(update(JobRow).where(JobRow.id == job_id).values(**fields))
+
+    def get_package(self, job_id: str) -> bytes | None:
+        with self._session() as session:
+            return session.scalar(select(JobRow.package).where(JobRow.id == job_id))
+
+    def get_outputs(self, job_id: str) -> bytes | None:
+        with self._session() as session:
+            return session.scalar(select(JobRow.outputs).where(JobRow.id == job_id))
+
+    def existing_ids(self, job_ids: Iterable[str]) -> set[str]:
+        ids = list(job_ids)
+        if not ids:
+            return set()
+        with self._session() as session:
+            return set(session.scalars(select(JobRow.id).where(JobRow.id.in_(ids))))
+
+    # -- attempts ---------------------------------------------------------
+    def add_attempts(self, attempts: Sequence[AttemptRecord]) -> None:
+        with self._session.begin() as session:
+            for a in attempts:
+                session.add(
+                    AttemptRow(
+                        job_id=a.job_id,
+                        n=a.n,
+                        state=a.state,
+                        worker=a.worker,
+                        gpu_ids=list(a.gpu_ids),
+                        started=a.started,
+                        ended=a.ended,
+                        exit_code=a.exit_code,
+                        error=a.error,
+                        infrastructure=a.infrastructure,
+                    )
+                )
+
+    def update_attempt(self, job_id: str, n: int, **fields: Any) -> None:
+        with self._session.begin() as session:
+            session.execute(
+                update(AttemptRow)
+                .where(AttemptRow.job_id == job_id, AttemptRow.n == n)
+                .values(**fields)
+            )
+
+    # -- logs -------------------------------------------------------------
+    def append_logs(self, job_id: str, attempt: int, lines: Sequence[tuple[int, str, str, float]]) -> int:
+        """Store ``(seq, stream, text, time)`` lines; a line already stored is skipped."""
+        if not lines:
+            return 0
+        rows = [
+            {"job_id": job_id, "attempt": attempt, "seq": s, "stream": st, "text": t, "time": tm}
+            for s, st, t, tm in lines
+        ]
+        try:
+            with self._session.begin() as session:
+                session.execute(LogRow.__table__.insert(), rows)
+            return len(rows)
+        except IntegrityError:
+            # A re-sent batch overlaps what is stored: keep only the new lines.
+            have = self.log_seqs(job_id, attempt)
+            fresh = [r for r in rows if r["seq"] not in have]
+            if fresh:
+                with self._session.begin() as session:
+                    session.execute(LogRow.__table__.insert(), fresh)
+            return len(fresh)
+
+    def log_seqs(self, job_id: str, attempt: int) -> set[int]:
+        with self._session() as session:
+            return set(
+                session.scalars(
+                    select(LogRow.seq).where(LogRow.job_id == job_id, LogRow.attempt == attempt)
+                )
+            )
+
+    def read_logs(
+        self, job_id: str, attempt: int | None = None, after: int = 0, limit: int = 10_000
+    ) -> list[LogLine]:
+        """Lines with a store id greater than ``after`` (ids only grow: a cursor)."""
+        with self._session() as session:
+            query = select(LogRow).where(LogRow.job_id == job_id, LogRow.id > after)
+            if attempt is not None:
+                query = query.where(LogRow.attempt == attempt)
+            query = query.order_by(LogRow.id).limit(limit)
+            return [
+                LogLine(r.id, r.job_id, r.attempt, r.seq, r.stream, r.text, r.time)
+                for r in session.scalars(query)
+            ]
+
+    # -- lease ------------------------------------------------------------
+    def current_lease(self) -> Lease | None:
+        with self._session() as session:
+            row = session.get(LeaseRow, _LEASE_NAME)
+            if row is None:
+                return None
+            return Lease(row.owner, row.url, row.pid, row.host, row.expires)
+
+    def acquire_lease(self, owner: str, url: str | None, now: float, ttl: float) -> Lease | None:
+        """Take or renew the single-owner lease; return the other holder if it is alive."""
+        host = socket.gethostname()
+        with self._session.begin() as session:
+            row = session.get(LeaseRow, _LEASE_NAME, with_for_update=True)
+            if row is not None and row.owner != owner and row.expires > now:
+                if not (row.host == host and not _pid_alive(row.pid)):
+                    return Lease(row.owner, row.url, row.pid, row.host, row.expires)
+            if row is None:
+                session.add(
+                    LeaseRow(name=_LEASE_NAME, owner=owner, url=url, pid=os.getpid(), host=host, expires=now + ttl)
+                )
+            else:
+                row.owner, row.url, row.pid, row.host = owner, url, os.getpid(), host
+                row.expires = now + ttl
+        return None
+
+    def release_lease(self, owner: str) -> None:
+        with self._session.begin() as session:
+            row = session.get(LeaseRow, _LEASE_NAME)
+            if row is not None and row.owner == owner:
+                session.delete(row)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
