@@ -34,6 +34,14 @@ _MEMORY_UNITS = {
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 
 
+def default_user() -> str:
+    """The submitting user: the JupyterHub user when there is one, else the OS user."""
+    import getpass
+    import os
+
+    return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+
+
 def parse_priority(value: Any, field_name: str = "priority") -> int:
     """``low|normal|high|urgent`` or an integer (larger runs first)."""
     if isinstance(value, bool):

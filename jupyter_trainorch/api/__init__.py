@@ -1,0 +1,1 @@
+"""REST API and push channel (jupyter_server extension and ``trainorch serve``)."""

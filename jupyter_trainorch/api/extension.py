@@ -1,0 +1,131 @@
+"""The jupyter_server extension: REST routes plus an orchestrator started on first use.
+
+Kernels and terminals started by this server inherit ``TRAINORCH_URL`` and
+``TRAINORCH_TOKEN``, so ``%%train`` and the ``trainorch`` CLI reach this server's
+orchestrator with no configuration. ``trainorch serve`` launches the same app
+standalone (a JupyterHub service shares one queue between users).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Integer, Unicode, default
+from traitlets.config import Configurable
+
+from ..orchestrator import OrchestratorConfig
+from ..orchestrator.jobservice import JobService
+from .handlers import handlers
+
+
+class TrainOrch(Configurable):
+    """Settings (``c.TrainOrch.*``); each defaults to its ``TRAINORCH_*`` variable."""
+
+    cluster = Unicode(help="'local', 'local-cuda' or a tcp:// Dask scheduler address (TRAINORCH_CLUSTER).").tag(
+        config=True
+    )
+    workers = Integer(help="Worker processes of the local cluster (TRAINORCH_WORKERS).").tag(config=True)
+    gpus_per_worker = Integer(
+        help="GPU slots each local worker advertises, for GPU scheduling without GPUs (TRAINORCH_GPUS_PER_WORKER)."
+    ).tag(config=True)
+    slots_per_worker = Integer(help="Concurrent jobs per local worker (TRAINORCH_SLOTS_PER_WORKER).").tag(config=True)
+    db = Unicode(help="SQLAlchemy URL or SQLite path of the job store (TRAINORCH_DB).").tag(config=True)
+    data_dir = Unicode(help="Folder for the default store and checkpoints (TRAINORCH_DATA_DIR).").tag(config=True)
+
+    @default("cluster")
+    def _cluster(self) -> str:
+        return OrchestratorConfig.from_env().cluster
+
+    @default("workers")
+    def _workers(self) -> int:
+        return OrchestratorConfig.from_env().workers
+
+    @default("gpus_per_worker")
+    def _gpus(self) -> int:
+        return OrchestratorConfig.from_env().gpus_per_worker
+
+    @default("slots_per_worker")
+    def _slots(self) -> int:
+        return OrchestratorConfig.from_env().slots_per_worker
+
+    @default("db")
+    def _db(self) -> str:
+        return OrchestratorConfig.from_env().db
+
+    @default("data_dir")
+    def _data_dir(self) -> str:
+        return str(OrchestratorConfig.from_env().data_dir)
+
+    def to_config(self) -> OrchestratorConfig:
+        return OrchestratorConfig.from_env(
+            cluster=self.cluster,
+            workers=self.workers,
+            gpus_per_worker=self.gpus_per_worker,
+            slots_per_worker=self.slots_per_worker,
+            db=self.db,
+            data_dir=Path(self.data_dir),
+        )
+
+
+class TrainOrchApp(ExtensionApp):
+    name = "jupyter_trainorch"
+    description = "Run notebook cells as prioritised, retried training jobs on a Dask cluster."
+    classes = [TrainOrch]
+    load_other_extensions = True
+
+    service: JobService | None = None
+
+    def initialize_settings(self) -> None:
+        settings = TrainOrch(parent=self)
+        self.service = JobService(settings.to_config())
+        self.settings["trainorch_service"] = self.service
+        # The port is final only once the server listens: finish when the loop runs.
+        assert self.serverapp is not None
+        self.serverapp.io_loop.add_callback(self._on_server_started)
+
+    def _on_server_started(self) -> None:
+        self._export_to_kernels()
+        self._recover_in_background()
+
+    def _export_to_kernels(self) -> None:
+        """Kernels and terminals inherit the server's environment at start."""
+        assert self.serverapp is not None and self.service is not None
+        self.service.url = self.serverapp.connection_url
+        os.environ["TRAINORCH_URL"] = self.serverapp.connection_url
+        token = getattr(self.serverapp.identity_provider, "token", "") or ""
+        if token:
+            os.environ["TRAINORCH_TOKEN"] = token
+
+    def _recover_in_background(self) -> None:
+        """Jobs left unfinished by an earlier run are picked up without waiting for a visit."""
+        service = self.service
+        assert service is not None
+
+        def start_if_needed() -> None:
+            from ..store import ALL_STATES, TERMINAL_STATES, JobStore
+
+            store = JobStore(service.config.db_url)
+            try:
+                unfinished = store.count_jobs(states=[s for s in ALL_STATES if s not in TERMINAL_STATES])
+            finally:
+                store.close()
+            if unfinished:
+                try:
+                    service.host  # noqa: B018 - starting it is the point
+                except Exception as err:  # noqa: BLE001
+                    self.log.error("trainorch: could not start the orchestrator: %s", err)
+
+        threading.Thread(target=start_if_needed, name="trainorch-recover", daemon=True).start()
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(handlers("/"))
+
+    async def stop_extension(self) -> None:
+        if self.service is not None:
+            self.service.stop()
+
+
+main = launch_new_instance = TrainOrchApp.launch_instance

@@ -1,0 +1,180 @@
+"""REST handlers: parse the request, call JobService off the event loop, write JSON.
+
+Every route is authenticated by jupyter_server (token, password or JupyterHub).
+No orchestration logic lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from tornado import web
+
+from ..orchestrator import JobNotFound, JobStateError, OrchestratorBusy
+from ..spec import SpecError
+
+API = "trainorch/api"
+
+
+class BaseHandler(APIHandler):
+    @property
+    def service(self) -> Any:
+        return self.settings["trainorch_service"]
+
+    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a (possibly blocking) service call in a thread; map our errors to HTTP."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(None, lambda: fn(*args, **kwargs))
+        except SpecError as err:
+            raise web.HTTPError(400, str(err)) from None
+        except JobNotFound as err:
+            raise web.HTTPError(404, str(err)) from None
+        except JobStateError as err:
+            raise web.HTTPError(409, str(err)) from None
+        except OrchestratorBusy as err:
+            raise web.HTTPError(503, str(err)) from None
+
+    def int_arg(self, name: str, default: int | None) -> int | None:
+        raw = self.get_query_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise web.HTTPError(400, f"{name} must be a whole number, not {raw!r}") from None
+
+    def float_arg(self, name: str, default: float) -> float:
+        raw = self.get_query_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        try:
+            return float(raw)
+        except ValueError:
+            raise web.HTTPError(400, f"{name} must be a number, not {raw!r}") from None
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+
+class JobsHandler(BaseHandler):
+    @web.authenticated
+    async def get(self) -> None:
+        result = await self.run(
+            self.service.list,
+            state=self.get_query_argument("state", None),
+            user=self.get_query_argument("user", None),
+            limit=self.int_arg("limit", 100),
+            offset=self.int_arg("offset", 0),
+        )
+        self.write_json(result)
+
+    @web.authenticated
+    async def post(self) -> None:
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise web.HTTPError(400, "the request body is not valid JSON") from None
+        self.write_json(await self.run(self.service.submit, body), status=201)
+
+
+class JobHandler(BaseHandler):
+    @web.authenticated
+    async def get(self, job_id: str) -> None:
+        self.write_json(await self.run(self.service.get, job_id))
+
+    @web.authenticated
+    async def delete(self, job_id: str) -> None:
+        self.write_json(await self.run(self.service.cancel, job_id))
+
+
+class RetryHandler(BaseHandler):
+    @web.authenticated
+    async def post(self, job_id: str) -> None:
+        self.write_json(await self.run(self.service.retry, job_id))
+
+
+class LogsHandler(BaseHandler):
+    @web.authenticated
+    async def get(self, job_id: str) -> None:
+        result = await self.run(
+            self.service.logs,
+            job_id,
+            attempt=self.int_arg("attempt", None),
+            after=self.int_arg("after", 0),
+            wait=self.float_arg("wait", 0.0),
+        )
+        self.write_json(result)
+
+
+class OutputsHandler(BaseHandler):
+    """The pickled ``--out`` variables of a succeeded job (for the submitting kernel)."""
+
+    @web.authenticated
+    async def get(self, job_id: str) -> None:
+        blob = await self.run(self.service.outputs, job_id)
+        if blob is None:
+            raise web.HTTPError(404, f"job {job_id} has no outputs")
+        self.set_header("Content-Type", "application/octet-stream")
+        self.finish(blob)
+
+
+class ClusterHandler(BaseHandler):
+    @web.authenticated
+    async def get(self) -> None:
+        self.write_json(await self.run(self.service.cluster))
+
+
+class TemplatesHandler(BaseHandler):
+    @web.authenticated
+    async def get(self, name: str | None = None) -> None:
+        if name:
+            self.write_json(await self.run(self.service.template, name))
+        else:
+            self.write_json(await self.run(self.service.templates))
+
+
+class EventsHandler(BaseHandler):
+    """Push channel as a long poll: returns as soon as there are changes after ``after``."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        result = await self.run(
+            self.service.events,
+            after=self.int_arg("after", 0),
+            timeout=self.float_arg("timeout", 25.0),
+        )
+        self.write_json(result)
+
+
+class MetricsHandler(BaseHandler):
+    @web.authenticated
+    async def get(self) -> None:
+        text = await self.run(self.service.metrics)
+        self.set_header("Content-Type", "text/plain; version=0.0.4")
+        self.finish(text)
+
+
+def handlers(base_url: str) -> list[tuple[str, type[BaseHandler]]]:
+    job = r"/jobs/(?P<job_id>[A-Za-z0-9_-]+)"
+    routes: list[tuple[str, type[BaseHandler]]] = [
+        ("/jobs", JobsHandler),
+        (job, JobHandler),
+        (job + "/retry", RetryHandler),
+        (job + "/logs", LogsHandler),
+        (job + "/outputs", OutputsHandler),
+        ("/cluster", ClusterHandler),
+        ("/templates", TemplatesHandler),
+        (r"/templates/(?P<name>[A-Za-z0-9_.-]+)", TemplatesHandler),
+        ("/events", EventsHandler),
+    ]
+    result = [(url_path_join(base_url, API + path), handler) for path, handler in routes]
+    result.append((url_path_join(base_url, "trainorch/metrics"), MetricsHandler))
+    return result

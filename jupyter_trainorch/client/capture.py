@@ -1,0 +1,93 @@
+"""Packaging a cell: its free variables, pickled with cloudpickle, one by one.
+
+A name the cell reads but never binds must come from the kernel: it is required,
+and a value that cannot be pickled (or is too large) is an error that names it. A
+name the cell both binds and reads is captured when it exists and pickles, since
+the cell may read it before binding it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import symtable
+import types
+from typing import Any
+
+from ..spec import SpecError
+
+DEFAULT_MAX_BYTES = 64 * 2**20
+_KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "display"}
+
+
+def _walk(table: symtable.SymbolTable) -> tuple[set[str], set[str]]:
+    """(names read as globals anywhere, names bound at the top level)."""
+    read: set[str] = set()
+    bound: set[str] = set()
+    top = table.get_type() == "module"
+    for symbol in table.get_symbols():
+        name = symbol.get_name()
+        if top:
+            if symbol.is_assigned() or symbol.is_imported() or symbol.is_namespace():
+                bound.add(name)
+            if symbol.is_referenced():
+                read.add(name)
+        elif symbol.is_global() and symbol.is_referenced():
+            read.add(name)
+    for child in table.get_children():
+        child_read, _ = _walk(child)
+        read |= child_read
+    return read, bound
+
+
+def free_names(source: str) -> tuple[set[str], set[str]]:
+    """(required, optional) names for a cell; the cell must compile."""
+    try:
+        table = symtable.symtable(source, "<cell>", "exec")
+    except SyntaxError as err:
+        raise SpecError(f"the cell has a syntax error on line {err.lineno}: {err.msg}") from None
+    read, bound = _walk(table)
+    candidates = {n for n in read if not n.startswith("_") and n not in _KERNEL_NAMES}
+    return candidates - bound, candidates & bound
+
+
+def capture_variables(
+    source: str,
+    namespace: dict[str, Any],
+    exclude: set[str] | frozenset[str] = frozenset(),
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> dict[str, bytes]:
+    """Pickle the kernel variables the cell needs; ``exclude`` holds injected params."""
+    import cloudpickle
+
+    required, optional = free_names(source)
+    captured: dict[str, bytes] = {}
+    for name in sorted((required | optional) - set(exclude)):
+        if name not in namespace:
+            continue  # a builtin, or a NameError the job itself will report
+        value = namespace[name]
+        if isinstance(value, types.ModuleType) and name in dir(builtins):
+            continue
+        try:
+            blob = cloudpickle.dumps(value)
+        except Exception as err:  # noqa: BLE001 - any pickling failure is the user's to fix
+            if name in optional:
+                continue
+            kind = type(value).__name__
+            raise SpecError(
+                f"variable {name!r} ({kind}) cannot be sent to the worker: {err}; "
+                "create it inside the cell instead"
+            ) from None
+        if len(blob) > max_bytes:
+            raise SpecError(
+                f"variable {name!r} is {len(blob) / 2**20:.1f} MiB pickled, over the "
+                f"{max_bytes / 2**20:.0f} MiB limit (TRAINORCH_MAX_CAPTURE_MB); load it inside the cell instead"
+            )
+        captured[name] = blob
+    return captured
+
+
+def build_package(variables: dict[str, bytes]) -> bytes:
+    """The code package the runner's child reads (``package.pkl``)."""
+    import cloudpickle
+
+    return cloudpickle.dumps({"version": 1, "variables": variables})

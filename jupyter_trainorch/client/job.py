@@ -1,0 +1,173 @@
+"""``Job`` handles and the Python functions behind the magics and the CLI."""
+
+from __future__ import annotations
+
+import base64
+import sys
+from typing import Any, TextIO
+
+from ..spec import default_user
+from .transport import HTTPTransport, LocalTransport, TrainOrchError, connect
+
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+Transport = HTTPTransport | LocalTransport
+
+
+class JobFailed(TrainOrchError):
+    """``Job.result()`` of a job that did not succeed."""
+
+
+class Job:
+    """A handle on a submitted job. Cheap: every property asks the orchestrator."""
+
+    def __init__(self, job_id: str, transport: Transport | None = None, info: dict[str, Any] | None = None) -> None:
+        self.id = job_id
+        self._transport = transport
+        self._info = info or {}
+        self._outputs: dict[str, Any] | None = None
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            self._transport = connect()
+        return self._transport
+
+    def refresh(self) -> dict[str, Any]:
+        self._info = self.transport.get(self.id)
+        return self._info
+
+    @property
+    def name(self) -> str:
+        return self._info.get("name") or self.refresh()["name"]
+
+    @property
+    def state(self) -> str:
+        return self.refresh()["state"]
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.refresh()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.refresh()
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until the job ends (or ``timeout`` seconds pass); return its state."""
+        self._info = self.transport.wait(self.id, timeout)
+        return self._info["state"]
+
+    def logs(self, attempt: int | None = None) -> str:
+        """All log lines so far (of one attempt, or of all)."""
+        lines, after = [], 0
+        while True:
+            chunk = self.transport.logs(self.id, attempt=attempt, after=after)
+            lines += [line["text"] for line in chunk["lines"]]
+            if chunk["next"] == after or not chunk["lines"]:
+                return "\n".join(lines)
+            after = chunk["next"]
+
+    def follow(self, out: TextIO | None = None, attempt: int | None = None) -> str:
+        """Print log lines as they arrive until the job ends; return the final state."""
+        out = out or sys.stdout
+        after, shown_attempt = 0, None
+        while True:
+            chunk = self.transport.logs(self.id, attempt=attempt, after=after, wait=10.0)
+            for line in chunk["lines"]:
+                if attempt is None and line["attempt"] != shown_attempt:
+                    if shown_attempt is not None:
+                        print(f"--- attempt {line['attempt']} ---", file=out)
+                    shown_attempt = line["attempt"]
+                print(line["text"], file=out)
+            out.flush()
+            after = chunk["next"]
+            if chunk["finished"] and not chunk["lines"]:
+                return chunk["state"]
+
+    def cancel(self) -> str:
+        self._info = self.transport.cancel(self.id)
+        return self._info["state"]
+
+    def retry(self) -> str:
+        self._info = self.transport.retry(self.id)
+        return self._info["state"]
+
+    def result(self, timeout: float | None = None) -> dict[str, Any]:
+        """Wait, then return the ``--out`` variables; raise ``JobFailed`` if it did not succeed."""
+        state = self.wait(timeout)
+        if state != "succeeded":
+            if state not in FINAL_STATES:
+                raise TrainOrchError(f"job {self.id} is still {state} after {timeout}s", 408)
+            error = self._info.get("error") or state
+            raise JobFailed(f"job {self.id} ({self._info.get('name')}) {state}: {error}", 409)
+        if self._outputs is None:
+            import cloudpickle
+
+            blob = self.transport.outputs(self.id)
+            self._outputs = cloudpickle.loads(blob) if blob else {}
+        return dict(self._outputs)
+
+    def __repr__(self) -> str:
+        info = self._info
+        return f"<Job {self.id} {info.get('name', '')!s} {info.get('state', '')}>".replace("  ", " ")
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        info = self.refresh()
+        attempts = info.get("attempts") or []
+        printer.text(
+            f"Job {self.id} '{info['name']}': {info['state']}, priority {info['priority_class']}, "
+            f"attempt {len(attempts)} of {info['max_retries'] + 1}"
+        )
+
+
+def submit(
+    body: dict[str, Any], package: bytes | None = None, transport: Transport | None = None
+) -> Job:
+    """Submit a request (see ``JobService.submit``); return its handle."""
+    transport = transport or connect()
+    body = dict(body)
+    body.setdefault("user", default_user())
+    if package is not None:
+        body["package"] = base64.b64encode(package).decode()
+    info = transport.submit(body)
+    return Job(info["id"], transport, info)
+
+
+def get_job(job_id: str) -> Job:
+    transport = connect()
+    return Job(job_id, transport, transport.get(job_id))
+
+
+def jobs(state: str | None = None, user: str | None = None, limit: int = 100) -> Any:
+    """The jobs as a pandas DataFrame, newest first."""
+    import pandas as pd
+
+    listing = connect().list(state=state, user=user, limit=limit)
+    rows = [_row(job) for job in listing["jobs"]]
+    columns = [
+        "id", "name", "user", "state", "priority", "gpus", "attempts", "progress",
+        "created", "started", "ended", "error",
+    ]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=columns)
+    for column in ("created", "started", "ended"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame.set_index("id")
+
+
+def _row(job: dict[str, Any]) -> dict[str, Any]:
+    progress = job.get("progress") or {}
+    fraction = progress.get("fraction")
+    return {
+        "id": job["id"],
+        "name": job["name"],
+        "user": job["user"],
+        "state": job["state"],
+        "priority": job["priority_class"],
+        "gpus": job["resources"]["gpus"],
+        "attempts": f"{len(job['attempts'])}/{job['max_retries'] + 1}",
+        "progress": None if fraction is None else round(fraction, 3),
+        "created": job["created"],
+        "started": job["started"],
+        "ended": job["ended"],
+        "error": job["error"],
+    }
+
