@@ -74,7 +74,8 @@ class TrainOrchApp(ExtensionApp):
     name = "jupyter_trainorch"
     description = "Run notebook cells as prioritised, retried training jobs on a Dask cluster."
     classes = [TrainOrch]
-    load_other_extensions = True
+    # ``trainorch serve`` is a headless service: JupyterLab and friends are not needed.
+    load_other_extensions = False
 
     service: JobService | None = None
 

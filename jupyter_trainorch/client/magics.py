@@ -34,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _train_parser() -> _Parser:
-    parser = _Parser(prog="%%train", add_help=False)
+    parser = _Parser(prog="%%train", add_help=False, allow_abbrev=False)
     parser.add_argument("--name")
     parser.add_argument("--template", default="python-cell")
     parser.add_argument("--gpus")
@@ -139,7 +139,7 @@ class TrainMagics(Magics):
         """A DataFrame of jobs: ``%jobs [--state running] [--user NAME] [--limit N]``."""
         from .job import jobs
 
-        parser = _Parser(prog="%jobs", add_help=False)
+        parser = _Parser(prog="%jobs", add_help=False, allow_abbrev=False)
         parser.add_argument("--state")
         parser.add_argument("--user")
         parser.add_argument("--limit", type=int, default=100)

@@ -207,6 +207,10 @@ def connect() -> HTTPTransport | LocalTransport:
         if lease is not None and lease.url and lease.pid != os.getpid():
             return HTTPTransport(lease.url, os.environ.get("TRAINORCH_TOKEN") or _token_for(lease.url))
         _local = LocalTransport(JobService(config))
+        # atexit runs last-registered first: import distributed now so that its own exit
+        # hooks (which close clusters) run after ours has stopped the orchestrator cleanly.
+        import distributed  # noqa: F401
+
         atexit.register(_stop_local)
         return _local
 

@@ -153,6 +153,9 @@ class LocalBackend(ClusterBackend):
 
         # Job tasks are retried by our policy, never re-run by Dask after a worker dies.
         dask.config.set({"distributed.scheduler.allowed-failures": 0})
+        # The scheduler lives in this process (a kernel, the Jupyter server): keep its
+        # routine INFO lines out of the user's output, as LocalCluster does.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
         scheduler = {
             "cls": Scheduler,
             "options": {"host": "127.0.0.1", "port": 0, "dashboard_address": ":0"},

@@ -1,0 +1,113 @@
+"""Real kernels running ``%%train``: the quickstart notebook, user errors, and a kernel
+that reaches a running Jupyter server's orchestrator with no configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _text(cell) -> str:
+    parts = []
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream":
+            parts.append(output["text"])
+        elif "data" in output:
+            parts.append(output["data"].get("text/plain", ""))
+        elif output.get("output_type") == "error":
+            parts.append(f"{output['ename']}: {output['evalue']}")
+    return "".join(parts)
+
+
+def _run(notebook, cwd: Path, allow_errors: bool = False):
+    client = NotebookClient(notebook, timeout=120, kernel_name="python3", allow_errors=allow_errors,
+                            resources={"metadata": {"path": str(cwd)}})  # fmt: skip
+    client.execute()
+    return notebook
+
+
+@pytest.fixture
+def kernel_env(monkeypatch):
+    monkeypatch.setenv("TRAINORCH_WORKERS", "1")
+    monkeypatch.setenv("TRAINORCH_GPUS_PER_WORKER", "1")
+
+
+def test_quickstart_runs_in_a_plain_kernel(tmp_path, kernel_env):
+    notebook = _run(nbformat.read(EXAMPLES / "quickstart.ipynb", as_version=4), tmp_path)
+    cells = {i: _text(c) for i, c in enumerate(notebook.cells) if c.cell_type == "code"}
+    texts = list(cells.values())
+    assert "Job" in texts[1] and "demo" in texts[1]
+    assert texts[2].splitlines()[:4] == ["succeeded", "epoch 0 lr 0.1", "epoch 1 lr 0.1", "epoch 2 lr 0.1"]
+    assert "result 40" in texts[4] and "succeeded" in texts[4]
+    assert texts[5].strip() == "40 40"
+    assert "flaky attempt 1" in texts[7] and "succeeded on attempt 3" in texts[7]
+    assert "(1, 'failed', 'RuntimeError: flaky attempt 1')" in texts[8]
+    assert "(3, 'succeeded', None)" in texts[8]
+    assert "demo" in texts[9] and "capture" in texts[9] and "flaky" in texts[9]
+    assert "epoch 2 lr 0.1" in texts[10]
+
+
+ERROR_CELLS = [
+    ("%%train --gpu 2\nprint(1)", "UsageError: %%train: unknown flag --gpu (did you mean --gpus?)"),
+    ("%%train --template nope\nprint(1)", "UsageError: unknown template 'nope' (available: command, python-cell, torch)"),
+    ("%%train --gpus 16\nprint(1)", "UsageError: the job asks for 16 GPUs but the largest worker has 1"),
+    ("%%train --priority asap\nprint(1)", "UsageError: --priority must be one of low, normal, high, urgent or an integer, not 'asap'"),
+    ("%%train lr0.1\nprint(1)", "UsageError: %%train: 'lr0.1' is not a key=value pair"),
+    ("%%train --after nosuchjob\nprint(1)", "UsageError: --after: there is no job with id or name 'nosuchjob'"),
+    ("%%train\nprint(lock)", "UsageError: variable 'lock' (lock) cannot be sent to the worker"),
+    ("%%train\n", "UsageError: %%train is a cell magic, but the cell body is empty."),
+    ("%%train\n   \n", "UsageError: %%train: the cell is empty"),
+    ("%%train --out 1x\nx = 1", "UsageError: %%train: --out takes variable names, and '1x' is not one"),
+    ("%job nosuchjob", "UsageError: there is no job 'nosuchjob'"),
+    ("%job", "UsageError: %job: usage is %job ID [status|logs|cancel|retry|wait]"),
+]
+
+
+def test_user_errors_are_one_sentence_in_the_notebook(tmp_path, kernel_env):
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell("%load_ext jupyter_trainorch\nimport threading\nlock = threading.Lock()")]
+    notebook.cells += [nbformat.v4.new_code_cell(source) for source, _ in ERROR_CELLS]
+    _run(notebook, tmp_path, allow_errors=True)
+    for cell, (source, expected) in zip(notebook.cells[1:], ERROR_CELLS, strict=True):
+        # IPython shows a UsageError as one stderr line, without a traceback.
+        shown = _text(cell)
+        assert shown.startswith(expected), (source, shown)
+        assert shown.count("\n") == 1 and "Traceback" not in shown, (source, shown)
+
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+
+@pytest.fixture
+def jp_server_config():
+    return {"ServerApp": {"jpserver_extensions": {"jupyter_trainorch": True}}}
+
+
+async def test_a_kernel_finds_the_server_without_configuration(jp_serverapp, jp_fetch, tmp_path, kernel_env):
+    # The extension exported TRAINORCH_URL/TOKEN into the server's environment, which every
+    # kernel it starts inherits; this kernel is started the same way, with nothing set by hand.
+    assert os.environ["TRAINORCH_URL"] == jp_serverapp.connection_url
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell("%load_ext jupyter_trainorch"),
+        nbformat.v4.new_code_cell("%%train --name via-server --wait --out answer\nanswer = 6 * 7\nprint('computing')"),
+        nbformat.v4.new_code_cell(
+            "from jupyter_trainorch.client import transport\n"
+            "print(answer, type(transport.connect()).__name__, transport._local)"
+        ),
+    ]
+    client = NotebookClient(notebook, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})  # fmt: skip
+    await client.async_execute()
+    assert "computing" in _text(notebook.cells[1])
+    assert _text(notebook.cells[2]).strip() == "42 HTTPTransport None"
+    listing = json.loads((await jp_fetch("trainorch", "api", "jobs")).body)
+    assert [j["name"] for j in listing["jobs"]] == ["via-server"]
+    assert listing["jobs"][0]["state"] == "succeeded"
