@@ -148,6 +148,6 @@ def test_killed_orchestrator_loses_no_job(tmp_path, external_cluster):
             assert job.attempts[0].infrastructure
             assert job.attempts[0].error == "the orchestrator stopped while this attempt ran"
         assert all(job.attempts[-1].worker for job in jobs)
-        assert sorted(g for j in jobs for g in j.attempts[-1].gpu_ids) <= ["0", "0", "0", "1", "1", "1"]
+        assert all(len(j.attempts[-1].gpu_ids) == 1 and j.attempts[-1].gpu_ids[0] in ("0", "1") for j in jobs)
     finally:
         host.stop()

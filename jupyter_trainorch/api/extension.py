@@ -106,13 +106,9 @@ class TrainOrchApp(ExtensionApp):
         assert service is not None
 
         def start_if_needed() -> None:
-            from ..store import ALL_STATES, TERMINAL_STATES, JobStore
+            from ..store import ALL_STATES, TERMINAL_STATES
 
-            store = JobStore(service.config.db_url)
-            try:
-                unfinished = store.count_jobs(states=[s for s in ALL_STATES if s not in TERMINAL_STATES])
-            finally:
-                store.close()
+            unfinished = service.store.count_jobs(states=[s for s in ALL_STATES if s not in TERMINAL_STATES])
             if unfinished:
                 try:
                     service.host  # noqa: B018 - starting it is the point

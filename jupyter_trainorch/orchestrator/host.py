@@ -24,10 +24,11 @@ log = logging.getLogger(__name__)
 
 
 class OrchestratorHost:
-    def __init__(self, config: OrchestratorConfig, url: str | None = None) -> None:
+    def __init__(self, config: OrchestratorConfig, url: str | None = None, store: JobStore | None = None) -> None:
         self.config = config
         self.url = url
-        self.store = JobStore(config.db_url)
+        self.store = store or JobStore(config.db_url)
+        self._owns_store = store is None
         self.orchestrator: Orchestrator | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -115,4 +116,5 @@ class OrchestratorHost:
         self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(timeout)
-        self.store.close()
+        if self._owns_store:
+            self.store.close()

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from ..spec import JobSpec, SpecError, default_user
-from ..store import ALL_STATES, TERMINAL_STATES
+from ..store import ALL_STATES, TERMINAL_STATES, JobStore
 from .config import OrchestratorConfig
 from .host import OrchestratorHost
 from .service import JobNotFound
@@ -27,16 +27,25 @@ class JobService:
         self.config = config
         self.url = url
         self._host: OrchestratorHost | None = None
+        self._store: JobStore | None = None
         self._lock = threading.Lock()
         self._registry: Any = None
 
     # -- lifecycle -----------------------------------------------------------------
     @property
+    def store(self) -> JobStore:
+        with self._lock:
+            if self._store is None:
+                self._store = JobStore(self.config.db_url)
+            return self._store
+
+    @property
     def host(self) -> OrchestratorHost:
         """The running orchestrator, started on first use."""
+        store = self.store
         with self._lock:
             if self._host is None or not self._host.running:
-                self._host = OrchestratorHost(self.config, self.url).start()
+                self._host = OrchestratorHost(self.config, self.url, store=store).start()
             return self._host
 
     @property
@@ -48,6 +57,9 @@ class JobService:
             if self._host is not None:
                 self._host.stop()
                 self._host = None
+            if self._store is not None:
+                self._store.close()
+                self._store = None
 
     @property
     def templates_registry(self) -> Any:
