@@ -1,8 +1,9 @@
 """The orchestrator service: queue, placement, attempts, retries, recovery."""
 
 from .config import OrchestratorConfig
+from .errors import JobNotFound, JobStateError, OrchestratorBusy
 from .host import OrchestratorHost
-from .service import JobNotFound, JobStateError, Orchestrator, OrchestratorBusy
+from .service import Orchestrator
 
 __all__ = [
     "JobNotFound",
