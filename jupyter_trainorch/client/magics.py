@@ -57,7 +57,7 @@ def _split_list(values: list[str]) -> list[str]:
 
 def build_request(line: str, cell: str, execution_count: int | None) -> tuple[dict[str, Any], list[str], bool]:
     """The submit body for a ``%%train`` cell; also the ``--out`` names and ``--wait``."""
-    from ..spec.templates import parse_set_values
+    from ..spec.render import parse_set_values
 
     try:
         args = _train_parser().parse_args(shlex.split(line))

@@ -93,7 +93,7 @@ class JobService:
         return self.get(record.id)
 
     def _render(self, body: dict[str, Any]) -> JobSpec:
-        from ..spec.templates import render_spec
+        from ..spec.render import render_spec
 
         template = self.templates_registry.get(str(body["template"]))
         return render_spec(

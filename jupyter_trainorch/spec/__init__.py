@@ -13,14 +13,8 @@ from .model import (
     parse_priority,
     priority_name,
 )
-from .templates import (
-    SCHEMA_VERSION,
-    Template,
-    TemplateRegistry,
-    default_search_paths,
-    parse_set_values,
-    render_spec,
-)
+from .render import parse_set_values, render_spec
+from .templates import SCHEMA_VERSION, Template, TemplateRegistry, default_search_paths
 
 __all__ = [
     "PRIORITY_CLASSES",

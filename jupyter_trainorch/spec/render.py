@@ -1,0 +1,145 @@
+"""Rendering a template into a JobSpec: defaults ◄ template ◄ flags, ``{{ }}`` sandboxed.
+
+Also ``parse_set_values`` for the ``key=value`` pairs of ``%%train`` and ``--set``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import yaml
+from jinja2 import TemplateSyntaxError, UndefinedError
+from jinja2.sandbox import SecurityError
+
+from .errors import SpecError
+from .model import JobSpec, Resources, RetryPolicy, parse_duration, parse_memory, parse_priority
+from .templates import _JINJA, Template, _Loader
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split()).rstrip(".")
+
+
+def _render(text: str, params: dict[str, Any], what: str) -> str:
+    try:
+        return _JINJA.from_string(text).render(params)
+    except SecurityError as err:
+        raise SpecError(
+            f"{what} uses something templates may not access ({_one_line(err)})"
+        ) from None
+    except UndefinedError as err:
+        missing = re.match(r"'([^']+)' is undefined", str(err.message or ""))
+        if missing:
+            var = missing.group(1)
+            raise SpecError(
+                f"{what} uses '{{{{ {var} }}}}' but no param '{var}' is set "
+                f"(use --set {var}=… or {var}=… after the flags)"
+            ) from None
+        raise SpecError(f"{what} could not be rendered ({_one_line(err)})") from None
+    except TemplateSyntaxError as err:
+        raise SpecError(f"{what} has a template syntax error ({_one_line(err.message)})") from None
+    except Exception as err:  # user-written expressions can fail in any way (1/0, bad types)
+        raise SpecError(f"{what} could not be rendered ({_one_line(err) or 'error'})") from None
+
+
+_OVERRIDES = ("gpus", "cpus", "memory", "priority", "retries", "timeout", "env", "name")
+
+
+def _flag(key: str, value: Any) -> Any:
+    """Parse one flag value with the model parser, naming it ``--key`` in errors."""
+    flag = f"--{key}"
+    try:
+        if key in ("gpus", "cpus"):
+            return getattr(Resources.parse({key: value}, "resources"), key)
+        if key == "memory":
+            return parse_memory(value, flag)
+        if key == "priority":
+            return parse_priority(value, flag)
+        if key == "timeout":
+            return parse_duration(value, flag)
+        return RetryPolicy.parse(value, flag)
+    except SpecError as err:
+        raise SpecError(str(err).replace(f"resources.{key}", flag, 1)) from None
+
+
+def render_spec(
+    template: Template,
+    *,
+    params: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    source: str | None = None,
+    user: str = "",
+    depends_on: Iterable[str] = (),
+    outputs: list[str] | None = None,
+    workdir: str | None = None,
+    name: str | None = None,
+) -> JobSpec:
+    """Layer model defaults ◄ template ◄ overrides, render ``{{ }}`` and build the JobSpec."""
+    if params is not None and not isinstance(params, dict):
+        raise SpecError("params must be a mapping of names to values")
+    values = {**template.params, **(params or {})}
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = sorted(set(overrides) - set(_OVERRIDES))
+    if unknown:
+        raise SpecError(f"--{unknown[0]} is not an option a template can take")
+    resources = dataclasses.replace(
+        template.resources,
+        **{k: _flag(k, overrides[k]) for k in ("gpus", "cpus", "memory") if k in overrides},
+    )
+    retry = template.retry
+    if "retries" in overrides:
+        policy = _flag("retries", overrides["retries"])
+        # A bare count keeps the template's backoff; a mapping is a whole new policy.
+        if not isinstance(overrides["retries"], dict):
+            policy = dataclasses.replace(retry, max_retries=policy.max_retries)
+        retry = policy
+    extra_env = overrides.get("env", {})
+    if not isinstance(extra_env, dict):
+        raise SpecError("--env must be a mapping of variable names to values")
+    env = {**template.env, **{str(k): str(v) for k, v in extra_env.items()}}
+    env = {k: _render(v, values, f"env.{k}") for k, v in env.items()}
+    command = _render(template.command, values, "command") if template.kind == "command" else ""
+    job_name = name if name is not None else overrides.get("name", template.name)
+    job_name = _render(str(job_name), values, "name").strip()
+    if not job_name:
+        raise SpecError("name must not be empty")
+    return JobSpec(
+        name=job_name,
+        kind=template.kind,
+        source=source if source is not None else template.source,
+        command=command,
+        params=values,
+        resources=resources,
+        retry=retry,
+        timeout=_flag("timeout", overrides["timeout"])
+        if "timeout" in overrides
+        else template.timeout,
+        priority=_flag("priority", overrides["priority"])
+        if "priority" in overrides
+        else template.priority,
+        env=env,
+        depends_on=[str(d) for d in depends_on],
+        outputs=list(outputs) if outputs is not None else list(template.outputs),
+        workdir=workdir,
+        template=template.ref(),
+        user=user,
+    )
+
+
+def parse_set_values(pairs: list[str]) -> dict[str, Any]:
+    """``["lr=0.1", "tag=a"]`` -> ``{"lr": 0.1, "tag": "a"}``, values read as YAML scalars."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = str(pair).partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise SpecError(f"{pair!r} is not a key=value pair")
+        try:
+            value = yaml.load(text, Loader=_Loader) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text  # e.g. ``msg=a: b: c``: the user meant the text as written
+        values[key] = value
+    return values
