@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -200,3 +201,12 @@ def test_a_command_job_runs_in_its_workdir(one_gpu, tmp_path: Path):
     job_id = submit(one_gpu, name="cmd", kind="command", command="python train.py 0.1", workdir=str(tmp_path))
     assert wait_final(one_gpu, job_id).state == "succeeded"
     assert log_text(one_gpu, job_id) == ["lr 0.1"]
+
+
+def test_a_second_orchestrator_on_the_same_store_refuses_to_dispatch(one_gpu):
+    from jupyter_trainorch.orchestrator import OrchestratorBusy, OrchestratorHost
+
+    second = OrchestratorHost(one_gpu.config)
+    with pytest.raises(OrchestratorBusy, match="owned by another orchestrator") as err:
+        second.start()
+    assert f"pid {os.getpid()}" in str(err.value) and "\n" not in str(err.value)
