@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Integer, Unicode, default
+from traitlets import Integer, Unicode
 from traitlets.config import Configurable
 
 from ..orchestrator import OrchestratorConfig
@@ -22,52 +22,38 @@ from .handlers import handlers
 
 
 class TrainOrch(Configurable):
-    """Settings (``c.TrainOrch.*``); each defaults to its ``TRAINORCH_*`` variable."""
+    """Settings (``c.TrainOrch.*``); an unset one falls back to its ``TRAINORCH_*`` variable."""
 
-    cluster = Unicode(help="'local', 'local-cuda' or a tcp:// Dask scheduler address (TRAINORCH_CLUSTER).").tag(
-        config=True
-    )
-    workers = Integer(help="Worker processes of the local cluster (TRAINORCH_WORKERS).").tag(config=True)
-    gpus_per_worker = Integer(
-        help="GPU slots each local worker advertises, for GPU scheduling without GPUs (TRAINORCH_GPUS_PER_WORKER)."
+    cluster = Unicode(
+        None,
+        allow_none=True,
+        help="'local', 'local-cuda' or a tcp:// Dask scheduler address (TRAINORCH_CLUSTER).",
     ).tag(config=True)
-    slots_per_worker = Integer(help="Concurrent jobs per local worker (TRAINORCH_SLOTS_PER_WORKER).").tag(config=True)
-    db = Unicode(help="SQLAlchemy URL or SQLite path of the job store (TRAINORCH_DB).").tag(config=True)
-    data_dir = Unicode(help="Folder for the default store and checkpoints (TRAINORCH_DATA_DIR).").tag(config=True)
-
-    @default("cluster")
-    def _cluster(self) -> str:
-        return OrchestratorConfig.from_env().cluster
-
-    @default("workers")
-    def _workers(self) -> int:
-        return OrchestratorConfig.from_env().workers
-
-    @default("gpus_per_worker")
-    def _gpus(self) -> int:
-        return OrchestratorConfig.from_env().gpus_per_worker
-
-    @default("slots_per_worker")
-    def _slots(self) -> int:
-        return OrchestratorConfig.from_env().slots_per_worker
-
-    @default("db")
-    def _db(self) -> str:
-        return OrchestratorConfig.from_env().db
-
-    @default("data_dir")
-    def _data_dir(self) -> str:
-        return str(OrchestratorConfig.from_env().data_dir)
+    workers = Integer(
+        None, allow_none=True, help="Worker processes of the local cluster (TRAINORCH_WORKERS)."
+    ).tag(config=True)
+    gpus_per_worker = Integer(
+        None, allow_none=True,
+        help="GPU slots each local worker advertises, for GPU scheduling without GPUs (TRAINORCH_GPUS_PER_WORKER).",
+    ).tag(config=True)  # fmt: skip
+    slots_per_worker = Integer(
+        None, allow_none=True, help="Concurrent jobs per local worker (TRAINORCH_SLOTS_PER_WORKER)."
+    ).tag(config=True)
+    db = Unicode(
+        None, allow_none=True, help="SQLAlchemy URL or SQLite path of the job store (TRAINORCH_DB)."
+    ).tag(config=True)
+    data_dir = Unicode(
+        None,
+        allow_none=True,
+        help="Folder for the default store and checkpoints (TRAINORCH_DATA_DIR).",
+    ).tag(config=True)
 
     def to_config(self) -> OrchestratorConfig:
-        return OrchestratorConfig.from_env(
-            cluster=self.cluster,
-            workers=self.workers,
-            gpus_per_worker=self.gpus_per_worker,
-            slots_per_worker=self.slots_per_worker,
-            db=self.db,
-            data_dir=Path(self.data_dir),
-        )
+        chosen = {name: getattr(self, name) for name in self.trait_names(config=True)}
+        chosen = {name: value for name, value in chosen.items() if value is not None}
+        if "data_dir" in chosen:
+            chosen["data_dir"] = Path(chosen["data_dir"])
+        return OrchestratorConfig.from_env(**chosen)
 
 
 class TrainOrchApp(ExtensionApp):
@@ -108,7 +94,9 @@ class TrainOrchApp(ExtensionApp):
         def start_if_needed() -> None:
             from ..store import ALL_STATES, TERMINAL_STATES
 
-            unfinished = service.store.count_jobs(states=[s for s in ALL_STATES if s not in TERMINAL_STATES])
+            unfinished = service.store.count_jobs(
+                states=[s for s in ALL_STATES if s not in TERMINAL_STATES]
+            )
             if unfinished:
                 try:
                     service.host  # noqa: B018 - starting it is the point
