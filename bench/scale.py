@@ -239,9 +239,11 @@ def cluster_section(jobs: int, gpus_per_worker: int, duration: float) -> bool:
     if later_rounds:
         sizes = sorted(r[3] for r in later_rounds)
         times = sorted(1000 * r[2] for r in later_rounds)
+        per_later = 1000 * sum(r[2] for r in later_rounds) / sum(sizes)
         print(
             f"  later rounds: median {sizes[len(sizes) // 2]} dispatches, "
-            f"CPU p50 {times[len(times) // 2]:.1f} ms p95 {p95(times):.1f} ms"
+            f"CPU p50 {times[len(times) // 2]:.1f} ms p95 {p95(times):.1f} ms, "
+            f"{per_later:.2f} ms CPU per dispatch"
         )
     if ends:
         print(
