@@ -67,8 +67,7 @@ class AttemptLifecycle:
         if message.get("type") == "started":
             run.started_running = True
             run.extra["pid"] = message.get("pid")
-            self.store.update_attempt(run.job_id, run.n, state=RUNNING)
-            self.store.update_job(run.job_id, state=RUNNING)
+            self.store.update_job_and_attempt(run.job_id, run.n, {"state": RUNNING}, {"state": RUNNING})
             self.feed.publish("job", run.job_id, state=RUNNING)
             return
         lines = message.get("lines") or []

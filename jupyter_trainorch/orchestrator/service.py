@@ -67,6 +67,7 @@ class Orchestrator(AttemptLifecycle):
         self.url: str | None = None
         self._queue: list[policy.QueuedJob] = []
         self._queue_keys: list[tuple[Any, ...]] = []
+        self._queued: dict[str, policy.QueuedJob] = {}
         self._running: dict[str, Running] = {}
         self._waiting: dict[str, set[str]] = {}  # job -> unfinished dependencies
         self._dependents: dict[str, set[str]] = {}  # dependency -> waiting jobs
@@ -228,18 +229,26 @@ class Orchestrator(AttemptLifecycle):
             memory=int(resources.get("memory", 0)),
             user=job.user,
         )
+        if item.id in self._queued:
+            return
+        self._queued[item.id] = item
         key = policy.queue_key(item)
         index = bisect.bisect_right(self._queue_keys, key)
         self._queue_keys.insert(index, key)
         self._queue.insert(index, item)
         self._wake.set()
 
+    def _remove_from_queue(self, job_id: str) -> None:
+        item = self._queued.pop(job_id, None)
+        if item is None:
+            return
+        # Keys are unique (seq is), so bisect finds the one entry without a scan.
+        index = bisect.bisect_left(self._queue_keys, policy.queue_key(item))
+        del self._queue_keys[index]
+        del self._queue[index]
+
     def _dequeue(self, job_id: str) -> None:
-        for index, item in enumerate(self._queue):
-            if item.id == job_id:
-                del self._queue[index]
-                del self._queue_keys[index]
-                break
+        self._remove_from_queue(job_id)
         timer = self._timers.pop(job_id, None)
         if timer is not None:
             timer.cancel()
@@ -293,19 +302,17 @@ class Orchestrator(AttemptLifecycle):
         placements = policy.plan(self._queue, self._views())
         if not placements:
             return
-        placed = {p.job_id for p in placements}
-        keep = [(k, q) for k, q in zip(self._queue_keys, self._queue, strict=True) if q.id not in placed]
-        self._queue_keys = [k for k, _ in keep]
-        by_id = {q.id: q for q in self._queue}
-        self._queue = [q for _, q in keep]
-        self._dispatch([(p, by_id[p.job_id]) for p in placements])
+        chosen = [(p, self._queued[p.job_id]) for p in placements]
+        for _, item in chosen:
+            self._remove_from_queue(item.id)
+        self._dispatch(chosen)
 
     def _dispatch(self, placements: list[tuple[policy.Placement, policy.QueuedJob]]) -> None:
         now = self.clock()
-        jobs = {j.id: j for j in self.store.list_jobs(states=[QUEUED], limit=None)} if len(placements) > 20 else {}
+        jobs = self.store.get_jobs([item.id for _, item in placements], with_packages=True)
         attempts, changes = [], []
         for placement, item in placements:
-            job = jobs.get(item.id) or self._get(item.id)
+            job, package = jobs[item.id]
             n = len(job.attempts) + 1
             run = Running(
                 job_id=job.id,
@@ -324,14 +331,14 @@ class Orchestrator(AttemptLifecycle):
             if job.started is None:
                 fields["started"] = now
             changes.append((job.id, fields))
-            run.future = self._submit_attempt(job, run)
+            run.future = self._submit_attempt(job, run, package)
             self._spawn(self._watch(run))
         self.store.add_attempts(attempts)
         self.store.update_jobs(changes)
         for _, item in placements:
             self.feed.publish("job", item.id, state=STARTING)
 
-    def _submit_attempt(self, job: JobRecord, run: Running) -> Any:
+    def _submit_attempt(self, job: JobRecord, run: Running, package: bytes | None) -> Any:
         spec = job.spec
         request = {
             "job_id": job.id,
@@ -348,7 +355,7 @@ class Orchestrator(AttemptLifecycle):
             "gpu_ids": list(run.gpu_ids),
             "grace": self.config.grace_period,
             "checkpoint_dir": str(self.config.data_dir / "checkpoints" / job.id),
-            "package": self.store.get_package(job.id),
+            "package": package,
         }
         worker = self.backend.workers.get(run.worker)
         resources = {"GPU": len(run.gpu_ids)} if run.gpu_ids and worker and worker.advertises_gpus else None

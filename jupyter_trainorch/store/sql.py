@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import create_engine, event, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import sessionmaker, undefer
 
 from .models import AttemptRecord, JobRecord, Lease, LogLine
 from .orm import AttemptRow, Base, JobRow, LeaseRow, LogRow
@@ -125,6 +125,22 @@ class JobStore:
             attempts = session.scalars(select(AttemptRow).where(AttemptRow.job_id == job_id)).all()
             return _job(row, attempts)
 
+    def get_jobs(self, job_ids: Sequence[str], with_packages: bool = False) -> dict[str, tuple[JobRecord, bytes | None]]:
+        """Several jobs (and their code packages) in one session, for a dispatch round."""
+        if not job_ids:
+            return {}
+        with self._session() as session:
+            query = select(JobRow).where(JobRow.id.in_(list(job_ids)))
+            if with_packages:
+                query = query.options(undefer(JobRow.package))
+            rows = session.scalars(query).all()
+            by_job: dict[str, list[AttemptRow]] = {row.id: [] for row in rows}
+            for attempt in session.scalars(select(AttemptRow).where(AttemptRow.job_id.in_(list(by_job)))):
+                by_job[attempt.job_id].append(attempt)
+            return {
+                row.id: (_job(row, by_job[row.id]), row.package if with_packages else None) for row in rows
+            }
+
     def list_jobs(
         self,
         states: Iterable[str] | None = None,
@@ -174,10 +190,6 @@ class JobStore:
             for job_id, fields in changes:
                 session.execute(update(JobRow).where(JobRow.id == job_id).values(**fields))
 
-    def get_package(self, job_id: str) -> bytes | None:
-        with self._session() as session:
-            return session.scalar(select(JobRow.package).where(JobRow.id == job_id))
-
     def get_outputs(self, job_id: str) -> bytes | None:
         with self._session() as session:
             return session.scalar(select(JobRow.outputs).where(JobRow.id == job_id))
@@ -207,6 +219,16 @@ class JobStore:
                         infrastructure=a.infrastructure,
                     )
                 )
+
+    def update_job_and_attempt(
+        self, job_id: str, n: int, job: dict[str, Any], attempt: dict[str, Any]
+    ) -> None:
+        """One transaction for a transition that changes both (an attempt starts running)."""
+        with self._session.begin() as session:
+            session.execute(update(JobRow).where(JobRow.id == job_id).values(**job))
+            session.execute(
+                update(AttemptRow).where(AttemptRow.job_id == job_id, AttemptRow.n == n).values(**attempt)
+            )
 
     def update_attempt(self, job_id: str, n: int, **fields: Any) -> None:
         with self._session.begin() as session:
