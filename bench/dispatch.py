@@ -37,10 +37,10 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 
 # Mirrors what ``python -m jupyter_trainorch.runner.child`` pays before the cell's
 # first line: interpreter start, the package and the child module (json, subprocess,
-# threading, traceback, pathlib) and cloudpickle, which ``run_python`` imports. A
-# bare ``python -c`` would leave that bootstrap out of the baseline and make the
-# orchestrator look slower than it is.
-BASELINE_CHILD = "import time, json, cloudpickle, jupyter_trainorch.runner.child; print(repr(time.time()), flush=True)"
+# threading, traceback, pathlib). The benchmark's job captures no variables, so the
+# child does not import cloudpickle either. A bare ``python -c`` would leave that
+# bootstrap out of the baseline and make the orchestrator look slower than it is.
+BASELINE_CHILD = "import time, json, jupyter_trainorch.runner.child; print(repr(time.time()), flush=True)"
 
 JOB_SOURCE = """\
 _first_line_at = __import__("time").time()

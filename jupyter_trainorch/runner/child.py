@@ -69,8 +69,6 @@ def _user_traceback(exc: BaseException, filename: str) -> str:
 
 
 def run_python(attempt_dir: Path, request: dict[str, Any]) -> int:
-    import cloudpickle
-
     filename = f"<cell {request['name']}>"
     source = request["source"]
     try:
@@ -85,6 +83,8 @@ def run_python(attempt_dir: Path, request: dict[str, Any]) -> int:
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
     package_path = attempt_dir / "package.pkl"
     if package_path.exists():
+        import cloudpickle  # only when there is something to unpickle: it costs start-up time
+
         variables: dict[str, bytes] = cloudpickle.loads(package_path.read_bytes()).get("variables", {})
         for name, blob in variables.items():
             try:
@@ -117,6 +117,8 @@ def run_python(attempt_dir: Path, request: dict[str, Any]) -> int:
             print(message, file=sys.stderr)
             _write_status(attempt_dir, message, False)
             return EXIT_NOT_RETRYABLE
+        import cloudpickle
+
         try:
             blob = cloudpickle.dumps({name: namespace[name] for name in wanted})
         except Exception as err:  # noqa: BLE001
