@@ -9,6 +9,7 @@ lease holder's URL, else an orchestrator started inside this process.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -109,6 +110,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from .client.job import Job
+    from .package import build_package, template_files
     from .spec import SpecError, TemplateRegistry, default_user, parse_set_values, render_spec
 
     if args.file and args.template:
@@ -132,6 +134,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
             name=args.name,
         )
         body: dict[str, Any] = {"spec": spec.to_dict()}
+        files = template_files(template)
+        if files:
+            body["package"] = base64.b64encode(build_package(files=files)).decode()
     else:
         body = {
             "template": args.template,

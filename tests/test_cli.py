@@ -182,6 +182,20 @@ def test_submit_file_with_set_then_logs_and_status(server):
     assert job_id in summary and "succeeded" in summary and "exit 0" in summary
 
 
+def test_a_template_ships_its_input_files_and_runs_among_them(server):
+    project = server.work / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "train.py").write_text("print(open('data/rows.csv').read().strip(), flush=True)\n")
+    (project / "data" / "rows.csv").write_text("a,b\n1,2\n")
+    (project / "job.yaml").write_text(
+        "version: 1\ncommand: python train.py\ninputs: [train.py, data/*.csv]\n"
+    )
+    # Submitted from another folder: the job still finds train.py and data/ beside it.
+    result = server.run("submit", "project/job.yaml", "--wait")
+    assert result.returncode == 0, result.stderr
+    assert "a,b" in result.stdout.splitlines() and "1,2" in result.stdout.splitlines()
+
+
 def test_submit_template_wait_prints_logs_and_exit_code(server):
     result = server.run("submit", "--template", "command", "--set", "cmd=echo hi", "--wait")
     assert result.returncode == 0, result.stderr

@@ -62,6 +62,7 @@ ERROR_CELLS = [
     ("%%train lr0.1\nprint(1)", "UsageError: %%train: 'lr0.1' is not a key=value pair"),
     ("%%train --after nosuchjob\nprint(1)", "UsageError: --after: there is no job with id or name 'nosuchjob'"),
     ("%%train\nprint(lock)", "UsageError: variable 'lock' (lock) cannot be sent to the worker"),
+    ("%%train\nprint(len(big))", "UsageError: variable 'big' is 2.0 MiB pickled, over the 1 MiB limit"),
     ("%%train\n", "UsageError: %%train is a cell magic, but the cell body is empty."),
     ("%%train\n   \n", "UsageError: %%train: the cell is empty"),
     ("%%train --out 1x\nx = 1", "UsageError: %%train: --out takes variable names, and '1x' is not one"),
@@ -72,7 +73,10 @@ ERROR_CELLS = [
 
 def test_user_errors_are_one_sentence_in_the_notebook(tmp_path, kernel_env):
     notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell("%load_ext jupyter_trainorch\nimport threading\nlock = threading.Lock()")]
+    notebook.cells = [nbformat.v4.new_code_cell(
+        "%load_ext jupyter_trainorch\nimport os, threading\nlock = threading.Lock()\n"
+        "big = bytes(2 * 2**20)\nos.environ['TRAINORCH_MAX_CAPTURE_MB'] = '1'"
+    )]
     notebook.cells += [nbformat.v4.new_code_cell(source) for source, _ in ERROR_CELLS]
     _run(notebook, tmp_path, allow_errors=True)
     for cell, (source, expected) in zip(notebook.cells[1:], ERROR_CELLS, strict=True):
@@ -82,12 +86,41 @@ def test_user_errors_are_one_sentence_in_the_notebook(tmp_path, kernel_env):
         assert shown.count("\n") == 1 and "Traceback" not in shown, (source, shown)
 
 
+def test_job_magic_cancels_waits_and_retries(tmp_path, kernel_env):
+    cells = [
+        "%load_ext jupyter_trainorch",
+        "%%train --name long\nimport time\nprint('started', flush=True)\ntime.sleep(120)",
+        "long = _\nimport time\nwhile 'started' not in long.logs():\n    time.sleep(0.1)\nprint(long.state)",
+        "%job {long.id} cancel",
+        "%job {long.id} wait",
+        "print(long.state, len(long.to_dict()['attempts']))",
+        "%job {long.id} retry",
+        "print(long.cancel() in ('running', 'starting', 'queued', 'cancelled'), long.wait(60))",
+        "%job {long.id}",
+        "try:\n    long.result()\nexcept Exception as err:\n    print(type(err).__name__, err)",
+    ]
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    _run(notebook, tmp_path)
+    texts = [_text(c) for c in notebook.cells]
+    assert texts[2].strip() == "running"
+    assert texts[3].startswith("job ") and "running" in texts[3]
+    assert texts[5].strip() == "cancelled 1"
+    assert texts[6].strip().endswith("queued") or "starting" in texts[6] or "running" in texts[6]
+    assert texts[7].strip() == "True cancelled"
+    assert "cancelled" in texts[8] and "2 attempt(s)" in texts[8]
+    assert texts[9].startswith("JobFailed job ") and texts[9].strip().endswith("(long) cancelled")
+
+
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 
 @pytest.fixture
 def jp_server_config():
-    return {"ServerApp": {"jpserver_extensions": {"jupyter_trainorch": True}}}
+    return {
+        "ServerApp": {"jpserver_extensions": {"jupyter_trainorch": True}},
+        "MappingKernelManager": {"default_kernel_name": "python3"},
+    }
 
 
 async def test_a_kernel_finds_the_server_without_configuration(jp_serverapp, jp_fetch, tmp_path, kernel_env):
@@ -111,3 +144,36 @@ async def test_a_kernel_finds_the_server_without_configuration(jp_serverapp, jp_
     listing = json.loads((await jp_fetch("trainorch", "api", "jobs")).body)
     assert [j["name"] for j in listing["jobs"]] == ["via-server"]
     assert listing["jobs"][0]["state"] == "succeeded"
+
+
+async def test_a_kernel_started_by_the_server_submits_through_it(jp_serverapp, jp_fetch, kernel_env):
+    started = json.loads((await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))).body)
+    kernel = jp_serverapp.kernel_manager.get_kernel(started["id"])
+    client = kernel.client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=60)
+        shown: list[str] = []
+
+        def collect(message):
+            content = message["content"]
+            if message["msg_type"] == "stream":
+                shown.append(content["text"])
+            elif message["msg_type"] == "error":
+                shown.append(f"{content['ename']}: {content['evalue']}")
+
+        for code in (
+            "%load_ext jupyter_trainorch",
+            "%%train --name from-a-lab-kernel --wait\nprint('hello from the worker')",
+            "import os; print('url', os.environ['TRAINORCH_URL'])",
+        ):
+            reply = await client.execute_interactive(code, output_hook=collect, timeout=120)
+            assert reply["content"]["status"] == "ok", shown
+    finally:
+        client.stop_channels()
+        await jp_fetch("api", "kernels", started["id"], method="DELETE")
+    text = "".join(shown)
+    assert "hello from the worker" in text and "succeeded" in text
+    assert f"url {jp_serverapp.connection_url}" in text
+    listing = json.loads((await jp_fetch("trainorch", "api", "jobs")).body)
+    assert [(j["name"], j["state"]) for j in listing["jobs"]] == [("from-a-lab-kernel", "succeeded")]

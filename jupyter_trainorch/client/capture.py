@@ -85,9 +85,3 @@ def capture_variables(
         captured[name] = blob
     return captured
 
-
-def build_package(variables: dict[str, bytes]) -> bytes:
-    """The code package the runner's child reads (``package.pkl``)."""
-    import cloudpickle
-
-    return cloudpickle.dumps({"version": 1, "variables": variables})

@@ -97,8 +97,9 @@ class Job:
         if state != "succeeded":
             if state not in FINAL_STATES:
                 raise TrainOrchError(f"job {self.id} is still {state} after {timeout}s", 408)
-            error = self._info.get("error") or state
-            raise JobFailed(f"job {self.id} ({self._info.get('name')}) {state}: {error}", 409)
+            error = self._info.get("error")
+            detail = f": {error}" if error and error != state else ""
+            raise JobFailed(f"job {self.id} ({self._info.get('name')}) {state}{detail}", 409)
         if self._outputs is None:
             import cloudpickle
 
@@ -115,7 +116,7 @@ class Job:
         attempts = info.get("attempts") or []
         printer.text(
             f"Job {self.id} '{info['name']}': {info['state']}, priority {info['priority_class']}, "
-            f"attempt {len(attempts)} of {info['max_retries'] + 1}"
+            f"{len(attempts)} attempt(s), {info['max_retries']} retries allowed"
         )
 
 

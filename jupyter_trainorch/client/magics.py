@@ -99,7 +99,8 @@ class TrainMagics(Magics):
     @cell_magic
     def train(self, line: str, cell: str) -> Any:
         """Run this cell as a training job: ``%%train [--gpus N --priority high …] [k=v …]``."""
-        from .capture import build_package, capture_variables
+        from ..package import build_package
+        from .capture import capture_variables
         from .job import submit
 
         body, outputs, wait = build_request(line, cell, self.shell.execution_count)

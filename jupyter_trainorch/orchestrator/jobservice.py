@@ -85,17 +85,20 @@ class JobService:
             spec = JobSpec.from_dict(body["spec"])
             spec.user = spec.user or default_user()
         elif "template" in body:
-            spec = self._render(body)
+            from ..package import template_files, with_files
+
+            template = self.templates_registry.get(str(body["template"]))
+            spec = self._render(template, body)
+            package = with_files(package, template_files(template))
         else:
             raise SpecError("the request must contain either spec or template")
         host = self.host
         record = host.call(lambda o: o.submit(spec, package))
         return self.get(record.id)
 
-    def _render(self, body: dict[str, Any]) -> JobSpec:
+    def _render(self, template: Any, body: dict[str, Any]) -> JobSpec:
         from ..spec.render import render_spec
 
-        template = self.templates_registry.get(str(body["template"]))
         return render_spec(
             template,
             params=body.get("params") or {},

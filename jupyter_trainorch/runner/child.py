@@ -81,11 +81,13 @@ def run_python(attempt_dir: Path, request: dict[str, Any]) -> int:
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
 
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
-    package_path = attempt_dir / "package.pkl"
+    package_path = attempt_dir / "variables.zip"
     if package_path.exists():
         import cloudpickle  # only when there is something to unpickle: it costs start-up time
 
-        variables: dict[str, bytes] = cloudpickle.loads(package_path.read_bytes()).get("variables", {})
+        from ..package import read_package
+
+        variables, _ = read_package(package_path.read_bytes())
         for name, blob in variables.items():
             try:
                 namespace[name] = cloudpickle.loads(blob)

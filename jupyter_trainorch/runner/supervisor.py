@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..package import build_package, extract_files, read_package
 from ..progress import PROGRESS_FD_ENV
 from .streams import LineBatcher, parse_tqdm
 
@@ -78,15 +79,21 @@ class Supervisor:
 
     def _workdir(self) -> str:
         wanted = self.request.get("workdir")
-        if wanted and os.path.isdir(wanted):
+        if wanted and os.path.isdir(wanted) and not self.has_inputs:
             return wanted
         return str(self.dir)
 
     def start(self) -> None:
         req = dict(self.request)
         package = req.pop("package", None)
+        self.has_inputs = False
         if package:
-            (self.dir / "package.pkl").write_bytes(package)
+            variables, files = read_package(package)
+            if variables:
+                (self.dir / "variables.zip").write_bytes(build_package(variables))
+            # A job that ships its input files runs among them, on any worker.
+            extract_files(files, self.dir)
+            self.has_inputs = bool(files)
         (self.dir / "request.json").write_text(json.dumps(req))
         os.makedirs(self._environment(0)["TRAINORCH_CHECKPOINT_DIR"], exist_ok=True)
         read_fd, write_fd = os.pipe()

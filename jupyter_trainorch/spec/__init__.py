@@ -1,5 +1,8 @@
 """Job specifications and templates (no Dask, no store, no network)."""
 
+import importlib
+from typing import Any
+
 from .errors import SpecError
 from .model import (
     PRIORITY_CLASSES,
@@ -13,8 +16,23 @@ from .model import (
     parse_priority,
     priority_name,
 )
-from .render import parse_set_values, render_spec
-from .templates import SCHEMA_VERSION, Template, TemplateRegistry, default_search_paths
+
+# YAML and Jinja load only when templates are used: job processes and %load_ext stay fast.
+_LAZY = {
+    "parse_set_values": "render",
+    "render_spec": "render",
+    "SCHEMA_VERSION": "templates",
+    "Template": "templates",
+    "TemplateRegistry": "templates",
+    "default_search_paths": "templates",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "PRIORITY_CLASSES",
