@@ -121,7 +121,7 @@ class JobService:
 
     # -- reads (straight from the store; no orchestrator round trip) -----------------
     def get(self, job_id: str) -> dict[str, Any]:
-        job = self.host.store.get_job(job_id)
+        job = self.store.get_job(job_id)
         if job is None:
             raise JobNotFound(job_id)
         return job.to_dict()
@@ -139,7 +139,7 @@ class JobService:
             raise SpecError(f"limit must be between 1 and {MAX_LIMIT}")
         if offset < 0:
             raise SpecError("offset must not be negative")
-        store = self.host.store
+        store = self.store
         jobs = store.list_jobs(states=states, user=user or None, limit=limit, offset=offset)
         return {
             "jobs": [j.to_dict() for j in jobs],
@@ -152,18 +152,17 @@ class JobService:
         self, job_id: str, attempt: int | None = None, after: int = 0, wait: float = 0.0, limit: int = 5000
     ) -> dict[str, Any]:
         """Log lines after the cursor ``after``; with ``wait``, block until some arrive
-        or the job ends (a long poll for ``--follow``)."""
-        host = self.host
+        or the job ends (a long poll for ``--follow``). Reading alone starts nothing."""
         deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
-        feed_seq = host.orchestrator.feed.last_seq if host.orchestrator else 0
+        feed_seq = -1
         while True:
-            job = host.store.get_job(job_id)
+            job = self.store.get_job(job_id)
             if job is None:
                 raise JobNotFound(job_id)
-            lines = host.store.read_logs(job_id, attempt=attempt, after=after, limit=limit)
+            lines = self.store.read_logs(job_id, attempt=attempt, after=after, limit=limit)
             finished = job.state in TERMINAL_STATES
             remaining = deadline - time.monotonic()
-            if lines or finished or remaining <= 0 or host.orchestrator is None:
+            if lines or finished or remaining <= 0:
                 return {
                     "job_id": job_id,
                     "state": job.state,
@@ -171,13 +170,19 @@ class JobService:
                     "next": lines[-1].id if lines else after,
                     "finished": finished,
                 }
-            changes = host.orchestrator.feed.wait(feed_seq, remaining)
+            # Waiting for an unfinished job needs its orchestrator running (started here
+            # on first use, like any command).
+            feed = self.host.orchestrator.feed  # type: ignore[union-attr]
+            if feed_seq < 0:
+                feed_seq = feed.last_seq
+                continue
+            changes = feed.wait(feed_seq, remaining)
             if changes:
                 feed_seq = changes[-1]["seq"]
 
     def outputs(self, job_id: str) -> bytes | None:
         self.get(job_id)
-        return self.host.store.get_outputs(job_id)
+        return self.store.get_outputs(job_id)
 
     def events(self, after: int = 0, timeout: float = 0.0) -> dict[str, Any]:
         feed = self.host.orchestrator.feed  # type: ignore[union-attr]
