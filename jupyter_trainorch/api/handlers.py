@@ -41,22 +41,19 @@ class BaseHandler(APIHandler):
             raise web.HTTPError(503, str(err)) from None
 
     def int_arg(self, name: str, default: int | None) -> int | None:
-        raw = self.get_query_argument(name, None)
-        if raw is None or raw == "":
-            return default
-        try:
-            return int(raw)
-        except ValueError:
-            raise web.HTTPError(400, f"{name} must be a whole number, not {raw!r}") from None
+        return self._number_arg(name, default, int, "a whole number")
 
     def float_arg(self, name: str, default: float) -> float:
+        return self._number_arg(name, default, float, "a number")
+
+    def _number_arg(self, name: str, default: Any, kind: Callable[[str], Any], what: str) -> Any:
         raw = self.get_query_argument(name, None)
         if raw is None or raw == "":
             return default
         try:
-            return float(raw)
+            return kind(raw)
         except ValueError:
-            raise web.HTTPError(400, f"{name} must be a number, not {raw!r}") from None
+            raise web.HTTPError(400, f"{name} must be {what}, not {raw!r}") from None
 
     def write_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
