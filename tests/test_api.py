@@ -122,3 +122,32 @@ async def test_user_errors_are_one_sentence_with_the_right_status(jp_fetch, jp_s
     assert code == 400 and "state must be one of" in message
     code, message = await _error(jp_fetch, "jobs", limit="many")
     assert code == 400 and message == "limit must be a whole number, not 'many'"
+
+
+async def test_priority_change_and_the_websocket_push_channel(jp_fetch, jp_ws_fetch, jp_serverapp):
+    socket = await jp_ws_fetch("trainorch", "api", "events", "ws")
+    blocker = await _json(jp_fetch, "jobs", method="POST", body={
+        "spec": {"name": "blocker", "kind": "command", "command": "sleep 30", "resources": {"gpus": 1}},
+    })  # fmt: skip
+    waiting = await _json(jp_fetch, "jobs", method="POST", body={
+        "spec": {"name": "waiting", "kind": "command", "command": "echo hi", "resources": {"gpus": 1},
+                 "priority": "low"},
+    })  # fmt: skip
+    seen: list[dict] = []
+    while not any(c["job_id"] == blocker["id"] and c.get("state") == "running" for c in seen):
+        seen.append(json.loads(await socket.read_message()))
+    assert [c["seq"] for c in seen] == sorted(c["seq"] for c in seen)
+
+    changed = await _json(jp_fetch, "jobs", waiting["id"], method="PATCH", body={"priority": "urgent"})
+    assert (changed["priority"], changed["priority_class"], changed["state"]) == (300, "urgent", "queued")
+    assert changed["spec"]["command"] == "echo hi"  # the detail carries the rendered spec
+    code, message = await _error(jp_fetch, "jobs", blocker["id"], method="PATCH", body={"priority": "high"})
+    assert code == 409 and "only a job that has not started can change priority" in message
+    code, message = await _error(jp_fetch, "jobs", waiting["id"], method="PATCH", body={"gpus": 2})
+    assert code == 400 and message.startswith("only priority can be changed")
+
+    await _json(jp_fetch, "jobs", blocker["id"], method="DELETE")
+    while not any(c["job_id"] == waiting["id"] and c.get("state") == "succeeded" for c in seen):
+        seen.append(json.loads(await socket.read_message()))
+    assert any(c["job_id"] == waiting["id"] and c["kind"] == "logs" for c in seen)
+    socket.close()

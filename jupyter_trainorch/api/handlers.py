@@ -11,9 +11,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from jupyter_server.base.handlers import APIHandler
+from jupyter_server.auth.decorator import ws_authenticated
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.utils import url_path_join
-from tornado import web
+from tornado import web, websocket
 
 from ..orchestrator import JobNotFound, JobStateError, OrchestratorBusy
 from ..spec import SpecError
@@ -55,6 +56,12 @@ class BaseHandler(APIHandler):
         except ValueError:
             raise web.HTTPError(400, f"{name} must be {what}, not {raw!r}") from None
 
+    def json_body(self) -> Any:
+        try:
+            return json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise web.HTTPError(400, "the request body is not valid JSON") from None
+
     def write_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
@@ -75,11 +82,7 @@ class JobsHandler(BaseHandler):
 
     @web.authenticated
     async def post(self) -> None:
-        try:
-            body = json.loads(self.request.body or b"{}")
-        except ValueError:
-            raise web.HTTPError(400, "the request body is not valid JSON") from None
-        self.write_json(await self.run(self.service.submit, body), status=201)
+        self.write_json(await self.run(self.service.submit, self.json_body()), status=201)
 
 
 class JobHandler(BaseHandler):
@@ -90,6 +93,10 @@ class JobHandler(BaseHandler):
     @web.authenticated
     async def delete(self, job_id: str) -> None:
         self.write_json(await self.run(self.service.cancel, job_id))
+
+    @web.authenticated
+    async def patch(self, job_id: str) -> None:
+        self.write_json(await self.run(self.service.update, job_id, self.json_body()))
 
 
 class RetryHandler(BaseHandler):
@@ -151,6 +158,55 @@ class EventsHandler(BaseHandler):
         self.write_json(result)
 
 
+class EventsSocket(JupyterHandler, websocket.WebSocketHandler):
+    """Push channel: every job change as a JSON message, from ``?after=SEQ`` on.
+
+    Messages are the change-feed entries: ``{"seq", "kind": "job"|"logs"|"progress",
+    "job_id", "time", ...}``. A client that reconnects passes the last ``seq`` it saw.
+    """
+
+    @property
+    def service(self) -> Any:
+        return self.settings["trainorch_service"]
+
+    @ws_authenticated
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        result = super().get(*args, **kwargs)
+        if result is not None:
+            await result
+
+    async def open(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        loop = asyncio.get_running_loop()
+        try:
+            after = int(self.get_query_argument("after", "0") or 0)
+        except ValueError:
+            after = 0
+        host = await loop.run_in_executor(None, lambda: self.service.host)
+        feed = host.orchestrator.feed
+
+        def forward(change: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(self._send, change)
+
+        self._unsubscribe = feed.subscribe(forward)
+        for change in feed.since(after):
+            self._send(change)
+
+    def _send(self, change: dict[str, Any]) -> None:
+        try:
+            self.write_message(json.dumps(change))
+        except websocket.WebSocketClosedError:
+            self.on_close()
+
+    def on_message(self, message: Any) -> None:
+        pass  # the channel is one-way
+
+    def on_close(self) -> None:
+        unsubscribe = getattr(self, "_unsubscribe", None)
+        if unsubscribe is not None:
+            unsubscribe()
+            self._unsubscribe = None
+
+
 class MetricsHandler(BaseHandler):
     @web.authenticated
     async def get(self) -> None:
@@ -159,9 +215,9 @@ class MetricsHandler(BaseHandler):
         self.finish(text)
 
 
-def handlers(base_url: str) -> list[tuple[str, type[BaseHandler]]]:
+def handlers(base_url: str) -> list[tuple[str, type[JupyterHandler]]]:
     job = r"/jobs/(?P<job_id>[A-Za-z0-9_-]+)"
-    routes: list[tuple[str, type[BaseHandler]]] = [
+    routes: list[tuple[str, type[JupyterHandler]]] = [
         ("/jobs", JobsHandler),
         (job, JobHandler),
         (job + "/retry", RetryHandler),
@@ -171,6 +227,7 @@ def handlers(base_url: str) -> list[tuple[str, type[BaseHandler]]]:
         ("/templates", TemplatesHandler),
         (r"/templates/(?P<name>[A-Za-z0-9_.-]+)", TemplatesHandler),
         ("/events", EventsHandler),
+        ("/events/ws", EventsSocket),
     ]
     result = [(url_path_join(base_url, API + path), handler) for path, handler in routes]
     result.append((url_path_join(base_url, "trainorch/metrics"), MetricsHandler))

@@ -115,6 +115,16 @@ class JobService:
         self.host.call(lambda o: o.cancel(job_id))
         return self.get(job_id)
 
+    def update(self, job_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change what may change after submission: the priority of a waiting job."""
+        from ..spec import parse_priority
+
+        if not isinstance(changes, dict) or set(changes) != {"priority"}:
+            raise SpecError("only priority can be changed, as {\"priority\": \"high\"}")
+        priority = parse_priority(changes["priority"])
+        self.host.call(lambda o: o.set_priority(job_id, priority))
+        return self.get(job_id)
+
     def retry(self, job_id: str) -> dict[str, Any]:
         self.host.call(lambda o: o.retry(job_id))
         return self.get(job_id)
@@ -124,7 +134,7 @@ class JobService:
         job = self.store.get_job(job_id)
         if job is None:
             raise JobNotFound(job_id)
-        return job.to_dict()
+        return {**job.to_dict(), "spec": job.spec}
 
     def list(
         self, state: str | None = None, user: str | None = None, limit: int = 100, offset: int = 0

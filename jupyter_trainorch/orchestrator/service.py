@@ -34,6 +34,7 @@ from ..store import (
     FAILED,
     PENDING,
     QUEUED,
+    RETRYING,
     STARTING,
     SUCCEEDED,
     TERMINAL_STATES,
@@ -210,6 +211,20 @@ class Orchestrator(AttemptLifecycle):
         self._enqueue(job)
         self.feed.publish("job", job_id, state=QUEUED)
         return job
+
+    async def set_priority(self, job_id: str, priority: int) -> JobRecord:
+        """Change the priority of a job that has not started yet (it moves in the queue)."""
+        job = self._get(job_id)
+        if job.state not in (QUEUED, PENDING, RETRYING):
+            raise JobStateError(
+                f"job {job_id} is {job.state}; only a job that has not started can change priority"
+            )
+        self.store.update_job(job_id, priority=priority)
+        if job_id in self._queued:
+            self._remove_from_queue(job_id)
+            self._enqueue(self._get(job_id))
+        self.feed.publish("job", job_id, state=job.state, priority=priority)
+        return self._get(job_id)
 
     def _get(self, job_id: str) -> JobRecord:
         job = self.store.get_job(job_id)
