@@ -16,15 +16,21 @@ from jupyter_trainorch.spec import JobSpec
 FINAL = ("succeeded", "failed", "cancelled")
 
 
+CHROMIUM = "/usr/bin/chromium"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from jupyter_trainorch.cluster import gpus_present
 
-    if gpus_present():
-        return
-    skip = pytest.mark.skip(reason="no NVIDIA GPU visible")
+    skips = {}
+    if not gpus_present():
+        skips["gpu"] = pytest.mark.skip(reason="no NVIDIA GPU visible")
+    if not os.path.exists(CHROMIUM) and not os.environ.get("TRAINORCH_REQUIRE_BROWSER"):
+        skips["browser"] = pytest.mark.skip(reason=f"{CHROMIUM} is missing (apt-get install chromium)")
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if marker in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
