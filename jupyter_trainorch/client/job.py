@@ -119,6 +119,21 @@ class Job:
             f"{len(attempts)} attempt(s), {info['max_retries']} retries allowed"
         )
 
+    def _ipython_display_(self) -> None:
+        """In a kernel, a live ``JobWidget``; elsewhere the text of ``_repr_pretty_``."""
+        from IPython.display import display
+
+        try:
+            from ..widgets import show_job
+
+            if show_job(self):
+                return
+        except ImportError:
+            pass  # no ipywidgets: the text below says everything
+        from IPython.lib.pretty import pretty
+
+        display({"text/plain": pretty(self)}, raw=True)
+
 
 def submit(
     body: dict[str, Any], package: bytes | None = None, transport: Transport | None = None
