@@ -24,3 +24,8 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     from .api.extension import TrainOrchApp
 
     return [{"module": "jupyter_trainorch", "app": TrainOrchApp}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where the built labextension lies (for ``jupyter labextension develop``)."""
+    return [{"src": "labextension", "dest": "jupyter-trainorch"}]

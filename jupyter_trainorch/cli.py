@@ -104,6 +104,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "priority": args.priority,
         "retries": args.retries,
         "timeout": args.timeout,
+        "experiment": args.experiment,
     }
     return {key: value for key, value in flags.items() if value is not None}
 
@@ -373,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--priority", metavar="P", help="low, normal, high, urgent or a number")
     submit.add_argument("--retries", metavar="N")
     submit.add_argument("--timeout", metavar="DURATION", help="e.g. 90m or 2h")
+    submit.add_argument("--experiment", metavar="NAME", help="MLflow experiment of the job")
     submit.add_argument(
         "--after", action="append", metavar="ID", help="run after this job succeeds (repeatable)"
     )

@@ -43,6 +43,7 @@ def _train_parser() -> _Parser:
     parser.add_argument("--priority")
     parser.add_argument("--retries")
     parser.add_argument("--timeout")
+    parser.add_argument("--experiment")
     parser.add_argument("--after", action="append", default=[])
     parser.add_argument("--out", default="")
     parser.add_argument("--env", action="append", default=[])
@@ -53,6 +54,13 @@ def _train_parser() -> _Parser:
 
 def _split_list(values: list[str]) -> list[str]:
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+def _notebook_name() -> str:
+    """The MLflow experiment a notebook's jobs go to by default: the notebook's name."""
+    path = os.environ.get("JPY_SESSION_NAME", "")
+    name = os.path.splitext(os.path.basename(path))[0]
+    return name or "Default"
 
 
 def build_request(line: str, cell: str, execution_count: int | None) -> tuple[dict[str, Any], list[str], bool]:
@@ -70,9 +78,10 @@ def build_request(line: str, cell: str, execution_count: int | None) -> tuple[di
         raise UsageError(f"%%train: {err}") from None
     overrides: dict[str, Any] = {
         key: getattr(args, key)
-        for key in ("gpus", "cpus", "memory", "priority", "retries", "timeout")
+        for key in ("gpus", "cpus", "memory", "priority", "retries", "timeout", "experiment")
         if getattr(args, key) is not None
     }
+    overrides.setdefault("experiment", _notebook_name())
     if env:
         overrides["env"] = {k: str(v) for k, v in env.items()}
     outputs = _split_list([args.out]) if args.out else []

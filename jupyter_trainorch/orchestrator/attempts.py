@@ -18,6 +18,7 @@ from ..cluster import ClusterBackend
 from ..runner.supervisor import cancel_attempt, read_log
 from ..spec import RetryPolicy
 from ..store import CANCELLED, FAILED, QUEUED, RETRYING, RUNNING, SUCCEEDED, JobRecord, JobStore
+from ..tracking import TrackingHooks
 from .config import OrchestratorConfig
 from .feed import ChangeFeed
 
@@ -36,6 +37,7 @@ class Running:
     future: Any = None
     started_running: bool = False
     cancel_requested: bool = False
+    mlflow_run_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -58,6 +60,7 @@ class AttemptLifecycle:
     _get: Callable[[str], JobRecord]
     _enqueue: Callable[[JobRecord], None]
     _dequeue: Callable[[str], None]
+    tracking: TrackingHooks | None
 
     def _on_worker_event(self, event: tuple[float, dict[str, Any]]) -> None:
         _, message = event
@@ -90,6 +93,8 @@ class AttemptLifecycle:
             }
             self.store.update_job(run.job_id, progress=record)
             self.feed.publish("progress", run.job_id, progress=record)
+            if self.tracking is not None and run.mlflow_run_id and record["metrics"]:
+                self.tracking.metrics(run.job_id, run.mlflow_run_id, record["metrics"], step)
 
     async def _watch(self, run: Running) -> None:
         try:
@@ -151,15 +156,22 @@ class AttemptLifecycle:
         error = outcome.get("error")
         succeeded = exit_code == 0 and not outcome.get("cancelled")
         infrastructure = bool(outcome.get("infrastructure"))
+        attempt_state = SUCCEEDED if succeeded else (CANCELLED if run.cancel_requested else FAILED)
         self.store.update_attempt(
             run.job_id,
             run.n,
-            state=SUCCEEDED if succeeded else (CANCELLED if run.cancel_requested else FAILED),
+            state=attempt_state,
             ended=now,
             exit_code=exit_code,
             error=tail(error),
             infrastructure=infrastructure,
         )
+        if self.tracking is not None and run.mlflow_run_id:
+            store, job_id, n = self.store, run.job_id, run.n
+            self.tracking.attempt_ended(
+                job_id, run.mlflow_run_id, attempt_state,
+                lambda: "\n".join(line.text for line in store.read_logs(job_id, attempt=n, limit=10**6)),
+            )  # fmt: skip
         if succeeded:
             outputs = outcome.get("outputs")
             if outputs is not None:
@@ -200,6 +212,9 @@ class AttemptLifecycle:
         if error is not None or state == SUCCEEDED:
             fields["error"] = error
         self.store.update_job(job_id, **fields)
+        if self.tracking is not None:
+            job = self.store.get_job(job_id)
+            self.tracking.job_ended(job_id, job.mlflow if job else {}, state)
         self.feed.publish("job", job_id, state=state)
         for dependent in sorted(self._dependents.pop(job_id, set())):
             waiting = self._waiting.get(dependent)

@@ -52,6 +52,8 @@ class OrchestratorConfig:
     grace_period: float = 5.0  # seconds between SIGTERM and SIGKILL
     max_infrastructure_retries: int = 3  # lost workers / restarts, on top of max_retries
     lease_ttl: float = 15.0
+    mlflow: str = ""  # tracking URI; empty: MLFLOW_TRACKING_URI or SQLite in data_dir; "off": none
+    mlflow_ui_url: str = ""  # where run links point, e.g. http://127.0.0.1:5000
 
     @property
     def db_url(self) -> str:
@@ -69,5 +71,7 @@ class OrchestratorConfig:
             slots_per_worker=_int_env("TRAINORCH_SLOTS_PER_WORKER", base.slots_per_worker),
             data_dir=data_dir,
             db=os.environ.get("TRAINORCH_DB", ""),
+            mlflow=os.environ.get("TRAINORCH_MLFLOW", ""),
+            mlflow_ui_url=os.environ.get("TRAINORCH_MLFLOW_UI_URL", ""),
         )
         return replace(config, **overrides)  # type: ignore[arg-type]

@@ -42,6 +42,7 @@ from ..store import (
     JobRecord,
     JobStore,
 )
+from ..tracking import MlflowTracker, TrackingHooks, tracking_uri
 from .attempts import AttemptLifecycle, Running
 from .config import OrchestratorConfig
 from .errors import JobNotFound, JobStateError, OrchestratorBusy
@@ -76,6 +77,8 @@ class Orchestrator(AttemptLifecycle):
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self.tracking: TrackingHooks | None = None
+        self.mlflow_uri: str | None = None
         self._loop_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
@@ -88,6 +91,7 @@ class Orchestrator(AttemptLifecycle):
                 f"the job store {self.store.url} is owned by another orchestrator "
                 f"(pid {holder.pid} on {holder.host}){where}; only one may dispatch jobs from it"
             )
+        self.tracking = self._make_tracking()
         await self.backend.start(self._workers_changed)
         self.backend.client.subscribe_topic(EVENT_TOPIC, self._on_worker_event)
         orphans = recover(self)
@@ -99,6 +103,27 @@ class Orchestrator(AttemptLifecycle):
         self._loop_task = asyncio.ensure_future(self._scheduling_loop())
         self._spawn(self._keep_lease())
         self._wake.set()
+
+    def _make_tracking(self) -> TrackingHooks | None:
+        uri = tracking_uri(self.config.mlflow, self.config.data_dir)
+        if uri is None:
+            return None
+        tracker = MlflowTracker(uri, self.config.data_dir / "mlartifacts", self.config.mlflow_ui_url or None)
+        self.mlflow_uri = uri
+        return TrackingHooks(tracker, on_warning=self._tracking_warning)
+
+    def _tracking_warning(self, job_id: str, message: str) -> None:
+        """Called on the tracker thread: the store and the feed are thread-safe."""
+        job = self.store.get_job(job_id)
+        if job is not None:
+            self.store.update_job(job_id, mlflow={**job.mlflow, "warning": message})
+            self.feed.publish("job", job_id, state=job.state, tracking_warning=message)
+
+    def _tracking_ready(self, job_id: str, info: dict[str, Any]) -> None:
+        job = self.store.get_job(job_id)
+        if job is not None:
+            self.store.update_job(job_id, mlflow={**job.mlflow, **info})
+            self.feed.publish("job", job_id, state=job.state, mlflow=info)
 
     async def stop(self) -> None:
         """Stop dispatching; running attempts are stopped and requeued on next start."""
@@ -116,6 +141,8 @@ class Orchestrator(AttemptLifecycle):
         for task in list(self._tasks) + ([self._loop_task] if self._loop_task else []):
             task.cancel()
         await self.backend.close()
+        if self.tracking is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.tracking.close)
         self.store.release_lease(self.owner)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -162,6 +189,10 @@ class Orchestrator(AttemptLifecycle):
             created=self.clock(),
         )
         self.store.create_job(record, package)
+        if self.tracking is not None:
+            self.tracking.job_submitted(
+                record.to_dict(), record.spec, done=lambda info: self._tracking_ready(record.id, info)
+            )
         if unfinished:
             self._wait_for(record.id, unfinished)
         else:
@@ -346,14 +377,36 @@ class Orchestrator(AttemptLifecycle):
             if job.started is None:
                 fields["started"] = now
             changes.append((job.id, fields))
-            run.future = self._submit_attempt(job, run, package)
-            self._spawn(self._watch(run))
+            self._spawn(self._launch(job, run, package))
         self.store.add_attempts(attempts)
         self.store.update_jobs(changes)
         for _, item in placements:
             self.feed.publish("job", item.id, state=STARTING)
 
-    def _submit_attempt(self, job: JobRecord, run: Running, package: bytes | None) -> Any:
+    async def _launch(self, job: JobRecord, run: Running, package: bytes | None) -> None:
+        """Open the attempt's MLflow run (when tracking), then hand the attempt to Dask."""
+        env: dict[str, str] = {}
+        if self.tracking is not None:
+            run_id = await self.tracking.attempt_started(
+                job.to_dict(), job.mlflow, run.n, run.worker, list(run.gpu_ids)
+            )
+            if run_id:
+                run.mlflow_run_id = run_id
+                # MLflow deletes MLFLOW_RUN_ID once read; TRAINORCH_MLFLOW_RUN_ID stays.
+                env = {
+                    "MLFLOW_TRACKING_URI": self.mlflow_uri or "",
+                    "MLFLOW_RUN_ID": run_id,
+                    "TRAINORCH_MLFLOW_RUN_ID": run_id,
+                }
+        if self._running.get(run.job_id) is not run:
+            return  # ended meanwhile (its worker was lost)
+        if run.cancel_requested:
+            await self._finish_attempt(run, {"cancelled": True, "error": "cancelled"})
+            return
+        run.future = self._submit_attempt(job, run, package, env)
+        await self._watch(run)
+
+    def _submit_attempt(self, job: JobRecord, run: Running, package: bytes | None, env: dict[str, str]) -> Any:
         spec = job.spec
         request = {
             "job_id": job.id,
@@ -363,7 +416,7 @@ class Orchestrator(AttemptLifecycle):
             "source": spec.get("source", ""),
             "command": spec.get("command", ""),
             "params": spec.get("params", {}),
-            "env": spec.get("env", {}),
+            "env": {**spec.get("env", {}), **env},
             "outputs": spec.get("outputs", []),
             "workdir": spec.get("workdir"),
             "timeout": spec.get("timeout"),

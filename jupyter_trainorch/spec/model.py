@@ -210,6 +210,7 @@ class JobSpec:
     depends_on: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     workdir: str | None = None
+    experiment: str = ""  # MLflow experiment; empty: the orchestrator's default
     template: TemplateRef = field(default_factory=TemplateRef)
     user: str = ""
 
@@ -234,6 +235,7 @@ class JobSpec:
             "depends_on": list(self.depends_on),
             "outputs": list(self.outputs),
             "workdir": self.workdir,
+            "experiment": self.experiment,
             "template": self.template.to_dict(),
             "user": self.user,
         }
@@ -245,7 +247,7 @@ class JobSpec:
             raise SpecError("the job spec must be a JSON object")
         known = {
             "name", "kind", "source", "command", "params", "resources", "retries", "timeout",
-            "priority", "env", "depends_on", "outputs", "workdir", "template", "user",
+            "priority", "env", "depends_on", "outputs", "workdir", "experiment", "template", "user",
         }  # fmt: skip
         unknown = set(data) - known
         if unknown:
@@ -274,6 +276,7 @@ class JobSpec:
             depends_on=[str(d) for d in (data.get("depends_on") or [])],
             outputs=[str(o) for o in (data.get("outputs") or [])],
             workdir=data.get("workdir") or None,
+            experiment=str(data.get("experiment") or ""),
             template=TemplateRef(
                 name=str(template.get("name", "python-cell")),
                 version=int(template.get("version", 1)),

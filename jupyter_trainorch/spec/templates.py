@@ -36,10 +36,10 @@ from .model import (
 SCHEMA_VERSION = 1
 TEMPLATE_FIELDS = tuple(
     "version name description extends kind command source resources retries timeout priority "
-    "env inputs outputs params".split()
+    "env inputs outputs params experiment".split()
 )
 BUILTIN_DIR = Path(__file__).parent / "builtin"
-_TEXT_FIELDS = ("name", "description", "extends", "kind", "command", "source")
+_TEXT_FIELDS = ("name", "description", "extends", "kind", "command", "source", "experiment")
 _MAPPING_FIELDS = ("resources", "env", "params")
 # Plain keys that users carry over from other tools or the legacy schema; difflib alone
 # would not point ``gpu`` at ``resources``.
@@ -90,6 +90,7 @@ class Template:
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    experiment: str = ""
     path: str | None = None
     extends: str | None = None
     hash: str = field(init=False, default="")
@@ -107,6 +108,7 @@ class Template:
             "resources": self.resources.to_dict(), "retries": self.retry.to_dict(),
             "timeout": self.timeout, "priority": self.priority, "env": self.env,
             "inputs": self.inputs, "outputs": self.outputs, "params": self.params,
+            "experiment": self.experiment,
         }  # fmt: skip
 
     def ref(self) -> TemplateRef:
@@ -360,6 +362,7 @@ def _build(doc: _Doc, data: dict[str, Any]) -> Template:
         inputs=list(data.get("inputs", [])),
         outputs=list(data.get("outputs", [])),
         params=dict(data.get("params", {})),
+        experiment=data.get("experiment", ""),
         path=doc.path,
         extends=doc.data.get("extends"),
     )
