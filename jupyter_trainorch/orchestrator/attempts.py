@@ -93,8 +93,9 @@ class AttemptLifecycle:
             }
             self.store.update_job(run.job_id, progress=record)
             self.feed.publish("progress", run.job_id, progress=record)
-            if self.tracking is not None and run.mlflow_run_id and record["metrics"]:
-                self.tracking.metrics(run.job_id, run.mlflow_run_id, record["metrics"], step)
+        points = message.get("metrics")
+        if points and self.tracking is not None and run.mlflow_run_id:
+            self.tracking.metrics(run.job_id, run.mlflow_run_id, points)
 
     async def _watch(self, run: Running) -> None:
         try:

@@ -19,6 +19,7 @@ from typing import Any
 MAX_BATCH_LINES = 100
 FLUSH_INTERVAL = 0.25
 MAX_LINE_CHARS = 8192
+MAX_POINTS_PER_BATCH = 1000
 
 _SCALE = {"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 _TQDM = re.compile(
@@ -49,6 +50,8 @@ class LineBatcher:
         self._send = send
         self._lines: list[list[Any]] = []
         self._progress: dict[str, Any] | None = None
+        # Every metric point is kept (for the experiment's history); progress only the latest.
+        self._points: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._file = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self.count = 0
@@ -71,14 +74,17 @@ class LineBatcher:
     def progress(self, record: dict[str, Any]) -> None:
         with self._lock:
             self._progress = record
+            if record.get("metrics") and len(self._points) < MAX_POINTS_PER_BATCH:
+                self._points.append({"step": record.get("step"), "metrics": record["metrics"], "time": time.time()})
 
     def flush(self) -> None:
         with self._lock:
             lines, self._lines = self._lines, []
             progress, self._progress = self._progress, None
+            points, self._points = self._points, []
             self._file.flush()
         if lines or progress:
-            self._send({"lines": lines, "progress": progress})
+            self._send({"lines": lines, "progress": progress, "metrics": points})
 
     def _tick(self) -> None:
         while not self._closed.wait(FLUSH_INTERVAL):

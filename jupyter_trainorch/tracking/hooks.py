@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,11 @@ from .mlflow_tracker import MlflowTracker
 
 log = logging.getLogger(__name__)
 MAX_LOG_ARTIFACT_BYTES = 5 * 2**20
+# After a failure, calls are skipped for this long: an unreachable server must not make
+# every attempt wait for MLflow's HTTP retries before it may start.
+PAUSE_AFTER_FAILURE = 60.0
+# The attempt starts without its run rather than wait longer than this for MLflow.
+ATTEMPT_RUN_WAIT = 15.0
 
 
 def tracking_uri(setting: str, data_dir: Path) -> str | None:
@@ -37,20 +43,31 @@ class TrackingHooks:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="trainorch-mlflow")
         self._warned: set[str] = set()
         self._job_runs: dict[str, dict[str, Any]] = {}  # touched only on the tracker thread
+        self._paused_until = 0.0
+        # Fail fast against a server that is down (MLflow's defaults retry for minutes).
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=False)
 
     def _guarded(self, job_id: str, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        if time.monotonic() < self._paused_until:
+            self._warn(job_id, f"MLflow tracking is paused after a failure; {what} was skipped")
+            return None
         try:
             return fn(*args)
         except Exception as err:  # noqa: BLE001 - tracking must never fail a job
-            message = f"MLflow tracking failed ({what}): {type(err).__name__}: {str(err).splitlines()[0][:300]}"
-            if job_id not in self._warned:
-                self._warned.add(job_id)
-                log.warning("job %s: %s", job_id, message)
-                self._on_warning(job_id, message)
+            self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE
+            first_line = (str(err).splitlines() or [""])[0][:300]
+            self._warn(job_id, f"MLflow tracking failed ({what}): {type(err).__name__}: {first_line}")
             return None
+
+    def _warn(self, job_id: str, message: str) -> None:
+        if job_id not in self._warned:
+            self._warned.add(job_id)
+            log.warning("job %s: %s", job_id, message)
+            self._on_warning(job_id, message)
 
     def submit(self, job_id: str, what: str, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
         return self._executor.submit(self._guarded, job_id, what, fn, *args)
@@ -81,10 +98,16 @@ class TrackingHooks:
                 parent["experiment_id"], parent["run_id"], job, n, worker, gpu_ids
             )
 
-        return await self.run(job["id"], "creating the attempt's run", start)
+        try:
+            return await asyncio.wait_for(
+                self.run(job["id"], "creating the attempt's run", start), ATTEMPT_RUN_WAIT
+            )
+        except asyncio.TimeoutError:
+            self._warn(job["id"], f"MLflow did not answer in {ATTEMPT_RUN_WAIT:g}s; the attempt runs untracked")
+            return None
 
-    def metrics(self, job_id: str, run_id: str, metrics: dict[str, Any], step: Any) -> None:
-        self.submit(job_id, "logging metrics", self.tracker.log_metrics, run_id, metrics, step)
+    def metrics(self, job_id: str, run_id: str, points: list[dict[str, Any]]) -> None:
+        self.submit(job_id, "logging metrics", self.tracker.log_metrics, run_id, points)
 
     def attempt_ended(self, job_id: str, run_id: str, state: str, read_log: Callable[[], str]) -> None:
         def end() -> None:

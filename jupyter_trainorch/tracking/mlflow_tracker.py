@@ -26,6 +26,13 @@ def _ms(seconds: float | None = None) -> int:
     return int((seconds if seconds is not None else time.time()) * 1000)
 
 
+def _step(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def _param_text(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text[:6000]  # MLflow's limit on a param value
@@ -131,17 +138,18 @@ class MlflowTracker:
         run = self.client.create_run(experiment_id, start_time=_ms(), tags=tags, run_name=f"{job['name']} attempt {n}")
         return run.info.run_id
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None) -> None:
+    def log_metrics(self, run_id: str, points: list[dict[str, Any]]) -> None:
+        """``[{"step", "time", "metrics": {key: value}}]`` as one batch (MLflow takes 1,000 a call)."""
         from mlflow.entities import Metric
 
-        now = _ms()
         batch = [
-            Metric(str(key), float(value), now, int(step or 0))
-            for key, value in metrics.items()
+            Metric(str(key), float(value), _ms(point.get("time")), _step(point.get("step")))
+            for point in points
+            for key, value in (point.get("metrics") or {}).items()
             if isinstance(value, (int, float)) and not isinstance(value, bool)
         ]
-        if batch:
-            self.client.log_batch(run_id, metrics=batch, synchronous=True)
+        for start in range(0, len(batch), 1000):
+            self.client.log_batch(run_id, metrics=batch[start : start + 1000], synchronous=True)
 
     def end_attempt(self, run_id: str, state: str, log_text: str) -> None:
         if log_text:

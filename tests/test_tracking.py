@@ -1,0 +1,172 @@
+"""MLflow tracking against a real SQLite store and a real ``mlflow server`` on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import start_host, submit, wait_final, wait_until
+
+from jupyter_trainorch.spec import RetryPolicy
+
+FLAKY_TRAINING = """
+import pathlib, mlflow, jupyter_trainorch
+for step in range(1, 4):
+    jupyter_trainorch.progress(step, 3, loss=1.0 / step)
+mlflow.log_metric("accuracy", 0.25 * attempt_marker_count())
+marker = pathlib.Path(marker_path)
+if not marker.exists():
+    marker.write_text("failed once")
+    raise RuntimeError("the first attempt fails")
+print("trained")
+"""
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _git_repo(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for args in (["init", "-q"], ["config", "user.email", "t@example.com"], ["config", "user.name", "t"]):
+        subprocess.run(["git", "-C", str(folder), *args], check=True)
+    (folder / "train.py").write_text("print('v1')\n")
+    subprocess.run(["git", "-C", str(folder), "add", "."], check=True)
+    subprocess.run(["git", "-C", str(folder), "commit", "-qm", "first"], check=True)
+    (folder / "train.py").write_text("print('v2')\n")  # uncommitted
+    return folder
+
+
+def _run_flaky(host, tmp_path: Path, workdir: Path | None = None) -> object:
+    source = "def attempt_marker_count():\n    return 1 + pathlib.Path(marker_path).exists()\n" + FLAKY_TRAINING
+    source = "import pathlib\n" + source
+    job_id = submit(host, name="tracked", source=source, user="ada", experiment="trainorch-tests",
+                    params={"marker_path": str(tmp_path / "marker"), "lr": 0.1},
+                    retry=RetryPolicy(max_retries=1, backoff=0.1),
+                    workdir=str(workdir) if workdir else None)  # fmt: skip
+    return wait_final(host, job_id, timeout=120)
+
+
+def _children(client, job) -> list:
+    runs = client.search_runs(
+        [job.mlflow["experiment_id"]],
+        filter_string=f"tags.`mlflow.parentRunId` = '{job.mlflow['run_id']}'",
+        order_by=["attributes.start_time ASC"],
+    )
+    return list(runs)
+
+
+def test_a_job_is_a_run_with_a_nested_run_per_attempt(tmp_path):
+    data = tmp_path / "data"
+    repo = _git_repo(tmp_path / "repo")
+    host = start_host(data)
+    try:
+        job = _run_flaky(host, tmp_path, workdir=repo)
+        assert job.state == "succeeded" and len(job.attempts) == 2
+        uri = f"sqlite:///{data / 'mlflow.db'}"
+        client = _client(uri)
+        parent = wait_until(lambda: (r := client.get_run(job.mlflow["run_id"])).info.status == "FINISHED" and r,
+                            timeout=30, what="the job's run to finish")  # fmt: skip
+    finally:
+        host.stop()
+    assert client.get_experiment(job.mlflow["experiment_id"]).name == "trainorch-tests"
+    assert parent.data.params == {"lr": "0.1", "marker_path": str(tmp_path / "marker")}
+    tags = parent.data.tags
+    assert tags["mlflow.user"] == "ada" and tags["mlflow.runName"] == "tracked"
+    assert tags["trainorch.job_id"] == job.id and tags["trainorch.priority"] == "normal"
+    assert tags["trainorch.template.name"] == "python-cell"
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert tags["mlflow.source.git.commit"] == commit and tags["mlflow.source.git.dirty"] == "true"
+    parent_files = {a.path for a in client.list_artifacts(parent.info.run_id, "trainorch")}
+    assert parent_files >= {"trainorch/spec.json", "trainorch/source.py", "trainorch/uncommitted.diff"}
+    diff = client.download_artifacts(parent.info.run_id, "trainorch/uncommitted.diff", str(tmp_path))
+    assert "+print('v2')" in Path(diff).read_text()
+
+    first, second = _children(client, job)
+    assert (first.info.status, second.info.status) == ("FAILED", "FINISHED")
+    assert first.data.tags["trainorch.attempt"] == "1" and second.data.tags["trainorch.attempt"] == "2"
+    assert first.data.metrics["accuracy"] == 0.25 and second.data.metrics["accuracy"] == 0.5
+    losses = client.get_metric_history(second.info.run_id, "loss")
+    assert [m.step for m in losses] == [1, 2, 3] and losses[-1].value == pytest.approx(1 / 3)
+    log_path = client.download_artifacts(first.info.run_id, "trainorch/log.txt", str(tmp_path / "a1"))
+    assert "RuntimeError: the first attempt fails" in Path(log_path).read_text()
+
+
+def test_an_unreachable_tracking_server_does_not_fail_the_job(tmp_path):
+    closed = _free_port()  # nothing listens there
+    host = start_host(tmp_path / "data", mlflow=f"http://127.0.0.1:{closed}")
+    try:
+        job_id = submit(host, name="untracked", source="print('still runs')")
+        job = wait_final(host, job_id, timeout=120)
+        assert job.state == "succeeded"
+        job = wait_until(lambda: (j := host.store.get_job(job_id)).mlflow.get("warning") and j, timeout=60,
+                         what="the tracking warning")  # fmt: skip
+        assert job.mlflow["warning"].startswith("MLflow tracking failed (creating the job's run)")
+        # While paused, later jobs start at once instead of waiting on MLflow.
+        started = time.monotonic()
+        second = wait_final(host, submit(host, name="untracked-2", source="print('again')"), timeout=60)
+        assert second.state == "succeeded" and time.monotonic() - started < 30
+    finally:
+        host.stop()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    log = open(tmp_path / "mlflow-server.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "mlflow-server.log").read_text()
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_tracking_to_a_real_mlflow_server(tmp_path, mlflow_server):
+    host = start_host(tmp_path / "data", mlflow=mlflow_server, mlflow_ui_url=mlflow_server)
+    try:
+        job = _run_flaky(host, tmp_path)
+        assert job.state == "succeeded"
+        client = _client(mlflow_server)
+        wait_until(lambda: client.get_run(job.mlflow["run_id"]).info.status == "FINISHED", timeout=30,
+                   what="the job's run to finish")  # fmt: skip
+    finally:
+        host.stop()
+    assert job.mlflow["url"] == f"{mlflow_server}/#/experiments/{job.mlflow['experiment_id']}/runs/{job.mlflow['run_id']}"
+    first, second = _children(client, job)
+    assert (first.info.status, second.info.status) == ("FAILED", "FINISHED")
+    assert second.data.metrics["loss"] == pytest.approx(1 / 3)
+    assert {a.path for a in client.list_artifacts(second.info.run_id, "trainorch")} == {"trainorch/log.txt"}
