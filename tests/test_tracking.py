@@ -26,6 +26,7 @@ if not marker.exists():
     marker.write_text("failed once")
     raise RuntimeError("the first attempt fails")
 print("trained")
+__import__("time").sleep(1.2)  # long enough for system metrics samples
 """
 
 
@@ -74,7 +75,7 @@ def _children(client, job) -> list:
 def test_a_job_is_a_run_with_a_nested_run_per_attempt(tmp_path):
     data = tmp_path / "data"
     repo = _git_repo(tmp_path / "repo")
-    host = start_host(data)
+    host = start_host(data, system_metrics_interval=0.3)
     try:
         job = _run_flaky(host, tmp_path, workdir=repo)
         assert job.state == "succeeded" and len(job.attempts) == 2
@@ -101,6 +102,9 @@ def test_a_job_is_a_run_with_a_nested_run_per_attempt(tmp_path):
     assert (first.info.status, second.info.status) == ("FAILED", "FINISHED")
     assert first.data.tags["trainorch.attempt"] == "1" and second.data.tags["trainorch.attempt"] == "2"
     assert first.data.metrics["accuracy"] == 0.25 and second.data.metrics["accuracy"] == 0.5
+    memory = client.get_metric_history(second.info.run_id, "system/memory_usage_megabytes")
+    assert len(memory) >= 2 and all(m.value > 1 for m in memory)
+    assert "system/cpu_utilization_percent" in second.data.metrics
     losses = client.get_metric_history(second.info.run_id, "loss")
     assert [m.step for m in losses] == [1, 2, 3] and losses[-1].value == pytest.approx(1 / 3)
     log_path = client.download_artifacts(first.info.run_id, "trainorch/log.txt", str(tmp_path / "a1"))

@@ -54,6 +54,7 @@ class OrchestratorConfig:
     lease_ttl: float = 15.0
     mlflow: str = ""  # tracking URI; empty: MLFLOW_TRACKING_URI or SQLite in data_dir; "off": none
     mlflow_ui_url: str = ""  # where run links point, e.g. http://127.0.0.1:5000
+    system_metrics_interval: float = 10.0  # seconds between CPU/memory/GPU samples; 0: none
 
     @property
     def db_url(self) -> str:
@@ -73,5 +74,6 @@ class OrchestratorConfig:
             db=os.environ.get("TRAINORCH_DB", ""),
             mlflow=os.environ.get("TRAINORCH_MLFLOW", ""),
             mlflow_ui_url=os.environ.get("TRAINORCH_MLFLOW_UI_URL", ""),
+            system_metrics_interval=float(os.environ.get("TRAINORCH_SYSTEM_METRICS_INTERVAL") or 10.0),
         )
         return replace(config, **overrides)  # type: ignore[arg-type]

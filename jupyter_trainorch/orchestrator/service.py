@@ -422,6 +422,8 @@ class Orchestrator(AttemptLifecycle):
             "timeout": spec.get("timeout"),
             "gpu_ids": list(run.gpu_ids),
             "grace": self.config.grace_period,
+            # Samples are only worth taking when they have somewhere to go.
+            "system_metrics_interval": self.config.system_metrics_interval if run.mlflow_run_id else 0,
             "checkpoint_dir": str(self.config.data_dir / "checkpoints" / job.id),
             "package": package,
         }

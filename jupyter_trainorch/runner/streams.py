@@ -77,13 +77,19 @@ class LineBatcher:
             if record.get("metrics") and len(self._points) < MAX_POINTS_PER_BATCH:
                 self._points.append({"step": record.get("step"), "metrics": record["metrics"], "time": time.time()})
 
+    def metrics_point(self, metrics: dict[str, float], step: int) -> None:
+        """A metrics sample that is not the job's progress (system metrics)."""
+        with self._lock:
+            if len(self._points) < MAX_POINTS_PER_BATCH:
+                self._points.append({"step": step, "metrics": metrics, "time": time.time()})
+
     def flush(self) -> None:
         with self._lock:
             lines, self._lines = self._lines, []
             progress, self._progress = self._progress, None
             points, self._points = self._points, []
             self._file.flush()
-        if lines or progress:
+        if lines or progress or points:
             self._send({"lines": lines, "progress": progress, "metrics": points})
 
     def _tick(self) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 from ..package import build_package, extract_files, read_package
 from ..progress import PROGRESS_FD_ENV
 from .streams import LineBatcher, parse_tqdm
+from .system_metrics import SystemSampler
 
 EVENT_TOPIC = "trainorch"
 _registry: dict[str, Supervisor] = {}
@@ -116,6 +117,10 @@ class Supervisor:
         for reader in self.readers:
             reader.start()
         self.send({"type": "started", **self._ids(), "pid": self.proc.pid, "time": time.time()})
+        self.sampler = SystemSampler(
+            self.proc.pid, list(self.request.get("gpu_ids") or []),
+            float(self.request.get("system_metrics_interval") or 0), self.batcher.metrics_point,
+        ).start()  # fmt: skip
 
     def _pump(self, pipe: Any, stream: str) -> None:
         pending = b""
@@ -185,6 +190,7 @@ class Supervisor:
                 self._stop_group(grace)
                 break
         exit_code = self.proc.wait()
+        self.sampler.stop()
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)  # stray grandchildren must not hold the GPU
         except (ProcessLookupError, PermissionError):
