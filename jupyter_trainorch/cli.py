@@ -300,6 +300,46 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_rerun(args: argparse.Namespace) -> int:
+    job = _transport().rerun(args.id)
+    print(job["id"])
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .client.export import export_job
+
+    transport = _transport()
+    job = transport.get(args.id)
+    for path in export_job(job, transport.package(args.id), Path(args.dir)):
+        print(path)
+    return EXIT_OK
+
+
+def cmd_mlflow_ui(args: argparse.Namespace) -> int:
+    """The MLflow UI on the tracking store jobs log to (default: SQLite next to the job store)."""
+    import subprocess
+
+    from .orchestrator import OrchestratorConfig
+    from .tracking import tracking_uri
+
+    config = OrchestratorConfig.from_env()
+    uri = tracking_uri(config.mlflow, config.data_dir)
+    if uri is None:
+        from .spec.errors import SpecError
+
+        raise SpecError("tracking is off (TRAINORCH_MLFLOW=off); there is no MLflow store to show")
+    if uri.startswith(("http://", "https://")):
+        print(f"{PROG}: jobs are tracked on the MLflow server at {uri}; open it there")
+        return EXIT_OK
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+               "--host", args.host, "--port", str(args.port)]  # fmt: skip
+    print(f"MLflow UI for {uri} at http://{args.host}:{args.port}", flush=True)
+    return subprocess.call(command)
+
+
 def cmd_templates_list(args: argparse.Namespace) -> int:
     from .spec import TemplateRegistry
 
@@ -407,6 +447,15 @@ def build_parser() -> argparse.ArgumentParser:
         "id", metavar="ID"
     )
     verb("retry", cmd_retry, "Run a finished job again.").add_argument("id", metavar="ID")
+    verb("rerun", cmd_rerun, "Submit a new job with this job's exact spec and code.").add_argument(
+        "id", metavar="ID"
+    )
+    export = verb("export", cmd_export, "Write a job as a standalone template and script.")
+    export.add_argument("id", metavar="ID")
+    export.add_argument("--dir", default=".", metavar="DIR", help="where to write (default: here)")
+    mlflow_ui = verb("mlflow-ui", cmd_mlflow_ui, "Open the MLflow UI on the jobs' tracking store.")
+    mlflow_ui.add_argument("--host", default="127.0.0.1")
+    mlflow_ui.add_argument("--port", type=int, default=5000)
 
     templates = verbs.add_parser("templates", help="List, show or check job templates.")
     actions = templates.add_subparsers(dest="action", metavar="ACTION")

@@ -105,6 +105,22 @@ class RetryHandler(BaseHandler):
         self.write_json(await self.run(self.service.retry, job_id))
 
 
+class RerunHandler(BaseHandler):
+    @web.authenticated
+    async def post(self, job_id: str) -> None:
+        self.write_json(await self.run(self.service.rerun, job_id), status=201)
+
+
+class PackageHandler(BaseHandler):
+    """The job's code package (zip of captured variables and input files), for export."""
+
+    @web.authenticated
+    async def get(self, job_id: str) -> None:
+        blob = await self.run(self.service.package, job_id)
+        self.set_header("Content-Type", "application/zip")
+        self.finish(blob or b"")
+
+
 class LogsHandler(BaseHandler):
     @web.authenticated
     async def get(self, job_id: str) -> None:
@@ -221,6 +237,8 @@ def handlers(base_url: str) -> list[tuple[str, type[JupyterHandler]]]:
         ("/jobs", JobsHandler),
         (job, JobHandler),
         (job + "/retry", RetryHandler),
+        (job + "/rerun", RerunHandler),
+        (job + "/package", PackageHandler),
         (job + "/logs", LogsHandler),
         (job + "/outputs", OutputsHandler),
         ("/cluster", ClusterHandler),

@@ -20,7 +20,9 @@ class JobFailed(TrainOrchError):
 class Job:
     """A handle on a submitted job. Cheap: every property asks the orchestrator."""
 
-    def __init__(self, job_id: str, transport: Transport | None = None, info: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, job_id: str, transport: Transport | None = None, info: dict[str, Any] | None = None
+    ) -> None:
         self.id = job_id
         self._transport = transport
         self._info = info or {}
@@ -87,6 +89,11 @@ class Job:
         self._info = self.transport.cancel(self.id)
         return self._info["state"]
 
+    def rerun(self) -> Job:
+        """A new job from this one's stored spec and code, byte for byte."""
+        info = self.transport.rerun(self.id)
+        return Job(info["id"], self.transport, info)
+
     def retry(self) -> str:
         self._info = self.transport.retry(self.id)
         return self._info["state"]
@@ -109,7 +116,9 @@ class Job:
 
     def __repr__(self) -> str:
         info = self._info
-        return f"<Job {self.id} {info.get('name', '')!s} {info.get('state', '')}>".replace("  ", " ")
+        return f"<Job {self.id} {info.get('name', '')!s} {info.get('state', '')}>".replace(
+            "  ", " "
+        )
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         info = self.refresh()
@@ -161,9 +170,11 @@ def jobs(state: str | None = None, user: str | None = None, limit: int = 100) ->
     rows = [_row(job) for job in listing["jobs"]]
     columns = [
         "id", "name", "user", "state", "priority", "gpus", "attempts", "progress",
-        "created", "started", "ended", "error",
+        "created", "started", "ended", "error", "group",
     ]  # fmt: skip
-    frame = pd.DataFrame(rows, columns=columns)
+    # Params and final metrics as columns, so a sweep can be sorted in pandas.
+    extra = sorted({key for row in rows for key in row if key.startswith(("param.", "metric."))})
+    frame = pd.DataFrame(rows, columns=columns + extra)
     for column in ("created", "started", "ended"):
         frame[column] = pd.to_datetime(frame[column], utc=True)
     return frame.set_index("id")
@@ -185,5 +196,13 @@ def _row(job: dict[str, Any]) -> dict[str, Any]:
         "started": job["started"],
         "ended": job["ended"],
         "error": job["error"],
+        "group": job.get("group") or None,
+        **{f"param.{k}": v for k, v in (job.get("params") or {}).items()},
+        **{
+            f"metric.{k}": v
+            for k, v in {
+                **progress.get("metrics", {}),
+                **(job.get("mlflow") or {}).get("metrics", {}),
+            }.items()
+        },
     }
-

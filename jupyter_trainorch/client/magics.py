@@ -48,6 +48,7 @@ def _train_parser() -> _Parser:
     parser.add_argument("--out", default="")
     parser.add_argument("--env", action="append", default=[])
     parser.add_argument("--wait", action="store_true")
+    parser.add_argument("--sweep", action="store_true")
     parser.add_argument("params", nargs="*")
     return parser
 
@@ -100,7 +101,42 @@ def build_request(line: str, cell: str, execution_count: int | None) -> tuple[di
         "outputs": outputs,
         "workdir": os.getcwd(),
     }
+    if args.sweep:
+        body["sweep"] = sweep_axes(args.params)
     return body, outputs, args.wait
+
+
+def sweep_axes(pairs: list[str]) -> dict[str, list[Any]]:
+    """``lr=1e-3,3e-4`` -> ``{"lr": [0.001, 0.0003]}``: every param with a comma is an axis."""
+    from ..spec.render import parse_set_values
+
+    axes: dict[str, list[Any]] = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        if "," in text:
+            axes[key.strip()] = [
+                parse_set_values([f"{key.strip()}={item.strip()}"])[key.strip()] for item in text.split(",")
+            ]
+    if not axes:
+        raise UsageError("%%train: --sweep needs at least one key=v1,v2 param to sweep over")
+    return axes
+
+
+def sweep_requests(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """One submit body per point of the grid, all in one group."""
+    import itertools
+    import uuid
+
+    axes = body.pop("sweep")
+    group = uuid.uuid4().hex[:10]
+    requests = []
+    for values in itertools.product(*axes.values()):
+        point = dict(zip(axes, values, strict=True))
+        label = ",".join(f"{k}={v}" for k, v in point.items())
+        requests.append(
+            {**body, "params": {**body["params"], **point}, "name": f"{body['name']}[{label}]", "group": group}
+        )
+    return requests
 
 
 @magics_class
@@ -116,9 +152,13 @@ class TrainMagics(Magics):
         max_mb = float(os.environ.get("TRAINORCH_MAX_CAPTURE_MB", "64") or 64)
         try:
             variables = capture_variables(
-                cell, self.shell.user_ns, exclude=set(body["params"]), max_bytes=int(max_mb * 2**20)
-            )
-            job = submit(body, build_package(variables) if variables else None)
+                cell, self.shell.user_ns, exclude=set(body["params"]) | set(body.get("sweep", {})),
+                max_bytes=int(max_mb * 2**20),
+            )  # fmt: skip
+            package = build_package(variables) if variables else None
+            if "sweep" in body:
+                return [submit(request, package) for request in sweep_requests(body)]
+            job = submit(body, package)
         except (SpecError, TrainOrchError) as err:
             raise UsageError(str(err)) from None
         if wait:

@@ -78,6 +78,12 @@ class HTTPTransport:
     def retry(self, job_id: str) -> dict[str, Any]:
         return self._request("POST", f"/jobs/{_quote(job_id)}/retry", {})
 
+    def rerun(self, job_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/jobs/{_quote(job_id)}/rerun", {})
+
+    def package(self, job_id: str) -> bytes | None:
+        return self._request("GET", f"/jobs/{_quote(job_id)}/package", raw=True) or None
+
     def logs(self, job_id: str, attempt: int | None = None, after: int = 0, wait: float = 0.0) -> dict[str, Any]:
         return self._request(
             "GET", f"/jobs/{_quote(job_id)}/logs", query={"attempt": attempt, "after": after, "wait": wait or None},

@@ -89,6 +89,7 @@ class JobService:
 
             template = self.templates_registry.get(str(body["template"]))
             spec = self._render(template, body)
+            spec.group = str(body.get("group") or "")
             package = with_files(package, template_files(template))
         else:
             raise SpecError("the request must contain either spec or template")
@@ -124,6 +125,14 @@ class JobService:
         priority = parse_priority(changes["priority"])
         self.host.call(lambda o: o.set_priority(job_id, priority))
         return self.get(job_id)
+
+    def rerun(self, job_id: str) -> dict[str, Any]:
+        record = self.host.call(lambda o: o.rerun(job_id))
+        return self.get(record.id)
+
+    def package(self, job_id: str) -> bytes | None:
+        self.get(job_id)
+        return self.store.get_jobs([job_id], with_packages=True)[job_id][1]
 
     def retry(self, job_id: str) -> dict[str, Any]:
         self.host.call(lambda o: o.retry(job_id))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import hashlib
 import logging
 import os
 import time
@@ -50,6 +51,15 @@ from .feed import ChangeFeed
 from .recovery import recover
 
 log = logging.getLogger(__name__)
+
+
+def code_hash(spec: JobSpec, package: bytes | None) -> str:
+    """What the job runs: its code, its command and its package (captured variables, inputs)."""
+    digest = hashlib.sha256()
+    for part in (spec.kind, spec.source, spec.command):
+        digest.update(part.encode() + b"\0")
+    digest.update(package or b"")
+    return digest.hexdigest()[:16]
 
 
 class Orchestrator(AttemptLifecycle):
@@ -110,7 +120,13 @@ class Orchestrator(AttemptLifecycle):
             return None
         tracker = MlflowTracker(uri, self.config.data_dir / "mlartifacts", self.config.mlflow_ui_url or None)
         self.mlflow_uri = uri
-        return TrackingHooks(tracker, on_warning=self._tracking_warning)
+        return TrackingHooks(tracker, on_warning=self._tracking_warning, on_final_metrics=self._final_metrics)
+
+    def _final_metrics(self, job_id: str, metrics: dict[str, float]) -> None:
+        """Called on the tracker thread with the last values an attempt logged."""
+        job = self.store.get_job(job_id)
+        if job is not None and metrics:
+            self.store.update_job(job_id, mlflow={**job.mlflow, "metrics": metrics})
 
     def _tracking_warning(self, job_id: str, message: str) -> None:
         """Called on the tracker thread: the store and the feed are thread-safe."""
@@ -160,7 +176,7 @@ class Orchestrator(AttemptLifecycle):
                 self._stopping = True
 
     # -- commands ------------------------------------------------------------------
-    async def submit(self, spec: JobSpec, package: bytes | None = None) -> JobRecord:
+    async def submit(self, spec: JobSpec, package: bytes | None = None, rerun_of: str | None = None) -> JobRecord:
         if self.backend.workers:
             problem = policy.fit_error(
                 spec.resources.gpus, spec.resources.cpus, spec.resources.memory, self._views()
@@ -187,6 +203,8 @@ class Orchestrator(AttemptLifecycle):
             spec=spec.to_dict(),
             depends_on=depends_on,
             created=self.clock(),
+            code_hash=code_hash(spec, package),
+            rerun_of=rerun_of,
         )
         self.store.create_job(record, package)
         if self.tracking is not None:
@@ -242,6 +260,15 @@ class Orchestrator(AttemptLifecycle):
         self._enqueue(job)
         self.feed.publish("job", job_id, state=QUEUED)
         return job
+
+    async def rerun(self, job_id: str) -> JobRecord:
+        """A new job from the stored spec and code package, byte for byte (no dependencies)."""
+        found = self.store.get_jobs([job_id], with_packages=True)
+        if job_id not in found:
+            raise JobNotFound(job_id)
+        job, package = found[job_id]
+        spec = JobSpec.from_dict({**job.spec, "depends_on": []})
+        return await self.submit(spec, package, rerun_of=job_id)
 
     async def set_priority(self, job_id: str, priority: int) -> JobRecord:
         """Change the priority of a job that has not started yet (it moves in the queue)."""

@@ -211,6 +211,7 @@ class JobSpec:
     outputs: list[str] = field(default_factory=list)
     workdir: str | None = None
     experiment: str = ""  # MLflow experiment; empty: the orchestrator's default
+    group: str = ""  # jobs of one sweep share it
     template: TemplateRef = field(default_factory=TemplateRef)
     user: str = ""
 
@@ -236,6 +237,7 @@ class JobSpec:
             "outputs": list(self.outputs),
             "workdir": self.workdir,
             "experiment": self.experiment,
+            "group": self.group,
             "template": self.template.to_dict(),
             "user": self.user,
         }
@@ -247,7 +249,7 @@ class JobSpec:
             raise SpecError("the job spec must be a JSON object")
         known = {
             "name", "kind", "source", "command", "params", "resources", "retries", "timeout",
-            "priority", "env", "depends_on", "outputs", "workdir", "experiment", "template", "user",
+            "priority", "env", "depends_on", "outputs", "workdir", "experiment", "group", "template", "user",
         }  # fmt: skip
         unknown = set(data) - known
         if unknown:
@@ -277,6 +279,7 @@ class JobSpec:
             outputs=[str(o) for o in (data.get("outputs") or [])],
             workdir=data.get("workdir") or None,
             experiment=str(data.get("experiment") or ""),
+            group=str(data.get("group") or ""),
             template=TemplateRef(
                 name=str(template.get("name", "python-cell")),
                 version=int(template.get("version", 1)),

@@ -74,6 +74,8 @@ class JobRecord:
     mlflow: dict[str, Any] = field(default_factory=dict)
     has_outputs: bool = False
     retry_from: int = 1
+    code_hash: str = ""
+    rerun_of: str | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
 
     @property
@@ -123,6 +125,10 @@ class JobRecord:
             "mlflow": dict(self.mlflow) or {"experiment_id": None, "run_id": None, "url": None},
             "error": self.error,
             "outputs": list(spec.get("outputs", [])),
+            "experiment": spec.get("experiment", ""),
+            "group": spec.get("group", ""),
+            "code_hash": self.code_hash,
+            "rerun_of": self.rerun_of,
             "has_outputs": self.has_outputs,
             "created": iso(self.created),
             "started": iso(self.started),

@@ -33,6 +33,8 @@ class JobRow(Base):
     # Failures of attempts numbered below this do not count against max_retries
     # (a manual retry grants a fresh budget).
     retry_from: Mapped[int] = mapped_column(Integer, default=1)
+    code_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    rerun_of: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class AttemptRow(Base):

@@ -76,6 +76,8 @@ def _job(row: JobRow, attempts: Sequence[AttemptRow]) -> JobRecord:
         mlflow=dict(row.mlflow or {}),
         has_outputs=bool(row.has_outputs),
         retry_from=row.retry_from or 1,
+        code_hash=row.code_hash or "",
+        rerun_of=row.rerun_of,
         attempts=[_attempt(a) for a in sorted(attempts, key=lambda a: a.n)],
     )
 
@@ -91,6 +93,7 @@ class JobStore:
             if "already exists" not in str(err):
                 raise
             Base.metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
@@ -108,6 +111,8 @@ class JobStore:
                 spec=record.spec,
                 depends_on=record.depends_on,
                 created=record.created,
+                code_hash=record.code_hash,
+                rerun_of=record.rerun_of,
                 progress={},
                 mlflow={},
                 package=package,
@@ -312,6 +317,24 @@ class JobStore:
             row = session.get(LeaseRow, _LEASE_NAME)
             if row is not None and row.owner == owner:
                 session.delete(row)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Additive schema migration: columns added in later versions, all nullable or defaulted."""
+    from sqlalchemy import inspect, text
+
+    inspector = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            default = ""
+            if column.default is not None and column.default.is_scalar:
+                default = f" DEFAULT {column.default.arg!r}"
+            with engine.begin() as connection:
+                connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}'))
 
 
 def _pid_alive(pid: int) -> bool:

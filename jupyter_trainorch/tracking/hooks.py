@@ -37,9 +37,15 @@ def tracking_uri(setting: str, data_dir: Path) -> str | None:
 
 
 class TrackingHooks:
-    def __init__(self, tracker: MlflowTracker, on_warning: Callable[[str, str], None]) -> None:
+    def __init__(
+        self,
+        tracker: MlflowTracker,
+        on_warning: Callable[[str, str], None],
+        on_final_metrics: Callable[[str, dict[str, float]], None] | None = None,
+    ) -> None:
         self.tracker = tracker
         self._on_warning = on_warning
+        self._on_final_metrics = on_final_metrics
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="trainorch-mlflow")
         self._warned: set[str] = set()
         self._job_runs: dict[str, dict[str, Any]] = {}  # touched only on the tracker thread
@@ -115,6 +121,8 @@ class TrackingHooks:
             if len(text) > MAX_LOG_ARTIFACT_BYTES:
                 text = "[…earlier lines cut…]\n" + text[-MAX_LOG_ARTIFACT_BYTES:]
             self.tracker.end_attempt(run_id, state, text)
+            if self._on_final_metrics is not None:
+                self._on_final_metrics(job_id, self.tracker.final_metrics(run_id))
 
         self.submit(job_id, "closing the attempt's run", end)
 

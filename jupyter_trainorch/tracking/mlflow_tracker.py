@@ -100,7 +100,12 @@ class MlflowTracker:
             "trainorch.template.hash": str(template.get("hash", "")),
             "trainorch.priority": str(job.get("priority_class", "")),
             "trainorch.gpus": str((spec.get("resources") or {}).get("gpus", 0)),
+            "trainorch.code_hash": str(job.get("code_hash") or ""),
         }
+        if spec.get("group"):
+            tags["trainorch.group"] = str(spec["group"])
+        if job.get("rerun_of"):
+            tags["trainorch.rerun_of"] = str(job["rerun_of"])
         git = git_info(spec.get("workdir"))
         tags.update({k: v for k, v in git.items() if k != "diff"})
         run = self.client.create_run(experiment_id, start_time=_ms(), tags=tags, run_name=job["name"])
@@ -150,6 +155,11 @@ class MlflowTracker:
         ]
         for start in range(0, len(batch), 1000):
             self.client.log_batch(run_id, metrics=batch[start : start + 1000], synchronous=True)
+
+    def final_metrics(self, run_id: str) -> dict[str, float]:
+        """The last value of every metric of a run (system metrics left out)."""
+        metrics = self.client.get_run(run_id).data.metrics
+        return {k: v for k, v in metrics.items() if not k.startswith("system/")}
 
     def end_attempt(self, run_id: str, state: str, log_text: str) -> None:
         if log_text:
