@@ -174,3 +174,39 @@ def test_tracking_to_a_real_mlflow_server(tmp_path, mlflow_server):
     assert (first.info.status, second.info.status) == ("FAILED", "FINISHED")
     assert second.data.metrics["loss"] == pytest.approx(1 / 3)
     assert {a.path for a in client.list_artifacts(second.info.run_id, "trainorch")} == {"trainorch/log.txt"}
+
+
+LOG_A_MODEL = """
+import mlflow, mlflow.pyfunc
+
+class Doubler(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input):
+        return [2 * x for x in model_input]
+
+mlflow.log_metric("val_loss", 0.12)
+mlflow.pyfunc.log_model(name="model", python_model=Doubler(), pip_requirements=[])
+print("logged")
+"""
+
+
+def test_a_succeeded_job_registers_its_model_with_an_alias(tmp_path):
+    data = tmp_path / "data"
+    host = start_host(data, workers=1)
+    try:
+        job_id = submit(host, name="register", source=LOG_A_MODEL, register_model="doubler@champion")
+        job = wait_final(host, job_id, timeout=180)
+        assert job.state == "succeeded", [line.text for line in host.store.read_logs(job_id)]
+        job = wait_until(lambda: (j := host.store.get_job(job_id)).mlflow.get("model") and j, timeout=60,
+                         what=f"the registered model version: {host.store.get_job(job_id).mlflow}")  # fmt: skip
+    finally:
+        host.stop()
+    assert job.mlflow["model"] == {"name": "doubler", "version": "1", "alias": "champion"}
+    assert job.mlflow["metrics"]["val_loss"] == pytest.approx(0.12)
+    client = _client(f"sqlite:///{data / 'mlflow.db'}")
+    version = client.get_model_version_by_alias("doubler", "champion")
+    assert str(version.version) == "1"
+    import mlflow.pyfunc
+
+    mlflow.set_tracking_uri(f"sqlite:///{data / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/doubler@champion")
+    assert model.predict([1, 2]) == [2, 4]

@@ -44,6 +44,7 @@ def _train_parser() -> _Parser:
     parser.add_argument("--retries")
     parser.add_argument("--timeout")
     parser.add_argument("--experiment")
+    parser.add_argument("--register-model", dest="register_model")
     parser.add_argument("--after", action="append", default=[])
     parser.add_argument("--out", default="")
     parser.add_argument("--env", action="append", default=[])
@@ -79,7 +80,7 @@ def build_request(line: str, cell: str, execution_count: int | None) -> tuple[di
         raise UsageError(f"%%train: {err}") from None
     overrides: dict[str, Any] = {
         key: getattr(args, key)
-        for key in ("gpus", "cpus", "memory", "priority", "retries", "timeout", "experiment")
+        for key in ("gpus", "cpus", "memory", "priority", "retries", "timeout", "experiment", "register_model")
         if getattr(args, key) is not None
     }
     overrides.setdefault("experiment", _notebook_name())

@@ -60,6 +60,7 @@ class AttemptLifecycle:
     _get: Callable[[str], JobRecord]
     _enqueue: Callable[[JobRecord], None]
     _dequeue: Callable[[str], None]
+    _model_registered: Callable[[str, dict[str, Any]], None]
     tracking: TrackingHooks | None
 
     def _on_worker_event(self, event: tuple[float, dict[str, Any]]) -> None:
@@ -215,7 +216,10 @@ class AttemptLifecycle:
         self.store.update_job(job_id, **fields)
         if self.tracking is not None:
             job = self.store.get_job(job_id)
-            self.tracking.job_ended(job_id, job.mlflow if job else {}, state)
+            if job is not None:
+                self.tracking.job_ended(
+                    job_id, job.mlflow, state, job.spec.get("register_model", ""), self._model_registered
+                )
         self.feed.publish("job", job_id, state=state)
         for dependent in sorted(self._dependents.pop(job_id, set())):
             waiting = self._waiting.get(dependent)

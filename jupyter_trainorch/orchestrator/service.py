@@ -122,6 +122,13 @@ class Orchestrator(AttemptLifecycle):
         self.mlflow_uri = uri
         return TrackingHooks(tracker, on_warning=self._tracking_warning, on_final_metrics=self._final_metrics)
 
+    def _model_registered(self, job_id: str, version: dict[str, Any]) -> None:
+        """Called on the tracker thread once the job's model is a registered version."""
+        job = self.store.get_job(job_id)
+        if job is not None:
+            self.store.update_job(job_id, mlflow={**job.mlflow, "model": version})
+            self.feed.publish("job", job_id, state=job.state, model=version)
+
     def _final_metrics(self, job_id: str, metrics: dict[str, float]) -> None:
         """Called on the tracker thread with the last values an attempt logged."""
         job = self.store.get_job(job_id)

@@ -212,6 +212,7 @@ class JobSpec:
     workdir: str | None = None
     experiment: str = ""  # MLflow experiment; empty: the orchestrator's default
     group: str = ""  # jobs of one sweep share it
+    register_model: str = ""  # "NAME" or "NAME@alias": register the model the job logs
     template: TemplateRef = field(default_factory=TemplateRef)
     user: str = ""
 
@@ -238,6 +239,7 @@ class JobSpec:
             "workdir": self.workdir,
             "experiment": self.experiment,
             "group": self.group,
+            "register_model": self.register_model,
             "template": self.template.to_dict(),
             "user": self.user,
         }
@@ -249,7 +251,7 @@ class JobSpec:
             raise SpecError("the job spec must be a JSON object")
         known = {
             "name", "kind", "source", "command", "params", "resources", "retries", "timeout",
-            "priority", "env", "depends_on", "outputs", "workdir", "experiment", "group", "template", "user",
+            "priority", "env", "depends_on", "outputs", "workdir", "experiment", "group", "register_model", "template", "user",
         }  # fmt: skip
         unknown = set(data) - known
         if unknown:
@@ -280,6 +282,7 @@ class JobSpec:
             workdir=data.get("workdir") or None,
             experiment=str(data.get("experiment") or ""),
             group=str(data.get("group") or ""),
+            register_model=str(data.get("register_model") or ""),
             template=TemplateRef(
                 name=str(template.get("name", "python-cell")),
                 version=int(template.get("version", 1)),

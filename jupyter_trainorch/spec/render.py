@@ -45,7 +45,7 @@ def _render(text: str, params: dict[str, Any], what: str) -> str:
         raise SpecError(f"{what} could not be rendered ({_one_line(err) or 'error'})") from None
 
 
-_OVERRIDES = ("gpus", "cpus", "memory", "priority", "retries", "timeout", "env", "name", "experiment")
+_OVERRIDES = ("gpus", "cpus", "memory", "priority", "retries", "timeout", "env", "name", "experiment", "register_model")
 
 
 def _flag(key: str, value: Any) -> Any:
@@ -124,6 +124,7 @@ def render_spec(
         depends_on=[str(d) for d in depends_on],
         outputs=list(outputs) if outputs is not None else list(template.outputs),
         workdir=workdir,
+        register_model=str(overrides.get("register_model") or template.register_model).strip(),
         experiment=_render(str(overrides.get("experiment") or template.experiment), values, "experiment").strip(),
         template=template.ref(),
         user=user,

@@ -36,10 +36,10 @@ from .model import (
 SCHEMA_VERSION = 1
 TEMPLATE_FIELDS = tuple(
     "version name description extends kind command source resources retries timeout priority "
-    "env inputs outputs params experiment".split()
+    "env inputs outputs params experiment register_model".split()
 )
 BUILTIN_DIR = Path(__file__).parent / "builtin"
-_TEXT_FIELDS = ("name", "description", "extends", "kind", "command", "source", "experiment")
+_TEXT_FIELDS = ("name", "description", "extends", "kind", "command", "source", "experiment", "register_model")
 _MAPPING_FIELDS = ("resources", "env", "params")
 # Plain keys that users carry over from other tools or the legacy schema; difflib alone
 # would not point ``gpu`` at ``resources``.
@@ -91,6 +91,7 @@ class Template:
     outputs: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     experiment: str = ""
+    register_model: str = ""
     path: str | None = None
     extends: str | None = None
     hash: str = field(init=False, default="")
@@ -108,7 +109,7 @@ class Template:
             "resources": self.resources.to_dict(), "retries": self.retry.to_dict(),
             "timeout": self.timeout, "priority": self.priority, "env": self.env,
             "inputs": self.inputs, "outputs": self.outputs, "params": self.params,
-            "experiment": self.experiment,
+            "experiment": self.experiment, "register_model": self.register_model,
         }  # fmt: skip
 
     def ref(self) -> TemplateRef:
@@ -363,6 +364,7 @@ def _build(doc: _Doc, data: dict[str, Any]) -> Template:
         outputs=list(data.get("outputs", [])),
         params=dict(data.get("params", {})),
         experiment=data.get("experiment", ""),
+        register_model=data.get("register_model", ""),
         path=doc.path,
         extends=doc.data.get("extends"),
     )

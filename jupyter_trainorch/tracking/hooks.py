@@ -49,6 +49,7 @@ class TrackingHooks:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="trainorch-mlflow")
         self._warned: set[str] = set()
         self._job_runs: dict[str, dict[str, Any]] = {}  # touched only on the tracker thread
+        self._last_attempt_run: dict[str, str] = {}  # likewise
         self._paused_until = 0.0
         # Fail fast against a server that is down (MLflow's defaults retry for minutes).
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -62,12 +63,25 @@ class TrackingHooks:
             self._warn(job_id, f"MLflow tracking is paused after a failure; {what} was skipped")
             return None
         try:
-            return fn(*args)
+            return self._with_retries(fn, *args)
         except Exception as err:  # noqa: BLE001 - tracking must never fail a job
             self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE
             first_line = (str(err).splitlines() or [""])[0][:300]
             self._warn(job_id, f"MLflow tracking failed ({what}): {type(err).__name__}: {first_line}")
             return None
+
+    @staticmethod
+    def _with_retries(fn: Callable[..., Any], *args: Any) -> Any:
+        # A SQLite tracking store is written by job processes too: "database is locked"
+        # passes after a moment and is no reason to stop tracking.
+        for wait in (0.2, 0.5, 1.0, 2.0):
+            try:
+                return fn(*args)
+            except Exception as err:  # noqa: BLE001
+                if "locked" not in str(err):
+                    raise
+                time.sleep(wait)
+        return fn(*args)
 
     def _warn(self, job_id: str, message: str) -> None:
         if job_id not in self._warned:
@@ -100,9 +114,11 @@ class TrackingHooks:
             parent = self._job_runs.get(job["id"]) or stored
             if not parent.get("run_id"):
                 return None
-            return self.tracker.start_attempt(
+            run_id = self.tracker.start_attempt(
                 parent["experiment_id"], parent["run_id"], job, n, worker, gpu_ids
             )
+            self._last_attempt_run[job["id"]] = run_id
+            return run_id
 
         try:
             return await asyncio.wait_for(
@@ -126,10 +142,21 @@ class TrackingHooks:
 
         self.submit(job_id, "closing the attempt's run", end)
 
-    def job_ended(self, job_id: str, stored: dict[str, Any], state: str) -> None:
+    def job_ended(
+        self, job_id: str, stored: dict[str, Any], state: str, register_model: str = "",
+        registered: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:  # fmt: skip
         def end() -> None:
             parent = self._job_runs.pop(job_id, None) or stored
+            attempt_run = self._last_attempt_run.pop(job_id, None)
             if parent.get("run_id"):
                 self.tracker.end_job(parent["run_id"], state)
+            if state == "succeeded" and register_model and attempt_run and parent.get("experiment_id"):
+                version = self._guarded(
+                    job_id, "registering the model", self.tracker.register_model,
+                    register_model, parent["experiment_id"], attempt_run,
+                )  # fmt: skip
+                if version and registered is not None:
+                    registered(job_id, version)
 
         self.submit(job_id, "closing the job's run", end)

@@ -161,6 +161,24 @@ class MlflowTracker:
         metrics = self.client.get_run(run_id).data.metrics
         return {k: v for k, v in metrics.items() if not k.startswith("system/")}
 
+    def register_model(self, target: str, experiment_id: str, run_id: str) -> dict[str, Any]:
+        """Register the model ``run_id`` logged as ``NAME`` (and point ``@alias`` at it)."""
+        import mlflow
+
+        name, _, alias = target.partition("@")
+        logged = self.client.search_logged_models(
+            experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'"
+        )
+        if logged:
+            uri = f"models:/{logged[-1].model_id}"
+        else:  # a model saved as the run's "model" artifact
+            uri = f"runs:/{run_id}/model"
+        mlflow.set_tracking_uri(self.tracking_uri)
+        version = mlflow.register_model(uri, name)
+        if alias:
+            self.client.set_registered_model_alias(name, alias, version.version)
+        return {"name": name, "version": str(version.version), "alias": alias or None}
+
     def end_attempt(self, run_id: str, state: str, log_text: str) -> None:
         if log_text:
             self.client.log_text(run_id, log_text, "trainorch/log.txt")
