@@ -149,6 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=50, help="measured jobs per path")
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured jobs per path first")
     parser.add_argument("--gpus-per-worker", type=int, default=1, choices=(0, 1))
+    parser.add_argument(
+        "--tracking",
+        action="store_true",
+        help="with MLflow tracking (a SQLite store in the temp folder); off by default so the "
+        "figure is the orchestration overhead alone",
+    )
     args = parser.parse_args(argv)
 
     from distributed import Client
@@ -162,8 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamps = data_dir / "stamps"
     stamps.mkdir()
     config = OrchestratorConfig(
-        data_dir=data_dir, workers=1, gpus_per_worker=gpus, slots_per_worker=4, cluster="local"
-    )
+        data_dir=data_dir, workers=1, gpus_per_worker=gpus, slots_per_worker=4, cluster="local",
+        mlflow="" if args.tracking else "off",
+    )  # fmt: skip
+    print(f"MLflow tracking: {'on (SQLite)' if args.tracking else 'off'}")
     host = OrchestratorHost(config)
     client = None
     try:

@@ -27,6 +27,7 @@ from ..runner.supervisor import (
     EVENT_TOPIC,
     attempt_key,
     cancel_jobs,
+    deliver_run_id,
     run_attempt,
 )
 from ..spec import JobSpec, SpecError
@@ -418,27 +419,36 @@ class Orchestrator(AttemptLifecycle):
             self.feed.publish("job", item.id, state=STARTING)
 
     async def _launch(self, job: JobRecord, run: Running, package: bytes | None) -> None:
-        """Open the attempt's MLflow run (when tracking), then hand the attempt to Dask."""
+        """Hand the attempt to Dask; its MLflow run is opened meanwhile, not before.
+
+        The child waits for the run id (delivered into its attempt folder) only before the
+        user's code starts, so creating the run overlaps the process start-up.
+        """
         env: dict[str, str] = {}
         if self.tracking is not None:
-            run_id = await self.tracking.attempt_started(
-                job.to_dict(), job.mlflow, run.n, run.worker, list(run.gpu_ids)
-            )
-            if run_id:
-                run.mlflow_run_id = run_id
-                # MLflow deletes MLFLOW_RUN_ID once read; TRAINORCH_MLFLOW_RUN_ID stays.
-                env = {
-                    "MLFLOW_TRACKING_URI": self.mlflow_uri or "",
-                    "MLFLOW_RUN_ID": run_id,
-                    "TRAINORCH_MLFLOW_RUN_ID": run_id,
-                }
-        if self._running.get(run.job_id) is not run:
-            return  # ended meanwhile (its worker was lost)
-        if run.cancel_requested:
-            await self._finish_attempt(run, {"cancelled": True, "error": "cancelled"})
-            return
+            env = {"MLFLOW_TRACKING_URI": self.mlflow_uri or "", "TRAINORCH_TRACKING": "1"}
         run.future = self._submit_attempt(job, run, package, env)
+        if self.tracking is not None:
+            self._spawn(self._open_attempt_run(job, run))
         await self._watch(run)
+
+    async def _open_attempt_run(self, job: JobRecord, run: Running) -> None:
+        run_id = await self.tracking.attempt_started(  # type: ignore[union-attr]
+            job.to_dict(), job.mlflow, run.n, run.worker, list(run.gpu_ids)
+        )
+        run.mlflow_run_id = run_id
+        for _ in range(100):  # until the supervisor has registered the attempt
+            if self._running.get(run.job_id) is not run:
+                return
+            try:
+                delivered = await self.backend.client.run(
+                    deliver_run_id, run.key, run_id or "", workers=[run.worker]
+                )
+            except Exception:  # noqa: BLE001 - worker gone: the lost-worker path ends it
+                return
+            if any(delivered.values()):
+                return
+            await asyncio.sleep(0.05)
 
     def _submit_attempt(self, job: JobRecord, run: Running, package: bytes | None, env: dict[str, str]) -> Any:
         spec = job.spec
@@ -457,7 +467,7 @@ class Orchestrator(AttemptLifecycle):
             "gpu_ids": list(run.gpu_ids),
             "grace": self.config.grace_period,
             # Samples are only worth taking when they have somewhere to go.
-            "system_metrics_interval": self.config.system_metrics_interval if run.mlflow_run_id else 0,
+            "system_metrics_interval": self.config.system_metrics_interval if self.tracking else 0,
             "checkpoint_dir": str(self.config.data_dir / "checkpoints" / job.id),
             "package": package,
         }

@@ -131,11 +131,29 @@ def run_python(attempt_dir: Path, request: dict[str, Any]) -> int:
     return 0
 
 
+def _await_tracking_run(attempt_dir: Path, timeout: float = 30.0) -> None:
+    """The orchestrator opens the attempt's MLflow run while this process starts; the
+    user's code must log into it, so wait for its id (never longer than ``timeout``)."""
+    path = attempt_dir / "mlflow_run_id"
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            print("trainorch: no MLflow run arrived; this attempt is not tracked", file=sys.stderr)
+            return
+        time.sleep(0.005)
+    run_id = path.read_text().strip()
+    if run_id:
+        # MLflow deletes MLFLOW_RUN_ID once it has read it; TRAINORCH_MLFLOW_RUN_ID stays.
+        os.environ["MLFLOW_RUN_ID"] = os.environ["TRAINORCH_MLFLOW_RUN_ID"] = run_id
+
+
 def main(argv: list[str]) -> int:
     attempt_dir = Path(argv[1])
     request = json.loads((attempt_dir / "request.json").read_text())
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     _forward_sigterm_to_group()
+    if os.environ.get("TRAINORCH_TRACKING"):
+        _await_tracking_run(attempt_dir)
     workdir = os.getcwd()
     if workdir not in sys.path:
         sys.path.insert(0, workdir)

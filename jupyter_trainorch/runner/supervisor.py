@@ -25,6 +25,7 @@ from .streams import LineBatcher, parse_tqdm
 from .system_metrics import SystemSampler
 
 EVENT_TOPIC = "trainorch"
+RUN_ID_FILE = "mlflow_run_id"
 _registry: dict[str, Supervisor] = {}
 _registry_lock = threading.Lock()
 
@@ -257,6 +258,18 @@ def cancel_attempt(key: str) -> bool:
     if supervisor is None:
         return False
     supervisor.cancel_requested.set()
+    return True
+
+
+def deliver_run_id(key: str, run_id: str) -> bool:
+    """Give the attempt its MLflow run id ("" for none); its child waits for this file."""
+    with _registry_lock:
+        supervisor = _registry.get(key)
+    if supervisor is None:
+        return False
+    staged = supervisor.dir / "mlflow_run_id.tmp"
+    staged.write_text(run_id)
+    staged.rename(supervisor.dir / RUN_ID_FILE)
     return True
 
 

@@ -63,14 +63,18 @@ class SystemSampler:
             except psutil.NoSuchProcess:
                 return
             cpu = rss = 0.0
+            read = 0
             for proc in tree:
                 # cpu_percent needs the same Process object across samples.
                 proc = known.setdefault(proc.pid, proc)
                 try:
                     cpu += proc.cpu_percent(None)
                     rss += proc.memory_info().rss
+                    read += 1
                 except psutil.Error:
                     continue
+            if not read or not rss:
+                continue  # the job is exiting: no sample rather than a false zero
             metrics: dict[str, Any] = {
                 "system/cpu_utilization_percent": cpu,
                 "system/memory_usage_megabytes": rss / 2**20,
