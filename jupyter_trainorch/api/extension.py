@@ -47,6 +47,12 @@ class TrainOrch(Configurable):
         allow_none=True,
         help="Folder for the default store and checkpoints (TRAINORCH_DATA_DIR).",
     ).tag(config=True)
+    mlflow = Unicode(
+        None,
+        allow_none=True,
+        help="MLflow tracking URI, or 'off' (TRAINORCH_MLFLOW; default: MLFLOW_TRACKING_URI, "
+        "else SQLite in data_dir).",
+    ).tag(config=True)
 
     def to_config(self) -> OrchestratorConfig:
         chosen = {name: getattr(self, name) for name in self.trait_names(config=True)}
