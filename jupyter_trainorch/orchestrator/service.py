@@ -27,7 +27,6 @@ from ..runner.supervisor import (
     EVENT_TOPIC,
     attempt_key,
     cancel_jobs,
-    deliver_run_id,
     run_attempt,
 )
 from ..spec import JobSpec, SpecError
@@ -44,12 +43,13 @@ from ..store import (
     JobRecord,
     JobStore,
 )
-from ..tracking import MlflowTracker, TrackingHooks, tracking_uri
+from ..tracking import TrackingHooks
 from .attempts import AttemptLifecycle, Running
 from .config import OrchestratorConfig
 from .errors import JobNotFound, JobStateError, OrchestratorBusy
 from .feed import ChangeFeed
 from .recovery import recover
+from .tracking_bridge import TrackingBridge
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def code_hash(spec: JobSpec, package: bytes | None) -> str:
     return digest.hexdigest()[:16]
 
 
-class Orchestrator(AttemptLifecycle):
+class Orchestrator(AttemptLifecycle, TrackingBridge):
     def __init__(
         self,
         store: JobStore,
@@ -114,40 +114,6 @@ class Orchestrator(AttemptLifecycle):
         self._loop_task = asyncio.ensure_future(self._scheduling_loop())
         self._spawn(self._keep_lease())
         self._wake.set()
-
-    def _make_tracking(self) -> TrackingHooks | None:
-        uri = tracking_uri(self.config.mlflow, self.config.data_dir)
-        if uri is None:
-            return None
-        tracker = MlflowTracker(uri, self.config.data_dir / "mlartifacts", self.config.mlflow_ui_url or None)
-        self.mlflow_uri = uri
-        return TrackingHooks(tracker, on_warning=self._tracking_warning, on_final_metrics=self._final_metrics)
-
-    def _model_registered(self, job_id: str, version: dict[str, Any]) -> None:
-        """Called on the tracker thread once the job's model is a registered version."""
-        job = self.store.get_job(job_id)
-        if job is not None:
-            self.store.update_job(job_id, mlflow={**job.mlflow, "model": version})
-            self.feed.publish("job", job_id, state=job.state, model=version)
-
-    def _final_metrics(self, job_id: str, metrics: dict[str, float]) -> None:
-        """Called on the tracker thread with the last values an attempt logged."""
-        job = self.store.get_job(job_id)
-        if job is not None and metrics:
-            self.store.update_job(job_id, mlflow={**job.mlflow, "metrics": metrics})
-
-    def _tracking_warning(self, job_id: str, message: str) -> None:
-        """Called on the tracker thread: the store and the feed are thread-safe."""
-        job = self.store.get_job(job_id)
-        if job is not None:
-            self.store.update_job(job_id, mlflow={**job.mlflow, "warning": message})
-            self.feed.publish("job", job_id, state=job.state, tracking_warning=message)
-
-    def _tracking_ready(self, job_id: str, info: dict[str, Any]) -> None:
-        job = self.store.get_job(job_id)
-        if job is not None:
-            self.store.update_job(job_id, mlflow={**job.mlflow, **info})
-            self.feed.publish("job", job_id, state=job.state, mlflow=info)
 
     async def stop(self) -> None:
         """Stop dispatching; running attempts are stopped and requeued on next start."""
@@ -215,10 +181,7 @@ class Orchestrator(AttemptLifecycle):
             rerun_of=rerun_of,
         )
         self.store.create_job(record, package)
-        if self.tracking is not None:
-            self.tracking.job_submitted(
-                record.to_dict(), record.spec, done=lambda info: self._tracking_ready(record.id, info)
-            )
+        self._track_submission(record)
         if unfinished:
             self._wait_for(record.id, unfinished)
         else:
@@ -419,36 +382,10 @@ class Orchestrator(AttemptLifecycle):
             self.feed.publish("job", item.id, state=STARTING)
 
     async def _launch(self, job: JobRecord, run: Running, package: bytes | None) -> None:
-        """Hand the attempt to Dask; its MLflow run is opened meanwhile, not before.
-
-        The child waits for the run id (delivered into its attempt folder) only before the
-        user's code starts, so creating the run overlaps the process start-up.
-        """
-        env: dict[str, str] = {}
-        if self.tracking is not None:
-            env = {"MLFLOW_TRACKING_URI": self.mlflow_uri or "", "TRAINORCH_TRACKING": "1"}
-        run.future = self._submit_attempt(job, run, package, env)
-        if self.tracking is not None:
-            self._spawn(self._open_attempt_run(job, run))
+        """Hand the attempt to Dask; its MLflow run opens meanwhile, not before."""
+        run.future = self._submit_attempt(job, run, package, self._tracking_env())
+        self._open_attempt_run_soon(job, run)
         await self._watch(run)
-
-    async def _open_attempt_run(self, job: JobRecord, run: Running) -> None:
-        run_id = await self.tracking.attempt_started(  # type: ignore[union-attr]
-            job.to_dict(), job.mlflow, run.n, run.worker, list(run.gpu_ids)
-        )
-        run.mlflow_run_id = run_id
-        for _ in range(100):  # until the supervisor has registered the attempt
-            if self._running.get(run.job_id) is not run:
-                return
-            try:
-                delivered = await self.backend.client.run(
-                    deliver_run_id, run.key, run_id or "", workers=[run.worker]
-                )
-            except Exception:  # noqa: BLE001 - worker gone: the lost-worker path ends it
-                return
-            if any(delivered.values()):
-                return
-            await asyncio.sleep(0.05)
 
     def _submit_attempt(self, job: JobRecord, run: Running, package: bytes | None, env: dict[str, str]) -> Any:
         spec = job.spec
