@@ -6,8 +6,6 @@ import json
 import os
 import re
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import free_port, stop_process_group
 
 from jupyter_trainorch.cli import main
 
@@ -64,11 +63,6 @@ def one_error(result: subprocess.CompletedProcess[str]) -> str:
     assert len(ours) == 1, result.stderr
     return ours[0]
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:
@@ -147,12 +141,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
             time.sleep(0.5)
         yield Server(root, url, token, env)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_process_group(proc, grace=30)
 
 
 # -- against the server -----------------------------------------------------------------------

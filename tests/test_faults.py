@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -13,6 +12,7 @@ import time
 import pytest
 from conftest import (
     dask_executable,
+    free_port,
     log_text,
     pid_alive,
     start_host,
@@ -33,11 +33,6 @@ if not marker.exists():
 print("second attempt done")
 """
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_a_lost_worker_is_a_retried_infrastructure_failure(tmp_path):
@@ -64,7 +59,7 @@ def test_a_lost_worker_is_a_retried_infrastructure_failure(tmp_path):
 @pytest.fixture
 def external_cluster(tmp_path):
     """``dask scheduler`` + ``dask worker --resources GPU=2`` as separate processes."""
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     env = dict(os.environ, DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES="0")
     logs = open(tmp_path / "cluster.log", "w")  # noqa: SIM115

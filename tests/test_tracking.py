@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import start_host, submit, wait_final, wait_until
+from conftest import free_port, start_host, stop_process_group, submit, wait_final, wait_until
 
 from jupyter_trainorch.spec import RetryPolicy
 
@@ -35,11 +32,6 @@ def _client(uri: str):
 
     return MlflowClient(uri)
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _git_repo(folder: Path) -> Path:
@@ -112,7 +104,7 @@ def test_a_job_is_a_run_with_a_nested_run_per_attempt(tmp_path):
 
 
 def test_an_unreachable_tracking_server_does_not_fail_the_job(tmp_path):
-    closed = _free_port()  # nothing listens there
+    closed = free_port()  # nothing listens there
     host = start_host(tmp_path / "data", mlflow=f"http://127.0.0.1:{closed}")
     try:
         job_id = submit(host, name="untracked", source="print('still runs')")
@@ -131,7 +123,7 @@ def test_an_unreachable_tracking_server_does_not_fail_the_job(tmp_path):
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "mlflow-server.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
@@ -151,11 +143,7 @@ def mlflow_server(tmp_path):
                 time.sleep(0.5)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc)
         log.close()
 
 
