@@ -1,0 +1,260 @@
+/**
+ * Pure helpers for the views: times, progress, attempts and the `%%train` text of
+ * clone-to-cell. No DOM and no requests here.
+ */
+import { IAttempt, IJob, IJobDetail, TERMINAL_STATES } from './types';
+
+/** Epoch seconds of an ISO-8601 string or of a number already in seconds. */
+export function toSeconds(value: string | number | null | undefined): number | null {
+  if (value === null || value === undefined || value === '') {
+    return null;
+  }
+  if (typeof value === 'number') {
+    return Number.isFinite(value) ? value : null;
+  }
+  const ms = Date.parse(value);
+  return Number.isNaN(ms) ? null : ms / 1000;
+}
+
+/** `45s`, `3m 20s`, `2h 05m`, `3d 4h`. */
+export function formatDuration(seconds: number | null): string {
+  if (seconds === null || !Number.isFinite(seconds)) {
+    return '';
+  }
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) {
+    return `${s}s`;
+  }
+  if (s < 3600) {
+    return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, '0')}s`;
+  }
+  if (s < 86400) {
+    return `${Math.floor(s / 3600)}h ${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+  }
+  return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
+}
+
+export function formatBytes(bytes: number | null | undefined): string {
+  if (!bytes) {
+    return '0';
+  }
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value >= 10 || unit === 0 ? Math.round(value) : value.toFixed(1)} ${units[unit]}`;
+}
+
+/** Local time; the date too unless it is today. */
+export function formatTime(value: string | null | undefined): string {
+  const s = toSeconds(value);
+  if (s === null) {
+    return '';
+  }
+  const date = new Date(s * 1000);
+  const time = date.toLocaleTimeString(undefined, {
+    hour: '2-digit',
+    minute: '2-digit',
+    second: '2-digit'
+  });
+  if (date.toDateString() === new Date().toDateString()) {
+    return time;
+  }
+  return `${date.toLocaleDateString(undefined, { year: 'numeric', month: 'short', day: 'numeric' })} ${time}`;
+}
+
+/** The attempt holding resources now, if any. */
+export function currentAttempt(job: IJob): IAttempt | null {
+  const last = job.attempts.length ? job.attempts[job.attempts.length - 1] : null;
+  if (last && (last.state === 'starting' || last.state === 'running') && !last.ended) {
+    return last;
+  }
+  return null;
+}
+
+/** GPU ids held by the running attempt, e.g. `0,1`; empty when none are held. */
+export function gpusHeld(job: IJob): string {
+  const attempt = currentAttempt(job);
+  return attempt && attempt.gpu_ids.length ? attempt.gpu_ids.join(',') : '';
+}
+
+/**
+ * `n/m`: the latest attempt out of the attempts allowed so far. The retry budget counts
+ * only the job's own failures (not lost workers), and a manual retry of a failed or
+ * cancelled job starts a fresh budget, so both widen `m`.
+ */
+export function attemptsText(job: IJob): string {
+  const allowed = (job.max_retries || 0) + 1;
+  const attempts = job.attempts;
+  let roundStart = 1;
+  let failures = 0;
+  let free = 0;
+  attempts.forEach((a, i) => {
+    if (a.state === 'failed' && !a.infrastructure) {
+      failures += 1;
+    } else if (a.state === 'failed' || a.state === 'preempted') {
+      free += 1;
+    }
+    const last = i === attempts.length - 1;
+    if (!last && (a.state === 'cancelled' || a.state === 'succeeded' || failures >= allowed)) {
+      roundStart = a.n + 1;
+      failures = 0;
+      free = 0;
+    }
+  });
+  const n = attempts.length ? attempts[attempts.length - 1].n : 0;
+  return `${n}/${roundStart - 1 + allowed + free}`;
+}
+
+export function progressFraction(job: IJob): number | null {
+  const p = job.progress;
+  if (!p) {
+    return null;
+  }
+  if (typeof p.fraction === 'number' && Number.isFinite(p.fraction)) {
+    return Math.max(0, Math.min(1, p.fraction));
+  }
+  if (typeof p.step === 'number' && typeof p.total === 'number' && p.total > 0) {
+    return Math.max(0, Math.min(1, p.step / p.total));
+  }
+  return job.state === 'succeeded' ? 1 : null;
+}
+
+/** `step/total`, or `step` when the total is unknown; empty without progress. */
+export function stepText(job: IJob): string {
+  const p = job.progress;
+  if (!p || p.step === null || p.step === undefined) {
+    return '';
+  }
+  return p.total !== null && p.total !== undefined ? `${p.step}/${p.total}` : `${p.step}`;
+}
+
+/**
+ * Seconds left, extrapolating the rate between the attempt's start and the last
+ * progress report. `now` is server time (epoch seconds) so a skewed browser clock
+ * does not distort it.
+ */
+export function etaSeconds(job: IJob, now: number): number | null {
+  if (job.state !== 'running') {
+    return null;
+  }
+  const fraction = progressFraction(job);
+  if (fraction === null || fraction <= 0) {
+    return null;
+  }
+  if (fraction >= 1) {
+    return 0;
+  }
+  const attempt = currentAttempt(job);
+  const started = toSeconds(attempt?.started ?? job.started);
+  const updated = toSeconds(job.progress.updated ?? null) ?? now;
+  if (started === null || updated <= started) {
+    return null;
+  }
+  const rate = fraction / (updated - started);
+  return Math.max(0, (1 - fraction) / rate - Math.max(0, now - updated));
+}
+
+/** Run time for started jobs (to the end or to now), waiting time for the others. */
+export function elapsedSeconds(job: IJob, now: number): number | null {
+  const started = toSeconds(job.started);
+  const ended = toSeconds(job.ended);
+  if (started !== null) {
+    return (ended ?? now) - started;
+  }
+  const created = toSeconds(job.created);
+  if (created === null) {
+    return null;
+  }
+  return (ended ?? (TERMINAL_STATES.has(job.state) ? created : now)) - created;
+}
+
+export function priorityLabel(job: IJob): string {
+  return job.priority_class || String(job.priority);
+}
+
+// -- clone to cell ------------------------------------------------------------------
+
+const SAFE_SHELL = /^[A-Za-z0-9_@%+=:,./-]+$/;
+
+/** Quote for `shlex.split`, which is how `%%train` reads its line. */
+export function shellQuote(text: string): string {
+  if (text !== '' && SAFE_SHELL.test(text)) {
+    return text;
+  }
+  return `'${text.replace(/'/g, `'"'"'`)}'`;
+}
+
+// Text YAML reads back as the same string when left unquoted: it starts with a letter,
+// `_` or `/` (so it is no number), has no quotes, brackets or backslashes, and none of
+// the `: `/` #` sequences that would start a mapping or a comment.
+const YAML_PLAIN = /^[A-Za-z_/][^'"\\{}[\],\n\t]*$/;
+const YAML_AMBIGUOUS = /:\s|:$|\s#|\s$/;
+const YAML_SPECIAL = /^(y|n|yes|no|true|false|on|off|null)$/i;
+
+/**
+ * A value as `k=v` text that the magic's YAML reading turns back into the same
+ * value: strings that YAML would read as something else are quoted.
+ */
+export function yamlValue(value: unknown): string {
+  if (value === null || value === undefined) {
+    return 'null';
+  }
+  if (typeof value === 'boolean') {
+    return value ? 'true' : 'false';
+  }
+  if (typeof value === 'number') {
+    return Number.isFinite(value) ? String(value) : JSON.stringify(String(value));
+  }
+  if (typeof value === 'string') {
+    const plain =
+      YAML_PLAIN.test(value) && !YAML_AMBIGUOUS.test(value) && !YAML_SPECIAL.test(value);
+    return plain ? value : JSON.stringify(value);
+  }
+  return JSON.stringify(value);
+}
+
+/**
+ * The text of a notebook cell that submits the same job again. Python jobs carry
+ * their source; command jobs are rebuilt from their template and params, with the
+ * rendered command kept as a comment for reference.
+ */
+export function cloneCellSource(job: IJobDetail): string {
+  const spec = job.spec;
+  const resources = spec?.resources ?? job.resources;
+  const template = job.template?.name || spec?.template?.name || '';
+  const command = (spec?.kind ?? job.kind) === 'command';
+  const flags: string[] = ['%%train'];
+  flags.push('--name', shellQuote(job.name));
+  flags.push('--priority', shellQuote(job.priority_class || String(job.priority)));
+  flags.push('--gpus', String(resources?.gpus ?? 0));
+  flags.push('--cpus', String(resources?.cpus ?? 1));
+  flags.push('--retries', String(spec?.retries?.max ?? job.max_retries ?? 0));
+  if (command || (template && template !== 'python-cell')) {
+    flags.push('--template', shellQuote(template || 'command'));
+  }
+  if (resources?.memory) {
+    flags.push('--memory', String(resources.memory));
+  }
+  const timeout = spec?.timeout ?? job.timeout;
+  if (timeout) {
+    flags.push('--timeout', `${timeout}s`);
+  }
+  const params = spec?.params ?? job.params ?? {};
+  for (const [key, value] of Object.entries(params)) {
+    flags.push(shellQuote(`${key}=${yamlValue(value)}`));
+  }
+  const head = flags.join(' ');
+  if (command) {
+    const text = spec?.command ?? '';
+    const comment = text
+      .split('\n')
+      .map((line, i) => (i === 0 ? `# command: ${line}` : `#   ${line}`))
+      .join('\n');
+    return `${head}\n${comment}`;
+  }
+  return `${head}\n${spec?.source ?? ''}`;
+}

@@ -1,0 +1,260 @@
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ICommandPalette, Notification } from '@jupyterlab/apputils';
+import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { ReadonlyPartialJSONObject } from '@lumino/coreutils';
+
+import { cloneCellSource } from './format';
+import { trainorchIcon } from './icon';
+import { IJobNotice, JobsModel } from './model';
+import { IJobActions, PANEL_ID, TrainorchPanel } from './panel';
+import { TERMINAL_STATES } from './types';
+
+const PLUGIN_ID = 'jupyter-trainorch:plugin';
+
+namespace CommandIDs {
+  export const openPanel = 'trainorch:open-panel';
+  export const refresh = 'trainorch:refresh';
+  export const cancelJob = 'trainorch:cancel-job';
+  export const retryJob = 'trainorch:retry-job';
+  export const cloneJob = 'trainorch:clone-job';
+  export const setPriority = 'trainorch:set-priority';
+}
+
+const CATEGORY = 'Training Jobs';
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: PLUGIN_ID,
+  description:
+    'A sidebar for jupyter-trainorch training jobs: list, logs, actions and the cluster.',
+  autoStart: true,
+  optional: [ILayoutRestorer, ISettingRegistry, INotebookTracker, ICommandPalette],
+  activate: (
+    app: JupyterFrontEnd,
+    restorer: ILayoutRestorer | null,
+    settingRegistry: ISettingRegistry | null,
+    notebooks: INotebookTracker | null,
+    palette: ICommandPalette | null
+  ) => {
+    const { commands, shell } = app;
+    const model = new JobsModel({ serverSettings: app.serviceManager.serverSettings });
+
+    /** The job a command acts on: its `id` argument, else the one in the detail view. */
+    const targetId = (args: ReadonlyPartialJSONObject): string | null =>
+      typeof args.id === 'string' && args.id ? args.id : model.selectedId;
+
+    const showJob = (id: string): void => {
+      model.select(id);
+      shell.activateById(PANEL_ID);
+    };
+
+    const actions: IJobActions = {
+      cancel: id => void commands.execute(CommandIDs.cancelJob, { id }),
+      retry: id => void commands.execute(CommandIDs.retryJob, { id }),
+      clone: id => void commands.execute(CommandIDs.cloneJob, { id }),
+      setPriority: (id, priority) =>
+        void commands.execute(CommandIDs.setPriority, { id, priority }),
+      refresh: () => void commands.execute(CommandIDs.refresh)
+    };
+
+    const panel = new TrainorchPanel({ model, actions });
+    shell.add(panel, 'left', { rank: 650 });
+    if (restorer) {
+      restorer.add(panel, PANEL_ID);
+    }
+
+    commands.addCommand(CommandIDs.openPanel, {
+      label: 'Show Training Jobs',
+      caption: 'Open the training jobs sidebar',
+      icon: trainorchIcon,
+      execute: () => shell.activateById(PANEL_ID)
+    });
+
+    commands.addCommand(CommandIDs.refresh, {
+      label: 'Refresh Training Jobs',
+      caption: 'Read the job list and the cluster again',
+      execute: () => model.refresh()
+    });
+
+    commands.addCommand(CommandIDs.cancelJob, {
+      label: args => (args.id ? `Cancel Job ${args.id}` : 'Cancel Selected Training Job'),
+      caption: 'Cancel a training job (stops it if it runs)',
+      isEnabled: args => {
+        const id = targetId(args);
+        const job = id ? model.findJob(id) : null;
+        return !!id && (!job || !TERMINAL_STATES.has(job.state));
+      },
+      execute: async args => {
+        const id = targetId(args);
+        if (!id) {
+          return;
+        }
+        try {
+          await model.cancel(id);
+        } catch (error) {
+          Notification.error(`Could not cancel job ${id}: ${message(error)}`, { autoClose: 8000 });
+        }
+      }
+    });
+
+    commands.addCommand(CommandIDs.retryJob, {
+      label: args => (args.id ? `Retry Job ${args.id}` : 'Retry Selected Training Job'),
+      caption: 'Queue a failed or cancelled training job again',
+      isEnabled: args => {
+        const id = targetId(args);
+        const job = id ? model.findJob(id) : null;
+        return !!id && (!job || job.state === 'failed' || job.state === 'cancelled');
+      },
+      execute: async args => {
+        const id = targetId(args);
+        if (!id) {
+          return;
+        }
+        try {
+          await model.retry(id);
+        } catch (error) {
+          Notification.error(`Could not retry job ${id}: ${message(error)}`, { autoClose: 8000 });
+        }
+      }
+    });
+
+    commands.addCommand(CommandIDs.setPriority, {
+      label: args => `Set Priority to ${args.priority ?? '…'}`,
+      caption: 'Change the priority of a job that has not started',
+      execute: async args => {
+        const id = targetId(args);
+        const priority = typeof args.priority === 'string' ? args.priority : '';
+        if (!id || !priority) {
+          return;
+        }
+        try {
+          await model.setPriority(id, priority);
+        } catch (error) {
+          Notification.error(`Could not change the priority of job ${id}: ${message(error)}`, {
+            autoClose: 8000
+          });
+          // The select shows what was picked; put it back to what the server holds.
+          void model.refresh();
+        }
+      }
+    });
+
+    commands.addCommand(CommandIDs.cloneJob, {
+      label: 'Clone Training Job into a Cell',
+      caption: 'Insert a %%train cell that submits this job again, below the active cell',
+      isEnabled: args => !!targetId(args) && !!notebooks?.currentWidget,
+      execute: async args => {
+        const id = targetId(args);
+        if (!id) {
+          return;
+        }
+        const current = notebooks?.currentWidget;
+        if (!current) {
+          Notification.warning('Open a notebook first: the job is cloned into a new cell of it.', {
+            autoClose: 6000
+          });
+          return;
+        }
+        let text: string;
+        try {
+          text = cloneCellSource(await model.getJob(id));
+        } catch (error) {
+          Notification.error(`Could not read job ${id}: ${message(error)}`, { autoClose: 8000 });
+          return;
+        }
+        const notebook = current.content;
+        NotebookActions.insertBelow(notebook);
+        // The new cell takes the notebook's default type, which may be markdown.
+        if (notebook.activeCell && notebook.activeCell.model.type !== 'code') {
+          NotebookActions.changeCellType(notebook, 'code');
+        }
+        notebook.activeCell?.model.sharedModel.setSource(text);
+        shell.activateById(current.id);
+      }
+    });
+
+    if (palette) {
+      for (const command of [
+        CommandIDs.openPanel,
+        CommandIDs.refresh,
+        CommandIDs.cancelJob,
+        CommandIDs.retryJob,
+        CommandIDs.cloneJob
+      ]) {
+        palette.addItem({ command, category: CATEGORY });
+      }
+    }
+
+    // A %%train cell run here: the job that appears next was submitted from this browser.
+    NotebookActions.executionScheduled.connect((_, { cell }) => {
+      if (cell.model.type === 'code' && /^\s*%%train\b/.test(cell.model.sharedModel.getSource())) {
+        model.expectSubmission();
+      }
+    });
+
+    model.notice.connect((_, notice: IJobNotice) => notify(notice, showJob, actions));
+
+    const ready = settingRegistry
+      ? settingRegistry
+          .load(PLUGIN_ID)
+          .then(settings => {
+            const apply = (): void => {
+              model.setRefreshInterval(settings.get('refreshInterval').composite as number);
+            };
+            apply();
+            settings.changed.connect(apply);
+            const state = settings.get('defaultStateFilter').composite as string;
+            if (state && state !== model.query.state) {
+              model.setQuery({ state });
+            }
+          })
+          .catch(reason => {
+            console.error(`Failed to load the settings of ${PLUGIN_ID}.`, reason);
+          })
+      : Promise.resolve();
+    void ready.then(() => {
+      model.start();
+      model.setVisible(panel.isVisible);
+    });
+  }
+};
+
+function notify(notice: IJobNotice, showJob: (id: string) => void, actions: IJobActions): void {
+  const { job, state } = notice;
+  const label = `${job.name} (${job.id})`;
+  const show = { label: 'Show', callback: () => showJob(job.id) };
+  switch (state) {
+    case 'succeeded':
+      Notification.success(`Training job ${label} succeeded.`, {
+        autoClose: 8000,
+        actions: [show]
+      });
+      break;
+    case 'failed':
+      Notification.error(`Training job ${label} failed${job.error ? `: ${job.error}` : '.'}`, {
+        autoClose: false,
+        actions: [show, { label: 'Retry', callback: () => actions.retry(job.id) }]
+      });
+      break;
+    case 'retrying': {
+      const last = job.attempts[job.attempts.length - 1];
+      Notification.warning(
+        `Training job ${label}: attempt ${last ? last.n : '?'} failed; it will be retried.`,
+        { autoClose: 8000, actions: [show] }
+      );
+      break;
+    }
+    case 'cancelled':
+      Notification.info(`Training job ${label} was cancelled.`, {
+        autoClose: 5000,
+        actions: [show]
+      });
+      break;
+  }
+}
+
+export default plugin;

@@ -1,0 +1,234 @@
+/**
+ * A bounded window onto one job's log.
+ *
+ * The API only reads forward from a cursor (`after`, line ids grow), so to scroll
+ * back the window remembers, for every chunk it dropped from its top, the cursor
+ * that chunk started after. Memory stays at `maxLines` lines plus one number per
+ * dropped chunk, however long the log.
+ */
+import { ISignal, Signal } from '@lumino/signaling';
+
+import { requestAPI, query } from './request';
+import { ILogLine, ILogPage } from './types';
+
+export type LogFetcher = (after: number) => Promise<ILogPage>;
+
+/** A page at least this long suggests more lines are waiting behind it. */
+const FULL_PAGE = 1000;
+
+export class LogTail {
+  constructor(options: LogTail.IOptions) {
+    this.jobId = options.jobId;
+    this.attempt = options.attempt ?? null;
+    this._maxLines = Math.max(options.maxLines ?? 500, 20);
+    this._chunk = Math.max(1, Math.min(options.chunk ?? 100, Math.floor(this._maxLines / 2)));
+    this._fetch =
+      options.fetch ??
+      ((after: number) =>
+        requestAPI<ILogPage>(
+          `jobs/${encodeURIComponent(this.jobId)}/logs${query({ attempt: this.attempt, after })}`
+        ));
+  }
+
+  readonly jobId: string;
+  /** The attempt shown, or null for every attempt in order. */
+  readonly attempt: number | null;
+
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  /** The lines in the window, oldest first. */
+  get lines(): readonly ILogLine[] {
+    return this._lines;
+  }
+
+  /** Whether lines before the window can be loaded. */
+  get hasOlder(): boolean {
+    return this._older.length > 0;
+  }
+
+  /** Whether the window ends at the newest line known. */
+  get atEnd(): boolean {
+    return this._atEnd;
+  }
+
+  /** Whether new lines are appended as they arrive (the view is scrolled to the end). */
+  get following(): boolean {
+    return this._following;
+  }
+
+  get finished(): boolean {
+    return this._finished;
+  }
+
+  get loading(): boolean {
+    return this._busy;
+  }
+
+  get error(): string | null {
+    return this._error;
+  }
+
+  get isDisposed(): boolean {
+    return this._disposed;
+  }
+
+  dispose(): void {
+    if (this._disposed) {
+      return;
+    }
+    this._disposed = true;
+    Signal.clearData(this);
+  }
+
+  /** Load the tail of the log (reading forward through it, keeping only the window). */
+  start(): Promise<void> {
+    return this.fetchNewer();
+  }
+
+  /**
+   * Read lines after the window. Calls made while a read is running are folded into
+   * one more read after it, so a burst of change events costs at most two requests.
+   */
+  async fetchNewer(): Promise<void> {
+    if (this._disposed) {
+      return;
+    }
+    if (this._busy) {
+      this._again = true;
+      return;
+    }
+    if (this._started && !this._following) {
+      // The reader is scrolled up: leave the window alone and remember there is more.
+      if (this._atEnd) {
+        this._atEnd = false;
+        this._changed.emit();
+      }
+      return;
+    }
+    this._busy = true;
+    this._started = true;
+    try {
+      do {
+        this._again = false;
+        const catchingUp = !this._atEnd;
+        for (;;) {
+          const page = await this._fetch(this._endCursor());
+          if (this._disposed) {
+            return;
+          }
+          this._error = null;
+          this._finished = page.finished;
+          this._append(page.lines);
+          if (page.lines.length === 0) {
+            this._atEnd = true;
+            break;
+          }
+          if (!catchingUp && page.lines.length < FULL_PAGE) {
+            break;
+          }
+        }
+        this._changed.emit();
+      } while (this._again && !this._disposed);
+    } catch (error) {
+      this._error = (error as Error).message || String(error);
+      this._changed.emit();
+    } finally {
+      this._busy = false;
+    }
+  }
+
+  /** Load the chunk before the window; the window then drops lines at its end. */
+  async loadOlder(): Promise<void> {
+    if (this._disposed || this._busy || !this._older.length) {
+      return;
+    }
+    this._busy = true;
+    const cursor = this._older.pop() as number;
+    try {
+      const page = await this._fetch(cursor);
+      if (this._disposed) {
+        return;
+      }
+      const limit = this._beforeFirst;
+      const chunk = page.lines.filter(line => line.id <= limit);
+      this._lines = chunk.concat(this._lines);
+      this._beforeFirst = cursor;
+      if (this._lines.length > this._maxLines) {
+        this._lines = this._lines.slice(0, this._maxLines);
+        this._atEnd = false;
+        this._following = false;
+      }
+      this._error = null;
+    } catch (error) {
+      this._older.push(cursor);
+      this._error = (error as Error).message || String(error);
+    } finally {
+      this._busy = false;
+    }
+    this._changed.emit();
+  }
+
+  /** The view reports whether it is scrolled to the end. */
+  setFollowing(value: boolean): void {
+    if (value === this._following) {
+      return;
+    }
+    this._following = value;
+    if (value && !this._atEnd) {
+      void this.fetchNewer();
+    }
+  }
+
+  private _endCursor(): number {
+    return this._lines.length ? this._lines[this._lines.length - 1].id : this._beforeFirst;
+  }
+
+  private _append(lines: ILogLine[]): void {
+    if (!lines.length) {
+      return;
+    }
+    this._lines = this._lines.concat(lines);
+    // Drop whole chunks so each remembered cursor reloads exactly one chunk.
+    let drop = 0;
+    while (this._lines.length - drop > this._maxLines) {
+      this._older.push(this._beforeFirst);
+      drop += this._chunk;
+      this._beforeFirst = this._lines[drop - 1].id;
+    }
+    if (drop) {
+      this._lines = this._lines.slice(drop);
+    }
+  }
+
+  private _fetch: LogFetcher;
+  private _maxLines: number;
+  private _chunk: number;
+  private _lines: ILogLine[] = [];
+  /** Cursor before the window's first line (0: the log's start). */
+  private _beforeFirst = 0;
+  /** Cursors of dropped chunks; the last one is the chunk just before the window. */
+  private _older: number[] = [];
+  private _atEnd = false;
+  private _following = true;
+  private _finished = false;
+  private _started = false;
+  private _busy = false;
+  private _again = false;
+  private _error: string | null = null;
+  private _disposed = false;
+  private _changed = new Signal<this, void>(this);
+}
+
+export namespace LogTail {
+  export interface IOptions {
+    jobId: string;
+    attempt?: number | null;
+    /** Lines kept in the window (and so in the DOM). */
+    maxLines?: number;
+    /** Lines dropped or reloaded at a time when scrolling through a long log. */
+    chunk?: number;
+    fetch?: LogFetcher;
+  }
+}

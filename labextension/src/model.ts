@@ -1,0 +1,917 @@
+/**
+ * JobsModel: everything the panel knows, and how it learns it.
+ *
+ * State arrives through the push channel (`events/ws`); each change either patches
+ * what is shown (progress, state) or schedules a coalesced re-read of the current
+ * page. When the socket cannot be opened, the model polls the list instead, backing
+ * off while nothing changes and not at all while the panel is hidden.
+ *
+ * Views read the getters and listen to the signals; they never fetch by themselves.
+ */
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+import { IDisposable } from '@lumino/disposable';
+import { ISignal, Signal } from '@lumino/signaling';
+
+import { toSeconds } from './format';
+import { LogTail } from './logs';
+import { API_PATH, query, requestAPI } from './request';
+import {
+  ACTIVE_STATES,
+  IChange,
+  ICluster,
+  IJob,
+  IJobDetail,
+  IJobList,
+  TERMINAL_STATES
+} from './types';
+
+export type SortKey = 'submitted' | 'priority';
+
+export interface IQuery {
+  /** `all`, `active` or one job state. */
+  state: string;
+  /** Empty for every user. */
+  user: string;
+  /** Case-insensitive text matched against job names and ids. */
+  search: string;
+  sort: SortKey;
+  /** Zero-based page. */
+  page: number;
+}
+
+/** How changes reach the panel. */
+export type Connection = 'connecting' | 'live' | 'polling';
+
+/** A job of interest that reached a state worth telling the user about. */
+export interface IJobNotice {
+  job: IJob;
+  state: 'succeeded' | 'failed' | 'cancelled' | 'retrying';
+}
+
+/** The API's own cap on `limit`. */
+const MAX_LIMIT = 1000;
+/** The first socket carries only changes from now on; the list read that follows covers the past. */
+const LIVE_ONLY = Number.MAX_SAFE_INTEGER;
+const MINE_KEY = 'jupyter-trainorch:mine-user';
+const CLUSTER_MS = 15000;
+/** A job whose creation is this close to its first change is a new submission. */
+const NEW_JOB_S = 10;
+/** How long after a `%%train` cell runs its job is expected to appear. */
+const EXPECT_MS = 60000;
+
+export class JobsModel implements IDisposable {
+  constructor(options: JobsModel.IOptions = {}) {
+    this._serverSettings = options.serverSettings ?? ServerConnection.makeSettings();
+    this.pageSize = options.pageSize ?? 100;
+    this._refreshInterval = Math.max(1, options.refreshInterval ?? 5);
+    this._query = {
+      state: options.stateFilter ?? 'all',
+      user: '',
+      search: '',
+      sort: 'submitted',
+      page: 0
+    };
+    try {
+      this._mineUser = window.localStorage.getItem(MINE_KEY) ?? '';
+    } catch {
+      this._mineUser = '';
+    }
+    document.addEventListener('visibilitychange', this._onVisibility);
+  }
+
+  readonly pageSize: number;
+
+  // -- signals ---------------------------------------------------------------------
+
+  /** The page of jobs, its total or the query changed. */
+  get listChanged(): ISignal<this, void> {
+    return this._listChanged;
+  }
+
+  get clusterChanged(): ISignal<this, void> {
+    return this._clusterChanged;
+  }
+
+  /** The selected job, its detail or its log tail changed. */
+  get detailChanged(): ISignal<this, void> {
+    return this._detailChanged;
+  }
+
+  get connectionChanged(): ISignal<this, Connection> {
+    return this._connectionChanged;
+  }
+
+  /** A job submitted or acted on from here finished, failed or is being retried. */
+  get notice(): ISignal<this, IJobNotice> {
+    return this._notice;
+  }
+
+  // -- state -------------------------------------------------------------------------
+
+  get jobs(): readonly IJob[] {
+    return this._jobs;
+  }
+
+  get total(): number {
+    return this._total;
+  }
+
+  get pageCount(): number {
+    return Math.max(1, Math.ceil(this._total / this.pageSize));
+  }
+
+  /** True when a search or priority sort only covers the newest MAX_LIMIT jobs. */
+  get capped(): boolean {
+    return this._capped;
+  }
+
+  get query(): Readonly<IQuery> {
+    return this._query;
+  }
+
+  get loading(): boolean {
+    return this._listBusy;
+  }
+
+  get error(): string | null {
+    return this._error;
+  }
+
+  get cluster(): ICluster | null {
+    return this._cluster;
+  }
+
+  get connection(): Connection {
+    return this._connection;
+  }
+
+  get selectedId(): string | null {
+    return this._selectedId;
+  }
+
+  get detail(): IJobDetail | null {
+    return this._detail;
+  }
+
+  get detailError(): string | null {
+    return this._detailError;
+  }
+
+  get logTail(): LogTail | null {
+    return this._logTail;
+  }
+
+  /** The user of the newest job submitted from this browser, if any was seen. */
+  get mineUser(): string {
+    return this._mineUser;
+  }
+
+  get visible(): boolean {
+    return this._visible && document.visibilityState !== 'hidden';
+  }
+
+  get isDisposed(): boolean {
+    return this._disposed;
+  }
+
+  /** Server time in epoch seconds, corrected by the clock skew seen on the socket. */
+  serverNow(): number {
+    return Date.now() / 1000 + (this._clockOffset ?? 0);
+  }
+
+  // -- life cycle --------------------------------------------------------------------
+
+  /** Open the push channel and read the first page. */
+  start(): void {
+    if (this._started || this._disposed) {
+      return;
+    }
+    this._started = true;
+    this._connect();
+    void this.refresh();
+    // Workers come and go without job changes (adaptive scaling): re-read the strip now and then.
+    this._clusterInterval = window.setInterval(() => {
+      if (this.visible) {
+        this._scheduleCluster();
+      }
+    }, CLUSTER_MS);
+  }
+
+  dispose(): void {
+    if (this._disposed) {
+      return;
+    }
+    this._disposed = true;
+    document.removeEventListener('visibilitychange', this._onVisibility);
+    window.clearInterval(this._clusterInterval);
+    this._clearTimer('_refreshTimer');
+    this._clearTimer('_pollTimer');
+    this._clearTimer('_reconnectTimer');
+    this._clearTimer('_detailTimer');
+    this._clearTimer('_clusterTimer');
+    if (this._socket) {
+      this._socket.onclose = null;
+      this._socket.close();
+      this._socket = null;
+    }
+    this._logTail?.dispose();
+    Signal.clearData(this);
+  }
+
+  /** The panel tells the model whether anyone can see it. */
+  setVisible(visible: boolean): void {
+    if (this._visible === visible) {
+      return;
+    }
+    this._visible = visible;
+    this._visibilityChanged();
+  }
+
+  setRefreshInterval(seconds: number): void {
+    this._refreshInterval = Math.max(1, seconds || 5);
+    this._pollDelay = this._refreshInterval * 1000;
+    if (this._connection === 'polling') {
+      this._schedulePoll();
+    }
+  }
+
+  // -- queries -----------------------------------------------------------------------
+
+  setQuery(changes: Partial<IQuery>): void {
+    const next = { ...this._query, ...changes };
+    if (!('page' in changes)) {
+      next.page = 0;
+    }
+    next.page = Math.max(0, next.page);
+    if (JSON.stringify(next) === JSON.stringify(this._query)) {
+      return;
+    }
+    this._query = next;
+    this._listChanged.emit();
+    void this.refresh();
+  }
+
+  /**
+   * Re-read the current page and the cluster; calls made meanwhile share one more
+   * read. Resolves to whether the list could be read (the error is in `error`).
+   */
+  async refresh(): Promise<boolean> {
+    this._clearTimer('_refreshTimer');
+    if (this._listPromise) {
+      this._listAgain = true;
+      return this._listPromise;
+    }
+    this._listBusy = true;
+    this._listPromise = this._refreshLoop();
+    try {
+      return await this._listPromise;
+    } finally {
+      this._listBusy = false;
+      this._listPromise = null;
+    }
+  }
+
+  // -- selection ---------------------------------------------------------------------
+
+  /** Show one job's detail and log (null closes the detail). */
+  select(id: string | null): void {
+    if (id === this._selectedId) {
+      return;
+    }
+    this._selectedId = id;
+    this._detail = null;
+    this._detailError = null;
+    this._setLogTail(id ? new LogTail({ jobId: id }) : null);
+    this._detailChanged.emit();
+    this._listChanged.emit();
+    if (id) {
+      void this._loadDetail();
+    }
+  }
+
+  /** Show one attempt's log, or null for all attempts. */
+  selectAttempt(attempt: number | null): void {
+    if (!this._selectedId || (this._logTail && this._logTail.attempt === attempt)) {
+      return;
+    }
+    this._setLogTail(new LogTail({ jobId: this._selectedId, attempt }));
+    this._detailChanged.emit();
+  }
+
+  // -- actions -------------------------------------------------------------------------
+
+  async cancel(id: string): Promise<IJob> {
+    this.watch(id);
+    return this._apply(
+      await requestAPI<IJobDetail>(this._jobPath(id), { method: 'DELETE' }, this._serverSettings)
+    );
+  }
+
+  async retry(id: string): Promise<IJob> {
+    this.watch(id);
+    return this._apply(
+      await requestAPI<IJobDetail>(
+        `${this._jobPath(id)}/retry`,
+        { method: 'POST' },
+        this._serverSettings
+      )
+    );
+  }
+
+  async setPriority(id: string, priority: string): Promise<IJob> {
+    this.watch(id);
+    return this._apply(
+      await requestAPI<IJobDetail>(
+        this._jobPath(id),
+        { method: 'PATCH', body: JSON.stringify({ priority }) },
+        this._serverSettings
+      )
+    );
+  }
+
+  /** The job with its rendered spec (for clone-to-cell and the commands). */
+  getJob(id: string): Promise<IJobDetail> {
+    return requestAPI<IJobDetail>(this._jobPath(id), {}, this._serverSettings);
+  }
+
+  /** A job found on the current page or in the detail view, without a request. */
+  findJob(id: string): IJob | null {
+    if (this._detail && this._detail.id === id) {
+      return this._detail;
+    }
+    return this._jobs.find(job => job.id === id) ?? null;
+  }
+
+  /**
+   * A `%%train` cell was run in this browser: the next new job is taken as submitted
+   * from here (it is watched, and its user becomes "mine").
+   */
+  expectSubmission(): void {
+    const now = Date.now();
+    this._expected = this._expected.filter(t => now - t < EXPECT_MS);
+    this._expected.push(now);
+  }
+
+  /** Tell the user when this job ends (it was submitted or acted on from here). */
+  watch(id: string): void {
+    this._watched.add(id);
+  }
+
+  isWatched(id: string): boolean {
+    return this._watched.has(id);
+  }
+
+  // -- list ------------------------------------------------------------------------------
+
+  private async _refreshLoop(): Promise<boolean> {
+    let ok = false;
+    do {
+      this._listAgain = false;
+      this._lastListRead = Date.now();
+      [ok] = await Promise.all([this._loadList(), this._loadCluster()]);
+    } while (this._listAgain && !this._disposed);
+    return ok;
+  }
+
+  private async _loadList(): Promise<boolean> {
+    const q = this._query;
+    const state = q.state === 'all' ? '' : q.state === 'active' ? ACTIVE_STATES.join(',') : q.state;
+    const local = q.search.trim() !== '' || q.sort !== 'submitted';
+    const params = {
+      state,
+      user: q.user.trim(),
+      limit: local ? MAX_LIMIT : this.pageSize,
+      offset: local ? 0 : q.page * this.pageSize
+    };
+    try {
+      const result = await requestAPI<IJobList>(`jobs${query(params)}`, {}, this._serverSettings);
+      if (this._disposed || q !== this._query) {
+        return true;
+      }
+      let jobs = result.jobs;
+      let total = result.total;
+      this._capped = false;
+      if (local) {
+        // The API has no search or priority order: apply them to the newest jobs it returns.
+        this._capped = result.total > result.jobs.length;
+        const needle = q.search.trim().toLowerCase();
+        if (needle) {
+          jobs = jobs.filter(
+            job => job.name.toLowerCase().includes(needle) || job.id.toLowerCase().includes(needle)
+          );
+        }
+        if (!jobs.length && this._capped && /^[A-Za-z0-9_-]{6,}$/.test(q.search.trim())) {
+          // Beyond the newest jobs an exact id can still be found.
+          const found = await this._lookup(q.search.trim());
+          if (this._disposed || q !== this._query) {
+            return true;
+          }
+          if (
+            found &&
+            (!state || state.split(',').includes(found.state)) &&
+            (!params.user || found.user === params.user)
+          ) {
+            jobs = [found];
+          }
+        }
+        if (q.sort === 'priority') {
+          jobs = jobs
+            .map((job, index) => ({ job, index }))
+            .sort((a, b) => b.job.priority - a.job.priority || a.index - b.index)
+            .map(item => item.job);
+        }
+        total = jobs.length;
+        const start = q.page * this.pageSize;
+        jobs = jobs.slice(start, start + this.pageSize);
+      }
+      if (!jobs.length && q.page > 0 && total > 0) {
+        // The page emptied under us (jobs removed or filter narrowed): go to the last one.
+        this._query = { ...q, page: Math.max(0, Math.ceil(total / this.pageSize) - 1) };
+        this._listAgain = true;
+        return true;
+      }
+      for (const job of jobs) {
+        this._known.add(job.id);
+      }
+      this._jobs = jobs;
+      this._total = total;
+      this._error = null;
+      this._stale = false;
+      this._listChanged.emit();
+      return true;
+    } catch (error) {
+      if (!this._disposed) {
+        this._error = (error as Error).message || String(error);
+        this._listChanged.emit();
+      }
+      return false;
+    }
+  }
+
+  private async _lookup(id: string): Promise<IJob | null> {
+    try {
+      return await this.getJob(id);
+    } catch {
+      return null;
+    }
+  }
+
+  private async _loadCluster(): Promise<void> {
+    try {
+      const cluster = await requestAPI<ICluster>('cluster', {}, this._serverSettings);
+      if (this._disposed) {
+        return;
+      }
+      this._cluster = cluster;
+      this._clusterChanged.emit();
+    } catch {
+      // The list read reports connection problems; an absent strip says the rest.
+    }
+    this._lastClusterRead = Date.now();
+  }
+
+  /** Re-read the list soon, folding bursts of changes into one request. */
+  private _scheduleRefresh(): void {
+    if (!this.visible) {
+      this._stale = true;
+      return;
+    }
+    if (this._refreshTimer !== null) {
+      return;
+    }
+    const local = this._query.search.trim() !== '' || this._query.sort !== 'submitted';
+    const gap = local ? 2000 : 500;
+    const wait = Math.max(150, this._lastListRead + gap - Date.now());
+    this._refreshTimer = window.setTimeout(() => {
+      this._refreshTimer = null;
+      void this.refresh();
+    }, wait);
+  }
+
+  private _scheduleCluster(): void {
+    if (!this.visible || this._clusterTimer !== null) {
+      return;
+    }
+    const wait = Math.max(200, this._lastClusterRead + 1000 - Date.now());
+    this._clusterTimer = window.setTimeout(() => {
+      this._clusterTimer = null;
+      void this._loadCluster();
+    }, wait);
+  }
+
+  // -- detail ------------------------------------------------------------------------------
+
+  private async _loadDetail(): Promise<void> {
+    const id = this._selectedId;
+    if (!id) {
+      return;
+    }
+    try {
+      const detail = await this.getJob(id);
+      if (this._disposed || id !== this._selectedId) {
+        return;
+      }
+      this._known.add(id);
+      const previous = this._detail;
+      this._detail = detail;
+      this._detailError = null;
+      this._patchList(detail);
+      if (previous && previous.attempts.length !== detail.attempts.length) {
+        void this._logTail?.fetchNewer();
+      }
+    } catch (error) {
+      if (id !== this._selectedId) {
+        return;
+      }
+      this._detailError = (error as Error).message || String(error);
+    }
+    this._detailChanged.emit();
+  }
+
+  private _scheduleDetail(): void {
+    if (this._detailTimer !== null || !this._selectedId) {
+      return;
+    }
+    this._detailTimer = window.setTimeout(() => {
+      this._detailTimer = null;
+      void this._loadDetail();
+    }, 200);
+  }
+
+  private _setLogTail(tail: LogTail | null): void {
+    this._logTail?.dispose();
+    this._logTail = tail;
+    if (tail) {
+      void tail.start();
+    }
+  }
+
+  // -- push channel --------------------------------------------------------------------------
+
+  private _connect(): void {
+    if (this._disposed) {
+      return;
+    }
+    const settings = this._serverSettings;
+    const after = this._lastSeq > 0 ? this._lastSeq : LIVE_ONLY;
+    let url = URLExt.join(settings.wsUrl, API_PATH, 'events/ws') + `?after=${after}`;
+    if (settings.token) {
+      url += `&token=${encodeURIComponent(settings.token)}`;
+    }
+    let socket: WebSocket;
+    try {
+      socket = new settings.WebSocket(url);
+    } catch {
+      this._socketLost();
+      return;
+    }
+    this._socket = socket;
+    socket.onopen = () => {
+      this._reconnectAttempts = 0;
+      this._setConnection('live');
+      this._clearTimer('_pollTimer');
+      // Whatever happened while the socket was down is in the list, not in the replay.
+      if (this._reconnected) {
+        this._scheduleRefresh();
+        this._scheduleDetail();
+        void this._logTail?.fetchNewer();
+      }
+      this._reconnected = true;
+    };
+    socket.onmessage = event => {
+      let change: IChange;
+      try {
+        change = JSON.parse(String(event.data));
+      } catch {
+        return;
+      }
+      this._onChange(change);
+    };
+    socket.onclose = () => {
+      if (this._socket === socket) {
+        this._socket = null;
+        this._socketLost();
+      }
+    };
+  }
+
+  private _socketLost(): void {
+    if (this._disposed) {
+      return;
+    }
+    this._setConnection('polling');
+    this._pollDelay = this._refreshInterval * 1000;
+    this._schedulePoll();
+    const delay = Math.min(30000, 1000 * 2 ** this._reconnectAttempts) * (0.75 + Math.random() / 2);
+    this._reconnectAttempts = Math.min(this._reconnectAttempts + 1, 10);
+    this._clearTimer('_reconnectTimer');
+    this._reconnectTimer = window.setTimeout(() => {
+      this._reconnectTimer = null;
+      this._connect();
+    }, delay);
+  }
+
+  private _onChange(change: IChange): void {
+    if (typeof change.seq !== 'number' || !change.job_id) {
+      return;
+    }
+    // A lower sequence number means the server restarted its feed.
+    this._lastSeq = change.seq;
+    if (typeof change.time === 'number') {
+      const offset = change.time - Date.now() / 1000;
+      // Replayed changes are old; the freshest message gives the best estimate.
+      if (this._clockOffset === null || offset > this._clockOffset) {
+        this._clockOffset = offset;
+      }
+    }
+    const id = change.job_id;
+    const selected = id === this._selectedId;
+    if (change.kind === 'progress' && change.progress) {
+      const job = this._jobs.find(j => j.id === id);
+      if (job) {
+        job.progress = change.progress;
+        this._emitListSoon();
+      }
+      if (selected && this._detail) {
+        this._detail.progress = change.progress;
+        this._detailChanged.emit();
+      }
+      return;
+    }
+    if (change.kind === 'logs') {
+      if (selected && this._logTail) {
+        if (this._logTail.attempt === null || this._logTail.attempt === change.attempt) {
+          void this._logTail.fetchNewer();
+        }
+      }
+      return;
+    }
+    if (change.kind !== 'job') {
+      return;
+    }
+    const job = this._jobs.find(j => j.id === id);
+    if (job && change.state) {
+      job.state = change.state;
+      if (typeof change.priority === 'number') {
+        job.priority = change.priority;
+      }
+      this._emitListSoon();
+    }
+    this._scheduleRefresh();
+    this._scheduleCluster();
+    if (selected) {
+      this._scheduleDetail();
+    }
+    this._track(change);
+  }
+
+  /** Notice new submissions, and tell about the jobs of interest that end. */
+  private _track(change: IChange): void {
+    const id = change.job_id;
+    const state = change.state;
+    if (!state) {
+      return;
+    }
+    const fresh =
+      (state === 'queued' || state === 'pending') &&
+      change.priority === undefined &&
+      !this._known.has(id) &&
+      !this._watched.has(id);
+    this._known.add(id);
+    if (fresh) {
+      // Retries and re-queues also say `queued`: a new job was created when the change was
+      // published (both are server times), an old one long before.
+      const visible = this.visible;
+      void this.getJob(id)
+        .then(job => {
+          const created = toSeconds(job.created);
+          if (created === null || Math.abs(change.time - created) > NEW_JOB_S) {
+            return;
+          }
+          const now = Date.now();
+          this._expected = this._expected.filter(t => now - t < EXPECT_MS);
+          if (this._expected.length) {
+            this._expected.shift();
+            this.watch(id);
+            this._setMineUser(job.user);
+          } else if (visible) {
+            // Submitted elsewhere (a terminal, a script) while the panel was in view.
+            this.watch(id);
+            if (!this._mineUser) {
+              this._setMineUser(job.user);
+            }
+          }
+        })
+        .catch(() => undefined);
+      return;
+    }
+    if (!this._watched.has(id)) {
+      return;
+    }
+    if (state !== 'retrying' && !TERMINAL_STATES.has(state)) {
+      return;
+    }
+    void this.getJob(id)
+      .then(job => {
+        const key = `${job.state}:${job.attempts.length}`;
+        if (this._notified.get(id) === key) {
+          return;
+        }
+        this._notified.set(id, key);
+        if (job.state === 'retrying' || TERMINAL_STATES.has(job.state)) {
+          this._notice.emit({ job, state: job.state as IJobNotice['state'] });
+        }
+      })
+      .catch(() => undefined);
+  }
+
+  private _setMineUser(user: string): void {
+    if (!user || user === this._mineUser) {
+      return;
+    }
+    this._mineUser = user;
+    try {
+      window.localStorage.setItem(MINE_KEY, user);
+    } catch {
+      // Private windows may refuse storage; the name still holds for this page.
+    }
+    this._listChanged.emit();
+  }
+
+  /** Coalesce many small patches (progress from many jobs) into one render. */
+  private _emitListSoon(): void {
+    if (this._emitPending) {
+      return;
+    }
+    this._emitPending = true;
+    // A timer, not an animation frame: frames stop in background tabs, and the
+    // list should be current when the user comes back.
+    window.setTimeout(() => {
+      this._emitPending = false;
+      if (!this._disposed) {
+        this._listChanged.emit();
+      }
+    }, 100);
+  }
+
+  // -- fallback polling ------------------------------------------------------------------------
+
+  private _schedulePoll(): void {
+    this._clearTimer('_pollTimer');
+    if (this._disposed || this._connection !== 'polling' || !this.visible) {
+      return;
+    }
+    this._pollTimer = window.setTimeout(() => {
+      this._pollTimer = null;
+      void this._poll();
+    }, this._pollDelay);
+  }
+
+  private async _poll(): Promise<void> {
+    const base = this._refreshInterval * 1000;
+    const before = this._signature();
+    const ok = await this.refresh();
+    if (this._selectedId) {
+      await this._loadDetail();
+      if (this._logTail && !this._logTail.finished) {
+        await this._logTail.fetchNewer();
+      }
+    }
+    if (!ok) {
+      this._pollDelay = Math.min(this._pollDelay * 2, Math.max(base * 12, 60000));
+    } else {
+      // Nothing moved: ask less often, up to six times the configured interval.
+      this._pollDelay =
+        this._signature() === before ? Math.min(this._pollDelay * 1.5, base * 6) : base;
+    }
+    this._schedulePoll();
+  }
+
+  private _signature(): string {
+    const parts = this._jobs.map(
+      job => `${job.id}:${job.state}:${job.priority}:${job.progress?.step}:${job.attempts.length}`
+    );
+    return `${this._total}|${parts.join(',')}`;
+  }
+
+  // -- helpers ----------------------------------------------------------------------------------
+
+  private _visibilityChanged(): void {
+    if (this.visible) {
+      if (this._stale) {
+        void this.refresh();
+      }
+      if (this._connection === 'polling') {
+        this._pollDelay = this._refreshInterval * 1000;
+        this._schedulePoll();
+      }
+    } else {
+      this._clearTimer('_pollTimer');
+    }
+  }
+
+  private _onVisibility = (): void => {
+    this._visibilityChanged();
+  };
+
+  private _setConnection(connection: Connection): void {
+    if (this._connection !== connection) {
+      this._connection = connection;
+      this._connectionChanged.emit(connection);
+    }
+  }
+
+  /** Put a job returned by an action into the list and the detail at once. */
+  private _apply(job: IJobDetail): IJob {
+    this._patchList(job);
+    if (job.id === this._selectedId) {
+      this._detail = job;
+      this._detailChanged.emit();
+    }
+    this._scheduleRefresh();
+    return job;
+  }
+
+  private _patchList(job: IJob): void {
+    const index = this._jobs.findIndex(j => j.id === job.id);
+    if (index >= 0) {
+      const copy = this._jobs.slice();
+      copy[index] = job;
+      this._jobs = copy;
+      this._listChanged.emit();
+    }
+  }
+
+  private _jobPath(id: string): string {
+    return `jobs/${encodeURIComponent(id)}`;
+  }
+
+  private _clearTimer(
+    name: '_refreshTimer' | '_pollTimer' | '_reconnectTimer' | '_detailTimer' | '_clusterTimer'
+  ): void {
+    const timer = this[name];
+    if (timer !== null) {
+      window.clearTimeout(timer);
+      this[name] = null;
+    }
+  }
+
+  private _serverSettings: ServerConnection.ISettings;
+  private _refreshInterval: number;
+  private _pollDelay = 5000;
+  private _query: IQuery;
+  private _jobs: IJob[] = [];
+  private _total = 0;
+  private _capped = false;
+  private _error: string | null = null;
+  private _cluster: ICluster | null = null;
+  private _connection: Connection = 'connecting';
+  private _socket: WebSocket | null = null;
+  private _lastSeq = 0;
+  private _reconnectAttempts = 0;
+  private _reconnected = false;
+  private _clockOffset: number | null = null;
+  private _selectedId: string | null = null;
+  private _detail: IJobDetail | null = null;
+  private _detailError: string | null = null;
+  private _logTail: LogTail | null = null;
+  private _known = new Set<string>();
+  private _watched = new Set<string>();
+  private _notified = new Map<string, string>();
+  private _mineUser: string;
+  private _expected: number[] = [];
+  private _visible = false;
+  private _stale = false;
+  private _started = false;
+  private _disposed = false;
+  private _listBusy = false;
+  private _listAgain = false;
+  private _listPromise: Promise<boolean> | null = null;
+  private _lastListRead = 0;
+  private _lastClusterRead = 0;
+  private _emitPending = false;
+  private _refreshTimer: number | null = null;
+  private _pollTimer: number | null = null;
+  private _reconnectTimer: number | null = null;
+  private _detailTimer: number | null = null;
+  private _clusterTimer: number | null = null;
+  private _clusterInterval = 0;
+  private _listChanged = new Signal<this, void>(this);
+  private _clusterChanged = new Signal<this, void>(this);
+  private _detailChanged = new Signal<this, void>(this);
+  private _connectionChanged = new Signal<this, Connection>(this);
+  private _notice = new Signal<this, IJobNotice>(this);
+}
+
+export namespace JobsModel {
+  export interface IOptions {
+    serverSettings?: ServerConnection.ISettings;
+    /** Jobs per page of the list (the only ones rendered). */
+    pageSize?: number;
+    /** Seconds between list reads when the socket is unavailable. */
+    refreshInterval?: number;
+    /** Initial state filter: `all`, `active` or a job state. */
+    stateFilter?: string;
+  }
+}

@@ -1,0 +1,1092 @@
+/**
+ * The sidebar's views. They render what JobsModel holds and hand user actions to
+ * IJobActions (implemented by the plugin as commands); they fetch nothing themselves.
+ *
+ * Everything from the server (log lines, names, errors, params) goes into React text
+ * nodes, never into HTML.
+ */
+import {
+  Button,
+  HTMLSelect,
+  ReactWidget,
+  closeIcon,
+  copyIcon,
+  launchIcon,
+  refreshIcon,
+  runIcon,
+  stopIcon
+} from '@jupyterlab/ui-components';
+import { Message } from '@lumino/messaging';
+import { ISignal } from '@lumino/signaling';
+import * as React from 'react';
+
+import {
+  attemptsText,
+  currentAttempt,
+  elapsedSeconds,
+  etaSeconds,
+  formatBytes,
+  formatDuration,
+  formatTime,
+  gpusHeld,
+  priorityLabel,
+  progressFraction,
+  stepText
+} from './format';
+import { trainorchIcon } from './icon';
+import { LogTail } from './logs';
+import { Connection, JobsModel } from './model';
+import {
+  IAttempt,
+  ICluster,
+  IJob,
+  IJobDetail,
+  JOB_STATES,
+  PRIORITY_CLASSES,
+  REPRIORITISABLE_STATES,
+  TERMINAL_STATES
+} from './types';
+
+/** What the buttons do; the plugin implements it with its commands. */
+export interface IJobActions {
+  cancel(id: string): void;
+  retry(id: string): void;
+  clone(id: string): void;
+  setPriority(id: string, priority: string): void;
+  refresh(): void;
+}
+
+export const PANEL_ID = 'trainorch-panel';
+
+/** The left-sidebar widget: cluster strip, filters, the job list and one job's detail. */
+export class TrainorchPanel extends ReactWidget {
+  constructor(options: TrainorchPanel.IOptions) {
+    super();
+    this.model = options.model;
+    this._actions = options.actions;
+    this.id = PANEL_ID;
+    this.addClass('trainorch-panel');
+    this.title.icon = trainorchIcon;
+    this.title.caption = 'Training jobs';
+  }
+
+  readonly model: JobsModel;
+
+  protected render(): JSX.Element {
+    return <PanelView model={this.model} actions={this._actions} />;
+  }
+
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    this.model.setVisible(true);
+  }
+
+  protected onAfterHide(msg: Message): void {
+    super.onAfterHide(msg);
+    this.model.setVisible(false);
+  }
+
+  private _actions: IJobActions;
+}
+
+export namespace TrainorchPanel {
+  export interface IOptions {
+    model: JobsModel;
+    actions: IJobActions;
+  }
+}
+
+// -- hooks ---------------------------------------------------------------------------
+
+/** Re-render when `signal` fires. */
+function useSignal(signal: ISignal<unknown, unknown>): void {
+  const [, setCount] = React.useState(0);
+  React.useEffect(() => {
+    const slot = (): void => setCount(count => count + 1);
+    signal.connect(slot);
+    return () => {
+      signal.disconnect(slot);
+    };
+  }, [signal]);
+}
+
+/** Re-render every second while `active`, so elapsed times and ETAs move. */
+function useTick(active: boolean): void {
+  const [, setCount] = React.useState(0);
+  React.useEffect(() => {
+    if (!active) {
+      return;
+    }
+    const timer = window.setInterval(() => setCount(count => count + 1), 1000);
+    return () => window.clearInterval(timer);
+  }, [active]);
+}
+
+/** A text input that reports its value once typing pauses. */
+function DebouncedInput(props: {
+  value: string;
+  onChange: (value: string) => void;
+  placeholder: string;
+  className: string;
+  title?: string;
+}): JSX.Element {
+  const { value, onChange } = props;
+  const [text, setText] = React.useState(value);
+  React.useEffect(() => setText(value), [value]);
+  React.useEffect(() => {
+    if (text === value) {
+      return;
+    }
+    const timer = window.setTimeout(() => onChange(text), 300);
+    return () => window.clearTimeout(timer);
+  }, [text, value, onChange]);
+  return (
+    <input
+      type="search"
+      className={`jp-mod-styled trainorch-input ${props.className}`}
+      placeholder={props.placeholder}
+      title={props.title}
+      value={text}
+      onChange={event => setText(event.target.value)}
+      onKeyDown={event => {
+        if (event.key === 'Enter') {
+          onChange(text);
+        }
+      }}
+    />
+  );
+}
+
+function stop(event: React.SyntheticEvent): void {
+  event.stopPropagation();
+}
+
+// -- panel -----------------------------------------------------------------------------
+
+function PanelView(props: { model: JobsModel; actions: IJobActions }): JSX.Element {
+  const { model, actions } = props;
+  return (
+    <div className="trainorch-root">
+      <Header model={model} actions={actions} />
+      <ClusterStrip model={model} />
+      <Filters model={model} />
+      <JobList model={model} actions={actions} />
+      <DetailSlot model={model} actions={actions} />
+    </div>
+  );
+}
+
+/** Re-renders with the detail alone, so a busy job's progress leaves the list be. */
+function DetailSlot(props: { model: JobsModel; actions: IJobActions }): JSX.Element | null {
+  useSignal(props.model.detailChanged);
+  return props.model.selectedId ? <JobDetail model={props.model} actions={props.actions} /> : null;
+}
+
+const CONNECTION_TEXT: Record<Connection, string> = {
+  connecting: 'connecting…',
+  live: 'live',
+  polling: 'polling'
+};
+
+function Header(props: { model: JobsModel; actions: IJobActions }): JSX.Element {
+  const { model } = props;
+  useSignal(model.connectionChanged);
+  const connection = model.connection;
+  return (
+    <div className="trainorch-header">
+      <span className="trainorch-title">Training jobs</span>
+      <span
+        className={`trainorch-connection trainorch-connection-${connection}`}
+        title={
+          connection === 'live'
+            ? 'Changes arrive as they happen'
+            : connection === 'polling'
+              ? 'The live channel is unavailable: the list is read periodically while visible'
+              : 'Opening the live channel'
+        }
+      >
+        {CONNECTION_TEXT[connection]}
+      </span>
+      <Button
+        minimal
+        small
+        className="trainorch-icon-button"
+        data-action="refresh"
+        title="Refresh"
+        onClick={() => props.actions.refresh()}
+      >
+        <refreshIcon.react tag="span" />
+      </Button>
+    </div>
+  );
+}
+
+// -- cluster ----------------------------------------------------------------------------
+
+function ClusterStrip(props: { model: JobsModel }): JSX.Element {
+  const { model } = props;
+  useSignal(model.clusterChanged);
+  const cluster = model.cluster;
+  if (!cluster) {
+    return <div className="trainorch-cluster trainorch-cluster-empty">Cluster: not known yet</div>;
+  }
+  return (
+    <div className="trainorch-cluster" title={clusterTitle(cluster)}>
+      <span className="trainorch-cluster-item" data-field="workers">
+        <b>{cluster.workers.length}</b> {cluster.workers.length === 1 ? 'worker' : 'workers'}
+      </span>
+      <span className="trainorch-cluster-item" data-field="gpus">
+        GPUs <b>{cluster.gpus.busy}</b>/{cluster.gpus.total} busy
+      </span>
+      <span className="trainorch-cluster-item" data-field="queue">
+        queue <b>{cluster.queue_depth}</b>
+      </span>
+      {cluster.waiting_on_dependencies > 0 && (
+        <span className="trainorch-cluster-item" data-field="waiting">
+          waiting <b>{cluster.waiting_on_dependencies}</b>
+        </span>
+      )}
+      {cluster.dashboard && (
+        <a
+          className="trainorch-cluster-item trainorch-link"
+          href={cluster.dashboard}
+          target="_blank"
+          rel="noopener noreferrer"
+          data-field="dashboard"
+        >
+          Dask dashboard
+        </a>
+      )}
+    </div>
+  );
+}
+
+function clusterTitle(cluster: ICluster): string {
+  const lines = [`${cluster.kind ?? 'cluster'} ${cluster.address ?? ''}`.trim()];
+  for (const w of cluster.workers) {
+    const gpus = w.gpus.length ? `, GPUs free ${w.free_gpus.length}/${w.gpus.length}` : '';
+    lines.push(
+      `${w.name || w.address}: CPUs free ${w.free_cpus}/${w.cpus}${gpus}, ${w.running.length} running`
+    );
+  }
+  return lines.join('\n');
+}
+
+// -- filters -----------------------------------------------------------------------------
+
+function Filters(props: { model: JobsModel }): JSX.Element {
+  const { model } = props;
+  useSignal(model.listChanged);
+  const q = model.query;
+  const mine = model.mineUser;
+  const onUser = React.useCallback((user: string) => model.setQuery({ user }), [model]);
+  const onSearch = React.useCallback((search: string) => model.setQuery({ search }), [model]);
+  const stateOptions = [
+    { value: 'all', label: 'All states' },
+    { value: 'active', label: 'Active' },
+    ...JOB_STATES.map(s => ({ value: s, label: s }))
+  ];
+  return (
+    <div className="trainorch-filters">
+      <div className="trainorch-filter-row">
+        <HTMLSelect
+          className="trainorch-filter-state"
+          aria-label="State"
+          value={q.state}
+          options={stateOptions}
+          onChange={event => model.setQuery({ state: event.target.value })}
+        />
+        <HTMLSelect
+          className="trainorch-filter-sort"
+          aria-label="Sort"
+          value={q.sort}
+          options={[
+            { value: 'submitted', label: 'Newest first' },
+            { value: 'priority', label: 'Priority' }
+          ]}
+          onChange={event =>
+            model.setQuery({ sort: event.target.value as 'submitted' | 'priority' })
+          }
+        />
+      </div>
+      <div className="trainorch-filter-row">
+        <div className="trainorch-segmented" role="group" aria-label="User">
+          <button
+            className={`trainorch-segment${q.user === '' ? ' trainorch-mod-active' : ''}`}
+            data-action="user-all"
+            onClick={() => model.setQuery({ user: '' })}
+          >
+            All
+          </button>
+          <button
+            className={`trainorch-segment${mine && q.user === mine ? ' trainorch-mod-active' : ''}`}
+            data-action="user-mine"
+            disabled={!mine}
+            title={
+              mine ? `Jobs of ${mine}` : 'No job submitted from this browser yet: type a user name'
+            }
+            onClick={() => model.setQuery({ user: mine })}
+          >
+            Mine
+          </button>
+        </div>
+        <DebouncedInput
+          className="trainorch-filter-user"
+          placeholder="user"
+          title="Show the jobs of this user"
+          value={q.user}
+          onChange={onUser}
+        />
+      </div>
+      <DebouncedInput
+        className="trainorch-filter-search"
+        placeholder="Search name or id"
+        value={q.search}
+        onChange={onSearch}
+      />
+    </div>
+  );
+}
+
+// -- list -----------------------------------------------------------------------------------
+
+function JobList(props: { model: JobsModel; actions: IJobActions }): JSX.Element {
+  const { model, actions } = props;
+  useSignal(model.listChanged);
+  const jobs = model.jobs;
+  useTick(model.visible && jobs.some(job => !TERMINAL_STATES.has(job.state)));
+  const now = model.serverNow();
+  const q = model.query;
+  const first = model.total ? q.page * model.pageSize + 1 : 0;
+  const last = Math.min(model.total, (q.page + 1) * model.pageSize);
+  return (
+    <div className="trainorch-list-section">
+      {model.error && (
+        <div className="trainorch-error" role="alert">
+          {model.error}
+        </div>
+      )}
+      <div className="trainorch-list" role="list">
+        {jobs.length === 0 && (
+          <div className="trainorch-empty">
+            {model.loading ? 'Loading…' : model.error ? '' : 'No jobs match.'}
+          </div>
+        )}
+        {jobs.map(job => (
+          <JobRow
+            key={job.id}
+            job={job}
+            now={now}
+            selected={job.id === model.selectedId}
+            model={model}
+            actions={actions}
+          />
+        ))}
+      </div>
+      <div className="trainorch-pager">
+        <Button
+          minimal
+          small
+          data-action="prev-page"
+          disabled={q.page <= 0}
+          onClick={() => model.setQuery({ page: q.page - 1 })}
+          title="Newer jobs"
+        >
+          ‹
+        </Button>
+        <span className="trainorch-pager-text">
+          {first}–{last} of {model.total}
+          {model.capped ? ' (of the newest 1000)' : ''}
+        </span>
+        <Button
+          minimal
+          small
+          data-action="next-page"
+          disabled={q.page + 1 >= model.pageCount}
+          onClick={() => model.setQuery({ page: q.page + 1 })}
+          title="Older jobs"
+        >
+          ›
+        </Button>
+      </div>
+    </div>
+  );
+}
+
+function ProgressBar(props: { job: IJob; now: number }): JSX.Element {
+  const { job, now } = props;
+  const fraction = progressFraction(job);
+  const step = stepText(job);
+  const eta = etaSeconds(job, now);
+  const parts: string[] = [];
+  if (step) {
+    parts.push(step);
+  }
+  if (fraction !== null) {
+    parts.push(`${Math.floor(fraction * 100)}%`);
+  }
+  if (eta !== null && eta > 0) {
+    parts.push(`ETA ${formatDuration(eta)}`);
+  }
+  const show = fraction !== null || step !== '';
+  return (
+    <div className="trainorch-progress" title={job.progress?.message ?? undefined}>
+      {show && (
+        <>
+          <div
+            className="trainorch-progress-bar"
+            role="progressbar"
+            aria-valuemin={0}
+            aria-valuemax={100}
+            aria-valuenow={fraction === null ? undefined : Math.round(fraction * 100)}
+          >
+            <div
+              className={`trainorch-progress-fill trainorch-progress-${job.state}`}
+              style={{ width: `${((fraction ?? 0) * 100).toFixed(1)}%` }}
+            />
+          </div>
+          <span className="trainorch-progress-text">{parts.join(' · ')}</span>
+        </>
+      )}
+    </div>
+  );
+}
+
+function StateChip(props: { state: string }): JSX.Element {
+  return <span className={`trainorch-state trainorch-state-${props.state}`}>{props.state}</span>;
+}
+
+function PrioritySelect(props: {
+  job: IJob;
+  actions: IJobActions;
+  className?: string;
+}): JSX.Element {
+  const { job, actions } = props;
+  const current = job.priority_class;
+  const options: { value: string; label: string }[] = PRIORITY_CLASSES.map(p => ({
+    value: p,
+    label: p
+  }));
+  if (!PRIORITY_CLASSES.includes(current as (typeof PRIORITY_CLASSES)[number])) {
+    options.push({ value: current, label: current });
+  }
+  return (
+    <HTMLSelect
+      className={`trainorch-priority-select ${props.className ?? ''}`}
+      data-action="priority"
+      title="Priority (can change until the job starts)"
+      value={current}
+      options={options}
+      onClick={stop}
+      onChange={event => actions.setPriority(job.id, event.target.value)}
+    />
+  );
+}
+
+function JobActions(props: { job: IJob; actions: IJobActions; open?: () => void }): JSX.Element {
+  const { job, actions } = props;
+  const terminal = TERMINAL_STATES.has(job.state);
+  return (
+    <span className="trainorch-actions" onClick={stop}>
+      {props.open && (
+        <Button
+          minimal
+          small
+          className="trainorch-icon-button"
+          data-action="open"
+          title="Details and log"
+          onClick={props.open}
+        >
+          <launchIcon.react tag="span" />
+        </Button>
+      )}
+      {!terminal && (
+        <Button
+          minimal
+          small
+          className="trainorch-icon-button"
+          data-action="cancel"
+          title="Cancel"
+          onClick={() => actions.cancel(job.id)}
+        >
+          <stopIcon.react tag="span" />
+        </Button>
+      )}
+      {(job.state === 'failed' || job.state === 'cancelled') && (
+        <Button
+          minimal
+          small
+          className="trainorch-icon-button"
+          data-action="retry"
+          title="Retry"
+          onClick={() => actions.retry(job.id)}
+        >
+          <runIcon.react tag="span" />
+        </Button>
+      )}
+      <Button
+        minimal
+        small
+        className="trainorch-icon-button"
+        data-action="clone"
+        title="Clone into a new cell of the active notebook"
+        onClick={() => actions.clone(job.id)}
+      >
+        <copyIcon.react tag="span" />
+      </Button>
+    </span>
+  );
+}
+
+function JobRow(props: {
+  job: IJob;
+  now: number;
+  selected: boolean;
+  model: JobsModel;
+  actions: IJobActions;
+}): JSX.Element {
+  const { job, now, selected, model, actions } = props;
+  const gpus = gpusHeld(job);
+  const elapsed = elapsedSeconds(job, now);
+  const open = (): void => model.select(job.id);
+  return (
+    <div
+      className={`trainorch-job${selected ? ' trainorch-mod-selected' : ''}`}
+      data-job-id={job.id}
+      data-state={job.state}
+      role="listitem"
+      aria-current={selected ? 'true' : undefined}
+      tabIndex={0}
+      onClick={open}
+      onKeyDown={event => {
+        if (event.key === 'Enter' && event.target === event.currentTarget) {
+          open();
+        }
+      }}
+    >
+      <div className="trainorch-job-line">
+        <StateChip state={job.state} />
+        <span className="trainorch-job-name" title={`${job.name} (${job.id})`}>
+          {job.name}
+        </span>
+        <JobActions job={job} actions={actions} open={open} />
+      </div>
+      <ProgressBar job={job} now={now} />
+      <div className="trainorch-job-meta">
+        <span className="trainorch-user" title="User">
+          {job.user}
+        </span>
+        {gpus && (
+          <span className="trainorch-gpus" title="GPUs held by the running attempt">
+            GPU {gpus}
+          </span>
+        )}
+        <span
+          className="trainorch-attempt-label"
+          title="Attempt, out of the attempts its retries allow"
+        >
+          try <span className="trainorch-attempts">{attemptsText(job)}</span>
+        </span>
+        <span
+          className="trainorch-elapsed"
+          title={
+            job.started
+              ? 'Run time'
+              : TERMINAL_STATES.has(job.state)
+                ? 'Ended without running'
+                : 'Waiting'
+          }
+        >
+          {formatDuration(elapsed)}
+        </span>
+        {REPRIORITISABLE_STATES.has(job.state) ? (
+          <PrioritySelect job={job} actions={actions} className="trainorch-priority" />
+        ) : (
+          <span
+            className={`trainorch-priority trainorch-priority-${job.priority_class}`}
+            title="Priority"
+          >
+            {priorityLabel(job)}
+          </span>
+        )}
+      </div>
+    </div>
+  );
+}
+
+// -- detail -----------------------------------------------------------------------------------
+
+function JobDetail(props: { model: JobsModel; actions: IJobActions }): JSX.Element {
+  const { model, actions } = props;
+  const job = model.detail;
+  useTick(model.visible && !!job && !TERMINAL_STATES.has(job.state));
+  const close = (
+    <Button
+      minimal
+      small
+      className="trainorch-icon-button"
+      data-action="close"
+      title="Close"
+      onClick={() => model.select(null)}
+    >
+      <closeIcon.react tag="span" />
+    </Button>
+  );
+  if (!job) {
+    return (
+      <div className="trainorch-detail" data-detail-job-id={model.selectedId ?? ''}>
+        <div className="trainorch-detail-header">
+          <span className="trainorch-detail-title">{model.selectedId}</span>
+          {close}
+        </div>
+        {model.detailError ? (
+          <div className="trainorch-error">{model.detailError}</div>
+        ) : (
+          <div className="trainorch-empty">Loading…</div>
+        )}
+      </div>
+    );
+  }
+  const now = model.serverNow();
+  const tail = model.logTail;
+  return (
+    <div className="trainorch-detail" data-detail-job-id={job.id} data-state={job.state}>
+      <div className="trainorch-detail-header">
+        <StateChip state={job.state} />
+        <span className="trainorch-detail-title" title={job.name}>
+          {job.name}
+        </span>
+        {close}
+      </div>
+      <div className="trainorch-detail-body">
+        <div className="trainorch-detail-actions">
+          <span className="trainorch-detail-id" title="Job id">
+            {job.id}
+          </span>
+          {REPRIORITISABLE_STATES.has(job.state) && <PrioritySelect job={job} actions={actions} />}
+          <JobActions job={job} actions={actions} />
+        </div>
+        <ProgressBar job={job} now={now} />
+        {job.progress?.message && (
+          <div className="trainorch-progress-message">{job.progress.message}</div>
+        )}
+        {job.error && <div className="trainorch-error">{job.error}</div>}
+        {tail && (
+          <LogView
+            key={`${job.id}:${tail.attempt}`}
+            tail={tail}
+            switcher={<AttemptSwitch job={job} tail={tail} model={model} />}
+          />
+        )}
+        <Attempts job={job} tail={tail} model={model} />
+        <Summary job={job} now={now} model={model} />
+        <Metrics job={job} />
+        <Spec job={job} />
+      </div>
+    </div>
+  );
+}
+
+function Field(props: { label: string; children: React.ReactNode; field?: string }): JSX.Element {
+  return (
+    <>
+      <dt>{props.label}</dt>
+      <dd data-field={props.field}>{props.children}</dd>
+    </>
+  );
+}
+
+function Summary(props: { job: IJobDetail; now: number; model: JobsModel }): JSX.Element {
+  const { job, now, model } = props;
+  const r = job.resources;
+  const template = job.template?.name
+    ? `${job.template.name}${job.template.version ? ` v${job.template.version}` : ''}`
+    : '';
+  const eta = etaSeconds(job, now);
+  return (
+    <dl className="trainorch-summary">
+      <Field label="User" field="user">
+        {job.user}
+      </Field>
+      <Field label="Priority" field="priority">
+        {priorityLabel(job)} ({job.priority})
+      </Field>
+      <Field label="Kind" field="kind">
+        {job.kind}
+        {template && ` · ${template}`}
+        {job.template?.hash && (
+          <span className="trainorch-muted"> {job.template.hash.slice(0, 10)}</span>
+        )}
+      </Field>
+      <Field label="Resources" field="resources">
+        {r.gpus} GPU · {r.cpus} CPU{r.memory ? ` · ${formatBytes(r.memory)}` : ''}
+      </Field>
+      <Field label="Attempts" field="attempts">
+        {attemptsText(job)}
+        {job.timeout ? ` · timeout ${formatDuration(job.timeout)}` : ''}
+      </Field>
+      <Field label="Submitted" field="created">
+        {formatTime(job.created)}
+      </Field>
+      {job.started && (
+        <Field label="Started" field="started">
+          {formatTime(job.started)}
+        </Field>
+      )}
+      {job.ended && (
+        <Field label="Ended" field="ended">
+          {formatTime(job.ended)}
+        </Field>
+      )}
+      <Field label={job.started ? 'Run time' : 'Waiting'} field="elapsed">
+        {formatDuration(elapsedSeconds(job, now))}
+        {eta !== null && eta > 0 ? ` · ETA ${formatDuration(eta)}` : ''}
+      </Field>
+      {job.depends_on.length > 0 && (
+        <Field label="Depends on" field="depends_on">
+          {job.depends_on.map(dep => (
+            <button
+              key={dep}
+              className="trainorch-link trainorch-dep"
+              data-action="open-dependency"
+              data-job-id-ref={dep}
+              onClick={() => model.select(dep)}
+            >
+              {dep}
+            </button>
+          ))}
+        </Field>
+      )}
+      <Field label="MLflow" field="mlflow">
+        {job.mlflow?.url ? (
+          <a
+            className="trainorch-link trainorch-mlflow"
+            href={job.mlflow.url}
+            target="_blank"
+            rel="noopener noreferrer"
+            title={job.mlflow.run_id ?? job.mlflow.url}
+          >
+            run {(job.mlflow.run_id ?? '').slice(0, 12)}
+          </a>
+        ) : job.mlflow?.run_id ? (
+          <span className="trainorch-mlflow" title={job.mlflow.run_id}>
+            run {job.mlflow.run_id.slice(0, 12)}
+          </span>
+        ) : (
+          <span className="trainorch-muted">not tracked</span>
+        )}
+      </Field>
+      {job.outputs.length > 0 && (
+        <Field label="Outputs" field="outputs">
+          {job.outputs.join(', ')}
+          {job.has_outputs ? ' (ready)' : ''}
+        </Field>
+      )}
+    </dl>
+  );
+}
+
+/** The slot for metric charts; for now the latest reported values. */
+function Metrics(props: { job: IJob }): JSX.Element {
+  const metrics = props.job.progress?.metrics ?? {};
+  const entries = Object.entries(metrics);
+  return (
+    <section className="trainorch-metrics" data-slot="metrics" aria-label="Metrics">
+      <div className="trainorch-section-title">Metrics</div>
+      {entries.length === 0 ? (
+        <div className="trainorch-muted">No metrics reported.</div>
+      ) : (
+        <dl className="trainorch-summary">
+          {entries.map(([key, value]) => (
+            <Field key={key} label={key}>
+              {typeof value === 'number' ? formatNumber(value) : JSON.stringify(value)}
+            </Field>
+          ))}
+        </dl>
+      )}
+    </section>
+  );
+}
+
+function formatNumber(value: number): string {
+  if (Number.isInteger(value)) {
+    return String(value);
+  }
+  return Math.abs(value) >= 1e-3 && Math.abs(value) < 1e6
+    ? value.toPrecision(5)
+    : value.toExponential(3);
+}
+
+/** Which attempt's log to show: all of them in order, or one. */
+function AttemptSwitch(props: { job: IJob; tail: LogTail; model: JobsModel }): JSX.Element | null {
+  const { job, tail, model } = props;
+  if (job.attempts.length < 2) {
+    return null;
+  }
+  const selected = tail.attempt;
+  return (
+    <span className="trainorch-attempt-switch" role="tablist" aria-label="Log of attempt">
+      <button
+        role="tab"
+        aria-selected={selected === null}
+        className={`trainorch-segment${selected === null ? ' trainorch-mod-active' : ''}`}
+        data-action="attempt"
+        data-attempt="all"
+        title="The log of every attempt, in order"
+        onClick={() => model.selectAttempt(null)}
+      >
+        all
+      </button>
+      {job.attempts.map(a => (
+        <button
+          key={a.n}
+          role="tab"
+          aria-selected={selected === a.n}
+          className={`trainorch-segment${selected === a.n ? ' trainorch-mod-active' : ''}`}
+          data-action="attempt"
+          data-attempt={a.n}
+          title={`The log of attempt ${a.n}`}
+          onClick={() => model.selectAttempt(a.n)}
+        >
+          #{a.n}
+        </button>
+      ))}
+    </span>
+  );
+}
+
+function Attempts(props: { job: IJob; tail: LogTail | null; model: JobsModel }): JSX.Element {
+  const { job, tail, model } = props;
+  const selected = tail?.attempt ?? null;
+  const running = currentAttempt(job);
+  return (
+    <section className="trainorch-attempts-section">
+      <div className="trainorch-section-title">Attempts</div>
+      {job.attempts.length === 0 ? (
+        <div className="trainorch-muted">Not started yet.</div>
+      ) : (
+        <table className="trainorch-attempt-table">
+          <colgroup>
+            <col className="trainorch-col-n" />
+            <col className="trainorch-col-state" />
+            <col />
+            <col className="trainorch-col-gpus" />
+            <col className="trainorch-col-exit" />
+          </colgroup>
+          <thead>
+            <tr>
+              <th>#</th>
+              <th>state</th>
+              <th>worker</th>
+              <th>GPUs</th>
+              <th>exit</th>
+            </tr>
+          </thead>
+          <tbody>
+            {job.attempts.map(a => (
+              <AttemptRow
+                key={a.n}
+                attempt={a}
+                selected={selected === a.n}
+                current={running?.n === a.n}
+                model={model}
+              />
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}
+
+function AttemptRow(props: {
+  attempt: IAttempt;
+  selected: boolean;
+  current: boolean;
+  model: JobsModel;
+}): JSX.Element {
+  const { attempt: a, selected, current, model } = props;
+  const duration =
+    a.started && a.ended
+      ? formatDuration((Date.parse(a.ended) - Date.parse(a.started)) / 1000)
+      : '';
+  return (
+    <>
+      <tr
+        className={`trainorch-attempt${selected ? ' trainorch-mod-selected' : ''}${current ? ' trainorch-mod-current' : ''}`}
+        data-attempt={a.n}
+        onClick={() => model.selectAttempt(selected ? null : a.n)}
+        title={[formatTime(a.started), duration].filter(Boolean).join(' · ')}
+      >
+        <td>{a.n}</td>
+        <td>
+          <StateChip state={a.state} />
+          {a.infrastructure ? <span className="trainorch-muted"> infra</span> : null}
+        </td>
+        <td className="trainorch-attempt-worker" title={a.worker ?? undefined}>
+          {a.worker ?? ''}
+        </td>
+        <td className="trainorch-attempt-gpus">{a.gpu_ids.join(',')}</td>
+        <td className="trainorch-attempt-exit">{a.exit_code ?? ''}</td>
+      </tr>
+      {a.error && (
+        <tr className="trainorch-attempt-error-row">
+          <td />
+          <td colSpan={4} className="trainorch-attempt-error">
+            {a.error}
+          </td>
+        </tr>
+      )}
+    </>
+  );
+}
+
+function LogView(props: { tail: LogTail; switcher: React.ReactNode }): JSX.Element {
+  const { tail } = props;
+  useSignal(tail.changed);
+  const ref = React.useRef<HTMLDivElement>(null);
+  // Set just before older lines are prepended: the line that was first, and how far
+  // below the top of the view it was, so the reader's place survives the reload.
+  const anchor = React.useRef<{ firstId: number; offset: number } | null>(null);
+  const lines = tail.lines;
+
+  React.useLayoutEffect(() => {
+    const el = ref.current;
+    if (!el) {
+      return;
+    }
+    const pending = anchor.current;
+    if (pending && (lines.length === 0 || lines[0].id !== pending.firstId)) {
+      const node = el.querySelector<HTMLElement>(`[data-line-id="${pending.firstId}"]`);
+      if (node) {
+        el.scrollTop = node.offsetTop - pending.offset;
+      }
+      anchor.current = null;
+    } else if (!pending && tail.following) {
+      el.scrollTop = el.scrollHeight;
+    }
+  });
+
+  const onScroll = (): void => {
+    const el = ref.current;
+    if (!el) {
+      return;
+    }
+    const atBottom = el.scrollHeight - el.scrollTop - el.clientHeight < 24;
+    tail.setFollowing(atBottom);
+    if (el.scrollTop < 24 && tail.hasOlder && !tail.loading && !anchor.current && lines.length) {
+      const node = el.querySelector<HTMLElement>(`[data-line-id="${lines[0].id}"]`);
+      anchor.current = { firstId: lines[0].id, offset: (node?.offsetTop ?? 0) - el.scrollTop };
+      void tail.loadOlder().then(() => {
+        if (anchor.current && lines.length && tail.lines[0]?.id === anchor.current.firstId) {
+          anchor.current = null; // nothing was added
+        }
+      });
+    }
+  };
+
+  let previousAttempt: number | null = null;
+  return (
+    <section className="trainorch-log-section">
+      <div className="trainorch-section-title">
+        Log{tail.attempt !== null ? ` #${tail.attempt}` : ''}
+        <span className="trainorch-muted trainorch-log-status">
+          {tail.loading && lines.length === 0
+            ? 'loading…'
+            : tail.finished && tail.atEnd
+              ? 'ended'
+              : tail.following
+                ? 'following'
+                : 'paused'}
+        </span>
+        {props.switcher}
+      </div>
+      {tail.error && <div className="trainorch-error">{tail.error}</div>}
+      <div
+        className="trainorch-log"
+        ref={ref}
+        onScroll={onScroll}
+        tabIndex={0}
+        aria-label="Job log"
+      >
+        {tail.hasOlder && <div className="trainorch-log-more">scroll up for older lines</div>}
+        {lines.length === 0 && !tail.loading && (
+          <div className="trainorch-log-empty">No output yet.</div>
+        )}
+        {lines.map(line => {
+          const first = previousAttempt !== null && line.attempt !== previousAttempt;
+          previousAttempt = line.attempt;
+          return (
+            <div
+              key={line.id}
+              className={`trainorch-log-line${first ? ' trainorch-log-line-attempt' : ''}`}
+              data-line-id={line.id}
+              data-stream={line.stream}
+              data-attempt={line.attempt}
+              title={first ? `attempt ${line.attempt}` : undefined}
+            >
+              {line.text}
+            </div>
+          );
+        })}
+      </div>
+      {!tail.atEnd && !tail.loading && (
+        <Button
+          minimal
+          small
+          className="trainorch-log-follow"
+          data-action="follow"
+          onClick={() => {
+            tail.setFollowing(true);
+            const el = ref.current;
+            if (el) {
+              el.scrollTop = el.scrollHeight;
+            }
+          }}
+        >
+          newer lines — follow
+        </Button>
+      )}
+    </section>
+  );
+}
+
+function Spec(props: { job: IJobDetail }): JSX.Element {
+  const spec = props.job.spec;
+  const params = Object.entries(spec?.params ?? props.job.params ?? {});
+  const { source, command, ...rest } = spec ?? ({} as IJobDetail['spec']);
+  return (
+    <section className="trainorch-spec-section">
+      <div className="trainorch-section-title">Params</div>
+      {params.length === 0 ? (
+        <div className="trainorch-muted">No params.</div>
+      ) : (
+        <dl className="trainorch-summary trainorch-params">
+          {params.map(([key, value]) => (
+            <Field key={key} label={key}>
+              {typeof value === 'string' ? value : JSON.stringify(value)}
+            </Field>
+          ))}
+        </dl>
+      )}
+      {command && (
+        <details className="trainorch-details" open>
+          <summary>Command</summary>
+          <pre className="trainorch-code">{command}</pre>
+        </details>
+      )}
+      {source && (
+        <details className="trainorch-details">
+          <summary>Source</summary>
+          <pre className="trainorch-code">{source}</pre>
+        </details>
+      )}
+      {spec && (
+        <details className="trainorch-details trainorch-spec">
+          <summary>Rendered spec</summary>
+          <pre className="trainorch-code">{JSON.stringify(rest, null, 2)}</pre>
+        </details>
+      )}
+    </section>
+  );
+}

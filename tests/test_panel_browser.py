@@ -1,0 +1,191 @@
+"""The sidebar panel in a real JupyterLab driven by headless Debian Chromium.
+
+A notebook cell runs ``%%train``; the panel must show the job, its progress and log
+while it runs, the retry counter after a failed first attempt, escape HTML in logs,
+and stop the job from its cancel button.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import CHROMIUM, free_port, pid_alive, stop_process_group
+
+pytestmark = pytest.mark.browser
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+HOSTILE = "<img src=x onerror=alert(1)>"
+CELL = f"""%%train --name browser-demo --retries 2 marker={{marker!r}}
+import os, pathlib, time, jupyter_trainorch
+print({HOSTILE!r}, flush=True)
+print("pid", os.getpid(), flush=True)
+m = pathlib.Path(marker)
+if not m.exists():
+    m.write_text("1")
+    raise RuntimeError("the first attempt fails")
+for i in range(600):
+    jupyter_trainorch.progress(i + 1, 600)
+    print("tick", i, flush=True)
+    time.sleep(0.2)
+"""
+
+
+
+class Lab:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.token = secrets.token_hex(8)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def api(self, path: str, method: str = "GET") -> dict:
+        request = urllib.request.Request(f"{self.url}/trainorch/api/{path}", method=method)
+        request.add_header("Authorization", f"token {self.token}")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lab")
+    work = root / "work"
+    work.mkdir()
+    lab = Lab(work)
+    env = dict(os.environ)
+    for name in ("TRAINORCH_URL", "TRAINORCH_TOKEN", "TRAINORCH_CLUSTER", "TRAINORCH_DB"):
+        env.pop(name, None)
+    env.update(
+        TRAINORCH_DATA_DIR=str(root / "data"),
+        TRAINORCH_WORKERS="1",
+        TRAINORCH_GPUS_PER_WORKER="1",
+        JUPYTER_CONFIG_DIR=str(root / "config"),
+        JUPYTER_RUNTIME_DIR=str(root / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(root / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(root / "workspaces"),
+    )
+    log = open(root / "lab.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={lab.port}",
+         "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={lab.token}", f"--ServerApp.root_dir={work}"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                lab.api("templates")
+                break
+            except OSError:
+                assert proc.poll() is None, (root / "lab.log").read_text()[-3000:]
+                time.sleep(0.5)
+        yield lab
+    finally:
+        stop_process_group(proc, grace=30)
+        log.close()
+
+
+@pytest.fixture
+def page(lab):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.dialogs = dialogs  # type: ignore[attr-defined]
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def test_panel_follows_a_notebook_job_and_cancels_it(lab, page, tmp_path):
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell("%load_ext jupyter_trainorch"),
+        nbformat.v4.new_code_cell(CELL.format(marker=str(tmp_path / "marker"))),
+    ]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, lab.root / "demo.ipynb")
+
+    page.goto(f"{lab.url}/lab/tree/demo.ipynb?token={lab.token}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    cells = page.locator(".jp-Notebook .jp-Cell")
+    # Keystrokes before the kernel is connected run nothing: repeat until the first cell ran.
+    deadline = time.monotonic() + 90
+    while "[1]" not in cells.first.locator(".jp-InputPrompt").inner_text():
+        assert time.monotonic() < deadline, "the notebook's kernel never ran the first cell"
+        cells.first.click()
+        page.keyboard.press("Shift+Enter")
+        page.wait_for_timeout(1000)
+    cells.nth(1).click()
+    page.keyboard.press("Shift+Enter")
+
+    page.locator("[title='Training jobs']").first.click()
+    panel = page.locator("#trainorch-panel")
+    row = panel.locator("[data-job-id]", has_text="browser-demo").first
+    row.wait_for(timeout=60_000)
+    job_id = row.get_attribute("data-job-id")
+
+    # The first attempt fails; the second runs: the counter shows it without a reload.
+    page.wait_for_function(
+        "id => document.querySelector(`[data-job-id='${id}'] .trainorch-attempts`)?.textContent.trim() === '2/3'",
+        arg=job_id, timeout=60_000,
+    )  # fmt: skip
+    state = row.locator(".trainorch-state")
+    page.wait_for_function(
+        "id => document.querySelector(`[data-job-id='${id}'] .trainorch-state`)?.textContent.trim() === 'running'",
+        arg=job_id, timeout=30_000,
+    )  # fmt: skip
+    progress = row.locator(".trainorch-progress")
+    first = progress.inner_text()
+    page.wait_for_function(
+        "([id, before]) => { const t = document.querySelector(`[data-job-id='${id}'] .trainorch-progress`)?.textContent;"
+        " return t && t !== before && /\\d+\\s*\\/\\s*600/.test(t); }",
+        arg=[job_id, first], timeout=20_000,
+    )  # fmt: skip
+
+    row.locator("[data-action='open']").click()
+    detail = page.locator(".trainorch-detail")
+    detail.locator(".trainorch-log-line", has_text="tick").first.wait_for(timeout=20_000)
+    ticks_before = detail.locator(".trainorch-log-line", has_text="tick").count()
+    page.wait_for_function(
+        "n => document.querySelectorAll('.trainorch-detail .trainorch-log-line').length > n", arg=ticks_before,
+        timeout=20_000,
+    )  # fmt: skip
+    hostile = detail.locator(".trainorch-log-line", has_text=HOSTILE)
+    assert hostile.count() >= 1
+    assert detail.locator(".trainorch-log img").count() == 0
+    assert page.dialogs == []  # type: ignore[attr-defined]
+
+    DOCS.mkdir(exist_ok=True)
+    page.screenshot(path=str(DOCS / "panel.png"))
+
+    pid = [int(line.split()[1]) for line in _log_lines(lab, job_id) if line.startswith("pid ")][-1]
+    row.locator("[data-action='cancel']").click()
+    page.wait_for_function(
+        "id => document.querySelector(`[data-job-id='${id}'] .trainorch-state`)?.textContent.trim() === 'cancelled'",
+        arg=job_id, timeout=30_000,
+    )  # fmt: skip
+    assert state.inner_text().strip() == "cancelled"
+    assert lab.api(f"jobs/{job_id}")["state"] == "cancelled"
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(pid)
+
+
+def _log_lines(lab: Lab, job_id: str) -> list[str]:
+    return [line["text"] for line in lab.api(f"jobs/{job_id}/logs")["lines"]]
