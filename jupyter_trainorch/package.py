@@ -18,6 +18,7 @@ from .spec import SpecError
 
 VARIABLES = "variables/"
 FILES = "files/"
+META = "meta/"  # about the submission (variable manifest, installed packages); not run
 DEFAULT_MAX_INPUT_BYTES = 256 * 2**20
 
 
@@ -28,14 +29,54 @@ def _safe_name(name: str) -> str:
     return clean
 
 
-def build_package(variables: dict[str, bytes] | None = None, files: dict[str, bytes] | None = None) -> bytes:
+def build_package(
+    variables: dict[str, bytes] | None = None,
+    files: dict[str, bytes] | None = None,
+    meta: dict[str, str] | None = None,
+) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, blob in (variables or {}).items():
             archive.writestr(VARIABLES + name, blob)
         for name, data in (files or {}).items():
             archive.writestr(FILES + _safe_name(name), data)
+        for name, text in (meta or {}).items():
+            archive.writestr(META + _safe_name(name), text)
     return buffer.getvalue()
+
+
+def read_meta(data: bytes | None) -> dict[str, str]:
+    """The ``meta/`` texts of a package (what the tracker logs as artifacts)."""
+    if not data:
+        return {}
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return {
+            info.filename[len(META) :]: archive.read(info).decode("utf-8", "replace")
+            for info in archive.infolist()
+            if info.filename.startswith(META)
+        }
+
+
+def submission_meta(variables: dict[str, bytes], namespace: dict[str, Any]) -> dict[str, str]:
+    """A manifest of the captured variables and the submitting environment's packages."""
+    import json
+    import platform
+    from importlib import metadata
+
+    manifest = {
+        name: {"type": type(namespace[name]).__name__, "pickled_bytes": len(blob)}
+        for name, blob in sorted(variables.items())
+        if name in namespace
+    }
+    packages = sorted(
+        {f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata["Name"]},
+        key=str.lower,
+    )
+    header = f"# python {platform.python_version()} on {platform.platform()}\n"
+    return {
+        "variables.json": json.dumps(manifest, indent=2) + "\n",
+        "requirements.txt": header + "\n".join(packages) + "\n",
+    }
 
 
 def read_package(data: bytes) -> tuple[dict[str, bytes], dict[str, bytes]]:
@@ -56,7 +97,7 @@ def with_files(package: bytes | None, files: dict[str, bytes]) -> bytes | None:
     if not files:
         return package
     variables, existing = read_package(package) if package else ({}, {})
-    return build_package(variables, {**existing, **files})
+    return build_package(variables, {**existing, **files}, read_meta(package))
 
 
 def template_files(template: Any, max_bytes: int = DEFAULT_MAX_INPUT_BYTES) -> dict[str, bytes]:

@@ -53,6 +53,19 @@ def test_quickstart_runs_in_a_plain_kernel(tmp_path, kernel_env):
     assert "demo" in texts[9] and "capture" in texts[9] and "flaky" in texts[9]
     assert "epoch 2 lr 0.1" in texts[10]
 
+    # Tracking was on by default: the capture job's run lists what the cell took along.
+    from mlflow.tracking import MlflowClient
+
+    data = Path(os.environ["TRAINORCH_DATA_DIR"])
+    client = MlflowClient(f"sqlite:///{data / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("Default")
+    (run,) = client.search_runs([experiment.experiment_id], filter_string="tags.`mlflow.runName` = 'capture'")
+    manifest = json.loads(Path(client.download_artifacts(run.info.run_id, "trainorch/variables.json", str(tmp_path))).read_text())
+    # ``factor`` travels inside ``scale`` (cloudpickle takes a function's globals along).
+    assert set(manifest) == {"scale", "Model"} and manifest["scale"]["type"] == "function"
+    frozen = Path(client.download_artifacts(run.info.run_id, "trainorch/requirements.txt", str(tmp_path))).read_text()
+    assert "cloudpickle==" in frozen
+
 
 ERROR_CELLS = [
     ("%%train --gpu 2\nprint(1)", "UsageError: %%train: unknown flag --gpu (did you mean --gpus?)"),

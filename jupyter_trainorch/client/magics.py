@@ -145,7 +145,7 @@ class TrainMagics(Magics):
     @cell_magic
     def train(self, line: str, cell: str) -> Any:
         """Run this cell as a training job: ``%%train [--gpus N --priority high …] [k=v …]``."""
-        from ..package import build_package
+        from ..package import build_package, submission_meta
         from .capture import capture_variables
         from .job import submit
 
@@ -156,7 +156,7 @@ class TrainMagics(Magics):
                 cell, self.shell.user_ns, exclude=set(body["params"]) | set(body.get("sweep", {})),
                 max_bytes=int(max_mb * 2**20),
             )  # fmt: skip
-            package = build_package(variables) if variables else None
+            package = build_package(variables, meta=submission_meta(variables, self.shell.user_ns))
             if "sweep" in body:
                 return [submit(request, package) for request in sweep_requests(body)]
             job = submit(body, package)

@@ -23,6 +23,7 @@ from typing import Any
 
 from .. import policy
 from ..cluster import ClusterBackend
+from ..package import read_package
 from ..runner.supervisor import (
     EVENT_TOPIC,
     attempt_key,
@@ -55,11 +56,15 @@ log = logging.getLogger(__name__)
 
 
 def code_hash(spec: JobSpec, package: bytes | None) -> str:
-    """What the job runs: its code, its command and its package (captured variables, inputs)."""
+    """What the job runs: its code, its command, its captured variables and input files
+    (not the package's metadata or zip timestamps)."""
     digest = hashlib.sha256()
     for part in (spec.kind, spec.source, spec.command):
         digest.update(part.encode() + b"\0")
-    digest.update(package or b"")
+    variables, files = read_package(package) if package else ({}, {})
+    for prefix, items in (("v", variables), ("f", files)):
+        for name, data in sorted(items.items()):
+            digest.update(f"{prefix}:{name}:{len(data)}\0".encode() + data)
     return digest.hexdigest()[:16]
 
 
@@ -181,7 +186,7 @@ class Orchestrator(AttemptLifecycle, TrackingBridge):
             rerun_of=rerun_of,
         )
         self.store.create_job(record, package)
-        self._track_submission(record)
+        self._track_submission(record, package)
         if unfinished:
             self._wait_for(record.id, unfinished)
         else:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..cluster import ClusterBackend
+from ..package import read_meta
 from ..runner.supervisor import deliver_run_id
 from ..store import JobRecord, JobStore
 from ..tracking import MlflowTracker, TrackingHooks, tracking_uri
@@ -60,11 +61,12 @@ class TrackingBridge:
             return {}
         return {"MLFLOW_TRACKING_URI": self.mlflow_uri or "", "TRAINORCH_TRACKING": "1"}
 
-    def _track_submission(self, record: JobRecord) -> None:
+    def _track_submission(self, record: JobRecord, package: bytes | None) -> None:
         if self.tracking is not None:
             self.tracking.job_submitted(
-                record.to_dict(), record.spec, done=lambda info: self._add_mlflow_info(record.id, **info)
-            )
+                record.to_dict(), record.spec, read_meta(package),
+                done=lambda info: self._add_mlflow_info(record.id, **info),
+            )  # fmt: skip
 
     def _open_attempt_run_soon(self, job: JobRecord, run: Running) -> None:
         """The attempt's run opens while its process starts (the child waits for the id)."""

@@ -96,9 +96,12 @@ class TrackingHooks:
         return await asyncio.wrap_future(self.submit(job_id, what, fn, *args))
 
     # -- what the orchestrator calls ---------------------------------------------
-    def job_submitted(self, job: dict[str, Any], spec: dict[str, Any], done: Callable[[dict[str, Any]], None]) -> None:
+    def job_submitted(
+        self, job: dict[str, Any], spec: dict[str, Any], meta: dict[str, str],
+        done: Callable[[dict[str, Any]], None],
+    ) -> None:  # fmt: skip
         def start() -> None:
-            info = self.tracker.start_job(job, spec)
+            info = self.tracker.start_job(job, spec, meta)
             self._job_runs[job["id"]] = info
             done(info)
 

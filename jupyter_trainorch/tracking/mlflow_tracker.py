@@ -84,8 +84,9 @@ class MlflowTracker:
         return experiment_id
 
     # -- the job's run ---------------------------------------------------------------
-    def start_job(self, job: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-        """Create the job's run with params, tags and the spec and source as artifacts."""
+    def start_job(self, job: dict[str, Any], spec: dict[str, Any], meta: dict[str, str] | None = None) -> dict[str, Any]:
+        """Create the job's run with params, tags, and the spec, source and ``meta`` texts
+        (variable manifest, the submitting environment's packages) as artifacts."""
         experiment = str(spec.get("experiment") or "Default")
         experiment_id = self._experiment(experiment)
         template = spec.get("template") or {}
@@ -122,6 +123,8 @@ class MlflowTracker:
             self.client.log_text(run_id, spec["command"] + "\n", "trainorch/command.sh")
         if git.get("diff"):
             self.client.log_text(run_id, git["diff"], "trainorch/uncommitted.diff")
+        for name, text in (meta or {}).items():
+            self.client.log_text(run_id, text, f"trainorch/{name}")
         return {"experiment_id": experiment_id, "run_id": run_id, "url": self.url(experiment_id, run_id)}
 
     def end_job(self, run_id: str, state: str) -> None:
