@@ -75,8 +75,13 @@ def test_a_job_is_a_run_with_a_nested_run_per_attempt(tmp_path):
         client = _client(uri)
         parent = wait_until(lambda: (r := client.get_run(job.mlflow["run_id"])).info.status == "FINISHED" and r,
                             timeout=30, what="the job's run to finish")  # fmt: skip
+        from jupyter_trainorch.orchestrator.jobservice import JobService
+
+        histories = JobService(host.config).metric_history(job.id)  # what GET jobs/{id}/metrics serves
     finally:
         host.stop()
+    assert [a["n"] for a in histories["attempts"]] == [1, 2]
+    assert [p[:2] for p in histories["attempts"][1]["metrics"]["loss"]] == [[1, 1.0], [2, 0.5], [3, 1 / 3]]
     assert client.get_experiment(job.mlflow["experiment_id"]).name == "trainorch-tests"
     assert parent.data.params == {"lr": "0.1", "marker_path": str(tmp_path / "marker")}
     tags = parent.data.tags

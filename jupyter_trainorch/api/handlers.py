@@ -134,6 +134,14 @@ class LogsHandler(BaseHandler):
         self.write_json(result)
 
 
+class MetricsHistoryHandler(BaseHandler):
+    """Metric histories of the job's MLflow attempt runs (for the panel's charts)."""
+
+    @web.authenticated
+    async def get(self, job_id: str) -> None:
+        self.write_json(await self.run(self.service.metric_history, job_id))
+
+
 class OutputsHandler(BaseHandler):
     """The pickled ``--out`` variables of a succeeded job (for the submitting kernel)."""
 
@@ -226,7 +234,7 @@ class EventsSocket(JupyterHandler, websocket.WebSocketHandler):
 class MetricsHandler(BaseHandler):
     @web.authenticated
     async def get(self) -> None:
-        text = await self.run(self.service.metrics)
+        text = await self.run(self.service.prometheus)
         self.set_header("Content-Type", "text/plain; version=0.0.4")
         self.finish(text)
 
@@ -241,6 +249,7 @@ def handlers(base_url: str) -> list[tuple[str, type[JupyterHandler]]]:
         (job + "/package", PackageHandler),
         (job + "/logs", LogsHandler),
         (job + "/outputs", OutputsHandler),
+        (job + "/metrics", MetricsHistoryHandler),
         ("/cluster", ClusterHandler),
         ("/templates", TemplatesHandler),
         (r"/templates/(?P<name>[A-Za-z0-9_.-]+)", TemplatesHandler),

@@ -30,6 +30,7 @@ class JobService:
         self._store: JobStore | None = None
         self._lock = threading.Lock()
         self._registry: Any = None
+        self._metrics_reader: Any = None
 
     # -- lifecycle -----------------------------------------------------------------
     @property
@@ -199,6 +200,32 @@ class JobService:
             if changes:
                 feed_seq = changes[-1]["seq"]
 
+    def metric_history(self, job_id: str) -> dict[str, Any]:
+        """Metric histories of every attempt's MLflow run: ``{key: [[step, value, time_ms]]}``."""
+        from ..tracking import MlflowTracker, tracking_uri
+
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        result: dict[str, Any] = {"job_id": job_id, "attempts": []}
+        uri = tracking_uri(self.config.mlflow, self.config.data_dir)
+        if uri is None:
+            return {**result, "warning": "tracking is off"}
+        if self._metrics_reader is None or self._metrics_reader.tracking_uri != uri:
+            self._metrics_reader = MlflowTracker(uri)
+        client = self._metrics_reader.client
+        try:
+            for attempt in job.attempts:
+                histories: dict[str, list[list[float]]] = {}
+                if attempt.mlflow_run_id:
+                    for key in client.get_run(attempt.mlflow_run_id).data.metrics:
+                        points = client.get_metric_history(attempt.mlflow_run_id, key)
+                        histories[key] = [[m.step, m.value, m.timestamp] for m in points]
+                result["attempts"].append({"n": attempt.n, "run_id": attempt.mlflow_run_id, "metrics": histories})
+        except Exception as err:  # noqa: BLE001 - MLflow down: say so, the rest of the panel works
+            return {**result, "warning": f"MLflow could not be read: {type(err).__name__}: {err}"[:400]}
+        return result
+
     def outputs(self, job_id: str) -> bytes | None:
         self.get(job_id)
         return self.store.get_outputs(job_id)
@@ -238,7 +265,7 @@ class JobService:
     def template(self, name: str) -> dict[str, Any]:
         return self.templates_registry.get(name).to_dict()
 
-    def metrics(self) -> str:
+    def prometheus(self) -> str:
         from .metrics import render_metrics
 
         return render_metrics(self.host)

@@ -78,6 +78,8 @@ class TrackingBridge:
             job.to_dict(), job.mlflow, run.n, run.worker, list(run.gpu_ids)
         )
         run.mlflow_run_id = run_id
+        if run_id:
+            self.store.update_attempt(run.job_id, run.n, mlflow_run_id=run_id)
         for _ in range(100):  # until the supervisor has registered the attempt
             if self._running.get(run.job_id) is not run:
                 return

@@ -40,6 +40,7 @@ class AttemptRecord:
     exit_code: int | None = None
     error: str | None = None
     infrastructure: bool = False  # a lost worker or restart, not the job's own fault
+    mlflow_run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +53,7 @@ class AttemptRecord:
             "exit_code": self.exit_code,
             "error": self.error,
             "infrastructure": self.infrastructure,
+            "mlflow_run_id": self.mlflow_run_id,
         }
 
 

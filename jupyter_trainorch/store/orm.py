@@ -50,6 +50,7 @@ class AttemptRow(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     infrastructure: Mapped[bool] = mapped_column(Boolean, default=False)
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (Index("ix_attempt_job_n", "job_id", "n", unique=True),)
 

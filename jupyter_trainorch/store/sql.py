@@ -54,6 +54,7 @@ def _attempt(row: AttemptRow) -> AttemptRecord:
         exit_code=row.exit_code,
         error=row.error,
         infrastructure=bool(row.infrastructure),
+        mlflow_run_id=row.mlflow_run_id,
     )
 
 
