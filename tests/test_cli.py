@@ -171,6 +171,24 @@ def test_submit_file_with_set_then_logs_and_status(server):
     assert job_id in summary and "succeeded" in summary and "exit 0" in summary
 
 
+def test_rerun_and_export_reproduce_a_job(server):
+    (server.work / "calc.yaml").write_text("version: 1\ncommand: python -c \"print({{ a }} * {{ b }})\"\n")
+    first = server.ok("submit", "calc.yaml", "--set", "a=6", "--set", "b=7", "--name", "calc").strip()
+    assert "42" in server.ok("logs", first, "--follow").splitlines()
+
+    again = server.ok("rerun", first).strip()
+    assert again != first
+    assert "42" in server.ok("logs", again, "--follow").splitlines()
+    original, rerun = server.job(first), server.job(again)
+    assert rerun["rerun_of"] == first and rerun["code_hash"] == original["code_hash"]
+
+    written = server.ok("export", first, "--dir", "exported").split()
+    assert any(path.endswith("calc.yaml") for path in written)
+    result = server.run("submit", "exported/calc.yaml", "--wait")
+    assert result.returncode == 0, result.stderr
+    assert "42" in result.stdout.splitlines()
+
+
 def test_a_template_ships_its_input_files_and_runs_among_them(server):
     project = server.work / "project"
     (project / "data").mkdir(parents=True)
