@@ -1,0 +1,143 @@
+"""The ``trainorch`` command: run the orchestrator standalone and manage jobs from a shell.
+
+Only the standard library is imported up front so ``trainorch --help`` and argument
+errors are instant; each command imports what it needs. Job commands reach the
+orchestrator the same way kernels do (``connect()``): ``TRAINORCH_URL``, else the
+lease holder's URL, else an orchestrator started inside this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+from .common import EXIT_ERROR, EXIT_OK, PROG
+from .jobs import (
+    cmd_cancel,
+    cmd_export,
+    cmd_list,
+    cmd_logs,
+    cmd_rerun,
+    cmd_retry,
+    cmd_status,
+    cmd_submit,
+)
+from .services import cmd_mlflow_ui, cmd_serve
+from .templates import cmd_templates_list, cmd_templates_show, cmd_templates_validate
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Run notebook code and commands as prioritised, retried training jobs.",
+    )
+    verbs = parser.add_subparsers(dest="command", metavar="COMMAND")
+    verbs.required = True
+
+    def verb(name: str, handler: Callable[..., int], help: str) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    verb(
+        "serve",
+        cmd_serve,
+        "Run the orchestrator and its REST API as a standalone Jupyter server "
+        "(other arguments go to jupyter_server, e.g. --port 8765).",
+    )
+
+    submit = verb("submit", cmd_submit, "Submit a job from a template file or a named template.")
+    submit.add_argument("file", nargs="?", metavar="FILE", help="a YAML template file")
+    submit.add_argument("--template", "-t", metavar="NAME", help="a template the server knows")
+    submit.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="a template param (repeatable)"
+    )
+    submit.add_argument("--gpus", metavar="N")
+    submit.add_argument("--cpus", metavar="N")
+    submit.add_argument("--memory", metavar="SIZE", help="e.g. 16GB")
+    submit.add_argument("--priority", metavar="P", help="low, normal, high, urgent or a number")
+    submit.add_argument("--retries", metavar="N")
+    submit.add_argument("--timeout", metavar="DURATION", help="e.g. 90m or 2h")
+    submit.add_argument("--experiment", metavar="NAME", help="MLflow experiment of the job")
+    submit.add_argument(
+        "--after", action="append", metavar="ID", help="run after this job succeeds (repeatable)"
+    )
+    submit.add_argument("--name", metavar="NAME", help="the job's name")
+    submit.add_argument(
+        "--wait",
+        action="store_true",
+        help="print the logs until the job ends; exit 1 unless it succeeded",
+    )
+    submit.add_argument("--json", action="store_true", help="print the job as JSON")
+
+    listing = verb("list", cmd_list, "List jobs, newest first.")
+    listing.add_argument("--state", metavar="S", help="only jobs in these states (comma-separated)")
+    listing.add_argument("--user", metavar="U", help="only this user's jobs")
+    listing.add_argument("--limit", type=int, default=100, metavar="N")
+    listing.add_argument("--json", action="store_true", help='print {"jobs": [...], "total": n}')
+
+    status = verb("status", cmd_status, "Show one job: state, attempts, progress.")
+    status.add_argument("id", metavar="ID")
+    status.add_argument("--json", action="store_true", help="print the job as JSON")
+
+    logs = verb("logs", cmd_logs, "Print a job's log lines.")
+    logs.add_argument("id", metavar="ID")
+    logs.add_argument(
+        "--follow", "-f", action="store_true", help="keep printing until the job ends"
+    )
+    logs.add_argument("--attempt", type=int, metavar="N", help="only this attempt's lines")
+
+    verb("cancel", cmd_cancel, "Cancel a job and wait until it has stopped.").add_argument(
+        "id", metavar="ID"
+    )
+    verb("retry", cmd_retry, "Run a finished job again.").add_argument("id", metavar="ID")
+    verb("rerun", cmd_rerun, "Submit a new job with this job's exact spec and code.").add_argument(
+        "id", metavar="ID"
+    )
+    export = verb("export", cmd_export, "Write a job as a standalone template and script.")
+    export.add_argument("id", metavar="ID")
+    export.add_argument("--dir", default=".", metavar="DIR", help="where to write (default: here)")
+    mlflow_ui = verb("mlflow-ui", cmd_mlflow_ui, "Open the MLflow UI on the jobs' tracking store.")
+    mlflow_ui.add_argument("--host", default="127.0.0.1")
+    mlflow_ui.add_argument("--port", type=int, default=5000)
+
+    templates = verbs.add_parser("templates", help="List, show or check job templates.")
+    actions = templates.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    actions.add_parser("list", help="the templates this machine knows").set_defaults(
+        handler=cmd_templates_list
+    )
+    show = actions.add_parser("show", help="one template, resolved, as YAML")
+    show.add_argument("name", metavar="NAME")
+    show.set_defaults(handler=cmd_templates_show)
+    validate = actions.add_parser("validate", help="check template files")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.set_defaults(handler=cmd_templates_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "serve":
+        return cmd_serve(args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+
+    from ..client.transport import TrainOrchError
+    from ..spec.errors import SpecError
+
+    try:
+        return args.handler(args)
+    except (TrainOrchError, SpecError) as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # ``trainorch logs ID | head``: the reader left; say nothing more to it.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
