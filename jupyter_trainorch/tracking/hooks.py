@@ -46,10 +46,14 @@ class TrackingHooks:
         self.tracker = tracker
         self._on_warning = on_warning
         self._on_final_metrics = on_final_metrics
+        # Two lanes: runs are created on one thread, so an attempt's run never queues behind
+        # artifact uploads, metrics and git calls, which go to the other.
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="trainorch-mlflow")
+        self._slow = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="trainorch-mlflow-io")
         self._warned: set[str] = set()
-        self._job_runs: dict[str, dict[str, Any]] = {}  # touched only on the tracker thread
-        self._last_attempt_run: dict[str, str] = {}  # likewise
+        # Written by the run-creating lane, read (and emptied) by the other, always later.
+        self._job_runs: dict[str, dict[str, Any]] = {}
+        self._last_attempt_run: dict[str, str] = {}
         self._paused_until = 0.0
         # Fail fast against a server that is down (MLflow's defaults retry for minutes).
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -57,6 +61,7 @@ class TrackingHooks:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=False)
+        self._slow.shutdown(wait=True, cancel_futures=False)
 
     def _guarded(self, job_id: str, what: str, fn: Callable[..., Any], *args: Any) -> Any:
         if time.monotonic() < self._paused_until:
@@ -92,6 +97,9 @@ class TrackingHooks:
     def submit(self, job_id: str, what: str, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
         return self._executor.submit(self._guarded, job_id, what, fn, *args)
 
+    def submit_slow(self, job_id: str, what: str, fn: Callable[..., Any], *args: Any) -> None:
+        self._slow.submit(self._guarded, job_id, what, fn, *args)
+
     async def run(self, job_id: str, what: str, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.wrap_future(self.submit(job_id, what, fn, *args))
 
@@ -100,12 +108,20 @@ class TrackingHooks:
         self, job: dict[str, Any], spec: dict[str, Any], meta: dict[str, str],
         done: Callable[[dict[str, Any]], None],
     ) -> None:  # fmt: skip
-        def start() -> None:
-            info = self.tracker.start_job(job, spec, meta)
+        def start() -> dict[str, Any]:
+            info = self.tracker.start_job(job, spec)
             self._job_runs[job["id"]] = info
             done(info)
+            return info
 
-        self.submit(job["id"], "creating the job's run", start)
+        created = self.submit(job["id"], "creating the job's run", start)
+
+        def describe() -> None:
+            info = created.result()
+            if info:
+                self.tracker.describe_job(info["run_id"], spec, meta)
+
+        self.submit_slow(job["id"], "logging the job's artifacts", describe)
 
     async def attempt_started(
         self, job: dict[str, Any], stored: dict[str, Any], n: int, worker: str, gpu_ids: list[str]
@@ -132,7 +148,7 @@ class TrackingHooks:
             return None
 
     def metrics(self, job_id: str, run_id: str, points: list[dict[str, Any]]) -> None:
-        self.submit(job_id, "logging metrics", self.tracker.log_metrics, run_id, points)
+        self.submit_slow(job_id, "logging metrics", self.tracker.log_metrics, run_id, points)
 
     def attempt_ended(self, job_id: str, run_id: str, state: str, read_log: Callable[[], str]) -> None:
         def end() -> None:
@@ -143,7 +159,8 @@ class TrackingHooks:
             if self._on_final_metrics is not None:
                 self._on_final_metrics(job_id, self.tracker.final_metrics(run_id))
 
-        self.submit(job_id, "closing the attempt's run", end)
+        # After this attempt's metrics, which wait in the same lane.
+        self.submit_slow(job_id, "closing the attempt's run", end)
 
     def job_ended(
         self, job_id: str, stored: dict[str, Any], state: str, register_model: str = "",
@@ -162,4 +179,4 @@ class TrackingHooks:
                 if version and registered is not None:
                     registered(job_id, version)
 
-        self.submit(job_id, "closing the job's run", end)
+        self.submit_slow(job_id, "closing the job's run", end)

@@ -84,9 +84,8 @@ class MlflowTracker:
         return experiment_id
 
     # -- the job's run ---------------------------------------------------------------
-    def start_job(self, job: dict[str, Any], spec: dict[str, Any], meta: dict[str, str] | None = None) -> dict[str, Any]:
-        """Create the job's run with params, tags, and the spec, source and ``meta`` texts
-        (variable manifest, the submitting environment's packages) as artifacts."""
+    def start_job(self, job: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+        """Create the job's run with its params and tags (what attempts' runs wait for)."""
         experiment = str(spec.get("experiment") or "Default")
         experiment_id = self._experiment(experiment)
         template = spec.get("template") or {}
@@ -107,8 +106,6 @@ class MlflowTracker:
             tags["trainorch.group"] = str(spec["group"])
         if job.get("rerun_of"):
             tags["trainorch.rerun_of"] = str(job["rerun_of"])
-        git = git_info(spec.get("workdir"))
-        tags.update({k: v for k, v in git.items() if k != "diff"})
         run = self.client.create_run(experiment_id, start_time=_ms(), tags=tags, run_name=job["name"])
         run_id = run.info.run_id
         from mlflow.entities import Param
@@ -116,6 +113,17 @@ class MlflowTracker:
         params = [Param(str(k), _param_text(v)) for k, v in sorted((spec.get("params") or {}).items())]
         if params:
             self.client.log_batch(run_id, params=params, synchronous=True)
+        return {"experiment_id": experiment_id, "run_id": run_id, "url": self.url(experiment_id, run_id)}
+
+    def describe_job(self, run_id: str, spec: dict[str, Any], meta: dict[str, str] | None = None) -> None:
+        """The slower part: git tags and the spec, source and ``meta`` texts (variable
+        manifest, the submitting environment's packages) as artifacts."""
+        from mlflow.entities import RunTag
+
+        git = git_info(spec.get("workdir"))
+        tags = [RunTag(k, str(v)) for k, v in git.items() if k != "diff"]
+        if tags:
+            self.client.log_batch(run_id, tags=tags, synchronous=True)
         self.client.log_dict(run_id, spec, "trainorch/spec.json")
         if spec.get("source"):
             self.client.log_text(run_id, spec["source"], "trainorch/source.py")
@@ -125,7 +133,6 @@ class MlflowTracker:
             self.client.log_text(run_id, git["diff"], "trainorch/uncommitted.diff")
         for name, text in (meta or {}).items():
             self.client.log_text(run_id, text, f"trainorch/{name}")
-        return {"experiment_id": experiment_id, "run_id": run_id, "url": self.url(experiment_id, run_id)}
 
     def end_job(self, run_id: str, state: str) -> None:
         self.client.set_terminated(run_id, status=STATUS.get(state, "FAILED"), end_time=_ms())

@@ -4,6 +4,7 @@ import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { ReadonlyPartialJSONObject } from '@lumino/coreutils';
 
+import { COMPARE_ID, createCompareTab } from './charts';
 import { cloneCellSource } from './format';
 import { trainorchIcon } from './icon';
 import { IJobNotice, JobsModel } from './model';
@@ -19,6 +20,8 @@ namespace CommandIDs {
   export const retryJob = 'trainorch:retry-job';
   export const cloneJob = 'trainorch:clone-job';
   export const setPriority = 'trainorch:set-priority';
+  export const rerunJob = 'trainorch:rerun-job';
+  export const compareJobs = 'trainorch:compare-jobs';
 }
 
 const CATEGORY = 'Training Jobs';
@@ -58,8 +61,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
       clone: id => void commands.execute(CommandIDs.cloneJob, { id }),
       setPriority: (id, priority) =>
         void commands.execute(CommandIDs.setPriority, { id, priority }),
-      refresh: () => void commands.execute(CommandIDs.refresh)
+      refresh: () => void commands.execute(CommandIDs.refresh),
+      rerun: id => void commands.execute(CommandIDs.rerunJob, { id }),
+      compare: ids => void commands.execute(CommandIDs.compareJobs, { ids })
     };
+
+    let compareTab: ReturnType<typeof createCompareTab> | null = null;
 
     const panel = new TrainorchPanel({ model, actions });
     shell.add(panel, 'left', { rank: 650 });
@@ -119,6 +126,50 @@ const plugin: JupyterFrontEndPlugin<void> = {
         } catch (error) {
           Notification.error(`Could not retry job ${id}: ${message(error)}`, { autoClose: 8000 });
         }
+      }
+    });
+
+    commands.addCommand(CommandIDs.rerunJob, {
+      label: args => (args.id ? `Rerun Job ${args.id}` : 'Rerun Selected Training Job'),
+      caption: 'Submit a finished training job again, with the same code and params',
+      isEnabled: args => {
+        const id = targetId(args);
+        const job = id ? model.findJob(id) : null;
+        return !!id && (!job || TERMINAL_STATES.has(job.state));
+      },
+      execute: async args => {
+        const id = targetId(args);
+        if (!id) {
+          return;
+        }
+        try {
+          await model.rerun(id);
+          shell.activateById(PANEL_ID);
+        } catch (error) {
+          Notification.error(`Could not rerun job ${id}: ${message(error)}`, { autoClose: 8000 });
+        }
+      }
+    });
+
+    commands.addCommand(CommandIDs.compareJobs, {
+      label: 'Compare Selected Training Jobs',
+      caption: 'Params, final metrics and metric charts of the selected jobs side by side',
+      isEnabled: args => (Array.isArray(args.ids) ? args.ids.length : model.checked.size) >= 2,
+      execute: args => {
+        const ids = Array.isArray(args.ids)
+          ? args.ids.filter((id): id is string => typeof id === 'string')
+          : [...model.checked];
+        if (ids.length < 2) {
+          return;
+        }
+        if (!compareTab || compareTab.isDisposed) {
+          compareTab = createCompareTab(model);
+        }
+        if (!compareTab.isAttached) {
+          shell.add(compareTab, 'main');
+        }
+        shell.activateById(COMPARE_ID);
+        void model.loadCompare(ids);
       }
     });
 
@@ -183,6 +234,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
         CommandIDs.refresh,
         CommandIDs.cancelJob,
         CommandIDs.retryJob,
+        CommandIDs.rerunJob,
+        CommandIDs.compareJobs,
         CommandIDs.cloneJob
       ]) {
         palette.addItem({ command, category: CATEGORY });

@@ -23,6 +23,7 @@ import {
   IJob,
   IJobDetail,
   IJobList,
+  IMetricHistory,
   TERMINAL_STATES
 } from './types';
 
@@ -59,6 +60,8 @@ const CLUSTER_MS = 15000;
 const NEW_JOB_S = 10;
 /** How long after a `%%train` cell runs its job is expected to appear. */
 const EXPECT_MS = 60000;
+/** Metric histories are read from MLflow, which is slow: at most this often per running job. */
+const METRICS_MS = 5000;
 
 export class JobsModel implements IDisposable {
   constructor(options: JobsModel.IOptions = {}) {
@@ -100,6 +103,11 @@ export class JobsModel implements IDisposable {
 
   get connectionChanged(): ISignal<this, Connection> {
     return this._connectionChanged;
+  }
+
+  /** The compared jobs or their metric histories changed. */
+  get compareChanged(): ISignal<this, void> {
+    return this._compareChanged;
   }
 
   /** A job submitted or acted on from here finished, failed or is being retried. */
@@ -162,6 +170,32 @@ export class JobsModel implements IDisposable {
     return this._logTail;
   }
 
+  /** Metric histories of the selected job (fetched, then extended by live progress). */
+  get metrics(): IMetricHistory | null {
+    return this._metrics;
+  }
+
+  /** Ids ticked in the list for comparison. */
+  get checked(): ReadonlySet<string> {
+    return this._checked;
+  }
+
+  get compareJobs(): readonly IJobDetail[] {
+    return this._compareJobs;
+  }
+
+  get compareMetrics(): Readonly<Record<string, IMetricHistory>> {
+    return this._compareMetrics;
+  }
+
+  get compareLoading(): boolean {
+    return this._compareLoading;
+  }
+
+  get compareError(): string | null {
+    return this._compareError;
+  }
+
   /** The user of the newest job submitted from this browser, if any was seen. */
   get mineUser(): string {
     return this._mineUser;
@@ -210,6 +244,7 @@ export class JobsModel implements IDisposable {
     this._clearTimer('_reconnectTimer');
     this._clearTimer('_detailTimer');
     this._clearTimer('_clusterTimer');
+    this._clearTimer('_metricsTimer');
     if (this._socket) {
       this._socket.onclose = null;
       this._socket.close();
@@ -282,12 +317,73 @@ export class JobsModel implements IDisposable {
     this._selectedId = id;
     this._detail = null;
     this._detailError = null;
+    this._metrics = null;
+    this._clearTimer('_metricsTimer');
     this._setLogTail(id ? new LogTail({ jobId: id }) : null);
     this._detailChanged.emit();
     this._listChanged.emit();
     if (id) {
       void this._loadDetail();
+      void this._loadMetrics();
     }
+  }
+
+  // -- comparison --------------------------------------------------------------------
+
+  setChecked(id: string, checked: boolean): void {
+    if (this._checked.has(id) === checked) {
+      return;
+    }
+    const next = new Set(this._checked);
+    if (checked) {
+      next.add(id);
+    } else {
+      next.delete(id);
+    }
+    this._checked = next;
+    this._listChanged.emit();
+  }
+
+  clearChecked(): void {
+    if (this._checked.size) {
+      this._checked = new Set();
+      this._listChanged.emit();
+    }
+  }
+
+  /** Read the jobs to compare (the ticked ones unless given) and their metric histories. */
+  async loadCompare(ids?: string[]): Promise<void> {
+    const wanted = ids ?? (this._compareIds.length ? this._compareIds : [...this._checked]);
+    if (ids) {
+      this._checked = new Set(ids);
+      this._listChanged.emit();
+    }
+    this._compareIds = wanted;
+    this._compareLoading = true;
+    this._compareError = null;
+    this._compareChanged.emit();
+    const token = ++this._compareToken;
+    try {
+      const jobs = await Promise.all(wanted.map(id => this.getJob(id)));
+      const histories = await Promise.all(
+        wanted.map(id => this._fetchMetrics(id).catch(() => ({ attempts: [] }) as IMetricHistory))
+      );
+      if (token !== this._compareToken || this._disposed) {
+        return;
+      }
+      this._compareJobs = jobs;
+      this._compareMetrics = {};
+      wanted.forEach((id, i) => {
+        this._compareMetrics[id] = histories[i];
+      });
+    } catch (error) {
+      if (token !== this._compareToken) {
+        return;
+      }
+      this._compareError = (error as Error).message || String(error);
+    }
+    this._compareLoading = false;
+    this._compareChanged.emit();
   }
 
   /** Show one attempt's log, or null for all attempts. */
@@ -328,6 +424,20 @@ export class JobsModel implements IDisposable {
         this._serverSettings
       )
     );
+  }
+
+  /** Submit the same job again; the new one is selected. */
+  async rerun(id: string): Promise<IJob> {
+    const job = await requestAPI<IJobDetail>(
+      `${this._jobPath(id)}/rerun`,
+      { method: 'POST' },
+      this._serverSettings
+    );
+    this._known.add(job.id);
+    this.watch(job.id);
+    this.select(job.id);
+    this._scheduleRefresh();
+    return job;
   }
 
   /** The job with its rendered spec (for clone-to-cell and the commands). */
@@ -514,6 +624,10 @@ export class JobsModel implements IDisposable {
       }
       this._known.add(id);
       const previous = this._detail;
+      if (previous && !TERMINAL_STATES.has(previous.state) && TERMINAL_STATES.has(detail.state)) {
+        // The last points logged before the end may not have come through progress.
+        void this._loadMetrics();
+      }
       this._detail = detail;
       this._detailError = null;
       this._patchList(detail);
@@ -537,6 +651,93 @@ export class JobsModel implements IDisposable {
       this._detailTimer = null;
       void this._loadDetail();
     }, 200);
+  }
+
+  private _fetchMetrics(id: string): Promise<IMetricHistory> {
+    return requestAPI<IMetricHistory>(`${this._jobPath(id)}/metrics`, {}, this._serverSettings);
+  }
+
+  private async _loadMetrics(): Promise<void> {
+    const id = this._selectedId;
+    if (!id) {
+      return;
+    }
+    this._lastMetricsRead = Date.now();
+    let history: IMetricHistory;
+    try {
+      history = await this._fetchMetrics(id);
+    } catch (error) {
+      // Without MLflow histories the chart still grows from live progress.
+      history = { attempts: [], warning: (error as Error).message || String(error) };
+    }
+    if (this._disposed || id !== this._selectedId) {
+      return;
+    }
+    if (!Array.isArray(history.attempts)) {
+      history = { ...history, attempts: [] };
+    }
+    // Keep live points newer than the history: MLflow lags behind progress reports.
+    const live = this._metrics;
+    if (live) {
+      for (const attempt of live.attempts) {
+        let target = history.attempts.find(a => a.n === attempt.n);
+        if (!target) {
+          target = { n: attempt.n, run_id: null, metrics: {} };
+          history.attempts.push(target);
+        }
+        for (const [key, points] of Object.entries(attempt.metrics)) {
+          const known = target.metrics[key] ?? [];
+          const last = known.length ? known[known.length - 1][0] : -Infinity;
+          target.metrics[key] = known.concat(points.filter(p => p[0] > last));
+        }
+      }
+    }
+    this._metrics = history;
+    this._detailChanged.emit();
+  }
+
+  /** Re-read the histories of a running job, at most every METRICS_MS. */
+  private _scheduleMetrics(): void {
+    if (this._metricsTimer !== null || !this._selectedId) {
+      return;
+    }
+    const wait = Math.max(0, this._lastMetricsRead + METRICS_MS - Date.now());
+    this._metricsTimer = window.setTimeout(() => {
+      this._metricsTimer = null;
+      void this._loadMetrics();
+    }, wait);
+  }
+
+  /** Add the latest reported values to the open chart. */
+  private _appendLive(progress: IChange['progress'], attemptN?: number): void {
+    const values = progress?.metrics;
+    const step = progress?.step;
+    if (!values || typeof step !== 'number') {
+      return;
+    }
+    const n =
+      attemptN ??
+      (this._detail?.attempts.length
+        ? this._detail.attempts[this._detail.attempts.length - 1].n
+        : 1);
+    const history: IMetricHistory = this._metrics ?? { attempts: [] };
+    let attempt = history.attempts.find(a => a.n === n);
+    if (!attempt) {
+      attempt = { n, run_id: null, metrics: {} };
+      history.attempts = [...history.attempts, attempt];
+    }
+    const now = Date.now();
+    for (const [key, value] of Object.entries(values)) {
+      if (typeof value !== 'number' || !Number.isFinite(value)) {
+        continue;
+      }
+      const points = attempt.metrics[key] ?? [];
+      if (points.length && points[points.length - 1][0] >= step) {
+        continue;
+      }
+      attempt.metrics[key] = [...points, [step, value, now]];
+    }
+    this._metrics = { ...history };
   }
 
   private _setLogTail(tail: LogTail | null): void {
@@ -635,6 +836,8 @@ export class JobsModel implements IDisposable {
       }
       if (selected && this._detail) {
         this._detail.progress = change.progress;
+        this._appendLive(change.progress, change.attempt);
+        this._scheduleMetrics();
         this._detailChanged.emit();
       }
       return;
@@ -848,7 +1051,13 @@ export class JobsModel implements IDisposable {
   }
 
   private _clearTimer(
-    name: '_refreshTimer' | '_pollTimer' | '_reconnectTimer' | '_detailTimer' | '_clusterTimer'
+    name:
+      | '_refreshTimer'
+      | '_pollTimer'
+      | '_reconnectTimer'
+      | '_detailTimer'
+      | '_clusterTimer'
+      | '_metricsTimer'
   ): void {
     const timer = this[name];
     if (timer !== null) {
@@ -897,6 +1106,17 @@ export class JobsModel implements IDisposable {
   private _detailTimer: number | null = null;
   private _clusterTimer: number | null = null;
   private _clusterInterval = 0;
+  private _metrics: IMetricHistory | null = null;
+  private _metricsTimer: number | null = null;
+  private _lastMetricsRead = 0;
+  private _checked: ReadonlySet<string> = new Set();
+  private _compareIds: string[] = [];
+  private _compareJobs: IJobDetail[] = [];
+  private _compareMetrics: Record<string, IMetricHistory> = {};
+  private _compareLoading = false;
+  private _compareError: string | null = null;
+  private _compareToken = 0;
+  private _compareChanged = new Signal<this, void>(this);
   private _listChanged = new Signal<this, void>(this);
   private _clusterChanged = new Signal<this, void>(this);
   private _detailChanged = new Signal<this, void>(this);

@@ -12,6 +12,7 @@ import {
   closeIcon,
   copyIcon,
   launchIcon,
+  redoIcon,
   refreshIcon,
   runIcon,
   stopIcon
@@ -33,6 +34,7 @@ import {
   progressFraction,
   stepText
 } from './format';
+import { MetricCharts } from './charts';
 import { trainorchIcon } from './icon';
 import { LogTail } from './logs';
 import { Connection, JobsModel } from './model';
@@ -54,6 +56,10 @@ export interface IJobActions {
   clone(id: string): void;
   setPriority(id: string, priority: string): void;
   refresh(): void;
+  /** Submit a finished job again, byte for byte. */
+  rerun(id: string): void;
+  /** Open the comparison tab for these jobs. */
+  compare(ids: string[]): void;
 }
 
 export const PANEL_ID = 'trainorch-panel';
@@ -359,8 +365,26 @@ function JobList(props: { model: JobsModel; actions: IJobActions }): JSX.Element
   const q = model.query;
   const first = model.total ? q.page * model.pageSize + 1 : 0;
   const last = Math.min(model.total, (q.page + 1) * model.pageSize);
+  const checked = [...model.checked];
   return (
     <div className="trainorch-list-section">
+      {checked.length > 0 && (
+        <div className="trainorch-compare-bar">
+          <span>{checked.length} selected</span>
+          <Button
+            small
+            data-action="compare"
+            disabled={checked.length < 2}
+            title={checked.length < 2 ? 'Select at least two jobs' : 'Compare the selected jobs'}
+            onClick={() => actions.compare(checked)}
+          >
+            Compare
+          </Button>
+          <Button minimal small data-action="clear-selection" onClick={() => model.clearChecked()}>
+            Clear
+          </Button>
+        </div>
+      )}
       {model.error && (
         <div className="trainorch-error" role="alert">
           {model.error}
@@ -372,16 +396,27 @@ function JobList(props: { model: JobsModel; actions: IJobActions }): JSX.Element
             {model.loading ? 'Loading…' : model.error ? '' : 'No jobs match.'}
           </div>
         )}
-        {jobs.map(job => (
-          <JobRow
-            key={job.id}
-            job={job}
-            now={now}
-            selected={job.id === model.selectedId}
-            model={model}
-            actions={actions}
-          />
-        ))}
+        {groupJobs(jobs).map(item =>
+          item.group ? (
+            <JobGroup
+              key={`group:${item.group}`}
+              group={item.group}
+              jobs={item.jobs}
+              now={now}
+              model={model}
+              actions={actions}
+            />
+          ) : (
+            <JobRow
+              key={item.jobs[0].id}
+              job={item.jobs[0]}
+              now={now}
+              selected={item.jobs[0].id === model.selectedId}
+              model={model}
+              actions={actions}
+            />
+          )
+        )}
       </div>
       <div className="trainorch-pager">
         <Button
@@ -409,6 +444,100 @@ function JobList(props: { model: JobsModel; actions: IJobActions }): JSX.Element
           ›
         </Button>
       </div>
+    </div>
+  );
+}
+
+/**
+ * Jobs of one sweep group together, at the place of the group's first job in the
+ * current sort; the other jobs stay where they are.
+ */
+function groupJobs(jobs: readonly IJob[]): { group: string; jobs: IJob[] }[] {
+  const items: { group: string; jobs: IJob[] }[] = [];
+  const byGroup = new Map<string, IJob[]>();
+  for (const job of jobs) {
+    const group = job.group ?? '';
+    if (!group) {
+      items.push({ group: '', jobs: [job] });
+      continue;
+    }
+    let members = byGroup.get(group);
+    if (!members) {
+      members = [];
+      byGroup.set(group, members);
+      items.push({ group, jobs: members });
+    }
+    members.push(job);
+  }
+  return items;
+}
+
+function JobGroup(props: {
+  group: string;
+  jobs: IJob[];
+  now: number;
+  model: JobsModel;
+  actions: IJobActions;
+}): JSX.Element {
+  const { group, jobs, now, model, actions } = props;
+  const [open, setOpen] = React.useState(true);
+  const counts = new Map<string, number>();
+  for (const job of jobs) {
+    counts.set(job.state, (counts.get(job.state) ?? 0) + 1);
+  }
+  return (
+    <div className="trainorch-group" data-group={group} role="group" aria-label={`Sweep ${group}`}>
+      <div
+        className="trainorch-group-header"
+        role="button"
+        aria-expanded={open}
+        tabIndex={0}
+        data-action="toggle-group"
+        onClick={() => setOpen(!open)}
+        onKeyDown={event => {
+          if (event.key === 'Enter' && event.target === event.currentTarget) {
+            setOpen(!open);
+          }
+        }}
+      >
+        <span className="trainorch-group-caret">{open ? '▾' : '▸'}</span>
+        <span className="trainorch-group-name" title={`Sweep group ${group}`}>
+          {group}
+        </span>
+        <span className="trainorch-group-count">{jobs.length}</span>
+        <span className="trainorch-group-states">
+          {[...counts.entries()].map(([state, count]) => (
+            <span key={state} className={`trainorch-state trainorch-state-${state}`}>
+              {count} {state}
+            </span>
+          ))}
+        </span>
+        <Button
+          minimal
+          small
+          className="trainorch-group-compare"
+          data-action="compare-group"
+          disabled={jobs.length < 2}
+          title="Compare every job of this group"
+          onClick={event => {
+            event.stopPropagation();
+            actions.compare(jobs.map(j => j.id));
+          }}
+        >
+          compare group
+        </Button>
+      </div>
+      {open &&
+        jobs.map(job => (
+          <JobRow
+            key={job.id}
+            job={job}
+            now={now}
+            selected={job.id === model.selectedId}
+            model={model}
+            actions={actions}
+          />
+        ))}
     </div>
   );
 }
@@ -524,6 +653,18 @@ function JobActions(props: { job: IJob; actions: IJobActions; open?: () => void 
           <runIcon.react tag="span" />
         </Button>
       )}
+      {terminal && (
+        <Button
+          minimal
+          small
+          className="trainorch-icon-button"
+          data-action="rerun"
+          title="Rerun: submit the same job again"
+          onClick={() => actions.rerun(job.id)}
+        >
+          <redoIcon.react tag="span" />
+        </Button>
+      )}
       <Button
         minimal
         small
@@ -565,6 +706,16 @@ function JobRow(props: {
       }}
     >
       <div className="trainorch-job-line">
+        <input
+          type="checkbox"
+          className="trainorch-check"
+          data-action="select"
+          aria-label={`Select ${job.name} for comparison`}
+          title="Select for comparison"
+          checked={model.checked.has(job.id)}
+          onClick={stop}
+          onChange={event => model.setChecked(job.id, event.target.checked)}
+        />
         <StateChip state={job.state} />
         <span className="trainorch-job-name" title={`${job.name} (${job.id})`}>
           {job.name}
@@ -680,7 +831,7 @@ function JobDetail(props: { model: JobsModel; actions: IJobActions }): JSX.Eleme
         )}
         <Attempts job={job} tail={tail} model={model} />
         <Summary job={job} now={now} model={model} />
-        <Metrics job={job} />
+        <MetricCharts job={job} history={model.metrics} attempt={tail?.attempt ?? null} />
         <Spec job={job} />
       </div>
     </div>
@@ -775,7 +926,34 @@ function Summary(props: { job: IJobDetail; now: number; model: JobsModel }): JSX
         ) : (
           <span className="trainorch-muted">not tracked</span>
         )}
+        {job.mlflow?.warning && (
+          <div className="trainorch-notice" data-field="mlflow-warning" title={job.mlflow.warning}>
+            {job.mlflow.warning}
+          </div>
+        )}
       </Field>
+      {job.mlflow?.model && (
+        <Field label="Model" field="model">
+          {job.mlflow.model.name} v{String(job.mlflow.model.version)}
+          {job.mlflow.model.alias ? ` @${job.mlflow.model.alias}` : ''}
+        </Field>
+      )}
+      {job.rerun_of && (
+        <Field label="Rerun of" field="rerun_of">
+          <button
+            className="trainorch-link trainorch-dep"
+            data-action="open-rerun-of"
+            onClick={() => model.select(job.rerun_of ?? null)}
+          >
+            {job.rerun_of}
+          </button>
+        </Field>
+      )}
+      {job.group && (
+        <Field label="Group" field="group">
+          {job.group}
+        </Field>
+      )}
       {job.outputs.length > 0 && (
         <Field label="Outputs" field="outputs">
           {job.outputs.join(', ')}
@@ -784,37 +962,6 @@ function Summary(props: { job: IJobDetail; now: number; model: JobsModel }): JSX
       )}
     </dl>
   );
-}
-
-/** The slot for metric charts; for now the latest reported values. */
-function Metrics(props: { job: IJob }): JSX.Element {
-  const metrics = props.job.progress?.metrics ?? {};
-  const entries = Object.entries(metrics);
-  return (
-    <section className="trainorch-metrics" data-slot="metrics" aria-label="Metrics">
-      <div className="trainorch-section-title">Metrics</div>
-      {entries.length === 0 ? (
-        <div className="trainorch-muted">No metrics reported.</div>
-      ) : (
-        <dl className="trainorch-summary">
-          {entries.map(([key, value]) => (
-            <Field key={key} label={key}>
-              {typeof value === 'number' ? formatNumber(value) : JSON.stringify(value)}
-            </Field>
-          ))}
-        </dl>
-      )}
-    </section>
-  );
-}
-
-function formatNumber(value: number): string {
-  if (Number.isInteger(value)) {
-    return String(value);
-  }
-  return Math.abs(value) >= 1e-3 && Math.abs(value) < 1e6
-    ? value.toPrecision(5)
-    : value.toExponential(3);
 }
 
 /** Which attempt's log to show: all of them in order, or one. */

@@ -78,13 +78,44 @@ export interface IJob {
   max_retries: number;
   timeout: number | null;
   progress: IProgress;
-  mlflow: { experiment_id: string | null; run_id: string | null; url: string | null };
+  mlflow: IMlflowInfo;
   error: string | null;
   outputs: string[];
   has_outputs: boolean;
   created: string | null;
   started: string | null;
   ended: string | null;
+  /** Sweep group id, or empty. */
+  group?: string;
+  code_hash?: string | null;
+  rerun_of?: string | null;
+  experiment?: string | null;
+}
+
+export interface IMlflowInfo {
+  experiment_id: string | null;
+  run_id: string | null;
+  url: string | null;
+  warning?: string | null;
+  /** Last value of each logged metric. */
+  metrics?: Record<string, number>;
+  model?: { name: string; version: string | number; alias?: string | null } | null;
+}
+
+/** One point of a metric history: step, value, time in ms. */
+export type MetricPoint = [number, number, number];
+
+export interface IAttemptMetrics {
+  n: number;
+  run_id: string | null;
+  metrics: Record<string, MetricPoint[]>;
+}
+
+/** `GET jobs/{id}/metrics`. */
+export interface IMetricHistory {
+  job_id?: string;
+  attempts: IAttemptMetrics[];
+  warning?: string;
 }
 
 export interface IJobSpec {
