@@ -194,6 +194,9 @@ def test_a_succeeded_job_registers_its_model_with_an_alias(tmp_path):
     finally:
         host.stop()
     assert job.mlflow["model"] == {"name": "doubler", "version": "1", "alias": "champion"}
+    from jupyter_trainorch.client.job import model_text
+
+    assert model_text(job.to_dict()) == ", model doubler v1 @champion"  # what Job and JobWidget show
     assert job.mlflow["metrics"]["val_loss"] == pytest.approx(0.12)
     client = _client(f"sqlite:///{data / 'mlflow.db'}")
     version = client.get_model_version_by_alias("doubler", "champion")

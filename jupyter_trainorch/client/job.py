@@ -13,6 +13,15 @@ FINAL_STATES = ("succeeded", "failed", "cancelled")
 Transport = HTTPTransport | LocalTransport
 
 
+def model_text(job: dict[str, Any], escape: Any = str) -> str:
+    """``, model doubler v1 @champion`` for a job that registered a model, else ``""``."""
+    model = (job.get("mlflow") or {}).get("model")
+    if not model:
+        return ""
+    alias = f" @{model['alias']}" if model.get("alias") else ""
+    return escape(f", model {model['name']} v{model['version']}{alias}")
+
+
 class JobFailed(TrainOrchError):
     """``Job.result()`` of a job that did not succeed."""
 
@@ -126,7 +135,13 @@ class Job:
         printer.text(
             f"Job {self.id} '{info['name']}': {info['state']}, priority {info['priority_class']}, "
             f"{len(attempts)} attempt(s), {info['max_retries']} retries allowed"
+            + model_text(info)
         )
+
+    @property
+    def model(self) -> dict[str, Any] | None:
+        """The model version this job registered (``name``, ``version``, ``alias``), if any."""
+        return (self.refresh().get("mlflow") or {}).get("model")
 
     def _ipython_display_(self) -> None:
         """In a kernel, a live ``JobWidget``; elsewhere the text of ``_repr_pretty_``."""

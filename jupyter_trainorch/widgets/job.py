@@ -9,6 +9,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from ..client.job import model_text
 from ..client.transport import TrainOrchError
 from ._live import FINAL_STATES, Follower, first_line, progress_text, summary
 
@@ -138,6 +139,7 @@ class JobWidget(widgets.VBox):
             name = job.get("name") or ""
             self.title.value = (
                 f"<b>{html.escape(str(name))}</b> <code>{html.escape(self.job.id)}</code>"
+                + model_text(job, html.escape)
             )
             self.state_label.value = state
             self.state_label.style.text_color = _STATE_COLOURS.get(state, "")
