@@ -46,8 +46,9 @@ class Lab:
         self.token = secrets.token_hex(8)
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def api(self, path: str, method: str = "GET") -> dict:
-        request = urllib.request.Request(f"{self.url}/trainorch/api/{path}", method=method)
+    def api(self, path: str, method: str = "GET", body: dict | None = None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self.url}/trainorch/api/{path}", data=data, method=method)
         request.add_header("Authorization", f"token {self.token}")
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
@@ -189,3 +190,45 @@ def test_panel_follows_a_notebook_job_and_cancels_it(lab, page, tmp_path):
 
 def _log_lines(lab: Lab, job_id: str) -> list[str]:
     return [line["text"] for line in lab.api(f"jobs/{job_id}/logs")["lines"]]
+
+
+TRAINING = "import jupyter_trainorch, time\nfor i in range(1, 21):\n    jupyter_trainorch.progress(i, 20, loss=lr / i)\n    time.sleep(0.05)\n"
+
+
+def test_metric_charts_and_the_compare_view(lab, page):
+    ids = [
+        lab.api("jobs", "POST", {"template": "python-cell", "source": TRAINING, "params": {"lr": lr}, "name": name})["id"]
+        for name, lr in (("chart-a", 0.1), ("chart-b", 0.5))
+    ]
+    deadline = time.monotonic() + 90
+    while {lab.api(f"jobs/{i}")["state"] for i in ids} != {"succeeded"}:
+        assert time.monotonic() < deadline, "the training jobs did not finish"
+        time.sleep(0.5)
+
+    page.goto(f"{lab.url}/lab?token={lab.token}")
+    page.locator("[title='Training jobs']").first.click()
+    panel = page.locator("#trainorch-panel")
+    for job_id in ids:
+        panel.locator(f"[data-job-id='{job_id}']").wait_for(timeout=60_000)
+
+    # The job's loss curve, drawn from its MLflow attempt run: one line of 20 points.
+    panel.locator(f"[data-job-id='{ids[0]}'] [data-action='open']").click()
+    line = page.locator(".trainorch-detail .trainorch-chart[data-metric='loss'] polyline[data-attempt='1']")
+    line.wait_for(timeout=60_000)
+    page.wait_for_function(
+        "() => { const p = document.querySelector(\".trainorch-detail .trainorch-chart[data-metric='loss'] polyline\");"
+        " return p && p.getAttribute('points').trim().split(/\\s+/).length === 20; }",
+        timeout=30_000,
+    )  # fmt: skip
+
+    for job_id in ids:
+        panel.locator(f"[data-job-id='{job_id}'] input[data-action='select']").check()
+    panel.locator("[data-action='compare']").click()
+    compare = page.locator(".trainorch-compare")
+    compare.locator("table").wait_for(timeout=30_000)
+    lr_row = compare.locator("tr[data-row='param:lr']")
+    assert "0.1" in lr_row.inner_text() and "0.5" in lr_row.inner_text()
+    compare.locator(".trainorch-chart polyline[data-job-id]").first.wait_for(timeout=30_000)
+    assert {compare.locator(".trainorch-chart polyline[data-job-id]").nth(i).get_attribute("data-job-id")
+            for i in range(compare.locator(".trainorch-chart polyline[data-job-id]").count())} >= set(ids)  # fmt: skip
+    page.screenshot(path=str(DOCS / "compare.png"))
