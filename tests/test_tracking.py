@@ -206,3 +206,28 @@ def test_a_succeeded_job_registers_its_model_with_an_alias(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{data / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/doubler@champion")
     assert model.predict([1, 2]) == [2, 4]
+
+
+AUTOLOGGED = """
+import mlflow
+from sklearn.linear_model import LinearRegression
+
+mlflow.sklearn.autolog(log_models=False)
+LinearRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0.0, 2.0, 4.0, 6.0])
+"""
+
+
+def test_autologging_in_the_cell_lands_in_the_attempt_run(tmp_path):
+    pytest.importorskip("sklearn")
+    data = tmp_path / "data"
+    host = start_host(data, workers=1)
+    try:
+        job = wait_final(host, submit(host, name="autolog", source=AUTOLOGGED), timeout=180)
+        assert job.state == "succeeded", [line.text for line in host.store.read_logs(job.id)]
+        run_id = wait_until(lambda: host.store.get_job(job.id).attempts[0].mlflow_run_id, what="attempt run id")
+    finally:
+        host.stop()
+    run = _client(f"sqlite:///{data / 'mlflow.db'}").get_run(run_id)
+    assert run.data.tags["mlflow.parentRunId"] == job.mlflow["run_id"]
+    assert run.data.params["fit_intercept"] == "True"
+    assert run.data.metrics["training_score"] == pytest.approx(1.0)
