@@ -134,7 +134,7 @@ def test_panel_follows_a_notebook_job_and_cancels_it(lab, page, tmp_path):
     cells.nth(1).click()
     page.keyboard.press("Shift+Enter")
 
-    page.locator("[title='Training jobs']").first.click()
+    _open_panel(page)
     panel = page.locator("#trainorch-panel")
     row = panel.locator("[data-job-id]", has_text="browser-demo").first
     row.wait_for(timeout=60_000)
@@ -188,6 +188,16 @@ def test_panel_follows_a_notebook_job_and_cancels_it(lab, page, tmp_path):
     assert not pid_alive(pid)
 
 
+def _open_panel(page) -> None:
+    """Show the sidebar panel; the restored layout may already show it (a click would hide it)."""
+    tab = page.locator("[title='Training jobs']").first
+    tab.wait_for(timeout=60_000)
+    page.wait_for_timeout(1500)  # let JupyterLab finish restoring the layout
+    if not page.locator("#trainorch-panel").is_visible():
+        tab.click()
+    page.locator("#trainorch-panel").wait_for(state="visible", timeout=30_000)
+
+
 def _log_lines(lab: Lab, job_id: str) -> list[str]:
     return [line["text"] for line in lab.api(f"jobs/{job_id}/logs")["lines"]]
 
@@ -206,7 +216,7 @@ def test_metric_charts_and_the_compare_view(lab, page):
         time.sleep(0.5)
 
     page.goto(f"{lab.url}/lab?token={lab.token}")
-    page.locator("[title='Training jobs']").first.click()
+    _open_panel(page)
     panel = page.locator("#trainorch-panel")
     for job_id in ids:
         panel.locator(f"[data-job-id='{job_id}']").wait_for(timeout=60_000)

@@ -182,7 +182,7 @@ print("logged")
 """
 
 
-def test_a_succeeded_job_registers_its_model_with_an_alias(tmp_path):
+def test_a_succeeded_job_registers_its_model_with_an_alias(tmp_path, monkeypatch):
     data = tmp_path / "data"
     host = start_host(data, workers=1)
     try:
@@ -203,6 +203,8 @@ def test_a_succeeded_job_registers_its_model_with_an_alias(tmp_path):
     assert str(version.version) == "1"
     import mlflow.pyfunc
 
+    # set_tracking_uri exports MLFLOW_TRACKING_URI; monkeypatch puts it back afterwards.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{data / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{data / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/doubler@champion")
     assert model.predict([1, 2]) == [2, 4]

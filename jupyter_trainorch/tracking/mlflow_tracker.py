@@ -172,19 +172,30 @@ class MlflowTracker:
         return {k: v for k, v in metrics.items() if not k.startswith("system/")}
 
     def register_model(self, target: str, experiment_id: str, run_id: str) -> dict[str, Any]:
-        """Register the model ``run_id`` logged as ``NAME`` (and point ``@alias`` at it)."""
-        import mlflow
+        """Register the model ``run_id`` logged as ``NAME`` (and point ``@alias`` at it).
+
+        Only the explicit client is used: ``mlflow.set_tracking_uri`` would also export
+        ``MLFLOW_TRACKING_URI`` into this process and everything it starts.
+        """
+        from mlflow.exceptions import MlflowException
 
         name, _, alias = target.partition("@")
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as err:
+            if "already exists" not in str(err).lower() and "RESOURCE_ALREADY_EXISTS" not in str(err):
+                raise
         logged = self.client.search_logged_models(
             experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'"
         )
         if logged:
-            uri = f"models:/{logged[-1].model_id}"
+            model = logged[-1]
+            version = self.client.create_model_version(
+                name, source=model.artifact_location, run_id=run_id, model_id=model.model_id
+            )
         else:  # a model saved as the run's "model" artifact
-            uri = f"runs:/{run_id}/model"
-        mlflow.set_tracking_uri(self.tracking_uri)
-        version = mlflow.register_model(uri, name)
+            source = self.client.get_run(run_id).info.artifact_uri.rstrip("/") + "/model"
+            version = self.client.create_model_version(name, source=source, run_id=run_id)
         if alias:
             self.client.set_registered_model_alias(name, alias, version.version)
         return {"name": name, "version": str(version.version), "alias": alias or None}
