@@ -107,6 +107,25 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def service_env(root: Path) -> dict[str, str]:
+    """This interpreter's environment for a server subprocess, with only the test's settings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TRAINORCH_", "JUPYTERHUB_")) and k not in ("JUPYTER_CONFIG_DIR", "MLFLOW_TRACKING_URI")
+    }
+    env.update(
+        TRAINORCH_DATA_DIR=str(root / "data"),
+        TRAINORCH_WORKERS="1",
+        TRAINORCH_GPUS_PER_WORKER="1",
+        # Templates and settings in the developer's own Jupyter config must not leak in.
+        JUPYTER_CONFIG_DIR=str(root / "config"),
+        JUPYTER_RUNTIME_DIR=str(root / "runtime"),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

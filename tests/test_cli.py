@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import subprocess
@@ -16,31 +15,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import free_port, stop_process_group
+from conftest import free_port, service_env, stop_process_group
 
 from jupyter_trainorch.cli import main
 
 CALL_TIMEOUT = 120
 SERVER_START = 60.0
-
-
-def base_env(root: Path) -> dict[str, str]:
-    """This interpreter's environment with only the test's orchestrator settings."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("TRAINORCH_", "JUPYTERHUB_")) and k != "JUPYTER_CONFIG_DIR"
-    }
-    env.update(
-        TRAINORCH_DATA_DIR=str(root / "data"),
-        TRAINORCH_WORKERS="1",
-        TRAINORCH_GPUS_PER_WORKER="1",
-        # Templates in the developer's own Jupyter config must not change what is listed.
-        JUPYTER_CONFIG_DIR=str(root / "config"),
-        JUPYTER_RUNTIME_DIR=str(root / "runtime"),
-        PYTHONUNBUFFERED="1",
-    )
-    return env
 
 
 def trainorch(
@@ -62,7 +42,6 @@ def one_error(result: subprocess.CompletedProcess[str]) -> str:
     ours = [line for line in result.stderr.splitlines() if line.startswith("trainorch: ")]
     assert len(ours) == 1, result.stderr
     return ours[0]
-
 
 
 class Server:
@@ -110,7 +89,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     (root / "notebooks").mkdir()
     port, token = free_port(), secrets.token_hex(16)
     url = f"http://127.0.0.1:{port}/"
-    env = base_env(root)
+    env = service_env(root)
     log_path = root / "serve.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
@@ -305,7 +284,7 @@ def test_bad_set_value_and_missing_param_are_one_sentence(server):
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    return base_env(tmp_path)
+    return service_env(tmp_path)
 
 
 def test_in_process_orchestrator_when_no_server(env, tmp_path):

@@ -8,7 +8,6 @@ and stop the job from its cancel button.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import CHROMIUM, free_port, pid_alive, stop_process_group
+from conftest import CHROMIUM, free_port, pid_alive, service_env, stop_process_group
 
 pytestmark = pytest.mark.browser
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -61,15 +60,8 @@ def lab(tmp_path_factory):
     work = root / "work"
     work.mkdir()
     lab = Lab(work)
-    env = dict(os.environ)
-    for name in ("TRAINORCH_URL", "TRAINORCH_TOKEN", "TRAINORCH_CLUSTER", "TRAINORCH_DB"):
-        env.pop(name, None)
+    env = service_env(root)
     env.update(
-        TRAINORCH_DATA_DIR=str(root / "data"),
-        TRAINORCH_WORKERS="1",
-        TRAINORCH_GPUS_PER_WORKER="1",
-        JUPYTER_CONFIG_DIR=str(root / "config"),
-        JUPYTER_RUNTIME_DIR=str(root / "runtime"),
         JUPYTERLAB_SETTINGS_DIR=str(root / "settings"),
         JUPYTERLAB_WORKSPACES_DIR=str(root / "workspaces"),
     )
