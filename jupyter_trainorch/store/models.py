@@ -41,6 +41,8 @@ class AttemptRecord:
     error: str | None = None
     infrastructure: bool = False  # a lost worker or restart, not the job's own fault
     mlflow_run_id: str | None = None
+    process_started: float | None = None  # the child process began executing the body
+    pid: int | None = None  # the child's pid on ``worker``
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +56,8 @@ class AttemptRecord:
             "error": self.error,
             "infrastructure": self.infrastructure,
             "mlflow_run_id": self.mlflow_run_id,
+            "process_started": iso(self.process_started),
+            "pid": self.pid,
         }
 
 
@@ -79,6 +83,8 @@ class JobRecord:
     code_hash: str = ""
     rerun_of: str | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
+    idempotency_key: str | None = None  # unique per user when set
+    request_hash: str | None = None
 
     @property
     def max_retries(self) -> int:
@@ -93,9 +99,17 @@ class JobRecord:
         )
 
     @property
+    def reexecutions(self) -> int:
+        """Times the job's code had started and had to run again because its worker was
+        lost or the service stopped it (not because the code failed)."""
+        return sum(1 for a in self.attempts if a.infrastructure and a.process_started is not None)
+
+    @property
     def infrastructure_failures(self) -> int:
         return sum(
-            1 for a in self.attempts if a.state == FAILED and a.infrastructure and a.n >= self.retry_from
+            1
+            for a in self.attempts
+            if a.state == FAILED and a.infrastructure and a.n >= self.retry_from
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,8 +136,12 @@ class JobRecord:
             "params": dict(spec.get("params", {})),
             "attempts": [a.to_dict() for a in self.attempts],
             "max_retries": self.max_retries,
+            "attempts_allowed": self.max_retries + 1,
+            "reexecutions": self.reexecutions,
+            "terminal": self.state in TERMINAL_STATES,
             "timeout": spec.get("timeout"),
-            "progress": dict(self.progress) or {"step": None, "total": None, "fraction": None, "message": None},
+            "progress": dict(self.progress)
+            or {"step": None, "total": None, "fraction": None, "message": None},
             "mlflow": dict(self.mlflow) or {"experiment_id": None, "run_id": None, "url": None},
             "error": self.error,
             "outputs": list(spec.get("outputs", [])),
@@ -136,6 +154,14 @@ class JobRecord:
             "started": iso(self.started),
             "ended": iso(self.ended),
         }
+
+
+class DuplicateSubmission(Exception):
+    """A job with this user's idempotency key already exists: ``job_id`` is that job."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"a job with this idempotency key already exists: {job_id}")
+        self.job_id = job_id
 
 
 @dataclass

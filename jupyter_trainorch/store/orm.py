@@ -1,4 +1,8 @@
-"""SQLAlchemy tables. Only ``store.sql`` uses these."""
+"""SQLAlchemy tables. Only ``store.sql`` uses these.
+
+They must match the head revision in ``migrations/versions`` (a test compares them): a change
+here is a new migration there.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +39,15 @@ class JobRow(Base):
     retry_from: Mapped[int] = mapped_column(Integer, default=1)
     code_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     rerun_of: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # A client's key for one submission: a retried POST finds the job it already made.
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # Hash of the submitted request, to tell a retry from a different request reusing a key.
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+    # NULL keys are distinct, so jobs without a key never collide.
+    __table_args__ = (
+        Index("ix_jobs_user_idempotency_key", "user", "idempotency_key", unique=True),
+    )
 
 
 class AttemptRow(Base):
@@ -51,6 +64,9 @@ class AttemptRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     infrastructure: Mapped[bool] = mapped_column(Boolean, default=False)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # When the child process began executing the job's body, and its pid on the worker.
+    process_started: Mapped[float | None] = mapped_column(Float, nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     __table_args__ = (Index("ix_attempt_job_n", "job_id", "n", unique=True),)
 

@@ -1,7 +1,7 @@
 """The durable job store: jobs, attempts, log lines and the orchestrator lease.
 
-SQLAlchemy over SQLite (WAL) by default, any SQLAlchemy URL (PostgreSQL) for shared
-deployments. Every method opens its own short session, so readers on other threads
+SQLAlchemy over SQLite (WAL) by default, PostgreSQL (``postgresql+psycopg://``) for shared
+deployments; the schema is kept by Alembic migrations (``store.migrations``). Every method opens its own short session, so readers on other threads
 (REST handlers) never wait on the orchestrator's writes for long.
 """
 
@@ -12,34 +12,17 @@ import socket
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, select, update
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker, undefer
 
-from .models import AttemptRecord, JobRecord, Lease, LogLine
-from .orm import AttemptRow, Base, JobRow, LeaseRow, LogRow
+from ..processes import pid_alive
+from .engine import insert_ignoring_duplicates, make_engine
+from .migrations import ensure_schema
+from .models import AttemptRecord, DuplicateSubmission, JobRecord, Lease, LogLine
+from .orm import AttemptRow, JobRow, LeaseRow, LogRow
 
 _LEASE_NAME = "orchestrator"
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
-
-
-def make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
 
 
 def _attempt(row: AttemptRow) -> AttemptRecord:
@@ -55,6 +38,8 @@ def _attempt(row: AttemptRow) -> AttemptRecord:
         error=row.error,
         infrastructure=bool(row.infrastructure),
         mlflow_run_id=row.mlflow_run_id,
+        process_started=row.process_started,
+        pid=row.pid,
     )
 
 
@@ -80,6 +65,8 @@ def _job(row: JobRow, attempts: Sequence[AttemptRow]) -> JobRecord:
         code_hash=row.code_hash or "",
         rerun_of=row.rerun_of,
         attempts=[_attempt(a) for a in sorted(attempts, key=lambda a: a.n)],
+        idempotency_key=row.idempotency_key,
+        request_hash=row.request_hash,
     )
 
 
@@ -87,14 +74,7 @@ class JobStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        try:
-            Base.metadata.create_all(self.engine)
-        except OperationalError as err:
-            # Two processes creating a new SQLite store at once: the other one won.
-            if "already exists" not in str(err):
-                raise
-            Base.metadata.create_all(self.engine)
-        _add_missing_columns(self.engine)
+        ensure_schema(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
@@ -102,6 +82,18 @@ class JobStore:
 
     # -- jobs -------------------------------------------------------------
     def create_job(self, record: JobRecord, package: bytes | None) -> JobRecord:
+        """Insert a new job; raise ``DuplicateSubmission`` if its user already used its key."""
+        try:
+            return self._insert_job(record, package)
+        except IntegrityError:
+            if record.idempotency_key is None:
+                raise
+            existing = self.find_by_idempotency_key(record.user, record.idempotency_key)
+            if existing is None:
+                raise  # some other constraint (a job id reused)
+            raise DuplicateSubmission(existing.id) from None
+
+    def _insert_job(self, record: JobRecord, package: bytes | None) -> JobRecord:
         with self._session.begin() as session:
             row = JobRow(
                 id=record.id,
@@ -114,6 +106,8 @@ class JobStore:
                 created=record.created,
                 code_hash=record.code_hash,
                 rerun_of=record.rerun_of,
+                idempotency_key=record.idempotency_key,
+                request_hash=record.request_hash,
                 progress={},
                 mlflow={},
                 package=package,
@@ -131,7 +125,17 @@ class JobStore:
             attempts = session.scalars(select(AttemptRow).where(AttemptRow.job_id == job_id)).all()
             return _job(row, attempts)
 
-    def get_jobs(self, job_ids: Sequence[str], with_packages: bool = False) -> dict[str, tuple[JobRecord, bytes | None]]:
+    def find_by_idempotency_key(self, user: str, key: str) -> JobRecord | None:
+        """The job ``user`` submitted with idempotency ``key``, if any."""
+        with self._session() as session:
+            job_id = session.scalar(
+                select(JobRow.id).where(JobRow.user == user, JobRow.idempotency_key == key)
+            )
+        return None if job_id is None else self.get_job(job_id)
+
+    def get_jobs(
+        self, job_ids: Sequence[str], with_packages: bool = False
+    ) -> dict[str, tuple[JobRecord, bytes | None]]:
         """Several jobs (and their code packages) in one session, for a dispatch round."""
         if not job_ids:
             return {}
@@ -141,10 +145,13 @@ class JobStore:
                 query = query.options(undefer(JobRow.package))
             rows = session.scalars(query).all()
             by_job: dict[str, list[AttemptRow]] = {row.id: [] for row in rows}
-            for attempt in session.scalars(select(AttemptRow).where(AttemptRow.job_id.in_(list(by_job)))):
+            for attempt in session.scalars(
+                select(AttemptRow).where(AttemptRow.job_id.in_(list(by_job)))
+            ):
                 by_job[attempt.job_id].append(attempt)
             return {
-                row.id: (_job(row, by_job[row.id]), row.package if with_packages else None) for row in rows
+                row.id: (_job(row, by_job[row.id]), row.package if with_packages else None)
+                for row in rows
             }
 
     def list_jobs(
@@ -182,6 +189,15 @@ class JobStore:
                 query = query.where(JobRow.state.in_(list(states)))
             if user:
                 query = query.where(JobRow.user == user)
+            return int(session.scalar(query) or 0)
+
+    def count_reexecutions(self) -> int:
+        """Attempts whose code had started and that ended for a reason not the job's own
+        (a lost worker, a stopped service): each one's job ran its code again."""
+        with self._session() as session:
+            query = select(func.count()).select_from(AttemptRow).where(
+                AttemptRow.infrastructure.is_(True), AttemptRow.process_started.is_not(None)
+            )
             return int(session.scalar(query) or 0)
 
     def update_job(self, job_id: str, **fields: Any) -> None:
@@ -223,6 +239,9 @@ class JobStore:
                         exit_code=a.exit_code,
                         error=a.error,
                         infrastructure=a.infrastructure,
+                        mlflow_run_id=a.mlflow_run_id,
+                        process_started=a.process_started,
+                        pid=a.pid,
                     )
                 )
 
@@ -233,7 +252,9 @@ class JobStore:
         with self._session.begin() as session:
             session.execute(update(JobRow).where(JobRow.id == job_id).values(**job))
             session.execute(
-                update(AttemptRow).where(AttemptRow.job_id == job_id, AttemptRow.n == n).values(**attempt)
+                update(AttemptRow)
+                .where(AttemptRow.job_id == job_id, AttemptRow.n == n)
+                .values(**attempt)
             )
 
     def update_attempt(self, job_id: str, n: int, **fields: Any) -> None:
@@ -245,7 +266,9 @@ class JobStore:
             )
 
     # -- logs -------------------------------------------------------------
-    def append_logs(self, job_id: str, attempt: int, lines: Sequence[tuple[int, str, str, float]]) -> int:
+    def append_logs(
+        self, job_id: str, attempt: int, lines: Sequence[tuple[int, str, str, float]]
+    ) -> int:
         """Store ``(seq, stream, text, time)`` lines; a line already stored is skipped."""
         if not lines:
             return 0
@@ -253,18 +276,26 @@ class JobStore:
             {"job_id": job_id, "attempt": attempt, "seq": s, "stream": st, "text": t, "time": tm}
             for s, st, t, tm in lines
         ]
-        try:
-            with self._session.begin() as session:
-                session.execute(LogRow.__table__.insert(), rows)
-            return len(rows)
-        except IntegrityError:
-            # A re-sent batch overlaps what is stored: keep only the new lines.
-            have = self.log_seqs(job_id, attempt)
-            fresh = [r for r in rows if r["seq"] not in have]
-            if fresh:
-                with self._session.begin() as session:
-                    session.execute(LogRow.__table__.insert(), fresh)
-            return len(fresh)
+        # A re-sent batch may overlap what is stored: the database skips those lines itself,
+        # in the same statement, so concurrent senders cannot race between check and insert.
+        table = LogRow.__table__
+        statement = insert_ignoring_duplicates(self.engine.dialect.name, table)
+        with self._session.begin() as session:
+            if self.engine.dialect.name == "postgresql":
+                # psycopg reports no rowcount for a batch: count the ids inserted instead.
+                return len(session.execute(statement.returning(table.c.id), rows).all())
+            # sqlite3 sums a batch's changes (RETURNING would need SQLite >= 3.35).
+            return max(int(session.execute(statement, rows).rowcount), 0)
+
+    def max_log_seq(self, job_id: str, attempt: int) -> int:
+        """The highest stored line number of an attempt (0 when it has none)."""
+        with self._session() as session:
+            highest = session.scalar(
+                select(func.max(LogRow.seq)).where(
+                    LogRow.job_id == job_id, LogRow.attempt == attempt
+                )
+            )
+        return int(highest or 0)
 
     def log_seqs(self, job_id: str, attempt: int) -> set[int]:
         with self._session() as session:
@@ -298,15 +329,30 @@ class JobStore:
 
     def acquire_lease(self, owner: str, url: str | None, now: float, ttl: float) -> Lease | None:
         """Take or renew the single-owner lease; return the other holder if it is alive."""
+        try:
+            return self._acquire_lease(owner, url, now, ttl)
+        except IntegrityError:
+            # Two processes inserted the first lease row at once. The row exists now, so the
+            # retry's SELECT ... FOR UPDATE serialises them (SQLite serialises all writers).
+            return self._acquire_lease(owner, url, now, ttl)
+
+    def _acquire_lease(self, owner: str, url: str | None, now: float, ttl: float) -> Lease | None:
         host = socket.gethostname()
         with self._session.begin() as session:
             row = session.get(LeaseRow, _LEASE_NAME, with_for_update=True)
             if row is not None and row.owner != owner and row.expires > now:
-                if not (row.host == host and not _pid_alive(row.pid)):
+                if not (row.host == host and not pid_alive(row.pid)):
                     return Lease(row.owner, row.url, row.pid, row.host, row.expires)
             if row is None:
                 session.add(
-                    LeaseRow(name=_LEASE_NAME, owner=owner, url=url, pid=os.getpid(), host=host, expires=now + ttl)
+                    LeaseRow(
+                        name=_LEASE_NAME,
+                        owner=owner,
+                        url=url,
+                        pid=os.getpid(),
+                        host=host,
+                        expires=now + ttl,
+                    )
                 )
             else:
                 row.owner, row.url, row.pid, row.host = owner, url, os.getpid(), host
@@ -319,30 +365,3 @@ class JobStore:
             if row is not None and row.owner == owner:
                 session.delete(row)
 
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Additive schema migration: columns added in later versions, all nullable or defaulted."""
-    from sqlalchemy import inspect, text
-
-    inspector = inspect(engine)
-    for table in Base.metadata.sorted_tables:
-        present = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in present:
-                continue
-            kind = column.type.compile(dialect=engine.dialect)
-            default = ""
-            if column.default is not None and column.default.is_scalar:
-                default = f" DEFAULT {column.default.arg!r}"
-            with engine.begin() as connection:
-                connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}'))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -1,0 +1,40 @@
+"""Processes on this machine: is one alive, and ending one we started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, which holds nothing, counts as gone)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's, and alive
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True  # no /proc: trust kill(0)
+
+
+def stop_process(pid: int, grace: float = 20.0) -> None:
+    """SIGTERM; after ``grace`` seconds SIGKILL to the process group it leads."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
