@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from jupyter_trainorch.orchestrator import OrchestratorConfig, OrchestratorHost
+from jupyter_trainorch.processes import pid_alive, stop_process
 from jupyter_trainorch.spec import JobSpec
 
 FINAL = ("succeeded", "failed", "cancelled")
+__all__ = ["pid_alive", "stop_process"]  # for the test modules
 
 
 CHROMIUM = "/usr/bin/chromium"
@@ -37,11 +40,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test may reach a developer's own server or store."""
-    for name in ("TRAINORCH_URL", "TRAINORCH_TOKEN", "TRAINORCH_CLUSTER", "TRAINORCH_DB", "MLFLOW_TRACKING_URI"):
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test may reach a developer's own server or store; services a test started
+    (in its own data folder) end with it."""
+    for name in ("TRAINORCH_URL", "TRAINORCH_TOKEN", "TRAINORCH_CLUSTER", "TRAINORCH_DB",
+                 "TRAINORCH_SERVICE_URL", "MLFLOW_TRACKING_URI"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TRAINORCH_DATA_DIR", str(tmp_path / "trainorch-data"))
+    data_dir = tmp_path / "trainorch-data"
+    monkeypatch.setenv("TRAINORCH_DATA_DIR", str(data_dir))
+    # A local cluster left behind by a failed test ends by itself soon.
+    monkeypatch.setenv("TRAINORCH_CLUSTER_IDLE_TIMEOUT", "120")
+    yield
+    stop_services_under(tmp_path)
+
+
+def stop_services_under(root: Path) -> None:
+    """End every trainorch service and local cluster whose data folder is below ``root``
+    (started by this test), services first: a service that stops leaves its cluster."""
+    for name in ("service.pid", "service.json", "cluster.json"):
+        for state in sorted(root.glob(f"**/{name}")):
+            try:
+                text = state.read_text()
+                pid = int(text) if name.endswith(".pid") else int(json.loads(text)["pid"])
+            except (OSError, ValueError, KeyError):
+                continue
+            stop_process(pid)
+
 
 
 def start_host(data_dir: Path, **config: object) -> OrchestratorHost:
@@ -94,18 +118,6 @@ def log_text(host: OrchestratorHost, job_id: str) -> list[str]:
     return [line.text for line in host.store.read_logs(job_id)]
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); it holds nothing.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
 
 def service_env(root: Path) -> dict[str, str]:
     """This interpreter's environment for a server subprocess, with only the test's settings."""
@@ -122,6 +134,7 @@ def service_env(root: Path) -> dict[str, str]:
         JUPYTER_CONFIG_DIR=str(root / "config"),
         JUPYTER_RUNTIME_DIR=str(root / "runtime"),
         PYTHONUNBUFFERED="1",
+        TRAINORCH_CLUSTER_IDLE_TIMEOUT="120",
     )
     return env
 
@@ -145,6 +158,5 @@ def stop_process_group(proc: subprocess.Popen, grace: float = 20) -> None:
 
 
 def dask_executable(name: str) -> list[str]:
-    """The ``dask`` CLI of this interpreter."""
-    found = shutil.which("dask")
-    return [found, name] if found else ["python", "-m", "distributed.cli.dask_" + name]
+    """The ``dask`` CLI of this interpreter (also from an unactivated virtual environment)."""
+    return [sys.executable, "-m", "distributed.cli.dask_" + name]

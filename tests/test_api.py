@@ -1,15 +1,24 @@
-"""The REST API in a real jupyter_server (pytest-jupyter), orchestrator and Dask behind it."""
+"""The REST API: a real Jupyter server (pytest-jupyter) with the extension, forwarding to
+the real trainorch service it started, with Dask workers behind it."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import pytest
 import tornado.httpclient
+import tornado.web
+from conftest import wait_until
 
-from jupyter_trainorch.api.handlers import handlers
+from jupyter_trainorch.api.handlers import service_handlers
+from jupyter_trainorch.api.proxy import front_handlers
+from jupyter_trainorch.service import read_runtime
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -23,10 +32,11 @@ def jp_server_config():
 def _small_cluster(monkeypatch):
     monkeypatch.setenv("TRAINORCH_WORKERS", "1")
     monkeypatch.setenv("TRAINORCH_GPUS_PER_WORKER", "1")
+    monkeypatch.setenv("TRAINORCH_MLFLOW", "off")
 
 
-async def _json(jp_fetch, *parts, method="GET", body=None, **params):
-    kwargs = {"method": method, "params": params}
+async def _json(jp_fetch, *parts, method="GET", body=None, headers=None, **params):
+    kwargs = {"method": method, "params": params, "headers": headers or {}}
     if body is not None:
         kwargs["body"] = json.dumps(body)
     response = await jp_fetch("trainorch", "api", *parts, **kwargs)
@@ -39,24 +49,62 @@ async def _error(jp_fetch, *parts, method="GET", body=None, **params):
     return err.value.code, json.loads(err.value.response.body)["message"]
 
 
-async def test_every_route_refuses_requests_without_credentials(jp_serverapp, http_server_client, jp_base_url):
-    routes = handlers(jp_base_url)
-    assert len(routes) >= 10
-    checked = 0
+ROUTE_VALUES = {"job_id": "abc", "name": "torch", "path": "api/jobs"}
+
+
+def _methods(handler):
+    """The HTTP methods the handler answers (not tornado's 405 defaults)."""
+    for method in ("GET", "POST", "PATCH", "DELETE"):
+        if getattr(handler, method.lower()) is not getattr(tornado.web.RequestHandler, method.lower()):
+            yield method
+
+
+def _paths(routes):
+    names = ROUTE_VALUES
     for pattern, handler in routes:
-        path = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: "abc" if m.group(1) == "job_id" else "torch", pattern)
-        for method in ("GET", "POST", "DELETE"):
-            if method.lower() not in handler.__dict__:
-                continue
+        path = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: names[m.group(1)], pattern)
+        yield path, handler
+
+
+def _service() -> tuple[str, str]:
+    info = wait_until(lambda: read_runtime(Path(os.environ["TRAINORCH_DATA_DIR"])), what="the service")
+    return info.url, info.token
+
+
+def _call(url: str, token: str | None, method: str = "GET", body: bytes | None = None) -> int:
+    request = urllib.request.Request(url, data=body, method=method)
+    if token:
+        request.add_header("Authorization", f"token {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+async def test_every_route_refuses_requests_without_credentials(jp_serverapp, http_server_client, jp_base_url):
+    checked = 0
+    for path, handler in _paths(front_handlers(jp_base_url)):
+        for method in _methods(handler):
             response = await http_server_client.fetch(
-                path.replace("@", "%40"),
-                method=method,
-                body="{}" if method == "POST" else None,
-                raise_error=False,
+                path, method=method, body="{}" if method in ("POST", "PATCH") else None, raise_error=False
             )
             assert response.code == 403, f"{method} {path} answered {response.code} without credentials"
             checked += 1
-    assert checked >= 11
+    assert checked >= 4
+    # The service itself: nothing without its token, nothing with a wrong one.
+    url, token = _service()
+    for path, handler in _paths(service_handlers("/")):
+        for method in _methods(handler):
+            body = b"{}" if method in ("POST", "PATCH") else None
+            for credential in (None, "not-" + token):
+                code = _call(url.rstrip("/") + path, credential, method, body)
+                assert code == 403, f"{method} {path} answered {code} with token {credential!r}"
+                checked += 1
+    assert checked >= 34
+    # The service is only what it says: no kernels, files or terminals.
+    for path in ("api/kernels", "api/contents", "api/terminals", "files/x"):
+        assert _call(url + path, token) == 404, path
 
 
 async def test_submit_follow_cancel_retry_through_rest(jp_fetch, jp_serverapp):
@@ -67,10 +115,14 @@ async def test_submit_follow_cancel_retry_through_rest(jp_fetch, jp_serverapp):
         "template": "command", "params": {"cmd": "echo one; echo two"}, "name": "echo", "user": "ada",
     })  # fmt: skip
     assert job["state"] in ("queued", "starting", "running")
+    # The job belongs to who is authenticated (the service's user), not to the body's "ada".
+    assert job["user"] == getpass.getuser()
     assert set(job) >= {
         "id", "name", "user", "state", "priority", "resources", "depends_on", "template", "params",
         "attempts", "max_retries", "progress", "mlflow", "created", "started", "ended",
+        "terminal", "attempts_allowed", "actions", "reexecutions",
     }  # fmt: skip
+    assert set(job["actions"]) >= {"read", "cancel", "rerun"}
     logs = {"lines": [], "next": 0, "finished": False}
     text: list[str] = []
     while not logs["finished"]:
@@ -79,6 +131,7 @@ async def test_submit_follow_cancel_retry_through_rest(jp_fetch, jp_serverapp):
     assert text == ["one", "two"]
     done = await _json(jp_fetch, "jobs", job["id"])
     assert done["state"] == "succeeded" and done["attempts"][0]["exit_code"] == 0
+    assert done["terminal"] and done["reexecutions"] == 0
     assert done["template"]["name"] == "command" and len(done["template"]["hash"]) == 16
 
     sleeper = await _json(jp_fetch, "jobs", method="POST", body={
@@ -92,8 +145,9 @@ async def test_submit_follow_cancel_retry_through_rest(jp_fetch, jp_serverapp):
     assert retried["state"] in ("queued", "starting", "running")
     await _json(jp_fetch, "jobs", sleeper["id"], method="DELETE")
 
-    listing = await _json(jp_fetch, "jobs", user="ada")
-    assert [j["id"] for j in listing["jobs"]] == [job["id"]] and listing["total"] == 1
+    listing = await _json(jp_fetch, "jobs", user=getpass.getuser())
+    assert {j["id"] for j in listing["jobs"]} == {job["id"], sleeper["id"]} and listing["total"] == 2
+    assert (await _json(jp_fetch, "jobs", user="ada"))["total"] == 0
     cluster = await _json(jp_fetch, "cluster")
     assert cluster["gpus"]["total"] == 1 and len(cluster["workers"]) == 1
     templates = await _json(jp_fetch, "templates")
@@ -102,6 +156,26 @@ async def test_submit_follow_cancel_retry_through_rest(jp_fetch, jp_serverapp):
     assert any(c["job_id"] == job["id"] and c.get("state") == "succeeded" for c in events["changes"])
     metrics = await jp_fetch("trainorch", "metrics")
     assert b'trainorch_jobs{state="succeeded"} 1' in metrics.body
+    me = await _json(jp_fetch, "me")
+    assert (me["name"], me["admin"], me["mode"]) == (getpass.getuser(), True, "single-user")
+
+
+async def test_the_same_idempotency_key_returns_the_same_job(jp_fetch, jp_serverapp):
+    body = {"template": "command", "params": {"cmd": "echo once"}, "name": "once"}
+    first = await jp_fetch("trainorch", "api", "jobs", method="POST", body=json.dumps(body),
+                           headers={"Idempotency-Key": "cell-7-run-1"})  # fmt: skip
+    again = await jp_fetch("trainorch", "api", "jobs", method="POST", body=json.dumps(body),
+                           headers={"Idempotency-Key": "cell-7-run-1"})  # fmt: skip
+    assert (first.code, again.code) == (201, 200)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert json.loads(first.body)["id"] == json.loads(again.body)["id"]
+    # The same key in the body (for clients that cannot set headers) is the same submission.
+    token = await _json(jp_fetch, "jobs", method="POST", body={**body, "client_token": "cell-7-run-1"})
+    assert token["id"] == json.loads(first.body)["id"]
+    code, message = await _error(jp_fetch, "jobs", method="POST",
+                                 body={**body, "name": "other", "client_token": "cell-7-run-1"})  # fmt: skip
+    assert code == 400 and "already used for job" in message
+    assert (await _json(jp_fetch, "jobs"))["total"] == 1
 
 
 async def test_user_errors_are_one_sentence_with_the_right_status(jp_fetch, jp_serverapp):
@@ -112,6 +186,7 @@ async def test_user_errors_are_one_sentence_with_the_right_status(jp_fetch, jp_s
         ({"template": "command", "params": {"cmd": "x"}, "overrides": {"priority": "asap"}}, 400, "priority"),
         ({"spec": {"name": "x", "kind": "python", "bogus": 1}}, 400, "bogus is not a known job field"),
         ({}, 400, "either spec or template"),
+        ({"template": "command", "params": {"cmd": "x"}, "client_token": "x" * 200}, 400, "Idempotency-Key"),
     ]
     for body, status, fragment in cases:
         code, message = await _error(jp_fetch, "jobs", method="POST", body=body)
@@ -137,6 +212,7 @@ async def test_priority_change_and_the_websocket_push_channel(jp_fetch, jp_ws_fe
     while not any(c["job_id"] == blocker["id"] and c.get("state") == "running" for c in seen):
         seen.append(json.loads(await socket.read_message()))
     assert [c["seq"] for c in seen] == sorted(c["seq"] for c in seen)
+    assert (await _json(jp_fetch, "jobs", waiting["id"]))["queue_position"] == 1
 
     changed = await _json(jp_fetch, "jobs", waiting["id"], method="PATCH", body={"priority": "urgent"})
     assert (changed["priority"], changed["priority_class"], changed["state"]) == (300, "urgent", "queued")
@@ -151,3 +227,22 @@ async def test_priority_change_and_the_websocket_push_channel(jp_fetch, jp_ws_fe
         seen.append(json.loads(await socket.read_message()))
     assert any(c["job_id"] == waiting["id"] and c["kind"] == "logs" for c in seen)
     socket.close()
+
+
+async def test_stopping_the_service_with_running_jobs_asks_for_force(jp_fetch, jp_serverapp):
+    await _json(jp_fetch, "jobs", method="POST", body={
+        "spec": {"name": "long", "kind": "command", "command": "sleep 60", "resources": {"gpus": 1}},
+    })  # fmt: skip
+    wait_until(lambda: _running_jobs() == 1, what="the job to run")
+    code, message = await _error(jp_fetch, "service", "stop", method="POST", body={})
+    assert code == 409 and "1 job(s) are running" in message
+    status = await _json(jp_fetch, "service")
+    assert status["running"] == 1 and status["mode"] == "single-user"
+
+
+def _running_jobs() -> int:
+    url, token = _service()
+    request = urllib.request.Request(url + "trainorch/api/cluster")
+    request.add_header("Authorization", f"token {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())["running"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import free_port, service_env, stop_process_group
+from conftest import free_port, service_env, stop_process_group, stop_services_under
 
 from jupyter_trainorch.cli import main
 
@@ -121,6 +121,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         yield Server(root, url, token, env)
     finally:
         stop_process_group(proc, grace=30)
+        stop_services_under(root)
 
 
 # -- against the server -----------------------------------------------------------------------

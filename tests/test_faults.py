@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import textwrap
 import time
 
+import cloudpickle
 import pytest
 from conftest import (
     dask_executable,
@@ -22,6 +24,7 @@ from conftest import (
 )
 
 from jupyter_trainorch.spec import Resources
+from jupyter_trainorch.store import JobStore
 
 FLAKY_FIRST_ATTEMPT = """
 import os, pathlib, time
@@ -85,6 +88,19 @@ def external_cluster(tmp_path):
         logs.close()
 
 
+LONG_JOB = """
+import os, time
+print("pid", os.getpid(), flush=True)
+n = 0
+while not os.path.exists(gate):
+    n += 1
+    print("tick", n, flush=True)
+    time.sleep(0.05)
+for i in range(50):
+    print("after", i, flush=True)
+answer = 42
+"""
+
 ORCHESTRATOR_A = """
 import sys, time
 from pathlib import Path
@@ -92,14 +108,15 @@ from jupyter_trainorch.orchestrator import OrchestratorConfig, OrchestratorHost
 from jupyter_trainorch.spec import JobSpec, Resources
 
 def main():
-    data, address, gate = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-    host = OrchestratorHost(OrchestratorConfig(data_dir=data, cluster=address)).start()
-    source = "import os, time\\nprint('pid', os.getpid(), flush=True)\\nwhile not os.path.exists(gate):\\n    time.sleep(0.05)\\n"
+    data, cluster, gate, source = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+    host = OrchestratorHost(OrchestratorConfig(data_dir=data, cluster=cluster, workers=1,
+                                               gpus_per_worker=2, mlflow="off")).start()
     ids = [host.call(lambda o, i=i: o.submit(JobSpec(name=f"long{i}", source=source, params={"gate": gate},
-                                                    resources=Resources(gpus=1)))).id for i in range(2)]
+                                                    outputs=["answer"], resources=Resources(gpus=1)))).id
+           for i in range(2)]
     ids += [host.call(lambda o, i=i: o.submit(JobSpec(name=f"queued{i}", source="print('done')",
                                                      resources=Resources(gpus=1)))).id for i in range(3)]
-    while not all(len([l for l in host.store.read_logs(i)]) for i in ids[:2]):
+    while not all(len(host.store.read_logs(i)) >= 3 for i in ids[:2]):
         time.sleep(0.05)
     print("READY", " ".join(ids), flush=True)
     time.sleep(600)
@@ -109,13 +126,13 @@ if __name__ == "__main__":
 """
 
 
-def test_killed_orchestrator_loses_no_job(tmp_path, external_cluster):
-    data = tmp_path / "data"
-    gate = tmp_path / "gate"
+def _kill_orchestrator_a(tmp_path, cluster):
+    """Run orchestrator A in a process of its own until its two long jobs run, then SIGKILL it."""
+    data, gate = tmp_path / "data", tmp_path / "gate"
     script = tmp_path / "orchestrator_a.py"
     script.write_text(textwrap.dedent(ORCHESTRATOR_A))
     first = subprocess.Popen(
-        [sys.executable, str(script), str(data), external_cluster, str(gate)],
+        [sys.executable, str(script), str(data), cluster, str(gate), LONG_JOB],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     try:
@@ -129,20 +146,60 @@ def test_killed_orchestrator_loses_no_job(tmp_path, external_cluster):
     finally:
         first.kill()
         first.wait()
-    host = start_host(data, cluster=external_cluster)
+    return data, gate, ids
+
+
+def _assert_ran_once_with_whole_log(host, job_id):
+    job = wait_final(host, job_id, timeout=90)
+    assert job.state == "succeeded", (job.error, job.attempts)
+    assert len(job.attempts) == 1, job.attempts  # adopted or collected, never run again
+    lines = host.store.read_logs(job_id)
+    assert [line.seq for line in lines] == list(range(1, len(lines) + 1))  # no gap, no duplicate
+    texts = [line.text for line in lines]
+    assert texts[-1] == "after 49" and texts.count("after 0") == 1
+    ticks = [int(t.split()[1]) for t in texts if t.startswith("tick")]
+    assert ticks == list(range(1, len(ticks) + 1))
+    return job
+
+
+def test_a_restarted_orchestrator_adopts_running_attempts(tmp_path, external_cluster):
+    data, gate, ids = _kill_orchestrator_a(tmp_path, external_cluster)
+    time.sleep(1.0)  # lines printed while nobody listens must still reach the store
+    host = start_host(data, cluster=external_cluster, mlflow="off")
     try:
-        old_children = [int(t.split()[1]) for i in ids[:2] for t in log_text(host, i) if t.startswith("pid")]
-        assert len(old_children) == 2
-        # The new orchestrator stops what the dead one left running, then reruns it.
-        wait_until(lambda: not any(pid_alive(p) for p in old_children), timeout=30, what="orphans stopped")
+        children = [int(t.split()[1]) for i in ids[:2] for t in log_text(host, i) if t.startswith("pid")]
+        assert len(children) == 2 and all(pid_alive(p) for p in children)
+        assert host.call_sync(lambda o: o.recovery.to_dict())["adopted"] == 2
+        assert {host.store.get_job(i).state for i in ids[:2]} == {"running"}
         gate.write_text("go")
-        jobs = [wait_final(host, job_id, timeout=90) for job_id in ids]
-        assert [j.state for j in jobs] == ["succeeded"] * 5
-        for job in jobs[:2]:
-            assert [a.state for a in job.attempts] == ["failed", "succeeded"]
-            assert job.attempts[0].infrastructure
-            assert job.attempts[0].error == "the orchestrator stopped while this attempt ran"
-        assert all(job.attempts[-1].worker for job in jobs)
-        assert all(len(j.attempts[-1].gpu_ids) == 1 and j.attempts[-1].gpu_ids[0] in ("0", "1") for j in jobs)
+        for job_id in ids[:2]:
+            job = _assert_ran_once_with_whole_log(host, job_id)
+            assert cloudpickle.loads(host.store.get_outputs(job_id)) == {"answer": 42}
+            assert job.attempts[0].pid in children
+        assert [wait_final(host, i).state for i in ids[2:]] == ["succeeded"] * 3
     finally:
         host.stop()
+
+
+def test_outcomes_of_attempts_that_ended_while_away_are_collected(tmp_path):
+    """The embedded local cluster outlives its orchestrator too."""
+    data, gate, ids = _kill_orchestrator_a(tmp_path, "local")
+    state = json.loads((data / "cluster.json").read_text())
+    store = JobStore(f"sqlite:///{data / 'trainorch.db'}")
+    children = [int(line.text.split()[1]) for i in ids[:2] for line in store.read_logs(i)
+                if line.text.startswith("pid")]  # fmt: skip
+    store.close()
+    assert len(children) == 2
+    gate.write_text("go")
+    wait_until(lambda: not any(pid_alive(p) for p in children), timeout=30, what="the jobs to end")
+    host = start_host(data, mlflow="off")
+    try:
+        assert host.call_sync(lambda o: o.backend.pid) == state["pid"]  # the same cluster
+        assert host.call_sync(lambda o: o.recovery.to_dict())["collected"] == 2
+        for job_id in ids[:2]:
+            _assert_ran_once_with_whole_log(host, job_id)
+            assert cloudpickle.loads(host.store.get_outputs(job_id)) == {"answer": 42}
+        assert [wait_final(host, i).state for i in ids[2:]] == ["succeeded"] * 3
+    finally:
+        host.stop()
+    wait_until(lambda: not pid_alive(state["pid"]), timeout=30, what="the local cluster to stop")

@@ -145,15 +145,15 @@ async def test_a_kernel_finds_the_server_without_configuration(jp_serverapp, jp_
         nbformat.v4.new_code_cell("%load_ext jupyter_trainorch"),
         nbformat.v4.new_code_cell("%%train --name via-server --wait --out answer\nanswer = 6 * 7\nprint('computing')"),
         nbformat.v4.new_code_cell(
-            "from jupyter_trainorch.client import transport\n"
-            "print(answer, type(transport.connect()).__name__, transport._local)"
+            "import os\nfrom jupyter_trainorch.client import transport\n"
+            "print(answer, transport.connect().root == os.environ['TRAINORCH_URL'].rstrip('/'))"
         ),
     ]
     client = NotebookClient(notebook, timeout=120, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}})  # fmt: skip
     await client.async_execute()
     assert "computing" in _text(notebook.cells[1])
-    assert _text(notebook.cells[2]).strip() == "42 HTTPTransport None"
+    assert _text(notebook.cells[2]).strip() == "42 True"
     listing = json.loads((await jp_fetch("trainorch", "api", "jobs")).body)
     assert [j["name"] for j in listing["jobs"]] == ["via-server"]
     assert listing["jobs"][0]["state"] == "succeeded"

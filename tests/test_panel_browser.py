@@ -18,7 +18,14 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import CHROMIUM, free_port, pid_alive, service_env, stop_process_group
+from conftest import (
+    CHROMIUM,
+    free_port,
+    pid_alive,
+    service_env,
+    stop_process_group,
+    stop_services_under,
+)
 
 pytestmark = pytest.mark.browser
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -83,6 +90,7 @@ def lab(tmp_path_factory):
         yield lab
     finally:
         stop_process_group(proc, grace=30)
+        stop_services_under(root)
         log.close()
 
 

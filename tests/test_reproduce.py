@@ -15,11 +15,11 @@ from jupyter_trainorch.spec import TemplateRegistry, render_spec
 
 @pytest.fixture
 def local(monkeypatch):
+    """The user's own service, started for this test's data folder (and stopped after it)."""
     monkeypatch.setenv("TRAINORCH_WORKERS", "1")
     monkeypatch.setenv("TRAINORCH_GPUS_PER_WORKER", "1")
     monkeypatch.setenv("TRAINORCH_MLFLOW", "off")
-    yield transport_module.connect()
-    transport_module._stop_local()
+    return transport_module.connect()
 
 
 def test_rerun_and_export_reproduce_the_job(local, tmp_path):

@@ -75,9 +75,10 @@ def test_a_job_is_a_run_with_a_nested_run_per_attempt(tmp_path):
         client = _client(uri)
         parent = wait_until(lambda: (r := client.get_run(job.mlflow["run_id"])).info.status == "FINISHED" and r,
                             timeout=30, what="the job's run to finish")  # fmt: skip
+        from jupyter_trainorch.orchestrator.access import Caller
         from jupyter_trainorch.orchestrator.jobservice import JobService
 
-        histories = JobService(host.config).metric_history(job.id)  # what GET jobs/{id}/metrics serves
+        histories = JobService(host.config).metric_history(Caller(job.user), job.id)  # what GET jobs/{id}/metrics serves
     finally:
         host.stop()
     assert [a["n"] for a in histories["attempts"]] == [1, 2]

@@ -338,7 +338,8 @@ def test_the_form_builds_the_submit_body() -> None:
         "source": "print(lr, epochs, tag, note)", "depends_on": ["prep", "data"], "outputs": [],
     }  # fmt: skip
     job = form.submit()
-    assert job.id == "new" and stream.calls[0][1]["user"]
+    # Who submits is the service's to know (from authentication), never the request's.
+    assert job.id == "new" and "user" not in stream.calls[0][1]
     (shown,) = form.jobs_box.children
     assert isinstance(shown, JobWidget) and shown.job.id == "new"
     shown.thread.join(timeout=10)
@@ -389,13 +390,11 @@ def test_the_form_submits_a_function_with_its_variables() -> None:
 
 
 def test_a_real_job_shows_live_in_the_widget(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    from jupyter_trainorch.client import transport
+    """Through the user's own service, started for this test's data folder."""
     from jupyter_trainorch.client.job import submit
 
-    monkeypatch.setenv("TRAINORCH_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("TRAINORCH_WORKERS", "1")
     monkeypatch.setenv("TRAINORCH_GPUS_PER_WORKER", "1")
-    monkeypatch.setattr(transport, "_local", None)
     widget = None
     try:
         job = submit({
@@ -415,4 +414,3 @@ def test_a_real_job_shows_live_in_the_widget(monkeypatch: pytest.MonkeyPatch, tm
     finally:
         if widget is not None:
             widget.close()
-        transport._stop_local()

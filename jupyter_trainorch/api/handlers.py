@@ -1,32 +1,47 @@
-"""REST handlers: parse the request, call JobService off the event loop, write JSON.
+"""The service's REST handlers: authenticate, parse, call JobService off the loop, write JSON.
 
-Every route is authenticated by jupyter_server (token, password or JupyterHub).
-No orchestration logic lives here.
+Every route needs a token (``identity``); the caller handed to JobService comes from it
+alone. No orchestration logic lives here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 from collections.abc import Callable
 from typing import Any
 
-from jupyter_server.auth.decorator import ws_authenticated
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.utils import url_path_join
 from tornado import web, websocket
 
 from ..orchestrator import JobNotFound, JobStateError, OrchestratorBusy
+from ..orchestrator.access import Caller, Forbidden, visible_change
 from ..spec import SpecError
+from .identity import caller_of
+from .socket import PushSocket
 
 API = "trainorch/api"
+STARTED = time.time()
 
 
-class BaseHandler(APIHandler):
+class CallerMixin:
+    settings: dict[str, Any]
+    current_user: Any
+
     @property
     def service(self) -> Any:
         return self.settings["trainorch_service"]
 
+    @property
+    def caller(self) -> Caller:
+        admin_users, admin_groups = self.settings["trainorch_admins"]
+        return caller_of(self.current_user, admin_users, admin_groups)
+
+
+class BaseHandler(CallerMixin, APIHandler):
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a (possibly blocking) service call in a thread; map our errors to HTTP."""
         loop = asyncio.get_running_loop()
@@ -34,6 +49,8 @@ class BaseHandler(APIHandler):
             return await loop.run_in_executor(None, lambda: fn(*args, **kwargs))
         except SpecError as err:
             raise web.HTTPError(400, str(err)) from None
+        except Forbidden as err:
+            raise web.HTTPError(403, str(err)) from None
         except JobNotFound as err:
             raise web.HTTPError(404, str(err)) from None
         except JobStateError as err:
@@ -73,6 +90,7 @@ class JobsHandler(BaseHandler):
     async def get(self) -> None:
         result = await self.run(
             self.service.list,
+            self.caller,
             state=self.get_query_argument("state", None),
             user=self.get_query_argument("user", None),
             limit=self.int_arg("limit", 100),
@@ -82,33 +100,37 @@ class JobsHandler(BaseHandler):
 
     @web.authenticated
     async def post(self) -> None:
-        self.write_json(await self.run(self.service.submit, self.json_body()), status=201)
+        key = self.request.headers.get("Idempotency-Key")
+        job, created = await self.run(self.service.submit, self.caller, self.json_body(), key)
+        if not created:
+            self.set_header("Idempotent-Replayed", "true")
+        self.write_json(job, status=201 if created else 200)
 
 
 class JobHandler(BaseHandler):
     @web.authenticated
     async def get(self, job_id: str) -> None:
-        self.write_json(await self.run(self.service.get, job_id))
+        self.write_json(await self.run(self.service.get, self.caller, job_id))
 
     @web.authenticated
     async def delete(self, job_id: str) -> None:
-        self.write_json(await self.run(self.service.cancel, job_id))
+        self.write_json(await self.run(self.service.cancel, self.caller, job_id))
 
     @web.authenticated
     async def patch(self, job_id: str) -> None:
-        self.write_json(await self.run(self.service.update, job_id, self.json_body()))
+        self.write_json(await self.run(self.service.update, self.caller, job_id, self.json_body()))
 
 
 class RetryHandler(BaseHandler):
     @web.authenticated
     async def post(self, job_id: str) -> None:
-        self.write_json(await self.run(self.service.retry, job_id))
+        self.write_json(await self.run(self.service.retry, self.caller, job_id))
 
 
 class RerunHandler(BaseHandler):
     @web.authenticated
     async def post(self, job_id: str) -> None:
-        self.write_json(await self.run(self.service.rerun, job_id), status=201)
+        self.write_json(await self.run(self.service.rerun, self.caller, job_id), status=201)
 
 
 class PackageHandler(BaseHandler):
@@ -116,7 +138,7 @@ class PackageHandler(BaseHandler):
 
     @web.authenticated
     async def get(self, job_id: str) -> None:
-        blob = await self.run(self.service.package, job_id)
+        blob = await self.run(self.service.package, self.caller, job_id)
         self.set_header("Content-Type", "application/zip")
         self.finish(blob or b"")
 
@@ -126,6 +148,7 @@ class LogsHandler(BaseHandler):
     async def get(self, job_id: str) -> None:
         result = await self.run(
             self.service.logs,
+            self.caller,
             job_id,
             attempt=self.int_arg("attempt", None),
             after=self.int_arg("after", 0),
@@ -139,7 +162,7 @@ class MetricsHistoryHandler(BaseHandler):
 
     @web.authenticated
     async def get(self, job_id: str) -> None:
-        self.write_json(await self.run(self.service.metric_history, job_id))
+        self.write_json(await self.run(self.service.metric_history, self.caller, job_id))
 
 
 class OutputsHandler(BaseHandler):
@@ -147,7 +170,7 @@ class OutputsHandler(BaseHandler):
 
     @web.authenticated
     async def get(self, job_id: str) -> None:
-        blob = await self.run(self.service.outputs, job_id)
+        blob = await self.run(self.service.outputs, self.caller, job_id)
         if blob is None:
             raise web.HTTPError(404, f"job {job_id} has no outputs")
         self.set_header("Content-Type", "application/octet-stream")
@@ -176,28 +199,83 @@ class EventsHandler(BaseHandler):
     async def get(self) -> None:
         result = await self.run(
             self.service.events,
+            self.caller,
             after=self.int_arg("after", 0),
             timeout=self.float_arg("timeout", 25.0),
         )
         self.write_json(result)
 
 
-class EventsSocket(JupyterHandler, websocket.WebSocketHandler):
-    """Push channel: every job change as a JSON message, from ``?after=SEQ`` on.
+class MeHandler(BaseHandler):
+    """Who the caller is and what they may do."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        self.write_json(self.service.me(self.caller, self.settings["trainorch_mode"]))
+
+
+class ServiceHandler(BaseHandler):
+    """The service itself: ``GET`` its status, ``POST service/stop`` to stop it."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        cluster = await self.run(self.service.cluster)
+        self.write_json(
+            {
+                "pid": os.getpid(),
+                "started": STARTED,
+                "uptime": time.time() - STARTED,
+                "mode": self.settings["trainorch_mode"],
+                "store": _without_password(self.service.store.url),
+                "cluster": {k: cluster.get(k) for k in ("kind", "address", "dashboard")},
+                "workers": len(cluster["workers"]),
+                "gpus": cluster["gpus"],
+                "running": cluster["running"],
+                "queued": cluster["queue_depth"],
+                "draining": cluster["draining"],
+                "recovery": cluster["recovery"],
+                "reexecutions": await self.run(self.service.store.count_reexecutions),
+            }
+        )
+
+
+class StopHandler(BaseHandler):
+    @web.authenticated
+    async def post(self) -> None:
+        if not self.caller.admin:
+            raise web.HTTPError(403, "only admins may stop the trainorch service")
+        body = self.json_body()
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, "the request body must be a JSON object")
+        force, drain = bool(body.get("force")), bool(body.get("drain"))
+        running = (await self.run(self.service.cluster))["running"]
+        if running and not (force or drain):
+            raise web.HTTPError(
+                409,
+                f"{running} job(s) are running; stop with force (they are stopped and run again "
+                "at the next start) or drain (no new job starts; the service stops when they end)",
+            )
+        stop = self.settings["trainorch_stop"]
+        if drain and running:
+            self.service.host.orchestrator.draining = True
+            asyncio.ensure_future(self._stop_when_idle(stop))
+            self.write_json({"stopping": True, "draining": running}, status=202)
+            return
+        self.write_json({"stopping": True, "draining": 0}, status=202)
+        asyncio.get_running_loop().run_in_executor(None, stop, False)
+
+    async def _stop_when_idle(self, stop: Callable[[bool], None]) -> None:
+        while (await self.run(self.service.cluster))["running"]:
+            await asyncio.sleep(1.0)
+        await asyncio.get_running_loop().run_in_executor(None, stop, False)
+
+
+class EventsSocket(CallerMixin, PushSocket):
+    """Push channel: every job change the caller may see, as JSON, from ``?after=SEQ`` on.
 
     Messages are the change-feed entries: ``{"seq", "kind": "job"|"logs"|"progress",
-    "job_id", "time", ...}``. A client that reconnects passes the last ``seq`` it saw.
+    "job_id", "user", "time", ...}``. A client that reconnects passes the last ``seq`` it saw.
     """
-
-    @property
-    def service(self) -> Any:
-        return self.settings["trainorch_service"]
-
-    @ws_authenticated
-    async def get(self, *args: Any, **kwargs: Any) -> None:
-        result = super().get(*args, **kwargs)
-        if result is not None:
-            await result
 
     async def open(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         loop = asyncio.get_running_loop()
@@ -207,22 +285,24 @@ class EventsSocket(JupyterHandler, websocket.WebSocketHandler):
             after = 0
         host = await loop.run_in_executor(None, lambda: self.service.host)
         feed = host.orchestrator.feed
+        caller, others = self.caller, self.service.others_jobs
 
         def forward(change: dict[str, Any]) -> None:
-            loop.call_soon_threadsafe(self._send, change)
+            shown = visible_change(caller, change, others)
+            if shown is not None:
+                loop.call_soon_threadsafe(self._send, shown)
 
         self._unsubscribe = feed.subscribe(forward)
         for change in feed.since(after):
-            self._send(change)
+            shown = visible_change(caller, change, others)
+            if shown is not None:
+                self._send(shown)
 
     def _send(self, change: dict[str, Any]) -> None:
         try:
             self.write_message(json.dumps(change))
         except websocket.WebSocketClosedError:
             self.on_close()
-
-    def on_message(self, message: Any) -> None:
-        pass  # the channel is one-way
 
     def on_close(self) -> None:
         unsubscribe = getattr(self, "_unsubscribe", None)
@@ -239,23 +319,38 @@ class MetricsHandler(BaseHandler):
         self.finish(text)
 
 
-def handlers(base_url: str) -> list[tuple[str, type[JupyterHandler]]]:
-    job = r"/jobs/(?P<job_id>[A-Za-z0-9_-]+)"
-    routes: list[tuple[str, type[JupyterHandler]]] = [
-        ("/jobs", JobsHandler),
-        (job, JobHandler),
-        (job + "/retry", RetryHandler),
-        (job + "/rerun", RerunHandler),
-        (job + "/package", PackageHandler),
-        (job + "/logs", LogsHandler),
-        (job + "/outputs", OutputsHandler),
-        (job + "/metrics", MetricsHistoryHandler),
-        ("/cluster", ClusterHandler),
-        ("/templates", TemplatesHandler),
-        (r"/templates/(?P<name>[A-Za-z0-9_.-]+)", TemplatesHandler),
-        ("/events", EventsHandler),
-        ("/events/ws", EventsSocket),
-    ]
-    result = [(url_path_join(base_url, API + path), handler) for path, handler in routes]
+JOB = r"/jobs/(?P<job_id>[A-Za-z0-9_-]+)"
+# (path below trainorch/api, service handler); the server extension forwards the same paths.
+ROUTES: list[tuple[str, type[JupyterHandler]]] = [
+    ("/jobs", JobsHandler),
+    (JOB, JobHandler),
+    (JOB + "/retry", RetryHandler),
+    (JOB + "/rerun", RerunHandler),
+    (JOB + "/package", PackageHandler),
+    (JOB + "/logs", LogsHandler),
+    (JOB + "/outputs", OutputsHandler),
+    (JOB + "/metrics", MetricsHistoryHandler),
+    ("/cluster", ClusterHandler),
+    ("/templates", TemplatesHandler),
+    (r"/templates/(?P<name>[A-Za-z0-9_.-]+)", TemplatesHandler),
+    ("/events", EventsHandler),
+    ("/events/ws", EventsSocket),
+    ("/me", MeHandler),
+    ("/service", ServiceHandler),
+    ("/service/stop", StopHandler),
+]
+
+
+def service_handlers(base_url: str) -> list[tuple[str, type[JupyterHandler]]]:
+    result = [(url_path_join(base_url, API + path), handler) for path, handler in ROUTES]
     result.append((url_path_join(base_url, "trainorch/metrics"), MetricsHandler))
     return result
+
+
+def _without_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL we can parse: say nothing of it
+        return "(unparsable URL)"

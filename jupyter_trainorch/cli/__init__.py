@@ -24,7 +24,7 @@ from .jobs import (
     cmd_status,
     cmd_submit,
 )
-from .services import cmd_mlflow_ui, cmd_serve
+from .services import cmd_mlflow_ui, cmd_serve, cmd_service_status, cmd_service_stop
 from .templates import cmd_templates_list, cmd_templates_show, cmd_templates_validate
 
 
@@ -44,9 +44,27 @@ def build_parser() -> argparse.ArgumentParser:
     verb(
         "serve",
         cmd_serve,
-        "Run the orchestrator and its REST API as a standalone Jupyter server "
-        "(other arguments go to jupyter_server, e.g. --port 8765).",
+        "Run the trainorch service (orchestrator, job store, REST API) in the foreground; "
+        "--hub runs it as a JupyterHub managed service (other arguments go to jupyter_server, "
+        "e.g. --port 8765).",
     )
+    service = verbs.add_parser("service", help="Show or stop the trainorch service.")
+    service_actions = service.add_subparsers(dest="action", metavar="ACTION")
+    service_actions.required = True
+    status_of = service_actions.add_parser("status", help="where it runs, its cluster and jobs")
+    status_of.add_argument("--json", action="store_true")
+    status_of.set_defaults(handler=cmd_service_status)
+    stop = service_actions.add_parser(
+        "stop", help="stop it (and the local cluster it started); running jobs need --force or --drain"
+    )
+    stop_how = stop.add_mutually_exclusive_group()
+    stop_how.add_argument(
+        "--force", action="store_true", help="stop running jobs too (they run again at the next start)"
+    )
+    stop_how.add_argument(
+        "--drain", action="store_true", help="start no new job; stop once the running ones end"
+    )
+    stop.set_defaults(handler=cmd_service_stop)
 
     submit = verb("submit", cmd_submit, "Submit a job from a template file or a named template.")
     submit.add_argument("file", nargs="?", metavar="FILE", help="a YAML template file")

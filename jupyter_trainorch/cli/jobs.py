@@ -40,7 +40,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_submit(args: argparse.Namespace) -> int:
     from ..client.job import Job
     from ..package import build_package, template_files
-    from ..spec import SpecError, TemplateRegistry, default_user, parse_set_values, render_spec
+    from ..spec import SpecError, TemplateRegistry, parse_set_values, render_spec
 
     if args.file and args.template:
         raise SpecError("give either a template FILE or --template NAME, not both")
@@ -49,7 +49,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     params = parse_set_values(args.set or [])
     overrides = _overrides(args)
     depends_on = list(args.after or [])
-    user = default_user()
     if args.file:
         # Rendered here, where the file and its relative inputs are, not on the server.
         template = TemplateRegistry().load_file(args.file)
@@ -59,7 +58,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
             overrides=overrides,
             depends_on=depends_on,
             workdir=os.getcwd(),
-            user=user,
             name=args.name,
         )
         body: dict[str, Any] = {"spec": spec.to_dict()}
@@ -73,7 +71,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
             "overrides": overrides,
             "depends_on": depends_on,
             "workdir": os.getcwd(),
-            "user": user,
         }
         if args.name is not None:
             body["name"] = args.name

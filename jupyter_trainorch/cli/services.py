@@ -1,19 +1,89 @@
-"""Verbs that start services: the standalone orchestrator and the MLflow UI."""
+"""Verbs about services: the trainorch service itself and the MLflow UI."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
-from .common import EXIT_OK, PROG
+from .common import EXIT_ERROR, EXIT_OK, PROG
 
 
 def cmd_serve(args: argparse.Namespace, rest: list[str]) -> int:
-    from ..api.extension import TrainOrchApp
+    from ..api.service_app import TrainOrchServiceApp
 
-    # A standalone orchestrator is a headless service: no browser unless asked for.
-    TrainOrchApp.launch_instance(argv=["--ServerApp.open_browser=False", *rest])
+    argv = ["--TrainOrchServiceApp.hub=True" if arg == "--hub" else arg for arg in rest]
+    TrainOrchServiceApp.launch_instance(argv=argv)
     return EXIT_OK
+
+
+def _own_service() -> object:
+    from ..orchestrator import OrchestratorConfig
+    from ..service import find_service
+
+    return find_service(OrchestratorConfig.from_env().data_dir)
+
+
+def cmd_service_status(args: argparse.Namespace) -> int:
+    import json
+
+    from ..client.transport import connect
+
+    status = connect().service_status() if _reachable() else None
+    if status is None:
+        print("no trainorch service is running for this data folder")
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return EXIT_OK
+    recovery = status.get("recovery") or {}
+    lines = [
+        f"pid {status['pid']}, up {_duration(status['uptime'])}, {status['mode']} mode",
+        f"store: {status['store']}",
+        f"cluster: {status['cluster']['kind']} {status['cluster']['address']}, "
+        f"{status['workers']} worker(s), GPUs {status['gpus']['busy']}/{status['gpus']['total']} busy",
+        f"jobs: {status['running']} running, {status['queued']} queued"
+        + (" (draining)" if status.get("draining") else ""),
+        f"at its start: {recovery.get('adopted', 0)} attempt(s) adopted, "
+        f"{recovery.get('collected', 0)} collected, {recovery.get('lost', 0)} lost",
+        f"bodies run again after a restart or lost worker: {status['reexecutions']}",
+    ]
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def _reachable() -> bool:
+    """A service is there to ask: configured (kernel, terminal, hub) or found (never started)."""
+    import os
+
+    return bool(os.environ.get("TRAINORCH_URL") or os.environ.get("TRAINORCH_SERVICE_URL") or _own_service())
+
+
+def cmd_service_stop(args: argparse.Namespace) -> int:
+    from ..client.transport import connect
+
+    if not _reachable():
+        print("no trainorch service is running for this data folder")
+        return EXIT_OK
+    transport = connect()
+    pid = transport.service_status()["pid"]
+    answer = transport.stop_service(force=args.force, drain=args.drain)
+    if answer.get("draining"):
+        print(f"draining: the service stops once its {answer['draining']} running job(s) end")
+        return EXIT_OK
+    info = _own_service()
+    deadline = time.monotonic() + 60
+    while info is not None and getattr(info, "pid", None) == pid and time.monotonic() < deadline:
+        time.sleep(0.2)
+        info = _own_service()
+    print(f"stopped the trainorch service (pid {pid})")
+    return EXIT_OK
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def cmd_mlflow_ui(args: argparse.Namespace) -> int:

@@ -6,11 +6,10 @@ import base64
 import sys
 from typing import Any, TextIO
 
-from ..spec import default_user
-from .transport import HTTPTransport, LocalTransport, TrainOrchError, connect
+from .transport import HTTPTransport, TrainOrchError, connect
 
 FINAL_STATES = ("succeeded", "failed", "cancelled")
-Transport = HTTPTransport | LocalTransport
+Transport = HTTPTransport
 
 
 def model_text(job: dict[str, Any], escape: Any = str) -> str:
@@ -165,7 +164,6 @@ def submit(
     """Submit a request (see ``JobService.submit``); return its handle."""
     transport = transport or connect()
     body = dict(body)
-    body.setdefault("user", default_user())
     if package is not None:
         body["package"] = base64.b64encode(package).decode()
     info = transport.submit(body)

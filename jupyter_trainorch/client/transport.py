@@ -1,22 +1,31 @@
-"""How the user-facing surface reaches an orchestrator: over REST, or in-process.
+"""How the user-facing surface reaches the trainorch service: over its REST API.
 
-``connect()`` picks, in order: ``TRAINORCH_URL`` (set for kernels by the Jupyter
-server), the URL of the orchestrator that holds the store's lease (a terminal next
-to a running JupyterLab), else an orchestrator started inside this process.
-Both transports expose the same methods and raise ``TrainOrchError`` with one
-sentence for anything the user can fix.
+``connect()`` picks, in order: ``TRAINORCH_URL`` (set for kernels and terminals by the
+Jupyter server, which forwards to the service), ``TRAINORCH_SERVICE_URL`` (a shared
+JupyterHub service, with the hub token), else the user's own service, found through its
+runtime file or started detached. No orchestrator ever runs inside a kernel or script.
+
+Calls that fail to connect (the service or the Jupyter server restarting) are retried
+for a while; submits carry an ``Idempotency-Key``, so a retry never makes a second job.
+Every failure the user can act on is a ``TrainOrchError`` with one sentence.
 """
 
 from __future__ import annotations
 
-import atexit
+import http.client
 import json
 import os
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
+from collections.abc import Callable
 from typing import Any
+
+# How long calls keep retrying while the server or the service is away (restarting).
+RECONNECT_FOR = 90.0
 
 
 class TrainOrchError(Exception):
@@ -28,18 +37,55 @@ class TrainOrchError(Exception):
 
 
 class HTTPTransport:
-    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        timeout: float = 60.0,
+        rediscover: Callable[[], tuple[str, str | None]] | None = None,
+        reconnect_for: float = RECONNECT_FOR,
+    ) -> None:
+        self._set_address(url, token)
+        self.timeout = timeout
+        # Finds the service again (its port changes when it restarts).
+        self._rediscover = rediscover
+        self.reconnect_for = reconnect_for
+
+    def _set_address(self, url: str, token: str | None) -> None:
         self.base = url.rstrip("/") + "/trainorch/api"
         self.root = url.rstrip("/")
         self.token = token
-        self.timeout = timeout
 
     def __repr__(self) -> str:
         return f"HTTPTransport({self.root})"
 
     def _request(
         self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None,
-        raw: bool = False, timeout: float | None = None,
+        raw: bool = False, timeout: float | None = None, headers: dict[str, str] | None = None,
+    ) -> Any:  # fmt: skip
+        """One call, retried while the other side cannot be reached (or says it is
+        restarting); raised as one sentence after ``reconnect_for`` seconds."""
+        deadline = time.monotonic() + self.reconnect_for
+        delay = 0.25
+        while True:
+            try:
+                return self._request_once(method, path, body, query, raw, timeout, headers)
+            except _Unreachable as err:
+                if time.monotonic() + delay > deadline:
+                    raise TrainOrchError(
+                        f"cannot reach the trainorch server at {self.root} ({err.reason})", status=503
+                    ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            if self._rediscover is not None:
+                try:
+                    self._set_address(*self._rediscover())
+                except TrainOrchError:
+                    pass  # not back yet: keep trying until the deadline
+
+    def _request_once(
+        self, method: str, path: str, body: Any, query: dict[str, Any] | None, raw: bool,
+        timeout: float | None, headers: dict[str, str] | None,
     ) -> Any:  # fmt: skip
         url = self.base + path
         if query:
@@ -49,22 +95,37 @@ class HTTPTransport:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(url, data=data, method=method)
         request.add_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
         if self.token:
             request.add_header("Authorization", f"token {self.token}")
         try:
             with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
                 payload = response.read()
         except urllib.error.HTTPError as err:
+            # A gateway without its service, or a front whose service is restarting.
+            if err.code in (502, 504) or (err.code == 503 and err.headers.get("Retry-After")):
+                raise _Unreachable(f"{err.code} {err.reason}") from None
             raise TrainOrchError(_error_message(err), status=err.code) from None
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
-            reason = getattr(err, "reason", err)
-            raise TrainOrchError(
-                f"cannot reach the trainorch server at {self.root} ({reason})", status=503
-            ) from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as err:
+            raise _Unreachable(str(getattr(err, "reason", err))) from None
         return payload if raw else json.loads(payload or b"null")
 
-    def submit(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._request("POST", "/jobs", body)
+    def me(self) -> dict[str, Any]:
+        return self._request("GET", "/me")
+
+    def service_status(self) -> dict[str, Any]:
+        return self._request("GET", "/service")
+
+    def stop_service(self, force: bool = False, drain: bool = False) -> dict[str, Any]:
+        # Not retried: after a stop, "unreachable" is the expected answer.
+        return self._request_once("POST", "/service/stop", {"force": force, "drain": drain},
+                                  None, False, None, None)  # fmt: skip
+
+    def submit(self, body: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        """Submit once: every retry of this call carries the same key."""
+        key = idempotency_key or uuid.uuid4().hex
+        return self._request("POST", "/jobs", body, headers={"Idempotency-Key": key})
 
     def list(self, state: str | None = None, user: str | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:
         return self._request("GET", "/jobs", query={"state": state, "user": user, "limit": limit, "offset": offset})
@@ -102,8 +163,6 @@ class HTTPTransport:
         return self._request("GET", "/events", query={"after": after, "timeout": timeout}, timeout=self.timeout + timeout)
 
     def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
-        import time
-
         deadline = None if timeout is None else time.monotonic() + timeout
         after = self.events()["last"]
         while True:
@@ -140,89 +199,41 @@ def _error_message(err: urllib.error.HTTPError) -> str:
     return message or f"the trainorch server answered {err.code} {err.reason}"
 
 
-class LocalTransport:
-    """An orchestrator inside this process; the same methods as ``HTTPTransport``."""
-
-    def __init__(self, service: Any) -> None:
-        self.service = service
-
-    def __repr__(self) -> str:
-        return f"LocalTransport({self.service.config.db_url})"
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self.service, name)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            from ..orchestrator import JobNotFound, JobStateError, OrchestratorBusy
-            from ..spec import SpecError
-
-            try:
-                return method(*args, **kwargs)
-            except SpecError as err:
-                raise TrainOrchError(str(err), 400) from None
-            except JobNotFound as err:
-                raise TrainOrchError(str(err), 404) from None
-            except JobStateError as err:
-                raise TrainOrchError(str(err), 409) from None
-            except OrchestratorBusy as err:
-                raise TrainOrchError(str(err), 503) from None
-
-        return call
+class _Unreachable(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 _lock = threading.Lock()
-_local: LocalTransport | None = None
+_own: dict[str, HTTPTransport] = {}  # by data folder: one service each
 
 
-def _token_for(url: str) -> str | None:
-    """The token of a running Jupyter server at ``url`` (from its runtime file)."""
-    try:
-        from jupyter_server.serverapp import list_running_servers
-    except ImportError:
-        return None
-    wanted = url.rstrip("/")
-    for info in list_running_servers():
-        if info.get("url", "").rstrip("/") == wanted:
-            return info.get("token") or None
-    return None
-
-
-def connect() -> HTTPTransport | LocalTransport:
-    global _local
+def connect() -> HTTPTransport:
     url = os.environ.get("TRAINORCH_URL")
     if url:
         token = os.environ.get("TRAINORCH_TOKEN") or os.environ.get("JUPYTERHUB_API_TOKEN")
         return HTTPTransport(url, token)
+    shared = os.environ.get("TRAINORCH_SERVICE_URL")
+    if shared:
+        return HTTPTransport(shared, os.environ.get("JUPYTERHUB_API_TOKEN"))
+    folder = os.environ.get("TRAINORCH_DATA_DIR", "")
     with _lock:
-        if _local is not None:
-            return _local
-        from ..orchestrator import OrchestratorConfig
-        from ..orchestrator.jobservice import JobService
-        from ..spec import SpecError
-        from ..store import JobStore
-
-        try:
-            config = OrchestratorConfig.from_env()
-        except SpecError as err:
-            raise TrainOrchError(str(err)) from None
-        store = JobStore(config.db_url)
-        try:
-            lease = store.current_lease()
-        finally:
-            store.close()
-        if lease is not None and lease.url and lease.pid != os.getpid():
-            return HTTPTransport(lease.url, os.environ.get("TRAINORCH_TOKEN") or _token_for(lease.url))
-        _local = LocalTransport(JobService(config))
-        # atexit runs last-registered first: import distributed now so that its own exit
-        # hooks (which close clusters) run after ours has stopped the orchestrator cleanly.
-        import distributed  # noqa: F401
-
-        atexit.register(_stop_local)
-        return _local
+        if folder not in _own:
+            _own[folder] = HTTPTransport(*_own_service(), rediscover=_own_service)
+        return _own[folder]
 
 
-def _stop_local() -> None:
-    global _local
-    if _local is not None:
-        _local.service.stop()
-        _local = None
+def _own_service() -> tuple[str, str | None]:
+    """The user's own service: found through its runtime file, or started detached (this
+    takes a few seconds, once)."""
+    from ..orchestrator import OrchestratorConfig
+    from ..service import ServiceUnavailable, ensure_service
+    from ..spec import SpecError
+
+    try:
+        config = OrchestratorConfig.from_env()
+        info = ensure_service(config.data_dir, config.to_env())
+    except (SpecError, ServiceUnavailable) as err:
+        raise TrainOrchError(str(err), status=503) from None
+    return info.url, info.token

@@ -9,11 +9,22 @@ job runs where.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from ..environ import without_service_settings
+from ..processes import pid_alive, stop_process
+from .local_process import read_state
+
+CLUSTER_START_TIMEOUT = 120.0
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +88,8 @@ class ClusterBackend:
         self.client.subscribe_topic("all", self._scheduler_event)
         await self.refresh()
 
-    async def close(self) -> None:
+    async def close(self, stop_cluster: bool = False) -> None:
+        """Disconnect; ``stop_cluster`` also ends a cluster this backend started."""
         if self.client is not None:
             for topic in list(self.client._event_handlers):
                 self.client.unsubscribe_topic(topic)
@@ -132,81 +144,98 @@ class ClusterBackend:
 
 
 class LocalBackend(ClusterBackend):
-    """A Dask cluster of worker processes on this machine, started on first use.
+    """A Dask cluster of worker processes on this machine, in a process of its own.
 
-    Each worker advertises ``gpus_per_worker`` GPU slots with distinct ids, so the
-    whole GPU path (placement, ``CUDA_VISIBLE_DEVICES``) runs without a GPU.
+    The cluster (``local_process``) is started detached on first use and found again
+    through its state file, so it outlives the orchestrator: jobs keep running while the
+    service restarts. Each worker advertises ``gpus_per_worker`` GPU slots with distinct
+    ids, so the whole GPU path (placement, ``CUDA_VISIBLE_DEVICES``) runs without a GPU.
     """
 
     kind = "local"
 
-    def __init__(self, n_workers: int = 2, gpus_per_worker: int = 0, slots_per_worker: int = 4) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        n_workers: int = 2,
+        gpus_per_worker: int = 0,
+        slots_per_worker: int = 4,
+        idle_timeout: float = 600.0,
+    ) -> None:
         super().__init__()
+        self.state_file = state_dir / "cluster.json"
         self.n_workers = max(1, n_workers)
         self.gpus_per_worker = max(0, gpus_per_worker)
         self.slots_per_worker = max(1, slots_per_worker)
-        self.cluster: Any = None
+        self.idle_timeout = idle_timeout
+        self.pid: int | None = None
+
+    def _arguments(self) -> list[str]:
+        return [
+            "--workers", str(self.n_workers),
+            "--gpus-per-worker", str(self.gpus_per_worker),
+            "--slots-per-worker", str(self.slots_per_worker),
+            "--idle-timeout", str(self.idle_timeout),
+        ]  # fmt: skip
 
     async def _start_cluster(self) -> str:
-        import dask
-        from distributed import Nanny, Scheduler, SpecCluster
+        running = read_state(self.state_file)
+        if running and pid_alive(running.get("pid", 0)) and await _answers(running["address"]):
+            self.pid = running["pid"]
+            return running["address"]
+        return await asyncio.get_running_loop().run_in_executor(None, self._launch)
 
-        # Job tasks are retried by our policy, never re-run by Dask after a worker dies.
-        dask.config.set({"distributed.scheduler.allowed-failures": 0})
-        # The scheduler lives in this process (a kernel, the Jupyter server): keep its
-        # routine INFO lines out of the user's output, as LocalCluster does.
-        logging.getLogger("distributed").setLevel(logging.WARNING)
-        scheduler = {
-            "cls": Scheduler,
-            "options": {"host": "127.0.0.1", "port": 0, "dashboard_address": ":0"},
-        }
-        workers = {}
-        for i in range(self.n_workers):
-            ids = [str(i * self.gpus_per_worker + g) for g in range(self.gpus_per_worker)]
-            resources = {"CPU": float(self.slots_per_worker)}
-            if ids:
-                resources["GPU"] = float(len(ids))
-            workers[f"trainorch-{i}"] = {
-                "cls": Nanny,
-                "options": {
-                    "host": "127.0.0.1",
-                    "nthreads": self.slots_per_worker,
-                    "resources": resources,
-                    "env": {"CUDA_VISIBLE_DEVICES": ",".join(ids)},
-                    "memory_limit": 0,
-                    "silence_logs": logging.WARNING,
-                },
-            }
-        self.cluster = await SpecCluster(
-            workers=workers, scheduler=scheduler, asynchronous=True, name="trainorch-local"
-        )
-        return self.cluster.scheduler_address
+    def _launch(self) -> str:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        self.state_file.unlink(missing_ok=True)
+        log_path = self.state_file.with_name("cluster.log")
+        with open(log_path, "ab") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "jupyter_trainorch.cluster.local_process",
+                 str(self.state_file), *self._arguments()],
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                env=without_service_settings(), start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + CLUSTER_START_TIMEOUT
+        while time.monotonic() < deadline:
+            state = read_state(self.state_file)
+            if state and state.get("pid") == proc.pid:
+                self.pid = proc.pid
+                return state["address"]
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        if proc.poll() is None:
+            proc.kill()
+        tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+        raise RuntimeError(f"the local Dask cluster did not start; its log ends with:\n{tail}")
 
-    async def close(self) -> None:
+    async def close(self, stop_cluster: bool = False) -> None:
         await super().close()
-        if self.cluster is not None:
-            await self.cluster.close()
-            self.cluster = None
+        if stop_cluster and self.pid:
+            await asyncio.get_running_loop().run_in_executor(None, stop_process, self.pid)
+            self.pid = None
 
 
 class LocalCUDABackend(LocalBackend):
-    """One dask-cuda worker per real GPU (dask_cuda is imported only here)."""
+    """One dask-cuda worker per real GPU (dask_cuda is imported only in the cluster process)."""
 
     kind = "local-cuda"
 
-    async def _start_cluster(self) -> str:
-        import dask
-        from dask_cuda import LocalCUDACluster
+    def _arguments(self) -> list[str]:
+        return ["--cuda", "--slots-per-worker", str(self.slots_per_worker),
+                "--idle-timeout", str(self.idle_timeout)]  # fmt: skip
 
-        dask.config.set({"distributed.scheduler.allowed-failures": 0})
-        # dask-cuda pins one GPU per worker but sets no resources itself.
-        self.cluster = await LocalCUDACluster(
-            asynchronous=True,
-            resources={"GPU": 1, "CPU": self.slots_per_worker},
-            threads_per_worker=self.slots_per_worker,
-            host="127.0.0.1",
-        )
-        return self.cluster.scheduler_address
+
+async def _answers(address: str) -> bool:
+    from distributed.comm import connect
+
+    try:
+        comm = await connect(address, timeout=5)
+    except Exception:  # noqa: BLE001 - stale state file
+        return False
+    await comm.close()
+    return True
 
 
 def gpus_present() -> bool:
@@ -216,21 +245,28 @@ def gpus_present() -> bool:
     return os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia/gpus")
 
 
-def make_backend(cluster: str, n_workers: int, gpus_per_worker: int, slots_per_worker: int) -> ClusterBackend:
+def make_backend(
+    cluster: str,
+    n_workers: int,
+    gpus_per_worker: int,
+    slots_per_worker: int,
+    state_dir: Path,
+    idle_timeout: float = 600.0,
+) -> ClusterBackend:
     """``local`` (CPU workers, or dask-cuda when GPUs and dask_cuda are present),
-    ``local-cuda``, or the address of a running scheduler (``tcp://host:8786``)."""
+    ``local-cuda``, or the address of a running scheduler (``tcp://host:8786``). A local
+    cluster keeps its state file in ``state_dir``."""
     spec = (cluster or "local").strip()
+    cuda = spec == "local-cuda"
+    if spec == "local" and gpus_per_worker == 0 and gpus_present():
+        if importlib.util.find_spec("dask_cuda") is None:
+            log.warning("GPUs are present but dask-cuda is not installed; using CPU workers")
+        else:
+            cuda = True
+    if cuda:
+        return LocalCUDABackend(state_dir, slots_per_worker=slots_per_worker, idle_timeout=idle_timeout)
     if spec == "local":
-        if gpus_per_worker == 0 and gpus_present():
-            try:
-                import dask_cuda  # noqa: F401
-            except ImportError:
-                log.warning("GPUs are present but dask-cuda is not installed; using CPU workers")
-            else:
-                return LocalCUDABackend(slots_per_worker=slots_per_worker)
-        return LocalBackend(n_workers, gpus_per_worker, slots_per_worker)
-    if spec == "local-cuda":
-        return LocalCUDABackend(slots_per_worker=slots_per_worker)
+        return LocalBackend(state_dir, n_workers, gpus_per_worker, slots_per_worker, idle_timeout)
     if "://" in spec:
         return ClusterBackend(spec)
     raise ValueError(

@@ -1,28 +1,52 @@
-"""Following one attempt from dispatch to its end, and ending jobs.
+"""Attempts on workers: launch, follow, collect, stop, and adopt after a restart.
 
-Events from the worker (started, output lines, progress) update the store and the
-change feed; the attempt's outcome decides: succeeded, retrying after a backoff,
-requeued after an infrastructure failure (lost worker), or failed. Ending a job
-releases or fails the jobs that wait on it.
+An attempt is a ``runner.run_attempt`` task pinned to one worker and kept alive by
+``fire_and_forget``: it outlives the orchestrator's Dask client, so a restarted
+orchestrator adopts what still runs instead of running it again. The worker keeps each
+outcome on disk until it has been stored here (``forget_attempts`` after that), so an
+attempt that ended while nobody listened is collected, not lost.
+
+What the outcome means for the job (succeed, retry, fail) is the orchestrator's call:
+every ended attempt is handed to ``on_end`` as an ``AttemptEnd``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..cluster import ClusterBackend
-from ..runner.supervisor import cancel_attempt, read_log
-from ..spec import RetryPolicy
-from ..store import CANCELLED, FAILED, QUEUED, RETRYING, RUNNING, SUCCEEDED, JobRecord, JobStore
-from ..tracking import TrackingHooks
+from ..runner.supervisor import (
+    attempt_key,
+    attempt_reports,
+    cancel_attempt,
+    cancel_jobs,
+    deliver_run_id,
+    forget_attempts,
+    read_log,
+    run_attempt,
+)
+from ..store import (
+    CANCELLED,
+    FAILED,
+    RUNNING,
+    SUCCEEDED,
+    AttemptRecord,
+    JobRecord,
+    JobStore,
+)
 from .config import OrchestratorConfig
 from .feed import ChangeFeed
+from .tracking_bridge import TrackingBridge
 
 log = logging.getLogger(__name__)
+
+# Scheduler task states of an attempt that Dask still holds and will run.
+_HELD_BY_DASK = ("waiting", "queued", "processing", "no-worker")
 
 
 @dataclass
@@ -34,85 +58,271 @@ class Running:
     cpus: float
     memory: int
     key: str
+    user: str = ""
     future: Any = None
     started_running: bool = False
     cancel_requested: bool = False
     mlflow_run_id: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    pid: int | None = None
+    since: float = field(default_factory=time.monotonic)
+    # While an adopted attempt's missing lines are read from the worker, newer ones wait
+    # here, so the stored log keeps the order the job wrote it in.
+    held_lines: list[tuple[Any, ...]] | None = None
 
 
-class AttemptLifecycle:
-    """The part of ``Orchestrator`` that follows attempts (a mixin: same state)."""
+@dataclass
+class AttemptEnd:
+    run: Running
+    succeeded: bool
+    infrastructure: bool
+    retryable: bool
+    error: str | None
+    outputs: bytes | None = None
 
-    # Provided by Orchestrator.
-    store: JobStore
-    backend: ClusterBackend
-    feed: ChangeFeed
-    config: OrchestratorConfig
-    clock: Callable[[], float]
-    _running: dict[str, Running]
-    _waiting: dict[str, set[str]]
-    _dependents: dict[str, set[str]]
-    _timers: dict[str, asyncio.TimerHandle]
-    _wake: asyncio.Event
-    _stopping: bool
-    _spawn: Callable[[Any], asyncio.Task[Any]]
-    _get: Callable[[str], JobRecord]
-    _enqueue: Callable[[JobRecord], None]
-    _dequeue: Callable[[str], None]
-    _model_registered: Callable[[str, dict[str, Any]], None]
-    tracking: TrackingHooks | None
 
-    def _on_worker_event(self, event: tuple[float, dict[str, Any]]) -> None:
+def scheduler_task_states(keys: list[str], dask_scheduler: Any = None) -> dict[str, str]:
+    """Run on the scheduler: the state of each key it holds."""
+    tasks = dask_scheduler.tasks
+    return {key: tasks[key].state for key in keys if key in tasks}
+
+
+class AttemptTracker:
+    def __init__(
+        self,
+        store: JobStore,
+        backend: ClusterBackend,
+        feed: ChangeFeed,
+        config: OrchestratorConfig,
+        tracking: TrackingBridge,
+        spawn: Callable[[Any], asyncio.Task[Any]],
+        on_end: Callable[[AttemptEnd], None],
+        wake: Callable[[], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.feed = feed
+        self.config = config
+        self.tracking = tracking
+        self.clock = clock
+        self._spawn = spawn
+        self._on_end = on_end
+        self._wake = wake
+        self.running: dict[str, Running] = {}
+        self.stopping = False
+        self._collected: dict[str, set[str]] = {}  # worker -> keys whose files may go
+
+    # -- launch ------------------------------------------------------------------------
+    def launch(self, job: JobRecord, run: Running, package: bytes | None) -> None:
+        """Hand the attempt to Dask; its MLflow run opens meanwhile, not before."""
+        from distributed import fire_and_forget
+
+        self.running[run.job_id] = run
+        run.future = self.backend.client.submit(
+            run_attempt,
+            self._request(job, run, package),
+            key=run.key,
+            workers=[run.worker],
+            allow_other_workers=False,
+            resources=self._guard(run),
+            pure=False,
+        )
+        # The supervisor keeps running when this client goes (a restart): adopted later.
+        fire_and_forget(run.future)
+        if self.tracking.enabled:
+            self._spawn(self.tracking.open_attempt_run(job, run, self._deliver_run_id))
+        self._spawn(self._watch(run))
+
+    def _guard(self, run: Running) -> dict[str, float] | None:
+        worker = self.backend.workers.get(run.worker)
+        if run.gpu_ids and worker is not None and worker.advertises_gpus:
+            return {"GPU": len(run.gpu_ids)}
+        return None
+
+    def _request(self, job: JobRecord, run: Running, package: bytes | None) -> dict[str, Any]:
+        spec = job.spec
+        return {
+            "job_id": job.id,
+            "attempt": run.n,
+            "name": job.name,
+            "kind": spec.get("kind", "python"),
+            "source": spec.get("source", ""),
+            "command": spec.get("command", ""),
+            "params": spec.get("params", {}),
+            "env": {**spec.get("env", {}), **self.tracking.env()},
+            "outputs": spec.get("outputs", []),
+            "workdir": spec.get("workdir"),
+            "timeout": spec.get("timeout"),
+            "gpu_ids": list(run.gpu_ids),
+            "grace": self.config.grace_period,
+            # Samples are only worth taking when they have somewhere to go.
+            "system_metrics_interval": self.config.system_metrics_interval
+            if self.tracking.enabled
+            else 0,
+            "checkpoint_dir": str(self.config.data_dir / "checkpoints" / job.id),
+            "package": package,
+        }
+
+    async def _deliver_run_id(self, run: Running, run_id: str) -> None:
+        """Give the child its MLflow run id once the supervisor has registered the attempt."""
+        for _ in range(100):
+            if self.running.get(run.job_id) is not run:
+                return
+            try:
+                delivered = await self.backend.client.run(
+                    deliver_run_id, run.key, run_id, workers=[run.worker]
+                )
+            except Exception:  # noqa: BLE001 - worker gone: the lost-worker path ends it
+                return
+            if any(delivered.values()):
+                return
+            await asyncio.sleep(0.05)
+
+    # -- events from workers -------------------------------------------------------------
+    def on_worker_event(self, event: tuple[float, dict[str, Any]]) -> None:
         _, message = event
-        run = self._running.get(message.get("job_id", ""))
+        run = self.running.get(message.get("job_id", ""))
         if run is None or run.n != message.get("attempt"):
             return  # a stale attempt's late message
         if message.get("type") == "started":
-            run.started_running = True
-            run.extra["pid"] = message.get("pid")
-            self.store.update_job_and_attempt(run.job_id, run.n, {"state": RUNNING}, {"state": RUNNING})
-            self.feed.publish("job", run.job_id, state=RUNNING)
+            self._mark_running(run, message.get("pid"), message.get("time"))
             return
         lines = message.get("lines") or []
         if lines:
-            self.store.append_logs(run.job_id, run.n, [tuple(line) for line in lines])
-            self.feed.publish("logs", run.job_id, attempt=run.n, lines=len(lines))
+            if run.held_lines is not None:
+                run.held_lines.extend(tuple(line) for line in lines)
+            else:
+                self._store_lines(run, [tuple(line) for line in lines])
         progress = message.get("progress")
         if progress:
-            step, total = progress.get("step"), progress.get("total")
-            fraction = None
-            if isinstance(step, (int, float)) and isinstance(total, (int, float)) and total:
-                fraction = max(0.0, min(1.0, step / total))
-            record = {
-                "step": step,
-                "total": total,
-                "fraction": fraction,
-                "message": progress.get("message"),
-                "metrics": progress.get("metrics") or {},
-                "updated": self.clock(),
-            }
-            self.store.update_job(run.job_id, progress=record)
-            self.feed.publish("progress", run.job_id, progress=record)
+            self._store_progress(run, progress)
         points = message.get("metrics")
-        if points and self.tracking is not None and run.mlflow_run_id:
+        if points and run.mlflow_run_id:
             self.tracking.metrics(run.job_id, run.mlflow_run_id, points)
 
+    def _mark_running(self, run: Running, pid: int | None, started: float | None) -> None:
+        if run.started_running:
+            return
+        run.started_running, run.pid = True, pid
+        self.store.update_job_and_attempt(
+            run.job_id, run.n, {"state": RUNNING},
+            {"state": RUNNING, "pid": pid, "process_started": started or self.clock()},
+        )  # fmt: skip
+        self.feed.publish("job", run.job_id, user=run.user, state=RUNNING)
+
+    def _store_lines(self, run: Running, lines: list[tuple[Any, ...]]) -> None:
+        if self.store.append_logs(run.job_id, run.n, lines):
+            self.feed.publish("logs", run.job_id, user=run.user, attempt=run.n, lines=len(lines))
+
+    def _store_progress(self, run: Running, progress: dict[str, Any]) -> None:
+        step, total = progress.get("step"), progress.get("total")
+        fraction = None
+        if isinstance(step, (int, float)) and isinstance(total, (int, float)) and total:
+            fraction = max(0.0, min(1.0, step / total))
+        record = {
+            "step": step,
+            "total": total,
+            "fraction": fraction,
+            "message": progress.get("message"),
+            "metrics": progress.get("metrics") or {},
+            "updated": self.clock(),
+        }
+        self.store.update_job(run.job_id, progress=record)
+        self.feed.publish("progress", run.job_id, user=run.user, progress=record)
+
+    # -- outcomes ------------------------------------------------------------------------
     async def _watch(self, run: Running) -> None:
         try:
             outcome = await run.future
         except asyncio.CancelledError:
-            if self._stopping:
+            if self.stopping:
                 raise
-            outcome = {"error": "the attempt's task was cancelled", "infrastructure": not run.cancel_requested}
+            outcome = {
+                "error": "the attempt's task was cancelled",
+                "infrastructure": not run.cancel_requested,
+            }
         except Exception as err:  # noqa: BLE001 - worker died (KilledWorker) or task failed
             outcome = {"error": f"{type(err).__name__}: {err}", "infrastructure": True}
-        await self._finish_attempt(run, outcome)
+        await self.finish(run, outcome)
 
-    async def _stop_attempt(self, run: Running) -> None:
+    async def finish(self, run: Running, outcome: dict[str, Any]) -> None:
+        """Record the attempt's end, then let the orchestrator decide about the job."""
+        if self.running.get(run.job_id) is not run:
+            return  # already finished through another path (lost worker and task error)
+        del self.running[run.job_id]
+        self._wake()
+        from_worker = "exit_code" in outcome
+        await self._fill_log_gap(run, outcome)
+        exit_code = outcome.get("exit_code")
+        succeeded = exit_code == 0 and not outcome.get("cancelled")
+        attempt_state = SUCCEEDED if succeeded else (CANCELLED if run.cancel_requested else FAILED)
+        fields: dict[str, Any] = {
+            "state": attempt_state,
+            "ended": self.clock(),
+            "exit_code": exit_code,
+            "error": tail(outcome.get("error")),
+            "infrastructure": bool(outcome.get("infrastructure")),
+        }
+        if outcome.get("process_started") and not run.started_running:
+            fields.update(process_started=outcome["process_started"], pid=outcome.get("pid"))
+        self.store.update_attempt(run.job_id, run.n, **fields)
+        if run.mlflow_run_id:
+            store, job_id, n = self.store, run.job_id, run.n
+            self.tracking.attempt_ended(
+                job_id, run.mlflow_run_id, attempt_state,
+                lambda: "\n".join(line.text for line in store.read_logs(job_id, attempt=n, limit=10**6)),
+            )  # fmt: skip
+        self._on_end(
+            AttemptEnd(
+                run=run,
+                succeeded=succeeded,
+                infrastructure=bool(outcome.get("infrastructure")),
+                retryable=bool(outcome.get("retryable", True)),
+                error=outcome.get("error"),
+                outputs=outcome.get("outputs") if succeeded else None,
+            )
+        )
+        if from_worker:
+            # Stored: the worker may now drop the attempt's files.
+            self._collected.setdefault(run.worker, set()).add(run.key)
+
+    async def _fill_log_gap(self, run: Running, outcome: dict[str, Any]) -> None:
+        """Fetch lines whose events never arrived from the worker's durable log."""
+        total = int(outcome.get("log_lines") or 0)
+        if not total or total <= self.store.max_log_seq(run.job_id, run.n):
+            return
+        await self._read_missing_lines(run, outcome.get("log_path", ""))
+
+    async def _read_missing_lines(self, run: Running, path: str) -> None:
+        if not path or run.worker not in self.backend.workers:
+            return
+        after = self.store.max_log_seq(run.job_id, run.n)
+        try:
+            got = await self.backend.client.run(read_log, path, after, workers=[run.worker])
+        except Exception as err:  # noqa: BLE001
+            log.warning("could not fetch the log of %s: %s", run.key, err)
+            return
+        lines = [tuple(line) for line in got.get(run.worker) or []]
+        if lines:
+            self._store_lines(run, lines)
+
+    async def forget_collected(self) -> None:
+        """Tell workers which finished attempts are stored (their files may go)."""
+        collected, self._collected = self._collected, {}
+        for worker, keys in collected.items():
+            if worker not in self.backend.workers:
+                continue
+            try:
+                await self.backend.client.run(forget_attempts, sorted(keys), workers=[worker])
+            except Exception as err:  # noqa: BLE001 - files stay until the worker goes
+                log.debug("could not clean up attempts on %s: %s", worker, err)
+
+    # -- stopping ------------------------------------------------------------------------
+    async def stop(self, run: Running) -> None:
         """Cancel until the supervisor confirms, or the task never started."""
+        run.cancel_requested = True
         for _ in range(60):
-            if run.job_id not in self._running:
+            if run.job_id not in self.running:
                 return
             try:
                 done = await self.backend.client.run(cancel_attempt, run.key, workers=[run.worker])
@@ -124,120 +334,115 @@ class AttemptLifecycle:
                 await run.future.cancel()
             await asyncio.sleep(0.5)
 
-    async def _workers_changed(self, added: list[Any], removed: list[str]) -> None:
-        for run in [r for r in self._running.values() if r.worker in removed]:
+    async def stop_all(self, timeout: float) -> None:
+        """Stop every attempt and wait (up to ``timeout``) for their outcomes."""
+        if not self.running or self.backend.client is None:
+            return
+        for run in self.running.values():
+            run.cancel_requested = True
+        try:
+            await asyncio.wait_for(
+                self.backend.client.run(cancel_jobs, list(self.running)), timeout=10
+            )
+        except Exception:  # noqa: BLE001 - cluster already gone
+            return
+        deadline = time.monotonic() + timeout
+        while self.running and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
+    async def workers_changed(self, added: list[Any], removed: list[str]) -> None:
+        for run in [r for r in self.running.values() if r.worker in removed]:
             if run.future is not None:
                 await run.future.cancel()
-            await self._finish_attempt(
-                run, {"error": f"worker {run.worker} was lost", "infrastructure": True}
-            )
-        self._wake.set()
+            await self.finish(run, {"error": f"worker {run.worker} was lost", "infrastructure": True})
+        self._wake()
 
-    async def _fill_log_gap(self, run: Running, outcome: dict[str, Any]) -> None:
-        """Fetch lines whose events Dask dropped from the worker's durable log."""
-        total = int(outcome.get("log_lines") or 0)
-        stored = len(self.store.log_seqs(run.job_id, run.n)) if total else 0
-        if total <= stored or run.worker not in self.backend.workers:
-            return
-        try:
-            got = await self.backend.client.run(read_log, outcome["log_path"], 0, workers=[run.worker])
-        except Exception as err:  # noqa: BLE001
-            log.warning("could not fetch the log of %s: %s", run.key, err)
-            return
-        lines = got.get(run.worker) or []
-        self.store.append_logs(run.job_id, run.n, [tuple(line) for line in lines])
-
-    async def _finish_attempt(self, run: Running, outcome: dict[str, Any]) -> None:
-        if self._running.get(run.job_id) is not run:
-            return  # already finished through another path (lost worker and task error)
-        del self._running[run.job_id]
-        self._wake.set()
-        await self._fill_log_gap(run, outcome)
-        now = self.clock()
-        exit_code = outcome.get("exit_code")
-        error = outcome.get("error")
-        succeeded = exit_code == 0 and not outcome.get("cancelled")
-        infrastructure = bool(outcome.get("infrastructure"))
-        attempt_state = SUCCEEDED if succeeded else (CANCELLED if run.cancel_requested else FAILED)
-        self.store.update_attempt(
-            run.job_id,
-            run.n,
-            state=attempt_state,
-            ended=now,
-            exit_code=exit_code,
-            error=tail(error),
-            infrastructure=infrastructure,
-        )
-        if self.tracking is not None and run.mlflow_run_id:
-            store, job_id, n = self.store, run.job_id, run.n
-            self.tracking.attempt_ended(
-                job_id, run.mlflow_run_id, attempt_state,
-                lambda: "\n".join(line.text for line in store.read_logs(job_id, attempt=n, limit=10**6)),
-            )  # fmt: skip
-        if succeeded:
-            outputs = outcome.get("outputs")
-            if outputs is not None:
-                self.store.update_job(run.job_id, outputs=outputs, has_outputs=True)
-            self._end_job(run.job_id, SUCCEEDED)
-            return
-        if run.cancel_requested or self._stopping:
-            if not self._stopping:
-                self._end_job(run.job_id, CANCELLED, error="cancelled")
-            return
-        job = self._get(run.job_id)
-        if infrastructure and job.infrastructure_failures <= self.config.max_infrastructure_retries:
-            self._schedule_retry(job, delay=0.5, error=error)
-        elif not infrastructure and outcome.get("retryable", True) and job.user_failures <= job.max_retries:
-            delay = RetryPolicy.parse(job.spec.get("retries")).delay(job.user_failures)
-            self._schedule_retry(job, delay=delay, error=error)
-        else:
-            self._end_job(run.job_id, FAILED, error=tail(error))
-
-    def _schedule_retry(self, job: JobRecord, delay: float, error: str | None) -> None:
-        not_before = self.clock() + delay
-        self.store.update_job(job.id, state=RETRYING, not_before=not_before, error=tail(error))
-        self.feed.publish("job", job.id, state=RETRYING, delay=delay)
-
-        def requeue() -> None:
-            self._timers.pop(job.id, None)
-            current = self.store.get_job(job.id)
-            if current is None or current.state != RETRYING:
-                return
-            self.store.update_job(job.id, state=QUEUED)
-            self._enqueue(current)
-            self.feed.publish("job", job.id, state=QUEUED)
-
-        self._timers[job.id] = asyncio.get_running_loop().call_later(delay, requeue)
-
-    def _end_job(self, job_id: str, state: str, error: str | None = None) -> None:
-        fields: dict[str, Any] = {"state": state, "ended": self.clock(), "not_before": None}
-        if error is not None or state == SUCCEEDED:
-            fields["error"] = error
-        self.store.update_job(job_id, **fields)
-        if self.tracking is not None:
-            job = self.store.get_job(job_id)
-            if job is not None:
-                self.tracking.job_ended(
-                    job_id, job.mlflow, state, job.spec.get("register_model", ""), self._model_registered
-                )
-        self.feed.publish("job", job_id, state=state)
-        for dependent in sorted(self._dependents.pop(job_id, set())):
-            waiting = self._waiting.get(dependent)
-            if waiting is None:
+    # -- after a restart -----------------------------------------------------------------
+    async def survey(self, attempts: list[AttemptRecord]) -> dict[str, dict[str, Any]]:
+        """What became of attempts the store says were running: ``{key: report}`` with state
+        ``running``, ``finished`` (and its outcome) or ``pending`` (Dask will still run it).
+        A key left out is lost: neither its worker nor the scheduler knows it."""
+        by_worker: dict[str, list[str]] = {}
+        for attempt in attempts:
+            by_worker.setdefault(attempt.worker or "", []).append(attempt_key(attempt.job_id, attempt.n))
+        reports: dict[str, dict[str, Any]] = {}
+        for worker, keys in by_worker.items():
+            if worker not in self.backend.workers:
                 continue
-            if state == SUCCEEDED:
-                waiting.discard(job_id)
-                if not waiting:
-                    del self._waiting[dependent]
-                    self.store.update_job(dependent, state=QUEUED)
-                    self._enqueue(self._get(dependent))
-                    self.feed.publish("job", dependent, state=QUEUED)
-            else:
-                self._dequeue(dependent)
-                self._end_job(dependent, FAILED, error=f"dependency {job_id} {state}")
+            try:
+                got = await self.backend.client.run(attempt_reports, keys, workers=[worker])
+            except Exception as err:  # noqa: BLE001 - the worker is going: its attempts are lost
+                log.warning("could not ask %s about its attempts: %s", worker, err)
+                continue
+            reports.update(got.get(worker) or {})
+        unknown = [key for keys in by_worker.values() for key in keys if key not in reports]
+        if unknown:
+            states = await self.backend.client.run_on_scheduler(scheduler_task_states, unknown)
+            for key, state in states.items():
+                if state in _HELD_BY_DASK:
+                    reports[key] = {"state": "pending"}
+        return reports
+
+    async def adopt(self, job: JobRecord, attempt: AttemptRecord, report: dict[str, Any]) -> None:
+        """Follow an attempt started by an earlier orchestrator, as if it were ours."""
+        from distributed import Future
+
+        resources = job.spec.get("resources", {})
+        run = Running(
+            job_id=job.id,
+            n=attempt.n,
+            worker=attempt.worker or "",
+            gpu_ids=tuple(attempt.gpu_ids),
+            cpus=float(resources.get("cpus", 1)),
+            memory=int(resources.get("memory", 0)),
+            key=attempt_key(job.id, attempt.n),
+            user=job.user,
+            mlflow_run_id=attempt.mlflow_run_id,
+            started_running=attempt.process_started is not None,
+            pid=attempt.pid,
+        )
+        self.running[job.id] = run
+        if report["state"] == "finished":
+            await self.finish(run, report["outcome"])
+            return
+        run.held_lines = []
+        run.future = Future(run.key, self.backend.client)
+        if report["state"] == "running":
+            if report.get("process_started"):
+                self._mark_running(run, report.get("pid"), report["process_started"])
+            await self._read_missing_lines(run, report.get("log_path", ""))
+        held, run.held_lines = run.held_lines, None
+        if held:
+            self._store_lines(run, held)
+        if self.tracking.enabled:
+            # It may still wait for its run id if the earlier orchestrator died first.
+            self._spawn(self._deliver_run_id(run, run.mlflow_run_id or ""))
+        self._spawn(self._watch(run))
+
+    async def audit(self) -> None:
+        """Catch what no event reported: an adopted attempt that ended between the survey
+        and its future, or one that Dask dropped. Runs every ``audit_interval`` seconds."""
+        overdue = [r for r in self.running.values() if time.monotonic() - r.since > self.config.audit_interval]
+        if not overdue:
+            return
+        reports = await self.survey(
+            [AttemptRecord(r.job_id, r.n, worker=r.worker) for r in overdue]
+        )
+        for run in overdue:
+            report = reports.get(run.key)
+            if run.job_id not in self.running or (run.future is not None and run.future.done()):
+                continue
+            if report is None:
+                await self.finish(run, {"error": "the attempt was lost by Dask", "infrastructure": True})
+            elif report["state"] == "finished":
+                await self.finish(run, report["outcome"])
+
+    def held(self) -> list[Running]:
+        return list(self.running.values())
 
 
 def tail(error: str | None, limit: int = 2000) -> str | None:
     if error is None or len(error) <= limit:
         return error
     return "…" + error[-limit:]
+

@@ -55,10 +55,28 @@ class OrchestratorConfig:
     mlflow: str = ""  # tracking URI; empty: MLFLOW_TRACKING_URI or SQLite in data_dir; "off": none
     mlflow_ui_url: str = ""  # where run links point, e.g. http://127.0.0.1:5000
     system_metrics_interval: float = 10.0  # seconds between CPU/memory/GPU samples; 0: none
+    audit_interval: float = 15.0  # seconds between checks of attempts no event accounted for
+    cluster_idle_timeout: float = 600.0  # a local cluster nobody uses ends after this; 0: never
 
     @property
     def db_url(self) -> str:
         return db_url(self.db, self.data_dir)
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``TRAINORCH_*`` variables (for the service started on its behalf)."""
+        env = {
+            "TRAINORCH_CLUSTER": self.cluster,
+            "TRAINORCH_WORKERS": str(self.workers),
+            "TRAINORCH_GPUS_PER_WORKER": str(self.gpus_per_worker),
+            "TRAINORCH_SLOTS_PER_WORKER": str(self.slots_per_worker),
+            "TRAINORCH_DATA_DIR": str(self.data_dir),
+            "TRAINORCH_SYSTEM_METRICS_INTERVAL": str(self.system_metrics_interval),
+            "TRAINORCH_CLUSTER_IDLE_TIMEOUT": str(self.cluster_idle_timeout),
+        }
+        optional = {"TRAINORCH_DB": self.db, "TRAINORCH_MLFLOW": self.mlflow,
+                    "TRAINORCH_MLFLOW_UI_URL": self.mlflow_ui_url}  # fmt: skip
+        env.update({name: value for name, value in optional.items() if value})
+        return env
 
     @classmethod
     def from_env(cls, **overrides: object) -> OrchestratorConfig:
@@ -75,5 +93,8 @@ class OrchestratorConfig:
             mlflow=os.environ.get("TRAINORCH_MLFLOW", ""),
             mlflow_ui_url=os.environ.get("TRAINORCH_MLFLOW_UI_URL", ""),
             system_metrics_interval=float(os.environ.get("TRAINORCH_SYSTEM_METRICS_INTERVAL") or 10.0),
+            cluster_idle_timeout=float(
+                os.environ.get("TRAINORCH_CLUSTER_IDLE_TIMEOUT") or base.cluster_idle_timeout
+            ),
         )
         return replace(config, **overrides)  # type: ignore[arg-type]

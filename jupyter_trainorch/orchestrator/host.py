@@ -58,12 +58,14 @@ class OrchestratorHost:
                 self.config.workers,
                 self.config.gpus_per_worker,
                 self.config.slots_per_worker,
+                state_dir=self.config.data_dir,
+                idle_timeout=self.config.cluster_idle_timeout,
             )
             orchestrator = Orchestrator(self.store, backend, self.config)
             try:
                 await orchestrator.start(self.url)
             except BaseException:
-                await backend.close()
+                await backend.close(stop_cluster=False)
                 raise
             self.orchestrator = orchestrator
 
@@ -105,12 +107,14 @@ class OrchestratorHost:
 
         return self.call(wrapped, timeout)
 
-    def stop(self, timeout: float = 60) -> None:
+    def stop(self, timeout: float = 60, detach: bool = False) -> None:
+        """Stop the orchestrator: with ``detach``, running attempts and the local cluster
+        keep going (a later orchestrator adopts them); else they are stopped too."""
         if self._loop is None or not self.running:
             return
         if self.orchestrator is not None:
             try:
-                self.call(lambda o: o.stop(), timeout=timeout)
+                self.call(lambda o: o.detach() if detach else o.stop(), timeout=timeout)
             except Exception as err:  # noqa: BLE001
                 log.warning("orchestrator did not stop cleanly: %s", err)
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -1,8 +1,8 @@
-"""JobService: the one front door to the orchestrator, in plain JSON-able values.
+"""JobService: the service's one front door to the orchestrator, in plain JSON-able values.
 
-REST handlers call it from worker threads; the in-process client (a kernel or script
-with no server) calls it directly. Both get the same validation, rendering and
-error sentences. The orchestrator itself starts on first use.
+REST handlers call it from worker threads with the authenticated ``Caller``; it applies
+who-may-do-what (``access``), validation and rendering, and answers every mistake with
+one sentence. Reads go straight to the store; commands run on the orchestrator's loop.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ import threading
 import time
 from typing import Any
 
-from ..spec import JobSpec, SpecError, default_user
+from ..spec import JobSpec, SpecError
 from ..store import ALL_STATES, TERMINAL_STATES, JobStore
+from . import access
+from .access import Caller
 from .config import OrchestratorConfig
 from .host import OrchestratorHost
 from .service import JobNotFound
@@ -23,9 +25,12 @@ MAX_WAIT = 30.0
 
 
 class JobService:
-    def __init__(self, config: OrchestratorConfig, url: str | None = None) -> None:
+    def __init__(self, config: OrchestratorConfig, url: str | None = None, others_jobs: str = "queue") -> None:
+        if others_jobs not in access.OTHERS_JOBS:
+            raise SpecError(f"others_jobs must be one of {', '.join(access.OTHERS_JOBS)}, not {others_jobs!r}")
         self.config = config
         self.url = url
+        self.others_jobs = others_jobs
         self._host: OrchestratorHost | None = None
         self._store: JobStore | None = None
         self._lock = threading.Lock()
@@ -53,10 +58,11 @@ class JobService:
     def started(self) -> bool:
         return self._host is not None and self._host.running
 
-    def stop(self) -> None:
+    def stop(self, detach: bool = True) -> None:
+        """``detach``: running attempts go on and the next start adopts them."""
         with self._lock:
             if self._host is not None:
-                self._host.stop()
+                self._host.stop(detach=detach)
                 self._host = None
             if self._store is not None:
                 self._store.close()
@@ -71,11 +77,20 @@ class JobService:
         return self._registry
 
     # -- commands ------------------------------------------------------------------
-    def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+    def submit(
+        self, caller: Caller, body: dict[str, Any], idempotency_key: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
         """``{"spec": {...}, "package": base64?}`` or ``{"template": name, "params": {...},
-        "overrides": {...}, "source": str?, "depends_on": [...], "user": str?}``."""
+        "overrides": {...}, "source": str?, "depends_on": [...]}``; the job belongs to the
+        caller whatever the body says. Returns the job and whether it was created now
+        (False: the key was seen before and this is that job)."""
         if not isinstance(body, dict):
             raise SpecError("the request body must be a JSON object")
+        key = idempotency_key or body.get("client_token")
+        request_hash = None
+        if key is not None:
+            key = _idempotency_key(key)
+            request_hash = _request_hash(body)
         package = None
         if body.get("package"):
             try:
@@ -84,7 +99,6 @@ class JobService:
                 raise SpecError("package must be base64-encoded bytes") from None
         if "spec" in body:
             spec = JobSpec.from_dict(body["spec"])
-            spec.user = spec.user or default_user()
         elif "template" in body:
             from ..package import template_files, with_files
 
@@ -94,9 +108,11 @@ class JobService:
             package = with_files(package, template_files(template))
         else:
             raise SpecError("the request must contain either spec or template")
-        host = self.host
-        record = host.call(lambda o: o.submit(spec, package))
-        return self.get(record.id)
+        spec.user = caller.name
+        record = self.host.call(
+            lambda o: o.submit(spec, package, idempotency_key=key, request_hash=request_hash)
+        )
+        return self._job_dict(caller, record.id), not getattr(record, "replayed", False)
 
     def _render(self, template: Any, body: dict[str, Any]) -> JobSpec:
         from ..spec.render import render_spec
@@ -106,49 +122,89 @@ class JobService:
             params=body.get("params") or {},
             overrides=body.get("overrides") or {},
             source=body.get("source"),
-            user=str(body.get("user") or default_user()),
+            user="",
             depends_on=list(body.get("depends_on") or []),
             outputs=body.get("outputs"),
             workdir=body.get("workdir"),
             name=body.get("name"),
         )
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
+    def cancel(self, caller: Caller, job_id: str) -> dict[str, Any]:
+        self._owned(caller, job_id, "cancel it")
         self.host.call(lambda o: o.cancel(job_id))
-        return self.get(job_id)
+        return self.get(caller, job_id)
 
-    def update(self, job_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    def update(self, caller: Caller, job_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Change what may change after submission: the priority of a waiting job."""
         from ..spec import parse_priority
 
         if not isinstance(changes, dict) or set(changes) != {"priority"}:
             raise SpecError("only priority can be changed, as {\"priority\": \"high\"}")
+        self._owned(caller, job_id, "change its priority")
         priority = parse_priority(changes["priority"])
         self.host.call(lambda o: o.set_priority(job_id, priority))
-        return self.get(job_id)
+        return self.get(caller, job_id)
 
-    def rerun(self, job_id: str) -> dict[str, Any]:
-        record = self.host.call(lambda o: o.rerun(job_id))
-        return self.get(record.id)
+    def rerun(self, caller: Caller, job_id: str) -> dict[str, Any]:
+        self._owned(caller, job_id, "rerun it")
+        record = self.host.call(lambda o: o.rerun(job_id, user=caller.name))
+        return self.get(caller, record.id)
 
-    def package(self, job_id: str) -> bytes | None:
-        self.get(job_id)
-        return self.store.get_jobs([job_id], with_packages=True)[job_id][1]
-
-    def retry(self, job_id: str) -> dict[str, Any]:
+    def retry(self, caller: Caller, job_id: str) -> dict[str, Any]:
+        self._owned(caller, job_id, "retry it")
         self.host.call(lambda o: o.retry(job_id))
-        return self.get(job_id)
+        return self.get(caller, job_id)
 
     # -- reads (straight from the store; no orchestrator round trip) -----------------
-    def get(self, job_id: str) -> dict[str, Any]:
+    def _owned(self, caller: Caller, job_id: str, what: str) -> dict[str, Any]:
         job = self.store.get_job(job_id)
         if job is None:
             raise JobNotFound(job_id)
-        return {**job.to_dict(), "spec": job.spec}
+        data = job.to_dict()
+        if not caller.owns(job.user) and self.others_jobs == "hidden":
+            raise JobNotFound(job_id)
+        access.require_owner(caller, data, what)
+        return data
+
+    def _job_dict(self, caller: Caller, job_id: str) -> dict[str, Any]:
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        data = {**job.to_dict(), "spec": job.spec}
+        data.update(self._placement([job_id]).get(job_id, {}))
+        shown = access.view(caller, data, self.others_jobs)
+        if shown is None:
+            raise JobNotFound(job_id)
+        return shown
+
+    def _placement(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Queue positions of waiting jobs (1 = dispatched next), from the live queue."""
+        if not self.started:
+            return {}
+        positions = self.host.call_sync(lambda o: o.queue.positions(job_ids))
+        return {job_id: {"queue_position": n} for job_id, n in positions.items()}
+
+    def get(self, caller: Caller, job_id: str) -> dict[str, Any]:
+        return self._job_dict(caller, job_id)
+
+    def me(self, caller: Caller, mode: str) -> dict[str, Any]:
+        return {
+            "name": caller.name,
+            "admin": caller.admin,
+            "mode": mode,
+            "others_jobs": "all" if caller.admin else self.others_jobs,
+            "may": {
+                "submit": True,
+                "act_on_others_jobs": caller.admin,
+                "see_others_jobs": caller.admin or self.others_jobs != "hidden",
+                "stop_service": caller.admin,
+            },
+        }
 
     def list(
-        self, state: str | None = None, user: str | None = None, limit: int = 100, offset: int = 0
-    ) -> dict[str, Any]:
+        self, caller: Caller, state: str | None = None, user: str | None = None,
+        limit: int = 100, offset: int = 0,
+    ) -> dict[str, Any]:  # fmt: skip
         states = None
         if state:
             states = [s.strip() for s in state.split(",") if s.strip()]
@@ -159,20 +215,28 @@ class JobService:
             raise SpecError(f"limit must be between 1 and {MAX_LIMIT}")
         if offset < 0:
             raise SpecError("offset must not be negative")
+        if self.others_jobs == "hidden" and not caller.admin:
+            if user and user != caller.name:
+                return {"jobs": [], "total": 0, "limit": limit, "offset": offset}
+            user = caller.name
         store = self.store
         jobs = store.list_jobs(states=states, user=user or None, limit=limit, offset=offset)
+        placement = self._placement([j.id for j in jobs])
+        shown = [access.view(caller, {**j.to_dict(), **placement.get(j.id, {})}, self.others_jobs) for j in jobs]
         return {
-            "jobs": [j.to_dict() for j in jobs],
+            "jobs": [j for j in shown if j is not None],
             "total": store.count_jobs(states=states, user=user or None),
             "limit": limit,
             "offset": offset,
         }
 
     def logs(
-        self, job_id: str, attempt: int | None = None, after: int = 0, wait: float = 0.0, limit: int = 5000
-    ) -> dict[str, Any]:
+        self, caller: Caller, job_id: str, attempt: int | None = None, after: int = 0,
+        wait: float = 0.0, limit: int = 5000,
+    ) -> dict[str, Any]:  # fmt: skip
         """Log lines after the cursor ``after``; with ``wait``, block until some arrive
-        or the job ends (a long poll for ``--follow``). Reading alone starts nothing."""
+        or the job ends (a long poll for ``--follow``)."""
+        self._owned(caller, job_id, "read its logs")
         deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
         feed_seq = -1
         while True:
@@ -190,8 +254,6 @@ class JobService:
                     "next": lines[-1].id if lines else after,
                     "finished": finished,
                 }
-            # Waiting for an unfinished job needs its orchestrator running (started here
-            # on first use, like any command).
             feed = self.host.orchestrator.feed  # type: ignore[union-attr]
             if feed_seq < 0:
                 feed_seq = feed.last_seq
@@ -200,13 +262,13 @@ class JobService:
             if changes:
                 feed_seq = changes[-1]["seq"]
 
-    def metric_history(self, job_id: str) -> dict[str, Any]:
+    def metric_history(self, caller: Caller, job_id: str) -> dict[str, Any]:
         """Metric histories of every attempt's MLflow run: ``{key: [[step, value, time_ms]]}``."""
         from ..tracking import MlflowTracker, tracking_uri
 
+        self._owned(caller, job_id, "read its metrics")
         job = self.store.get_job(job_id)
-        if job is None:
-            raise JobNotFound(job_id)
+        assert job is not None
         result: dict[str, Any] = {"job_id": job_id, "attempts": []}
         uri = tracking_uri(self.config.mlflow, self.config.data_dir)
         if uri is None:
@@ -226,30 +288,23 @@ class JobService:
             return {**result, "warning": f"MLflow could not be read: {type(err).__name__}: {err}"[:400]}
         return result
 
-    def outputs(self, job_id: str) -> bytes | None:
-        self.get(job_id)
+    def package(self, caller: Caller, job_id: str) -> bytes | None:
+        self._owned(caller, job_id, "download its code package")
+        return self.store.get_jobs([job_id], with_packages=True)[job_id][1]
+
+    def outputs(self, caller: Caller, job_id: str) -> bytes | None:
+        self._owned(caller, job_id, "read its outputs")
         return self.store.get_outputs(job_id)
 
-    def events(self, after: int = 0, timeout: float = 0.0) -> dict[str, Any]:
+    def events(self, caller: Caller, after: int = 0, timeout: float = 0.0) -> dict[str, Any]:
+        """Changes after ``after``; ``reset`` when ``after`` is from an earlier run of the
+        service (its numbering started again): the client re-reads what it shows."""
         feed = self.host.orchestrator.feed  # type: ignore[union-attr]
+        if after > feed.last_seq:
+            return {"changes": [], "last": feed.last_seq, "reset": True}
         changes = feed.wait(after, min(max(timeout, 0.0), MAX_WAIT)) if timeout else feed.since(after)
-        return {"changes": changes, "last": changes[-1]["seq"] if changes else max(after, 0)}
-
-    def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
-        """Block until the job reaches a final state (or ``timeout`` passes)."""
-        host = self.host
-        deadline = None if timeout is None else time.monotonic() + timeout
-        seq = host.orchestrator.feed.last_seq if host.orchestrator else 0
-        while True:
-            job = self.get(job_id)
-            if job["state"] in TERMINAL_STATES:
-                return job
-            remaining = 5.0 if deadline is None else min(5.0, deadline - time.monotonic())
-            if remaining <= 0:
-                return job
-            changes = host.orchestrator.feed.wait(seq, remaining)  # type: ignore[union-attr]
-            if changes:
-                seq = changes[-1]["seq"]
+        visible = [c for c in (access.visible_change(caller, c, self.others_jobs) for c in changes) if c]
+        return {"changes": visible, "last": changes[-1]["seq"] if changes else max(after, 0)}
 
     def cluster(self) -> dict[str, Any]:
         return self.host.call_sync(lambda o: o.cluster_status())
@@ -269,3 +324,18 @@ class JobService:
         from .metrics import render_metrics
 
         return render_metrics(self.host)
+
+
+def _idempotency_key(value: Any) -> str:
+    text = str(value)
+    if not 1 <= len(text) <= 128 or not text.isascii() or not text.isprintable():
+        raise SpecError("the Idempotency-Key must be 1 to 128 printable ASCII characters")
+    return text
+
+
+def _request_hash(body: dict[str, Any]) -> str:
+    import hashlib
+    import json
+
+    canonical = json.dumps({k: v for k, v in body.items() if k != "client_token"}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,14 +1,19 @@
-"""Rebuilding the orchestrator's in-memory queue from the store after a (re)start.
+"""Picking up where an earlier orchestrator left off: reattach, never rerun.
 
-Nothing is lost: queued and backing-off jobs go back in the queue, jobs waiting on
-dependencies wait again, and attempts a dead orchestrator left running are closed
-as infrastructure failures (not counted against the job's retries) and requeued.
+Jobs the store says are running are looked up on their workers: an attempt that still
+runs is adopted (its log continues where the store's ends), one that ended meanwhile is
+collected from the outcome its worker kept. Only an attempt that nobody knows any more
+(its worker is gone, or Dask never started it) is a lost attempt, retried as an
+infrastructure failure. Waiting jobs go back into the queue or wait on their
+dependencies again.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..runner.supervisor import attempt_key
 from ..store import (
     ACTIVE_STATES,
     CANCELLED,
@@ -18,52 +23,86 @@ from ..store import (
     QUEUED,
     RETRYING,
     SUCCEEDED,
+    AttemptRecord,
+    JobRecord,
 )
+from .attempts import AttemptEnd, Running
 
 if TYPE_CHECKING:
     from .service import Orchestrator
 
+LOST_WHILE_AWAY = "the attempt was lost while the orchestrator was away"
 
-def recover(orch: Orchestrator) -> list[str]:
-    """Requeue what the store says is unfinished; return the ids of orphaned attempts' jobs."""
-    store, now = orch.store, orch.clock()
+
+@dataclass
+class Recovery:
+    adopted: int = 0  # still running: followed again
+    collected: int = 0  # ended while the orchestrator was away: outcome recorded
+    lost: int = 0  # nobody knew them any more: retried (or failed) as infrastructure
+    requeued: int = 0  # waiting jobs put back in the queue
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+async def recover(orch: Orchestrator) -> Recovery:
+    store, summary = orch.store, Recovery()
     unfinished = store.list_jobs(
         states=[PENDING, QUEUED, RETRYING, PREEMPTED, *ACTIVE_STATES], newest_first=False
     )
-    orphans: list[str] = []
+    active = [job for job in unfinished if job.state in ACTIVE_STATES and job.attempts]
+    reports = await orch.attempts.survey([job.attempts[-1] for job in active]) if active else {}
     for job in unfinished:
         if job.state in ACTIVE_STATES:
-            orphans.append(job.id)
             last = job.attempts[-1] if job.attempts else None
-            if last is not None and last.ended is None:
-                store.update_attempt(
-                    job.id,
-                    last.n,
-                    state=FAILED,
-                    ended=now,
-                    error="the orchestrator stopped while this attempt ran",
-                    infrastructure=True,
-                )
-            store.update_job(job.id, state=QUEUED, error="requeued after an orchestrator restart")
-            orch._enqueue(store.get_job(job.id))  # type: ignore[arg-type]
-        elif job.state == PENDING:
-            waiting = set()
-            for dep_id in job.depends_on:
-                dep = store.get_job(dep_id)
-                if dep is None or dep.state in (FAILED, CANCELLED):
-                    reason = "was lost" if dep is None else dep.state
-                    orch._end_job(job.id, FAILED, error=f"dependency {dep_id} {reason}")
-                    break
-                if dep.state != SUCCEEDED:
-                    waiting.add(dep_id)
-            else:
-                if waiting:
-                    orch._wait_for(job.id, waiting)
+            report = reports.get(attempt_key(job.id, last.n)) if last else None
+            if last is not None and report is not None:
+                await orch.attempts.adopt(job, last, report)
+                if report["state"] == "finished":
+                    summary.collected += 1
                 else:
-                    store.update_job(job.id, state=QUEUED)
-                    orch._enqueue(store.get_job(job.id))  # type: ignore[arg-type]
+                    summary.adopted += 1
+            else:
+                _settle_unknown_attempt(orch, job, last)
+                summary.lost += last is not None and last.ended is None
+        elif job.state == PENDING:
+            _wait_again(orch, job)
         else:
-            if job.state != QUEUED:
-                store.update_job(job.id, state=QUEUED, not_before=None)
-            orch._enqueue(job)
-    return orphans
+            orch.requeue(job)
+            summary.requeued += 1
+    return summary
+
+
+def _settle_unknown_attempt(orch: Orchestrator, job: JobRecord, last: AttemptRecord | None) -> None:
+    """Nobody knows the attempt any more: use what the store recorded of its end, if
+    anything, else it was lost."""
+    run = Running(job.id, last.n if last else 0, last.worker or "" if last else "", (), 0.0, 0, "",
+                  user=job.user)  # fmt: skip
+    if last is not None and last.ended is not None:
+        # The attempt's end was stored, the job's decision was not: decide now.
+        end = AttemptEnd(run, last.state == SUCCEEDED, last.infrastructure, True, last.error)
+    else:
+        if last is not None:
+            orch.store.update_attempt(
+                job.id, last.n, state=FAILED, ended=orch.clock(), error=LOST_WHILE_AWAY,
+                infrastructure=True,
+            )  # fmt: skip
+        end = AttemptEnd(run, False, True, True, LOST_WHILE_AWAY)
+    orch.attempt_ended(end)
+
+
+def _wait_again(orch: Orchestrator, job: JobRecord) -> None:
+    waiting = set()
+    for dep_id in job.depends_on:
+        dep = orch.store.get_job(dep_id)
+        if dep is None or dep.state in (FAILED, CANCELLED):
+            reason = "was lost" if dep is None else dep.state
+            orch.end_job(job.id, FAILED, error=f"dependency {dep_id} {reason}")
+            return
+        if dep.state != SUCCEEDED:
+            waiting.add(dep_id)
+    if waiting:
+        orch.queue.wait_for(job.id, waiting)
+    else:
+        orch.store.update_job(job.id, state=QUEUED)
+        orch.requeue(orch.get(job.id))

@@ -1,18 +1,18 @@
-"""The orchestrator: owns the queue, places jobs, follows attempts, retries, recovers.
+"""The orchestrator: owns the queue, places jobs, decides what an attempt's end means.
 
 Runs on one asyncio loop (see ``host.OrchestratorHost``) together with the
-asynchronous Dask client. The flow of one job through this module:
+asynchronous Dask client. It is composed of a ``JobQueue`` (what waits), an
+``AttemptTracker`` (what runs on workers) and a ``TrackingBridge`` (MLflow). The flow of
+one job through these:
 
-  submit ─► store (queued, or pending on dependencies) ─► _schedule (policy.plan)
-  ─► _dispatch (Client.submit of runner.run_attempt, pinned to the chosen worker)
-  ─► _on_worker_event (started, output lines, progress) ─► _watch ─► _finish_attempt
-  (succeeded │ retry with backoff │ failed) ─► dependents released, change published.
+  submit ─► store (queued, or pending on dependencies) ─► queue ─► _schedule (policy.plan)
+  ─► _dispatch ─► attempts.launch (pinned Dask task) ─► worker events ─► attempts.finish
+  ─► attempt_ended (succeeded │ retry with backoff │ failed) ─► dependents released.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import hashlib
 import logging
 import os
@@ -24,32 +24,29 @@ from typing import Any
 from .. import policy
 from ..cluster import ClusterBackend
 from ..package import read_package
-from ..runner.supervisor import (
-    EVENT_TOPIC,
-    attempt_key,
-    cancel_jobs,
-    run_attempt,
-)
-from ..spec import JobSpec, SpecError
+from ..runner.supervisor import EVENT_TOPIC, attempt_key
+from ..spec import JobSpec, RetryPolicy, SpecError
 from ..store import (
     CANCELLED,
     FAILED,
     PENDING,
+    PREEMPTED,
     QUEUED,
     RETRYING,
     STARTING,
     SUCCEEDED,
     TERMINAL_STATES,
     AttemptRecord,
+    DuplicateSubmission,
     JobRecord,
     JobStore,
 )
-from ..tracking import TrackingHooks
-from .attempts import AttemptLifecycle, Running
+from .attempts import AttemptEnd, AttemptTracker, Running, tail
 from .config import OrchestratorConfig
 from .errors import JobNotFound, JobStateError, OrchestratorBusy
 from .feed import ChangeFeed
-from .recovery import recover
+from .queue import JobQueue
+from .recovery import Recovery, recover
 from .tracking_bridge import TrackingBridge
 
 log = logging.getLogger(__name__)
@@ -68,7 +65,7 @@ def code_hash(spec: JobSpec, package: bytes | None) -> str:
     return digest.hexdigest()[:16]
 
 
-class Orchestrator(AttemptLifecycle, TrackingBridge):
+class Orchestrator:
     def __init__(
         self,
         store: JobStore,
@@ -83,18 +80,17 @@ class Orchestrator(AttemptLifecycle, TrackingBridge):
         self.feed = ChangeFeed()
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.url: str | None = None
-        self._queue: list[policy.QueuedJob] = []
-        self._queue_keys: list[tuple[Any, ...]] = []
-        self._queued: dict[str, policy.QueuedJob] = {}
-        self._running: dict[str, Running] = {}
-        self._waiting: dict[str, set[str]] = {}  # job -> unfinished dependencies
-        self._dependents: dict[str, set[str]] = {}  # dependency -> waiting jobs
-        self._timers: dict[str, asyncio.TimerHandle] = {}
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
-        self.tracking: TrackingHooks | None = None
-        self.mlflow_uri: str | None = None
+        self.draining = False  # no new dispatches; running attempts finish
+        self.recovery: Recovery | None = None
+        self.queue = JobQueue(wake=self._wake.set)
+        self.tracking = TrackingBridge(store, self.feed, config)
+        self.attempts = AttemptTracker(
+            store, backend, self.feed, config, self.tracking,
+            spawn=self._spawn, on_end=self.attempt_ended, wake=self._wake.set, clock=clock,
+        )  # fmt: skip
         self._loop_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
@@ -107,37 +103,45 @@ class Orchestrator(AttemptLifecycle, TrackingBridge):
                 f"the job store {self.store.url} is owned by another orchestrator "
                 f"(pid {holder.pid} on {holder.host}){where}; only one may dispatch jobs from it"
             )
-        self.tracking = self._make_tracking()
-        await self.backend.start(self._workers_changed)
-        self.backend.client.subscribe_topic(EVENT_TOPIC, self._on_worker_event)
-        orphans = recover(self)
-        if orphans and self.backend.workers:
-            try:
-                await self.backend.client.run(cancel_jobs, orphans)
-            except Exception as err:  # noqa: BLE001 - best effort: workers may be gone
-                log.warning("could not stop attempts left by the previous orchestrator: %s", err)
+        self.tracking.start()
+        await self.backend.start(self.attempts.workers_changed)
+        self.backend.client.subscribe_topic(EVENT_TOPIC, self.attempts.on_worker_event)
+        self.recovery = await recover(self)
+        if any(self.recovery.to_dict().values()):
+            log.info("recovered: %s", self.recovery.to_dict())
         self._loop_task = asyncio.ensure_future(self._scheduling_loop())
         self._spawn(self._keep_lease())
+        self._spawn(self._housekeeping())
         self._wake.set()
 
     async def stop(self) -> None:
-        """Stop dispatching; running attempts are stopped and requeued on next start."""
+        """Stop everything: running attempts are stopped and their jobs requeued for the
+        next start; a local cluster this orchestrator started is closed."""
         self._stopping = True
         self._wake.set()
-        for handle in self._timers.values():
-            handle.cancel()
-        if self._running and self.backend.client is not None:
-            try:
-                await asyncio.wait_for(
-                    self.backend.client.run(cancel_jobs, list(self._running)), timeout=10
-                )
-            except Exception:  # noqa: BLE001 - cluster already gone
-                pass
+        self.queue.cancel_all_timers()
+        await self.attempts.stop_all(timeout=self.config.grace_period + 10)
+        await self._close(close_cluster=True)
+
+    async def detach(self) -> None:
+        """Leave: attempts keep running on their workers (and the cluster keeps running);
+        the next orchestrator on this store adopts them."""
+        self._stopping = True
+        self.attempts.stopping = True
+        self._wake.set()
+        self.queue.cancel_all_timers()
+        await self._close(close_cluster=False)
+
+    async def _close(self, close_cluster: bool) -> None:
+        self.attempts.stopping = True
+        try:
+            await asyncio.wait_for(self.attempts.forget_collected(), timeout=5)
+        except Exception:  # noqa: BLE001 - files stay until the worker goes
+            pass
         for task in list(self._tasks) + ([self._loop_task] if self._loop_task else []):
             task.cancel()
-        await self.backend.close()
-        if self.tracking is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.tracking.close)
+        await self.backend.close(stop_cluster=close_cluster)
+        await asyncio.get_running_loop().run_in_executor(None, self.tracking.close)
         self.store.release_lease(self.owner)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -154,8 +158,34 @@ class Orchestrator(AttemptLifecycle, TrackingBridge):
                 log.error("lost the store lease to pid %s on %s; stopping dispatch", holder.pid, holder.host)
                 self._stopping = True
 
+    async def _housekeeping(self) -> None:
+        """Tell workers which outcomes are stored; audit attempts no event accounted for."""
+        last_audit = time.monotonic()
+        while not self._stopping:
+            await asyncio.sleep(1.0)
+            try:
+                await self.attempts.forget_collected()
+                if time.monotonic() - last_audit >= self.config.audit_interval:
+                    last_audit = time.monotonic()
+                    await self.attempts.audit()
+            except Exception:  # noqa: BLE001 - next round tries again
+                log.exception("housekeeping round failed")
+
     # -- commands ------------------------------------------------------------------
-    async def submit(self, spec: JobSpec, package: bytes | None = None, rerun_of: str | None = None) -> JobRecord:
+    async def submit(
+        self,
+        spec: JobSpec,
+        package: bytes | None = None,
+        rerun_of: str | None = None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> JobRecord:
+        """Queue a job. A repeated ``idempotency_key`` of the same user returns the job the
+        first request made (a client retrying after a lost answer), never a second one."""
+        if idempotency_key:
+            earlier = self.store.find_by_idempotency_key(spec.user, idempotency_key)
+            if earlier is not None:
+                return self._replayed(earlier, request_hash)
         if self.backend.workers:
             problem = policy.fit_error(
                 spec.resources.gpus, spec.resources.cpus, spec.resources.memory, self._views()
@@ -184,15 +214,29 @@ class Orchestrator(AttemptLifecycle, TrackingBridge):
             created=self.clock(),
             code_hash=code_hash(spec, package),
             rerun_of=rerun_of,
+            idempotency_key=idempotency_key or None,
+            request_hash=request_hash,
         )
-        self.store.create_job(record, package)
-        self._track_submission(record, package)
+        try:
+            self.store.create_job(record, package)
+        except DuplicateSubmission as err:
+            return self._replayed(self.get(err.job_id), request_hash)
+        self.tracking.submitted(record, package)
         if unfinished:
-            self._wait_for(record.id, unfinished)
+            self.queue.wait_for(record.id, unfinished)
         else:
-            self._enqueue(record)
-        self.feed.publish("job", record.id, state=record.state)
+            self.queue.add(record)
+        self._publish(record, record.state)
         return record
+
+    def _replayed(self, earlier: JobRecord, request_hash: str | None) -> JobRecord:
+        if request_hash and earlier.request_hash and request_hash != earlier.request_hash:
+            raise SpecError(
+                f"the Idempotency-Key was already used for job {earlier.id} with a different "
+                "request; use a new key for a new job"
+            )
+        earlier.replayed = True
+        return earlier
 
     def _resolve_dependencies(self, refs: list[str]) -> list[str]:
         """``--after`` takes job ids, or names of earlier jobs (the newest of that name)."""
@@ -209,20 +253,20 @@ class Orchestrator(AttemptLifecycle, TrackingBridge):
         return resolved
 
     async def cancel(self, job_id: str) -> JobRecord:
-        job = self._get(job_id)
+        job = self.get(job_id)
         if job.state in TERMINAL_STATES:
             raise JobStateError(f"job {job_id} has already {job.state}; there is nothing to cancel")
-        running = self._running.get(job_id)
+        running = self.attempts.running.get(job_id)
         if running is not None:
             running.cancel_requested = True
-            self._spawn(self._stop_attempt(running))
+            self._spawn(self.attempts.stop(running))
             return job
-        self._dequeue(job_id)
-        self._end_job(job_id, CANCELLED, error="cancelled before it started")
-        return self._get(job_id)
+        self.queue.forget(job_id)
+        self.end_job(job_id, CANCELLED, error="cancelled before it started")
+        return self.get(job_id)
 
     async def retry(self, job_id: str) -> JobRecord:
-        job = self._get(job_id)
+        job = self.get(job_id)
         if job.state not in (FAILED, CANCELLED):
             raise JobStateError(f"job {job_id} is {job.state}; only failed or cancelled jobs can be retried")
         for dep_id in job.depends_on:
@@ -232,88 +276,121 @@ class Orchestrator(AttemptLifecycle, TrackingBridge):
         self.store.update_job(
             job_id, state=QUEUED, ended=None, error=None, not_before=None, retry_from=len(job.attempts) + 1
         )
-        job = self._get(job_id)
-        self._enqueue(job)
-        self.feed.publish("job", job_id, state=QUEUED)
+        job = self.get(job_id)
+        self.queue.add(job)
+        self._publish(job, QUEUED)
         return job
 
-    async def rerun(self, job_id: str) -> JobRecord:
-        """A new job from the stored spec and code package, byte for byte (no dependencies)."""
+    async def rerun(self, job_id: str, user: str | None = None) -> JobRecord:
+        """A new job from the stored spec and code package, byte for byte (no dependencies),
+        owned by ``user`` (who asked for it) when given."""
         found = self.store.get_jobs([job_id], with_packages=True)
         if job_id not in found:
             raise JobNotFound(job_id)
         job, package = found[job_id]
         spec = JobSpec.from_dict({**job.spec, "depends_on": []})
+        if user:
+            spec.user = user
         return await self.submit(spec, package, rerun_of=job_id)
 
     async def set_priority(self, job_id: str, priority: int) -> JobRecord:
         """Change the priority of a job that has not started yet (it moves in the queue)."""
-        job = self._get(job_id)
+        job = self.get(job_id)
         if job.state not in (QUEUED, PENDING, RETRYING):
             raise JobStateError(
                 f"job {job_id} is {job.state}; only a job that has not started can change priority"
             )
         self.store.update_job(job_id, priority=priority)
-        if job_id in self._queued:
-            self._remove_from_queue(job_id)
-            self._enqueue(self._get(job_id))
-        self.feed.publish("job", job_id, state=job.state, priority=priority)
-        return self._get(job_id)
+        if job_id in self.queue:
+            self.queue.remove(job_id)
+            self.queue.add(self.get(job_id))
+        self._publish(job, job.state, priority=priority)
+        return self.get(job_id)
 
-    def _get(self, job_id: str) -> JobRecord:
+    def get(self, job_id: str) -> JobRecord:
         job = self.store.get_job(job_id)
         if job is None:
             raise JobNotFound(job_id)
         return job
 
-    # -- the queue -----------------------------------------------------------------
-    def _enqueue(self, job: JobRecord) -> None:
-        resources = job.spec.get("resources", {})
-        item = policy.QueuedJob(
-            id=job.id,
-            priority=job.priority,
-            seq=job.seq,
-            gpus=int(resources.get("gpus", 0)),
-            cpus=float(resources.get("cpus", 1)),
-            memory=int(resources.get("memory", 0)),
-            user=job.user,
-        )
-        if item.id in self._queued:
+    def _publish(self, job: JobRecord, state: str, **data: Any) -> None:
+        self.feed.publish("job", job.id, user=job.user, state=state, **data)
+
+    # -- what an attempt's end means for its job -------------------------------------
+    def attempt_ended(self, end: AttemptEnd) -> None:
+        run = end.run
+        if end.succeeded:
+            if end.outputs is not None:
+                self.store.update_job(run.job_id, outputs=end.outputs, has_outputs=True)
+            self.end_job(run.job_id, SUCCEEDED)
             return
-        self._queued[item.id] = item
-        key = policy.queue_key(item)
-        index = bisect.bisect_right(self._queue_keys, key)
-        self._queue_keys.insert(index, key)
-        self._queue.insert(index, item)
-        self._wake.set()
-
-    def _remove_from_queue(self, job_id: str) -> None:
-        item = self._queued.pop(job_id, None)
-        if item is None:
+        if run.cancel_requested and not self._stopping:
+            self.end_job(run.job_id, CANCELLED, error="cancelled")
             return
-        # Keys are unique (seq is), so bisect finds the one entry without a scan.
-        index = bisect.bisect_left(self._queue_keys, policy.queue_key(item))
-        del self._queue_keys[index]
-        del self._queue[index]
+        job = self.get(run.job_id)
+        if self._stopping:
+            # The service is being stopped: the job runs again at the next start.
+            self.store.update_job(job.id, state=QUEUED, error="requeued: the service was stopped")
+            return
+        if end.infrastructure and job.infrastructure_failures <= self.config.max_infrastructure_retries:
+            self._retry_later(job, delay=0.5, error=end.error)
+        elif not end.infrastructure and end.retryable and job.user_failures <= job.max_retries:
+            delay = RetryPolicy.parse(job.spec.get("retries")).delay(job.user_failures)
+            self._retry_later(job, delay=delay, error=end.error)
+        else:
+            self.end_job(run.job_id, FAILED, error=tail(end.error))
 
-    def _dequeue(self, job_id: str) -> None:
-        self._remove_from_queue(job_id)
-        timer = self._timers.pop(job_id, None)
-        if timer is not None:
-            timer.cancel()
-        for dep_id in self._waiting.pop(job_id, set()):
-            self._dependents.get(dep_id, set()).discard(job_id)
+    def _retry_later(self, job: JobRecord, delay: float, error: str | None) -> None:
+        not_before = self.clock() + delay
+        self.store.update_job(job.id, state=RETRYING, not_before=not_before, error=tail(error))
+        self._publish(job, RETRYING, delay=delay)
+        self.queue.later(job.id, delay, lambda: self._requeue_now(job.id))
 
-    def _wait_for(self, job_id: str, dependencies: set[str]) -> None:
-        self._waiting[job_id] = set(dependencies)
-        for dep_id in dependencies:
-            self._dependents.setdefault(dep_id, set()).add(job_id)
+    def _requeue_now(self, job_id: str) -> None:
+        current = self.store.get_job(job_id)
+        if current is None or current.state != RETRYING:
+            return
+        self.store.update_job(job_id, state=QUEUED)
+        self.queue.add(current)
+        self._publish(current, QUEUED)
 
+    def requeue(self, job: JobRecord) -> None:
+        """Put a waiting job (queued, retrying or preempted) back in the queue, keeping
+        what is left of its backoff."""
+        delay = (job.not_before or 0) - self.clock()
+        if job.state in (RETRYING, PREEMPTED) and delay > 0:
+            self.store.update_job(job.id, state=RETRYING)
+            self.queue.later(job.id, delay, lambda: self._requeue_now(job.id))
+            return
+        if job.state != QUEUED:
+            self.store.update_job(job.id, state=QUEUED, not_before=None)
+        self.queue.add(job)
+
+    def end_job(self, job_id: str, state: str, error: str | None = None) -> None:
+        fields: dict[str, Any] = {"state": state, "ended": self.clock(), "not_before": None}
+        if error is not None or state == SUCCEEDED:
+            fields["error"] = error
+        self.store.update_job(job_id, **fields)
+        job = self.get(job_id)
+        self.tracking.job_ended(job, state)
+        self._publish(job, state)
+        for dependent in self.queue.take_dependents(job_id):
+            if state == SUCCEEDED:
+                if self.queue.dependency_met(dependent, job_id):
+                    self.store.update_job(dependent, state=QUEUED)
+                    queued = self.get(dependent)
+                    self.queue.add(queued)
+                    self._publish(queued, QUEUED)
+            else:
+                self.queue.forget(dependent)
+                self.end_job(dependent, FAILED, error=f"dependency {job_id} {state}")
+
+    # -- placing jobs ---------------------------------------------------------------
     def _views(self) -> list[policy.WorkerView]:
         held_gpus: dict[str, set[str]] = {}
         held_cpus: dict[str, float] = {}
         held_memory: dict[str, int] = {}
-        for run in self._running.values():
+        for run in self.attempts.held():
             held_gpus.setdefault(run.worker, set()).update(run.gpu_ids)
             held_cpus[run.worker] = held_cpus.get(run.worker, 0.0) + run.cpus
             held_memory[run.worker] = held_memory.get(run.worker, 0) + run.memory
@@ -346,20 +423,22 @@ class Orchestrator(AttemptLifecycle, TrackingBridge):
             await asyncio.sleep(0)
 
     def _schedule(self) -> None:
-        if not self._queue or not self.backend.workers:
+        if not len(self.queue) or not self.backend.workers or self.draining:
             return
-        placements = policy.plan(self._queue, self._views())
+        placements = policy.plan(self.queue.items, self._views())
         if not placements:
             return
-        chosen = [(p, self._queued[p.job_id]) for p in placements]
+        chosen = [(p, self.queue.get(p.job_id)) for p in placements]
         for _, item in chosen:
-            self._remove_from_queue(item.id)
+            self.queue.remove(item.id)
         self._dispatch(chosen)
 
     def _dispatch(self, placements: list[tuple[policy.Placement, policy.QueuedJob]]) -> None:
+        """Store every attempt first, then hand them to Dask: an attempt that runs is
+        always one the store knows (a restart looks it up instead of running it again)."""
         now = self.clock()
         jobs = self.store.get_jobs([item.id for _, item in placements], with_packages=True)
-        attempts, changes = [], []
+        attempts, changes, launches = [], [], []
         for placement, item in placements:
             job, package = jobs[item.id]
             n = len(job.attempts) + 1
@@ -371,8 +450,8 @@ class Orchestrator(AttemptLifecycle, TrackingBridge):
                 cpus=item.cpus,
                 memory=item.memory,
                 key=attempt_key(job.id, n),
+                user=job.user,
             )
-            self._running[job.id] = run
             attempts.append(
                 AttemptRecord(job.id, n, STARTING, placement.worker, list(placement.gpu_ids), started=now)
             )
@@ -380,54 +459,17 @@ class Orchestrator(AttemptLifecycle, TrackingBridge):
             if job.started is None:
                 fields["started"] = now
             changes.append((job.id, fields))
-            self._spawn(self._launch(job, run, package))
+            launches.append((job, run, package))
         self.store.add_attempts(attempts)
         self.store.update_jobs(changes)
-        for _, item in placements:
-            self.feed.publish("job", item.id, state=STARTING)
-
-    async def _launch(self, job: JobRecord, run: Running, package: bytes | None) -> None:
-        """Hand the attempt to Dask; its MLflow run opens meanwhile, not before."""
-        run.future = self._submit_attempt(job, run, package, self._tracking_env())
-        self._open_attempt_run_soon(job, run)
-        await self._watch(run)
-
-    def _submit_attempt(self, job: JobRecord, run: Running, package: bytes | None, env: dict[str, str]) -> Any:
-        spec = job.spec
-        request = {
-            "job_id": job.id,
-            "attempt": run.n,
-            "name": job.name,
-            "kind": spec.get("kind", "python"),
-            "source": spec.get("source", ""),
-            "command": spec.get("command", ""),
-            "params": spec.get("params", {}),
-            "env": {**spec.get("env", {}), **env},
-            "outputs": spec.get("outputs", []),
-            "workdir": spec.get("workdir"),
-            "timeout": spec.get("timeout"),
-            "gpu_ids": list(run.gpu_ids),
-            "grace": self.config.grace_period,
-            # Samples are only worth taking when they have somewhere to go.
-            "system_metrics_interval": self.config.system_metrics_interval if self.tracking else 0,
-            "checkpoint_dir": str(self.config.data_dir / "checkpoints" / job.id),
-            "package": package,
-        }
-        worker = self.backend.workers.get(run.worker)
-        resources = {"GPU": len(run.gpu_ids)} if run.gpu_ids and worker and worker.advertises_gpus else None
-        return self.backend.client.submit(
-            run_attempt,
-            request,
-            key=run.key,
-            workers=[run.worker],
-            allow_other_workers=False,
-            resources=resources,
-            pure=False,
-        )
+        for job, run, package in launches:
+            self.attempts.launch(job, run, package)
+            self._publish(job, STARTING)
 
     # -- views for the API ------------------------------------------------------------
     def cluster_status(self) -> dict[str, Any]:
         views = self._views()
+        running = self.attempts.held()
         gpus_total = sum(len(v.gpu_ids) for v in views)
         gpus_free = sum(len(v.free_gpu_ids) for v in views)
         return {
@@ -441,12 +483,14 @@ class Orchestrator(AttemptLifecycle, TrackingBridge):
                     "cpus": v.cpus,
                     "free_cpus": v.free_cpus,
                     "memory": v.memory,
-                    "running": sorted(r.job_id for r in self._running.values() if r.worker == v.address),
+                    "running": sorted(r.job_id for r in running if r.worker == v.address),
                 }
                 for v in views
             ],
             "gpus": {"total": gpus_total, "busy": gpus_total - gpus_free},
-            "queue_depth": len(self._queue),
-            "running": len(self._running),
-            "waiting_on_dependencies": len(self._waiting),
+            "queue_depth": len(self.queue),
+            "running": len(running),
+            "waiting_on_dependencies": self.queue.waiting_on_dependencies,
+            "draining": self.draining,
+            "recovery": self.recovery.to_dict() if self.recovery else None,
         }

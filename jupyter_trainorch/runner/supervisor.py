@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..environ import without_service_settings
 from ..package import build_package, extract_files, read_package
 from ..progress import PROGRESS_FD_ENV
 from .streams import LineBatcher, parse_tqdm
@@ -26,6 +27,7 @@ from .system_metrics import SystemSampler
 
 EVENT_TOPIC = "trainorch"
 RUN_ID_FILE = "mlflow_run_id"
+OUTCOME_FILE = "outcome.json"
 _registry: dict[str, Supervisor] = {}
 _registry_lock = threading.Lock()
 
@@ -34,14 +36,28 @@ def attempt_key(job_id: str, attempt: int) -> str:
     return f"trainorch-{job_id}-{attempt}"
 
 
-def _attempt_root() -> Path:
+def _attempt_root(worker: Any = None) -> Path:
+    """Where attempts keep their files on this worker: a folder the worker was given (it
+    outlives the worker process), else the worker's own local directory."""
+    configured = os.environ.get("TRAINORCH_ATTEMPT_DIR")
+    if configured:
+        return Path(configured)
     try:
         from distributed import get_worker
 
-        base = Path(get_worker().local_directory)
+        base = Path((worker or get_worker()).local_directory)
     except (ImportError, ValueError):
         base = Path(tempfile.gettempdir())
     return base / "trainorch"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by this user only, atomically (a reader never sees half)."""
+    staged = path.with_name(path.name + ".tmp")
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(staged, path)
 
 
 class Supervisor:
@@ -57,6 +73,7 @@ class Supervisor:
         )
         self.send = send
         self.proc: subprocess.Popen[bytes] | None = None
+        self.process_started: float | None = None
 
     def _ids(self) -> dict[str, Any]:
         return {"job_id": self.request["job_id"], "attempt": self.request["attempt"]}
@@ -64,7 +81,7 @@ class Supervisor:
     # -- process -----------------------------------------------------------
     def _environment(self, progress_fd: int) -> dict[str, str]:
         req = self.request
-        env = dict(os.environ)
+        env = without_service_settings()
         env.update({str(k): str(v) for k, v in (req.get("env") or {}).items()})
         env.update(
             {
@@ -96,7 +113,7 @@ class Supervisor:
             # A job that ships its input files runs among them, on any worker.
             extract_files(files, self.dir)
             self.has_inputs = bool(files)
-        (self.dir / "request.json").write_text(json.dumps(req))
+        _write_private(self.dir / "request.json", json.dumps(req))
         os.makedirs(self._environment(0)["TRAINORCH_CHECKPOINT_DIR"], exist_ok=True)
         read_fd, write_fd = os.pipe()
         self.proc = subprocess.Popen(
@@ -111,13 +128,14 @@ class Supervisor:
             start_new_session=True,
         )
         os.close(write_fd)
+        self.process_started = time.time()
         self.readers = [
             threading.Thread(target=self._pump, args=(self.proc.stdout, "output"), daemon=True),
             threading.Thread(target=self._pump_progress, args=(read_fd,), daemon=True),
         ]
         for reader in self.readers:
             reader.start()
-        self.send({"type": "started", **self._ids(), "pid": self.proc.pid, "time": time.time()})
+        self.send({"type": "started", **self._ids(), "pid": self.proc.pid, "time": self.process_started})
         self.sampler = SystemSampler(
             self.proc.pid, list(self.request.get("gpu_ids") or []),
             float(self.request.get("system_metrics_interval") or 0), self.batcher.metrics_point,
@@ -227,7 +245,24 @@ class Supervisor:
             "log_lines": self.batcher.count,
             "log_path": str(self.dir / "log.jsonl"),
             "pid": self.proc.pid if self.proc else None,
+            "process_started": self.process_started,
         }
+
+    def report(self) -> dict[str, Any]:
+        """What a reattaching orchestrator needs to know about this running attempt."""
+        return {
+            "state": "running",
+            "pid": self.proc.pid if self.proc else None,
+            "process_started": self.process_started,
+            "log_lines": self.batcher.count,
+            "log_path": str(self.dir / "log.jsonl"),
+        }
+
+    def record_outcome(self, outcome: dict[str, Any]) -> None:
+        """Keep the outcome on the worker until the orchestrator has stored it: it may be
+        away (restarting) when the attempt ends. Outputs stay in their own file."""
+        durable = {k: v for k, v in outcome.items() if k != "outputs"}
+        _write_private(self.dir / OUTCOME_FILE, json.dumps(durable))
 
 
 def run_attempt(request: dict[str, Any]) -> dict[str, Any]:
@@ -244,8 +279,21 @@ def run_attempt(request: dict[str, Any]) -> dict[str, Any]:
         _registry[supervisor.key] = supervisor
     try:
         supervisor.start()
-        return supervisor.wait()
+        outcome = supervisor.wait()
+        supervisor.record_outcome(outcome)
+        return outcome
+    except BaseException as err:
+        # Not even started (no such executable, disk full): an outcome all the same, so
+        # nobody mistakes the attempt for one that is still running.
+        supervisor.record_outcome(
+            {**supervisor._ids(), "exit_code": None, "error": f"{type(err).__name__}: {err}",
+             "infrastructure": True, "log_lines": supervisor.batcher.count,
+             "log_path": str(supervisor.dir / "log.jsonl")}
+        )  # fmt: skip
+        raise
     finally:
+        # Only once the outcome is on disk: at every moment the attempt is either
+        # registered here or has its outcome file.
         with _registry_lock:
             _registry.pop(supervisor.key, None)
 
@@ -273,8 +321,46 @@ def deliver_run_id(key: str, run_id: str) -> bool:
     return True
 
 
+def attempt_reports(keys: list[str], dask_worker: Any = None) -> dict[str, dict[str, Any]]:
+    """The attempts among ``keys`` that this worker knows: running, or finished with the
+    outcome that nobody has collected yet. Keys it has never seen are left out."""
+    root = _attempt_root(dask_worker)
+    reports: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        with _registry_lock:
+            supervisor = _registry.get(key)
+        if supervisor is not None:
+            reports[key] = supervisor.report()
+            continue
+        try:
+            outcome = json.loads((root / key / OUTCOME_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            continue
+        outputs = root / key / "outputs.pkl"
+        if outcome.get("exit_code") == 0 and outputs.exists():
+            outcome["outputs"] = outputs.read_bytes()
+        reports[key] = {"state": "finished", "outcome": outcome}
+    return reports
+
+
+def forget_attempts(keys: list[str], dask_worker: Any = None) -> int:
+    """Remove the files of finished attempts whose outcome the orchestrator has stored."""
+    import shutil
+
+    root = _attempt_root(dask_worker)
+    removed = 0
+    for key in keys:
+        with _registry_lock:
+            if key in _registry:
+                continue
+        if (root / key / OUTCOME_FILE).exists():
+            shutil.rmtree(root / key, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 def cancel_jobs(job_ids: list[str]) -> list[str]:
-    """Stop every attempt of these jobs on this worker (after an orchestrator restart)."""
+    """Stop every attempt of these jobs on this worker (the service is being stopped)."""
     wanted = set(job_ids)
     stopped = []
     with _registry_lock:

@@ -165,16 +165,19 @@ class TrackingHooks:
     def job_ended(
         self, job_id: str, stored: dict[str, Any], state: str, register_model: str = "",
         registered: Callable[[str, dict[str, Any]], None] | None = None,
+        attempt_run: str | None = None,
     ) -> None:  # fmt: skip
+        """``attempt_run``: the last attempt's run as the store knows it (after a restart)."""
+
         def end() -> None:
             parent = self._job_runs.pop(job_id, None) or stored
-            attempt_run = self._last_attempt_run.pop(job_id, None)
+            last = self._last_attempt_run.pop(job_id, None) or attempt_run
             if parent.get("run_id"):
                 self.tracker.end_job(parent["run_id"], state)
-            if state == "succeeded" and register_model and attempt_run and parent.get("experiment_id"):
+            if state == "succeeded" and register_model and last and parent.get("experiment_id"):
                 version = self._guarded(
                     job_id, "registering the model", self.tracker.register_model,
-                    register_model, parent["experiment_id"], attempt_run,
+                    register_model, parent["experiment_id"], last,
                 )  # fmt: skip
                 if version and registered is not None:
                     registered(job_id, version)

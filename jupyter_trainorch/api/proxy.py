@@ -1,0 +1,197 @@
+"""The server extension's side: forward the trainorch API to the service.
+
+The panel and kernels talk only to their own Jupyter server; these handlers pass each
+authenticated request on to the service with a credential that says who the caller is:
+the user's own service token (single user), or the server's JupyterHub token (a shared
+hub service, which asks the hub whose token it is). No job logic lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import urllib.parse
+import uuid
+from typing import Any
+
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.utils import url_path_join
+from tornado import httpclient, web, websocket
+
+from ..orchestrator import OrchestratorConfig
+from ..service import ServiceInfo, ServiceUnavailable, ensure_service
+from .socket import PushSocket
+
+FORWARDED_HEADERS = ("Content-Type", "Idempotency-Key")
+RETURNED_HEADERS = ("Content-Type", "Idempotent-Replayed")
+# Long polls (logs?wait=, events?timeout=) hold a request up to 30 s on the service.
+REQUEST_TIMEOUT = 90.0
+
+
+class ServiceLink:
+    """Where requests go: the user's own service (found, or started when absent) or the
+    shared service JupyterHub configured."""
+
+    def __init__(self, config: OrchestratorConfig, service_url: str = "", hub_token: str = "") -> None:
+        self.config = config
+        self.shared = bool(service_url)
+        self._info = ServiceInfo(url=service_url, token=hub_token, pid=0) if self.shared else None
+        self._lock = threading.Lock()
+
+    def current(self) -> ServiceInfo:
+        """Blocking: may start the service (seconds)."""
+        with self._lock:
+            if self._info is None:
+                self._info = ensure_service(self.config.data_dir, self.config.to_env())
+            return self._info
+
+    async def get(self) -> ServiceInfo:
+        return await asyncio.get_running_loop().run_in_executor(None, self.current)
+
+    def lost(self, info: ServiceInfo) -> None:
+        """``info`` stopped answering: find (or start) the service again next time."""
+        with self._lock:
+            if not self.shared and self._info is info:
+                self._info = None
+
+
+def _client_token(body: bytes) -> object:
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        return None  # the service says what is wrong with it
+    return data.get("client_token") if isinstance(data, dict) else None
+
+
+def _connection_error(err: Exception) -> bool:
+    if isinstance(err, httpclient.HTTPClientError):
+        return err.code == 599  # tornado's code for "no HTTP answer at all"
+    return isinstance(err, (OSError, websocket.StreamClosedError))
+
+
+class ForwardHandler(APIHandler):
+    _client: httpclient.AsyncHTTPClient | None = None
+
+    @classmethod
+    def client(cls) -> httpclient.AsyncHTTPClient:
+        if cls._client is None:
+            # Many long polls may be open at once; each needs a connection of its own.
+            cls._client = httpclient.AsyncHTTPClient(force_instance=True, max_clients=256)
+        return cls._client
+
+    @property
+    def link(self) -> ServiceLink:
+        return self.settings["trainorch_link"]
+
+    @web.authenticated
+    async def get(self, path: str) -> None:
+        await self.forward(path)
+
+    @web.authenticated
+    async def post(self, path: str) -> None:
+        await self.forward(path)
+
+    @web.authenticated
+    async def patch(self, path: str) -> None:
+        await self.forward(path)
+
+    @web.authenticated
+    async def delete(self, path: str) -> None:
+        await self.forward(path)
+
+    async def forward(self, path: str) -> None:
+        method = self.request.method or "GET"
+        headers = {name: self.request.headers[name] for name in FORWARDED_HEADERS if name in self.request.headers}
+        if method == "POST" and path == "api/jobs" and "Idempotency-Key" not in headers:
+            # A retry below must never submit twice: give the request a key if it has none.
+            if not _client_token(self.request.body):
+                headers["Idempotency-Key"] = uuid.uuid4().hex
+        retry_safe = method != "POST" or "Idempotency-Key" in headers or path == "api/jobs"
+        body = self.request.body if method in ("POST", "PATCH") else None
+        for attempt in (1, 2):
+            info = await self._service()
+            url = url_path_join(info.url, "trainorch", path)
+            if self.request.query:
+                url += "?" + self.request.query
+            request = httpclient.HTTPRequest(
+                url, method=method, body=body, request_timeout=REQUEST_TIMEOUT,
+                headers={**headers, "Authorization": f"token {info.token}"},
+                allow_nonstandard_methods=True,
+            )  # fmt: skip
+            try:
+                response = await self.client().fetch(request, raise_error=False)
+            except Exception as err:  # noqa: BLE001 - sorted below
+                if not _connection_error(err):
+                    raise
+                self.link.lost(info)
+                if attempt == 1 and (retry_safe or isinstance(err, ConnectionRefusedError)):
+                    continue
+                # Retry-After: the service is away, not broken; clients try again.
+                self._unavailable(f"the trainorch service at {info.url} did not answer ({err})")
+                return
+            break
+        self.set_status(response.code, response.reason)
+        for name in RETURNED_HEADERS:
+            if name in response.headers:
+                self.set_header(name, response.headers[name])
+        self.finish(response.body or b"")
+
+    async def _service(self) -> ServiceInfo:
+        try:
+            return await self.link.get()
+        except ServiceUnavailable as err:
+            raise web.HTTPError(503, str(err)) from None
+
+    def _unavailable(self, message: str) -> None:
+        self.set_status(503)
+        self.set_header("Retry-After", "1")
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"message": message, "reason": None}))
+
+
+class EventsSocketProxy(PushSocket):
+    """The push channel, relayed from the service's own websocket."""
+
+    upstream: Any = None
+
+    async def open(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        link: ServiceLink = self.settings["trainorch_link"]
+        try:
+            info = await link.get()
+            base = url_path_join(info.url, "trainorch/api/events/ws")
+            query = urllib.parse.urlencode({"after": self.get_query_argument("after", "0")})
+            url = base.replace("http", "ws", 1) + "?" + query
+            self.upstream = await websocket.websocket_connect(
+                httpclient.HTTPRequest(url, headers={"Authorization": f"token {info.token}"})
+            )
+        except Exception as err:  # noqa: BLE001 - the panel falls back to polling and reconnects
+            if "info" in locals():
+                link.lost(info)
+            self.log.warning("trainorch: cannot reach the service's event channel: %s", err)
+            self.close(1011, "the trainorch service is not reachable")
+            return
+        asyncio.ensure_future(self._relay())
+
+    async def _relay(self) -> None:
+        while True:
+            message = await self.upstream.read_message()
+            if message is None:
+                break
+            try:
+                await self.write_message(message)
+            except websocket.WebSocketClosedError:
+                break
+        self.close()
+
+    def on_close(self) -> None:
+        if self.upstream is not None:
+            self.upstream.close()
+            self.upstream = None
+
+
+def front_handlers(base_url: str) -> list[tuple[str, type[JupyterHandler]]]:
+    return [
+        (url_path_join(base_url, "trainorch/api/events/ws"), EventsSocketProxy),
+        (url_path_join(base_url, r"trainorch/(?P<path>api/.*|metrics)"), ForwardHandler),
+    ]

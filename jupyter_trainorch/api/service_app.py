@@ -1,0 +1,142 @@
+"""``trainorch serve``: the long-lived service that owns the store and runs the orchestrator.
+
+A headless Jupyter server that carries only the trainorch REST API (no kernels, files or
+terminals: its callers are users' own Jupyter servers, the CLI and kernels). It is never
+a thread of a user's Jupyter server or kernel, so jobs outlive JupyterLab.
+
+- On a user's machine it is started detached by the server extension, the magics or the
+  CLI when absent, listens on a random loopback port and writes ``service.json`` (its URL
+  and token, readable by that user only) into the data folder; every caller is that user.
+- ``--hub`` runs it as a JupyterHub managed service for all users (``c.JupyterHub.services``):
+  it listens where the hub says, and callers are hub users identified by their tokens.
+
+SIGTERM detaches: running jobs go on and the next start adopts them. ``trainorch service
+stop`` (``POST service/stop``) stops it on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import urllib.parse
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from jupyter_server.serverapp import ServerApp
+from traitlets import Bool
+
+from ..orchestrator.jobservice import JobService
+from ..service.runtime import ServiceInfo, remove_runtime, write_runtime
+from .handlers import service_handlers
+from .identity import HubIdentityProvider, OwnerIdentityProvider
+from .settings import TrainOrch
+
+
+class HeadlessServerApp(ServerApp):
+    """Only the status and auth routes of jupyter_server besides ours."""
+
+    default_services = ("api", "auth", "security")
+
+
+class TrainOrchServiceApp(ExtensionApp):
+    name = "trainorch_service"
+    description = "The trainorch service: job store, orchestrator and REST API."
+    classes = [TrainOrch]
+    load_other_extensions = False
+    serverapp_class = HeadlessServerApp
+
+    hub = Bool(False, help="Run as a JupyterHub managed service (HubAuth).").tag(config=True)
+
+    service: JobService | None = None
+    settings_: TrainOrch | None = None
+
+    @classmethod
+    def get_extension_package(cls) -> str:
+        # This module, not the package: the package's extension point is the front that
+        # JupyterLab loads, never the service.
+        return __name__
+
+    def _jupyter_server_config(self) -> dict[str, Any]:
+        config = super()._jupyter_server_config()
+        server = config.setdefault("ServerApp", {})
+        server.update(open_browser=False, terminals_enabled=False)
+        if self.hub:
+            server.update(_hub_server_settings())
+        else:
+            server["identity_provider_class"] = OwnerIdentityProvider
+        return config
+
+    def initialize_settings(self) -> None:
+        self.settings_ = TrainOrch(parent=self)
+        self.service = JobService(self.settings_.to_config(), others_jobs=self.settings_.others_jobs)
+        self.settings.update(
+            trainorch_service=self.service,
+            trainorch_admins=(list(self.settings_.admin_users), list(self.settings_.admin_groups)),
+            trainorch_mode="hub" if self.hub else "single-user",
+            trainorch_stop=self._stop_on_request,
+        )
+        assert self.serverapp is not None
+        self.serverapp.io_loop.add_callback(self._on_server_started)
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(service_handlers("/"))
+
+    def _on_server_started(self) -> None:
+        assert self.serverapp is not None and self.service is not None
+        self.service.url = self.serverapp.connection_url
+        threading.Thread(target=self._start_orchestrator, name="trainorch-start", daemon=True).start()
+
+    def _start_orchestrator(self) -> None:
+        """Recover and dispatch at once (not on the first request); then tell clients where
+        the service is."""
+        assert self.serverapp is not None and self.service is not None
+        try:
+            self.service.host  # noqa: B018 - starting it is the point
+        except Exception as err:  # noqa: BLE001
+            self.log.error("trainorch: the orchestrator did not start: %s", err)
+            self.serverapp.io_loop.add_callback(self.serverapp.stop)
+            return
+        if self.settings["trainorch_mode"] == "single-user":
+            write_runtime(
+                self.service.config.data_dir,
+                ServiceInfo(
+                    url=self.serverapp.connection_url,
+                    token=self.serverapp.identity_provider.token,
+                    pid=os.getpid(),
+                ),
+            )
+        self.log.info("trainorch: service ready at %s", self.serverapp.connection_url)
+
+    def _stop_on_request(self, detach: bool) -> None:
+        """``POST service/stop``: stop the orchestrator (and its attempts unless detached),
+        then the server."""
+        assert self.serverapp is not None and self.service is not None
+        self.service.stop(detach=detach)
+        self.serverapp.io_loop.add_callback(self.serverapp.stop)
+
+    async def stop_extension(self) -> None:
+        if self.service is None:
+            return
+        if self.settings.get("trainorch_mode") == "single-user":
+            remove_runtime(self.service.config.data_dir, os.getpid())
+        # A signal or a hub restart: jobs keep running, the next start adopts them.
+        self.service.stop(detach=True)
+
+
+def _hub_server_settings() -> dict[str, Any]:
+    """Listen where JupyterHub expects the service, under its prefix."""
+    url = urllib.parse.urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
+    return {
+        "identity_provider_class": HubIdentityProvider,
+        "ip": url.hostname or "127.0.0.1",
+        "port": url.port or 80,
+        "port_retries": 0,
+        "base_url": os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/trainorch/"),
+    }
+
+
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    return [{"module": __name__, "app": TrainOrchServiceApp}]
+
+
+main = TrainOrchServiceApp.launch_instance

@@ -1,0 +1,21 @@
+"""What of a service's environment may reach the processes it starts for jobs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+# The service's and the Jupyter server's own settings and credentials: a job that saw them
+# could drive the API (or the hub) as the service, or as whoever started it.
+_SERVICE_ONLY_PREFIXES = ("TRAINORCH_", "JUPYTERHUB_", "JPY_")
+_SERVICE_ONLY = frozenset({"JUPYTER_TOKEN", "JUPYTER_SERVER_TOKEN"})
+
+
+def without_service_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``environ`` (default: this process's) minus what belongs to the service."""
+    source = os.environ if environ is None else environ
+    return {
+        name: value
+        for name, value in source.items()
+        if not name.startswith(_SERVICE_ONLY_PREFIXES) and name not in _SERVICE_ONLY
+    }
