@@ -88,7 +88,7 @@ def wait_terminal(feed: Any, job_id: str, after: int, timeout: float = 120.0) ->
     raise TimeoutError(f"job {job_id} did not finish within {timeout:g}s")
 
 
-def run_trainorch(host: Any, stamps: Path, worker_dir: Path, index: int) -> dict[str, float]:
+def run_trainorch(host: Any, stamps: Path, index: int) -> dict[str, float]:
     from jupyter_trainorch.spec import JobSpec, Resources
 
     stamp = stamps / f"job-{index}"
@@ -108,15 +108,14 @@ def run_trainorch(host: Any, stamps: Path, worker_dir: Path, index: int) -> dict
         logs = "\n".join(line.text for line in host.store.read_logs(record.id))
         raise RuntimeError(f"benchmark job {record.id} did not succeed:\n{logs}")
     first = float(stamp.read_text())
-    # The supervisor writes request.json just before it spawns the child; the
-    # cluster is local, so the worker's attempt directory is readable from here.
-    request = worker_dir / "trainorch" / f"trainorch-{record.id}-1" / "request.json"
+    # The supervisor records when it spawned the child (the attempt's process_started).
+    spawned = host.store.get_job(record.id).attempts[0].process_started
     return {
         "total": first - t0,
         "submit_call": submitted - t0,
         "to_starting": seen["starting"]["time"] - t0,
-        "starting_to_spawn": request.stat().st_mtime - seen["starting"]["time"],
-        "spawn_to_first": first - request.stat().st_mtime,
+        "starting_to_spawn": spawned - seen["starting"]["time"],
+        "spawn_to_first": first - spawned,
     }
 
 
@@ -179,12 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         address = host.orchestrator.backend.client.scheduler.address
         worker = next(iter(host.orchestrator.backend.workers))
         client = Client(address, timeout=60, name="bench-raw-dask")
-        worker_dir = Path(client.run(lambda dask_worker: dask_worker.local_directory)[worker])
 
         trainorch: list[dict[str, float]] = []
         raw: list[dict[str, float]] = []
         for index in range(args.warmup + args.jobs):
-            a = run_trainorch(host, stamps, worker_dir, index)
+            a = run_trainorch(host, stamps, index)
             b = run_raw(client, worker, gpus)
             if index >= args.warmup:
                 trainorch.append(a)

@@ -146,7 +146,7 @@ def cluster_section(jobs: int, gpus_per_worker: int, duration: float) -> bool:
             f"started in {time.perf_counter() - started:.1f} s"
         )
         orch = host.orchestrator
-        meter = ScheduleMeter(orch._schedule, lambda: len(orch._running))
+        meter = ScheduleMeter(orch._schedule, lambda: len(orch.attempts.running))
         host.call_sync(lambda o: setattr(o, "_schedule", meter))
         orch.feed.subscribe(recorder)
 
@@ -194,7 +194,7 @@ def cluster_section(jobs: int, gpus_per_worker: int, duration: float) -> bool:
         # complaints about cancelled tasks; let the started ones finish first.
         meter.held = True
         settle = time.monotonic() + SETTLE_SECONDS
-        while time.monotonic() < settle and host.call_sync(lambda o: len(o._running)):
+        while time.monotonic() < settle and host.call_sync(lambda o: len(o.attempts.running)):
             time.sleep(0.2)
         logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
         host.stop()

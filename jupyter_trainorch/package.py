@@ -126,3 +126,18 @@ def extract_files(files: dict[str, bytes], into: Path) -> None:
         target = into / _safe_name(name)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
+
+
+def code_hash(kind: str, source: str, command: str, package: bytes | None) -> str:
+    """What a job runs: its code, its command, its captured variables and input files
+    (not the package's metadata or zip timestamps)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for part in (kind, source, command):
+        digest.update(part.encode() + b"\0")
+    variables, files = read_package(package) if package else ({}, {})
+    for prefix, items in (("v", variables), ("f", files)):
+        for name, data in sorted(items.items()):
+            digest.update(f"{prefix}:{name}:{len(data)}\0".encode() + data)
+    return digest.hexdigest()[:16]

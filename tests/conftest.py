@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -160,3 +162,85 @@ def stop_process_group(proc: subprocess.Popen, grace: float = 20) -> None:
 def dask_executable(name: str) -> list[str]:
     """The ``dask`` CLI of this interpreter (also from an unactivated virtual environment)."""
     return [sys.executable, "-m", "distributed.cli.dask_" + name]
+
+
+@pytest.fixture
+def external_cluster(tmp_path):
+    """``dask scheduler`` + ``dask worker --resources GPU=2`` as separate processes."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = dict(os.environ, DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES="0")
+    logs = open(tmp_path / "cluster.log", "w")  # noqa: SIM115
+    scheduler = subprocess.Popen(
+        [*dask_executable("scheduler"), "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        stdout=logs, stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    worker = subprocess.Popen(
+        [*dask_executable("worker"), address, "--resources", "GPU=2", "--nthreads", "4",
+         "--no-dashboard", "--host", "127.0.0.1", "--name", "gpu-box"],
+        stdout=logs, stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    try:
+        yield address
+    finally:
+        for proc in (worker, scheduler):
+            proc.terminate()
+        for proc in (worker, scheduler):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        logs.close()
+
+
+def get_json(url: str, token: str, timeout: float = 5.0) -> dict:
+    request = urllib.request.Request(url)
+    request.add_header("Authorization", f"token {token}")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def _answers(url: str, token: str) -> bool:
+    try:
+        get_json(url + "trainorch/api/me", token, timeout=2)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+class Process:
+    """A server started with its own session, on a fixed port, that can be restarted."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log: Path, url: str, token: str) -> None:
+        self.command, self.env, self.log, self.url, self.token = command, env, log, url, token
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> None:
+        with open(self.log, "a") as log:
+            self.proc = subprocess.Popen(
+                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while not _answers(self.url, self.token):
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"{self.command[2:4]} did not answer"
+            time.sleep(0.2)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+        self.proc.wait(timeout=60)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+
+
+def service_process(root: Path, cluster: str = "local") -> Process:
+    """``trainorch serve`` on a fixed port with a known token (start it with ``.start()``)."""
+    port, token = free_port(), secrets.token_hex(8)
+    command = [sys.executable, "-m", "jupyter_trainorch.cli", "serve", f"--port={port}",
+               "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0",
+               f"--IdentityProvider.token={token}", "--allow-root"]  # fmt: skip
+    env = {**service_env(root), "TRAINORCH_CLUSTER": cluster, "TRAINORCH_MLFLOW": "off"}
+    return Process(command, env, root / "service.log", f"http://127.0.0.1:{port}/", token)

@@ -15,9 +15,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import free_port, service_env, stop_process_group, stop_services_under
+from conftest import (
+    free_port,
+    pid_alive,
+    service_env,
+    stop_process_group,
+    stop_services_under,
+    wait_until,
+)
 
 from jupyter_trainorch.cli import main
+from jupyter_trainorch.store import JobStore
 
 CALL_TIMEOUT = 120
 SERVER_START = 60.0
@@ -288,13 +296,61 @@ def env(tmp_path: Path) -> dict[str, str]:
     return service_env(tmp_path)
 
 
-def test_in_process_orchestrator_when_no_server(env, tmp_path):
+def test_the_cli_starts_the_service_and_stops_it(env, tmp_path):
+    """No server anywhere: the first command starts the user's service detached; it
+    outlives the command; stopping it with a running job asks for --force."""
     result = trainorch(
         "submit", "--template", "command", "--set", "cmd=echo local", "--wait",
         env=env, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "local" in result.stdout.splitlines()
+    status = json.loads(trainorch("service", "status", "--json", env=env).stdout)
+    assert status["mode"] == "single-user" and status["workers"] == 1 and pid_alive(status["pid"])
+    text = trainorch("service", "status", env=env).stdout
+    assert f"pid {status['pid']}" in text and "0 running" in text
+    sleeper = trainorch("submit", "--template", "command", "--set", "cmd=sleep 60", env=env, cwd=tmp_path)
+    job_id = sleeper.stdout.strip()
+    deadline = time.monotonic() + 60
+    while json.loads(trainorch("status", job_id, "--json", env=env).stdout)["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    refused = trainorch("service", "stop", env=env)
+    assert refused.returncode == 2
+    assert one_error(refused) == (
+        "trainorch: 1 job(s) are running; stop with force (they are stopped and run again at the "
+        "next start) or drain (no new job starts; the service stops when they end)"
+    )
+    stopped = trainorch("service", "stop", "--force", env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"stopped the trainorch service (pid {status['pid']})" in stopped.stdout
+    assert not pid_alive(status["pid"])
+    gone = trainorch("service", "status", env=env)
+    assert gone.returncode == 2 and "no trainorch service is running" in gone.stdout
+    # The stopped job waits for the next start (it is queued again, not lost).
+    store = JobStore(f"sqlite:///{tmp_path / 'data' / 'trainorch.db'}")
+    job = store.get_job(job_id)
+    store.close()
+    assert job.state == "queued" and job.attempts[-1].infrastructure
+
+
+def test_a_draining_service_starts_nothing_new_and_stops_when_its_jobs_end(env, tmp_path):
+    first = trainorch("submit", "--template", "command", "--set", "cmd=sleep 4; echo drained",
+                      "--gpus", "1", env=env, cwd=tmp_path).stdout.strip()  # fmt: skip
+    second = trainorch("submit", "--template", "command", "--set", "cmd=echo later", "--gpus", "1",
+                       env=env, cwd=tmp_path).stdout.strip()  # fmt: skip
+    pid = json.loads(trainorch("service", "status", "--json", env=env).stdout)["pid"]
+    deadline = time.monotonic() + 60
+    while json.loads(trainorch("status", first, "--json", env=env).stdout)["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    result = trainorch("service", "stop", "--drain", env=env)
+    assert result.stdout.strip() == "draining: the service stops once its 1 running job(s) end"
+    wait_until(lambda: not pid_alive(pid), timeout=60, what="the drained service to stop")
+    store = JobStore(f"sqlite:///{tmp_path / 'data' / 'trainorch.db'}")
+    states = (store.get_job(first).state, store.get_job(second).state)
+    store.close()
+    assert states == ("succeeded", "queued")
 
 
 def test_templates_list_and_show(env):

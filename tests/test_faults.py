@@ -11,10 +11,7 @@ import textwrap
 import time
 
 import cloudpickle
-import pytest
 from conftest import (
-    dask_executable,
-    free_port,
     log_text,
     pid_alive,
     start_host,
@@ -57,35 +54,6 @@ def test_a_lost_worker_is_a_retried_infrastructure_failure(tmp_path):
         wait_until(lambda: not pid_alive(child), timeout=10, what="the orphaned child to exit")
     finally:
         host.stop()
-
-
-@pytest.fixture
-def external_cluster(tmp_path):
-    """``dask scheduler`` + ``dask worker --resources GPU=2`` as separate processes."""
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    env = dict(os.environ, DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES="0")
-    logs = open(tmp_path / "cluster.log", "w")  # noqa: SIM115
-    scheduler = subprocess.Popen(
-        [*dask_executable("scheduler"), "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-        stdout=logs, stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
-    worker = subprocess.Popen(
-        [*dask_executable("worker"), address, "--resources", "GPU=2", "--nthreads", "4",
-         "--no-dashboard", "--host", "127.0.0.1", "--name", "gpu-box"],
-        stdout=logs, stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
-    try:
-        yield address
-    finally:
-        for proc in (worker, scheduler):
-            proc.terminate()
-        for proc in (worker, scheduler):
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        logs.close()
 
 
 LONG_JOB = """
@@ -191,7 +159,9 @@ def test_outcomes_of_attempts_that_ended_while_away_are_collected(tmp_path):
     store.close()
     assert len(children) == 2
     gate.write_text("go")
-    wait_until(lambda: not any(pid_alive(p) for p in children), timeout=30, what="the jobs to end")
+    outcomes = [data / "attempts" / f"trainorch-{job_id}-1" / "outcome.json" for job_id in ids[:2]]
+    wait_until(lambda: all(path.exists() for path in outcomes), timeout=30, what="the jobs to end")
+    assert not any(pid_alive(p) for p in children)
     host = start_host(data, mlflow="off")
     try:
         assert host.call_sync(lambda o: o.backend.pid) == state["pid"]  # the same cluster

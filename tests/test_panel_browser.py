@@ -2,17 +2,22 @@
 
 A notebook cell runs ``%%train``; the panel must show the job, its progress and log
 while it runs, the retry counter after a failed first attempt, escape HTML in logs,
-and stop the job from its cancel button.
+and stop the job from its cancel button. It also shows who the user is, queue
+positions, other users' jobs as queue rows only, and reconnects by itself when the
+trainorch service restarts.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -45,17 +50,19 @@ for i in range(600):
 """
 
 
-
 class Lab:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, data_dir: Path) -> None:
         self.root = root
+        self.data_dir = data_dir  # the service's TRAINORCH_DATA_DIR
         self.port = free_port()
         self.token = secrets.token_hex(8)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def api(self, path: str, method: str = "GET", body: dict | None = None) -> dict:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{self.url}/trainorch/api/{path}", data=data, method=method)
+        request = urllib.request.Request(
+            f"{self.url}/trainorch/api/{path}", data=data, method=method
+        )
         request.add_header("Authorization", f"token {self.token}")
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
@@ -66,8 +73,8 @@ def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     work = root / "work"
     work.mkdir()
-    lab = Lab(work)
     env = service_env(root)
+    lab = Lab(work, Path(env["TRAINORCH_DATA_DIR"]))
     env.update(
         JUPYTERLAB_SETTINGS_DIR=str(root / "settings"),
         JUPYTERLAB_WORKSPACES_DIR=str(root / "workspaces"),
@@ -101,7 +108,12 @@ def page(lab):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+            ],
         )
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         dialogs: list[str] = []
@@ -119,7 +131,11 @@ def test_panel_follows_a_notebook_job_and_cancels_it(lab, page, tmp_path):
         nbformat.v4.new_code_cell("%load_ext jupyter_trainorch"),
         nbformat.v4.new_code_cell(CELL.format(marker=str(tmp_path / "marker"))),
     ]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbformat.write(notebook, lab.root / "demo.ipynb")
 
     page.goto(f"{lab.url}/lab/tree/demo.ipynb?token={lab.token}")
@@ -209,7 +225,11 @@ TRAINING = "import jupyter_trainorch, time\nfor i in range(1, 21):\n    jupyter_
 
 def test_metric_charts_and_the_compare_view(lab, page):
     ids = [
-        lab.api("jobs", "POST", {"template": "python-cell", "source": TRAINING, "params": {"lr": lr}, "name": name})["id"]
+        lab.api(
+            "jobs",
+            "POST",
+            {"template": "python-cell", "source": TRAINING, "params": {"lr": lr}, "name": name},
+        )["id"]
         for name, lr in (("chart-a", 0.1), ("chart-b", 0.5))
     ]
     deadline = time.monotonic() + 90
@@ -225,7 +245,9 @@ def test_metric_charts_and_the_compare_view(lab, page):
 
     # The job's loss curve, drawn from its MLflow attempt run: one line of 20 points.
     panel.locator(f"[data-job-id='{ids[0]}'] [data-action='open']").click()
-    line = page.locator(".trainorch-detail .trainorch-chart[data-metric='loss'] polyline[data-attempt='1']")
+    line = page.locator(
+        ".trainorch-detail .trainorch-chart[data-metric='loss'] polyline[data-attempt='1']"
+    )
     line.wait_for(timeout=60_000)
     page.wait_for_function(
         "() => { const p = document.querySelector(\".trainorch-detail .trainorch-chart[data-metric='loss'] polyline\");"
@@ -244,3 +266,159 @@ def test_metric_charts_and_the_compare_view(lab, page):
     assert {compare.locator(".trainorch-chart polyline[data-job-id]").nth(i).get_attribute("data-job-id")
             for i in range(compare.locator(".trainorch-chart polyline[data-job-id]").count())} >= set(ids)  # fmt: skip
     page.screenshot(path=str(DOCS / "compare.png"))
+
+
+def _submit(lab: Lab, name: str, source: str, gpus: int = 0) -> str:
+    body = {"template": "python-cell", "source": source, "name": name, "overrides": {"gpus": gpus}}
+    return lab.api("jobs", "POST", body)["id"]
+
+
+def _wait_api(lab: Lab, job_id: str, check, what: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while not check(job := lab.api(f"jobs/{job_id}")):
+        assert time.monotonic() < deadline, f"job {job_id}: {what} (it is {job['state']})"
+        time.sleep(0.3)
+    return job
+
+
+def test_mine_filter_and_queue_position(lab, page):
+    me = lab.api("me")
+    # The lab's cluster has one GPU: the second one-GPU job waits first in the queue.
+    blocker = _submit(lab, "gpu-blocker", "import time\ntime.sleep(300)", gpus=1)
+    waiter = _submit(lab, "gpu-waiter", "print('ran')", gpus=1)
+    try:
+        _wait_api(lab, blocker, lambda j: j["state"] == "running", "never ran")
+        _wait_api(lab, waiter, lambda j: j.get("queue_position") == 1, "has no queue position 1")
+
+        page.goto(f"{lab.url}/lab?token={lab.token}")
+        _open_panel(page)
+        panel = page.locator("#trainorch-panel")
+        # The user comes from GET me, not from jobs seen in this browser.
+        panel.locator(".trainorch-header [data-field='me']", has_text=me["name"]).wait_for(
+            timeout=30_000
+        )
+        mine = panel.locator("[data-action='user-mine']")
+        page.wait_for_function(
+            "() => !document.querySelector(\"[data-action='user-mine']\").disabled", timeout=30_000
+        )
+        assert me["name"] in (mine.get_attribute("title") or "")
+        mine.click()
+        page.wait_for_function(
+            "name => document.querySelector('.trainorch-filter-user').value === name", arg=me["name"], timeout=10_000,
+        )  # fmt: skip
+        assert "trainorch-mod-active" in (mine.get_attribute("class") or "")
+
+        row = panel.locator(f"[data-job-id='{waiter}']")
+        row.wait_for(timeout=30_000)
+        assert row.get_attribute("data-state") == "queued"
+        row.locator(".trainorch-queue-position", has_text="#1 in queue").wait_for(timeout=10_000)
+        # A queued job of one's own can be cancelled and reprioritised, not retried.
+        assert row.locator("[data-action='cancel']").count() == 1
+        assert row.locator("[data-action='retry']").count() == 0
+        assert row.locator("[data-action='priority']").count() >= 1
+        assert panel.locator(f"[data-job-id='{blocker}'] .trainorch-queue-position").count() == 0
+
+        row.locator("[data-action='open']").click()
+        detail = page.locator(f".trainorch-detail[data-detail-job-id='{waiter}']")
+        detail.locator(".trainorch-queue-position", has_text="#1 in queue").wait_for(timeout=10_000)
+    finally:
+        for job_id in (waiter, blocker):
+            lab.api(f"jobs/{job_id}", "DELETE")
+
+
+def test_other_users_jobs_are_queue_rows(lab, page):
+    """A shared hub's queue view of another user's job (served here through a route)."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    other = {
+        "id": "otheruser01", "name": "someone-elses-run", "user": "bob", "state": "queued",
+        "priority": 50, "priority_class": "normal", "resources": {"gpus": 2, "cpus": 4, "memory": 0},
+        "created": now, "started": None, "ended": None, "terminal": False, "queue_position": 2,
+        "actions": [], "restricted": True,
+    }  # fmt: skip
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+
+    def jobs(route):
+        response = route.fetch()
+        data = response.json()
+        data["jobs"].insert(0, other)
+        data["total"] += 1
+        route.fulfill(response=response, json=data)
+
+    page.route(re.compile(r".*/trainorch/api/jobs(\?.*)?$"), jobs)
+    page.route(
+        re.compile(r".*/trainorch/api/jobs/otheruser01(\?.*)?$"),
+        lambda route: route.fulfill(json=other),
+    )
+    page.goto(f"{lab.url}/lab?token={lab.token}")
+    _open_panel(page)
+    row = page.locator("#trainorch-panel [data-job-id='otheruser01']")
+    row.wait_for(timeout=30_000)
+    assert row.get_attribute("data-restricted") == "true"
+    text = row.inner_text()
+    assert "bob" in text and "#2 in queue" in text and "2 GPU" in text and "normal" in text
+    for action in ("select", "cancel", "retry", "rerun", "clone", "priority"):
+        assert row.locator(f"[data-action='{action}']").count() == 0, action
+    assert row.locator(".trainorch-progress-bar").count() == 0
+
+    row.locator("[data-action='open']").click()
+    detail = page.locator(".trainorch-detail[data-detail-job-id='otheruser01']")
+    note = detail.locator("[data-field='restricted']")
+    note.wait_for(timeout=10_000)
+    assert (
+        "belongs to bob" in note.inner_text()
+        and "only its owner and admins" in note.inner_text().lower()
+    )
+    page.wait_for_timeout(1000)
+    assert detail.locator(".trainorch-log").count() == 0
+    assert not [url for url in requested if "/jobs/otheruser01/" in url], requested
+
+
+def _service_pid(lab: Lab) -> int:
+    from jupyter_trainorch.service.runtime import read_runtime
+
+    info = read_runtime(lab.data_dir)
+    assert info is not None, f"no service.json in {lab.data_dir}"
+    return info.pid
+
+
+def test_panel_reconnects_after_the_service_restarts(lab, page):
+    page.goto(f"{lab.url}/lab?token={lab.token}")
+    _open_panel(page)
+    panel = page.locator("#trainorch-panel")
+    live = panel.locator(".trainorch-connection[data-connection='live']")
+    live.wait_for(timeout=60_000)
+
+    old = _service_pid(lab)
+    os.kill(old, signal.SIGTERM)
+    panel.locator(".trainorch-connection[data-connection='reconnecting']").wait_for(timeout=30_000)
+    assert (
+        "Reconnecting to the trainorch service"
+        in panel.locator(".trainorch-reconnecting").inner_text()
+    )
+    deadline = time.monotonic() + 60
+    while pid_alive(old):
+        assert time.monotonic() < deadline, "the service did not stop on SIGTERM"
+        time.sleep(0.2)
+
+    # The front starts the service again when it is gone and a request comes.
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            lab.api("jobs")
+            break
+        except (urllib.error.HTTPError, OSError) as err:
+            assert time.monotonic() < deadline, f"the service did not come back: {err}"
+            time.sleep(1)
+    assert _service_pid(lab) != old
+
+    # The socket reopens by itself (no reload), and a job submitted now shows up and ends.
+    live.wait_for(timeout=60_000)
+    assert panel.locator(".trainorch-reconnecting").count() == 0
+    job_id = _submit(lab, "after-restart", "print('back')")
+    row = panel.locator(f"[data-job-id='{job_id}']")
+    row.wait_for(timeout=30_000)
+    page.wait_for_function(
+        "id => document.querySelector(`[data-job-id='${id}']`)?.dataset.state === 'succeeded'", arg=job_id,
+        timeout=60_000,
+    )  # fmt: skip

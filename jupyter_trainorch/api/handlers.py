@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -139,8 +140,7 @@ class PackageHandler(BaseHandler):
     @web.authenticated
     async def get(self, job_id: str) -> None:
         blob = await self.run(self.service.package, self.caller, job_id)
-        self.set_header("Content-Type", "application/zip")
-        self.finish(blob or b"")
+        self.finish(blob or b"", set_content_type="application/zip")
 
 
 class LogsHandler(BaseHandler):
@@ -173,8 +173,7 @@ class OutputsHandler(BaseHandler):
         blob = await self.run(self.service.outputs, self.caller, job_id)
         if blob is None:
             raise web.HTTPError(404, f"job {job_id} has no outputs")
-        self.set_header("Content-Type", "application/octet-stream")
-        self.finish(blob)
+        self.finish(blob, set_content_type="application/octet-stream")
 
 
 class ClusterHandler(BaseHandler):
@@ -223,6 +222,7 @@ class ServiceHandler(BaseHandler):
         self.write_json(
             {
                 "pid": os.getpid(),
+                "host": socket.gethostname(),
                 "started": STARTED,
                 "uptime": time.time() - STARTED,
                 "mode": self.settings["trainorch_mode"],
@@ -315,8 +315,7 @@ class MetricsHandler(BaseHandler):
     @web.authenticated
     async def get(self) -> None:
         text = await self.run(self.service.prometheus)
-        self.set_header("Content-Type", "text/plain; version=0.0.4")
-        self.finish(text)
+        self.finish(text, set_content_type="text/plain; version=0.0.4")
 
 
 JOB = r"/jobs/(?P<job_id>[A-Za-z0-9_-]+)"

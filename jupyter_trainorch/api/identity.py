@@ -94,9 +94,19 @@ class HubIdentityProvider(_TokenOnly):
         if not model or model.get("kind", "user") != "user":
             return None
         if hub.access_scopes and not hub.check_scopes(hub.access_scopes, model):
-            self.log.warning("trainorch: %s's token lacks %s", model.get("name"), sorted(hub.access_scopes))
-            return None
+            # A hub user, not allowed here: say which scope is missing. A single-user server
+            # whose token lacks it fails every request it forwards, so this names the fix.
+            scopes = sorted(hub.access_scopes)
+            scope = next((s for s in scopes if "!service=" in s), scopes[0])
+            raise web.HTTPError(
+                403,
+                f"{model.get('name')}'s token lacks the scope {scope} that the trainorch "
+                "service requires (JupyterHub grants it through the user's roles and, for "
+                "requests forwarded by a user's server, c.Spawner.server_token_scopes)",
+            )
         handler._token_authenticated = True  # type: ignore[attr-defined]
         return ServiceUser(
-            username=model["name"], admin=bool(model.get("admin")), groups=list(model.get("groups") or [])
+            username=model["name"],
+            admin=bool(model.get("admin")),
+            groups=list(model.get("groups") or []),
         )

@@ -24,7 +24,6 @@ from ..service import ServiceInfo, ServiceUnavailable, ensure_service
 from .socket import PushSocket
 
 FORWARDED_HEADERS = ("Content-Type", "Idempotency-Key")
-RETURNED_HEADERS = ("Content-Type", "Idempotent-Replayed")
 # Long polls (logs?wait=, events?timeout=) hold a request up to 30 s on the service.
 REQUEST_TIMEOUT = 90.0
 
@@ -33,7 +32,9 @@ class ServiceLink:
     """Where requests go: the user's own service (found, or started when absent) or the
     shared service JupyterHub configured."""
 
-    def __init__(self, config: OrchestratorConfig, service_url: str = "", hub_token: str = "") -> None:
+    def __init__(
+        self, config: OrchestratorConfig, service_url: str = "", hub_token: str = ""
+    ) -> None:
         self.config = config
         self.shared = bool(service_url)
         self._info = ServiceInfo(url=service_url, token=hub_token, pid=0) if self.shared else None
@@ -102,7 +103,11 @@ class ForwardHandler(APIHandler):
 
     async def forward(self, path: str) -> None:
         method = self.request.method or "GET"
-        headers = {name: self.request.headers[name] for name in FORWARDED_HEADERS if name in self.request.headers}
+        headers = {
+            name: self.request.headers[name]
+            for name in FORWARDED_HEADERS
+            if name in self.request.headers
+        }
         if method == "POST" and path == "api/jobs" and "Idempotency-Key" not in headers:
             # A retry below must never submit twice: give the request a key if it has none.
             if not _client_token(self.request.body):
@@ -132,10 +137,10 @@ class ForwardHandler(APIHandler):
                 return
             break
         self.set_status(response.code, response.reason)
-        for name in RETURNED_HEADERS:
-            if name in response.headers:
-                self.set_header(name, response.headers[name])
-        self.finish(response.body or b"")
+        if "Idempotent-Replayed" in response.headers:
+            self.set_header("Idempotent-Replayed", response.headers["Idempotent-Replayed"])
+        content_type = response.headers.get("Content-Type", "application/json")
+        self.finish(response.body or b"", set_content_type=content_type)
 
     async def _service(self) -> ServiceInfo:
         try:

@@ -65,7 +65,15 @@ class TrainOrch(Configurable):
     ).tag(config=True)
 
     def to_config(self) -> OrchestratorConfig:
-        names = ("cluster", "workers", "gpus_per_worker", "slots_per_worker", "db", "data_dir", "mlflow")
+        names = (
+            "cluster",
+            "workers",
+            "gpus_per_worker",
+            "slots_per_worker",
+            "db",
+            "data_dir",
+            "mlflow",
+        )
         chosen = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
         if "data_dir" in chosen:
             chosen["data_dir"] = Path(chosen["data_dir"])

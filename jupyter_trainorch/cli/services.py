@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 import time
 
@@ -65,18 +66,20 @@ def cmd_service_stop(args: argparse.Namespace) -> int:
     if not _reachable():
         print("no trainorch service is running for this data folder")
         return EXIT_OK
+    from ..processes import pid_alive
+
     transport = connect()
-    pid = transport.service_status()["pid"]
+    status = transport.service_status()
     answer = transport.stop_service(force=args.force, drain=args.drain)
     if answer.get("draining"):
         print(f"draining: the service stops once its {answer['draining']} running job(s) end")
         return EXIT_OK
-    info = _own_service()
-    deadline = time.monotonic() + 60
-    while info is not None and getattr(info, "pid", None) == pid and time.monotonic() < deadline:
+    # Its local cluster and running jobs stop first; then the process ends.
+    local = status.get("host") == socket.gethostname()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and (pid_alive(status["pid"]) if local else _reachable()):
         time.sleep(0.2)
-        info = _own_service()
-    print(f"stopped the trainorch service (pid {pid})")
+    print(f"stopped the trainorch service (pid {status['pid']})")
     return EXIT_OK
 
 

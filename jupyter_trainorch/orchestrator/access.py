@@ -66,7 +66,9 @@ def view(caller: Caller, job: dict[str, Any], others_jobs: str) -> dict[str, Any
     return {**row, "actions": [], "restricted": True}
 
 
-def visible_change(caller: Caller, change: dict[str, Any], others_jobs: str) -> dict[str, Any] | None:
+def visible_change(
+    caller: Caller, change: dict[str, Any], others_jobs: str
+) -> dict[str, Any] | None:
     """A change-feed entry as this caller may see it (others' progress and logs stay private)."""
     user = change.get("user")
     if user is None or caller.owns(user):

@@ -21,8 +21,6 @@ from typing import Any
 
 from ..cluster import ClusterBackend
 from ..runner.supervisor import (
-    attempt_key,
-    attempt_reports,
     cancel_attempt,
     cancel_jobs,
     deliver_run_id,
@@ -35,7 +33,6 @@ from ..store import (
     FAILED,
     RUNNING,
     SUCCEEDED,
-    AttemptRecord,
     JobRecord,
     JobStore,
 )
@@ -45,8 +42,6 @@ from .tracking_bridge import TrackingBridge
 
 log = logging.getLogger(__name__)
 
-# Scheduler task states of an attempt that Dask still holds and will run.
-_HELD_BY_DASK = ("waiting", "queued", "processing", "no-worker")
 
 
 @dataclass
@@ -62,6 +57,7 @@ class Running:
     future: Any = None
     started_running: bool = False
     cancel_requested: bool = False
+    stopped_by_service: bool = False  # not the user's cancel: it runs again at the next start
     mlflow_run_id: str | None = None
     pid: int | None = None
     since: float = field(default_factory=time.monotonic)
@@ -78,12 +74,6 @@ class AttemptEnd:
     retryable: bool
     error: str | None
     outputs: bytes | None = None
-
-
-def scheduler_task_states(keys: list[str], dask_scheduler: Any = None) -> dict[str, str]:
-    """Run on the scheduler: the state of each key it holds."""
-    tasks = dask_scheduler.tasks
-    return {key: tasks[key].state for key in keys if key in tasks}
 
 
 class AttemptTracker:
@@ -105,7 +95,7 @@ class AttemptTracker:
         self.config = config
         self.tracking = tracking
         self.clock = clock
-        self._spawn = spawn
+        self.spawn = spawn
         self._on_end = on_end
         self._wake = wake
         self.running: dict[str, Running] = {}
@@ -130,8 +120,8 @@ class AttemptTracker:
         # The supervisor keeps running when this client goes (a restart): adopted later.
         fire_and_forget(run.future)
         if self.tracking.enabled:
-            self._spawn(self.tracking.open_attempt_run(job, run, self._deliver_run_id))
-        self._spawn(self._watch(run))
+            self.spawn(self.tracking.open_attempt_run(job, run, self.deliver_run_id))
+        self.spawn(self.watch(run))
 
     def _guard(self, run: Running) -> dict[str, float] | None:
         worker = self.backend.workers.get(run.worker)
@@ -163,7 +153,7 @@ class AttemptTracker:
             "package": package,
         }
 
-    async def _deliver_run_id(self, run: Running, run_id: str) -> None:
+    async def deliver_run_id(self, run: Running, run_id: str) -> None:
         """Give the child its MLflow run id once the supervisor has registered the attempt."""
         for _ in range(100):
             if self.running.get(run.job_id) is not run:
@@ -185,14 +175,14 @@ class AttemptTracker:
         if run is None or run.n != message.get("attempt"):
             return  # a stale attempt's late message
         if message.get("type") == "started":
-            self._mark_running(run, message.get("pid"), message.get("time"))
+            self.mark_running(run, message.get("pid"), message.get("time"))
             return
         lines = message.get("lines") or []
         if lines:
             if run.held_lines is not None:
                 run.held_lines.extend(tuple(line) for line in lines)
             else:
-                self._store_lines(run, [tuple(line) for line in lines])
+                self.store_lines(run, [tuple(line) for line in lines])
         progress = message.get("progress")
         if progress:
             self._store_progress(run, progress)
@@ -200,7 +190,7 @@ class AttemptTracker:
         if points and run.mlflow_run_id:
             self.tracking.metrics(run.job_id, run.mlflow_run_id, points)
 
-    def _mark_running(self, run: Running, pid: int | None, started: float | None) -> None:
+    def mark_running(self, run: Running, pid: int | None, started: float | None) -> None:
         if run.started_running:
             return
         run.started_running, run.pid = True, pid
@@ -210,7 +200,7 @@ class AttemptTracker:
         )  # fmt: skip
         self.feed.publish("job", run.job_id, user=run.user, state=RUNNING)
 
-    def _store_lines(self, run: Running, lines: list[tuple[Any, ...]]) -> None:
+    def store_lines(self, run: Running, lines: list[tuple[Any, ...]]) -> None:
         if self.store.append_logs(run.job_id, run.n, lines):
             self.feed.publish("logs", run.job_id, user=run.user, attempt=run.n, lines=len(lines))
 
@@ -231,7 +221,7 @@ class AttemptTracker:
         self.feed.publish("progress", run.job_id, user=run.user, progress=record)
 
     # -- outcomes ------------------------------------------------------------------------
-    async def _watch(self, run: Running) -> None:
+    async def watch(self, run: Running) -> None:
         try:
             outcome = await run.future
         except asyncio.CancelledError:
@@ -252,6 +242,8 @@ class AttemptTracker:
         del self.running[run.job_id]
         self._wake()
         from_worker = "exit_code" in outcome
+        if run.stopped_by_service and outcome.get("exit_code") != 0:
+            outcome = {**outcome, "error": "the service was stopped", "infrastructure": True}
         await self._fill_log_gap(run, outcome)
         exit_code = outcome.get("exit_code")
         succeeded = exit_code == 0 and not outcome.get("cancelled")
@@ -291,9 +283,9 @@ class AttemptTracker:
         total = int(outcome.get("log_lines") or 0)
         if not total or total <= self.store.max_log_seq(run.job_id, run.n):
             return
-        await self._read_missing_lines(run, outcome.get("log_path", ""))
+        await self.read_missing_lines(run, outcome.get("log_path", ""))
 
-    async def _read_missing_lines(self, run: Running, path: str) -> None:
+    async def read_missing_lines(self, run: Running, path: str) -> None:
         if not path or run.worker not in self.backend.workers:
             return
         after = self.store.max_log_seq(run.job_id, run.n)
@@ -304,7 +296,7 @@ class AttemptTracker:
             return
         lines = [tuple(line) for line in got.get(run.worker) or []]
         if lines:
-            self._store_lines(run, lines)
+            self.store_lines(run, lines)
 
     async def forget_collected(self) -> None:
         """Tell workers which finished attempts are stored (their files may go)."""
@@ -339,7 +331,7 @@ class AttemptTracker:
         if not self.running or self.backend.client is None:
             return
         for run in self.running.values():
-            run.cancel_requested = True
+            run.stopped_by_service = True
         try:
             await asyncio.wait_for(
                 self.backend.client.run(cancel_jobs, list(self.running)), timeout=10
@@ -356,86 +348,6 @@ class AttemptTracker:
                 await run.future.cancel()
             await self.finish(run, {"error": f"worker {run.worker} was lost", "infrastructure": True})
         self._wake()
-
-    # -- after a restart -----------------------------------------------------------------
-    async def survey(self, attempts: list[AttemptRecord]) -> dict[str, dict[str, Any]]:
-        """What became of attempts the store says were running: ``{key: report}`` with state
-        ``running``, ``finished`` (and its outcome) or ``pending`` (Dask will still run it).
-        A key left out is lost: neither its worker nor the scheduler knows it."""
-        by_worker: dict[str, list[str]] = {}
-        for attempt in attempts:
-            by_worker.setdefault(attempt.worker or "", []).append(attempt_key(attempt.job_id, attempt.n))
-        reports: dict[str, dict[str, Any]] = {}
-        for worker, keys in by_worker.items():
-            if worker not in self.backend.workers:
-                continue
-            try:
-                got = await self.backend.client.run(attempt_reports, keys, workers=[worker])
-            except Exception as err:  # noqa: BLE001 - the worker is going: its attempts are lost
-                log.warning("could not ask %s about its attempts: %s", worker, err)
-                continue
-            reports.update(got.get(worker) or {})
-        unknown = [key for keys in by_worker.values() for key in keys if key not in reports]
-        if unknown:
-            states = await self.backend.client.run_on_scheduler(scheduler_task_states, unknown)
-            for key, state in states.items():
-                if state in _HELD_BY_DASK:
-                    reports[key] = {"state": "pending"}
-        return reports
-
-    async def adopt(self, job: JobRecord, attempt: AttemptRecord, report: dict[str, Any]) -> None:
-        """Follow an attempt started by an earlier orchestrator, as if it were ours."""
-        from distributed import Future
-
-        resources = job.spec.get("resources", {})
-        run = Running(
-            job_id=job.id,
-            n=attempt.n,
-            worker=attempt.worker or "",
-            gpu_ids=tuple(attempt.gpu_ids),
-            cpus=float(resources.get("cpus", 1)),
-            memory=int(resources.get("memory", 0)),
-            key=attempt_key(job.id, attempt.n),
-            user=job.user,
-            mlflow_run_id=attempt.mlflow_run_id,
-            started_running=attempt.process_started is not None,
-            pid=attempt.pid,
-        )
-        self.running[job.id] = run
-        if report["state"] == "finished":
-            await self.finish(run, report["outcome"])
-            return
-        run.held_lines = []
-        run.future = Future(run.key, self.backend.client)
-        if report["state"] == "running":
-            if report.get("process_started"):
-                self._mark_running(run, report.get("pid"), report["process_started"])
-            await self._read_missing_lines(run, report.get("log_path", ""))
-        held, run.held_lines = run.held_lines, None
-        if held:
-            self._store_lines(run, held)
-        if self.tracking.enabled:
-            # It may still wait for its run id if the earlier orchestrator died first.
-            self._spawn(self._deliver_run_id(run, run.mlflow_run_id or ""))
-        self._spawn(self._watch(run))
-
-    async def audit(self) -> None:
-        """Catch what no event reported: an adopted attempt that ended between the survey
-        and its future, or one that Dask dropped. Runs every ``audit_interval`` seconds."""
-        overdue = [r for r in self.running.values() if time.monotonic() - r.since > self.config.audit_interval]
-        if not overdue:
-            return
-        reports = await self.survey(
-            [AttemptRecord(r.job_id, r.n, worker=r.worker) for r in overdue]
-        )
-        for run in overdue:
-            report = reports.get(run.key)
-            if run.job_id not in self.running or (run.future is not None and run.future.done()):
-                continue
-            if report is None:
-                await self.finish(run, {"error": "the attempt was lost by Dask", "infrastructure": True})
-            elif report["state"] == "finished":
-                await self.finish(run, report["outcome"])
 
     def held(self) -> list[Running]:
         return list(self.running.values())

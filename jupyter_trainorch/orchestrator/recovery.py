@@ -27,6 +27,7 @@ from ..store import (
     JobRecord,
 )
 from .attempts import AttemptEnd, Running
+from .reattach import adopt, survey
 
 if TYPE_CHECKING:
     from .service import Orchestrator
@@ -51,13 +52,13 @@ async def recover(orch: Orchestrator) -> Recovery:
         states=[PENDING, QUEUED, RETRYING, PREEMPTED, *ACTIVE_STATES], newest_first=False
     )
     active = [job for job in unfinished if job.state in ACTIVE_STATES and job.attempts]
-    reports = await orch.attempts.survey([job.attempts[-1] for job in active]) if active else {}
+    reports = await survey(orch.attempts, [job.attempts[-1] for job in active]) if active else {}
     for job in unfinished:
         if job.state in ACTIVE_STATES:
             last = job.attempts[-1] if job.attempts else None
             report = reports.get(attempt_key(job.id, last.n)) if last else None
             if last is not None and report is not None:
-                await orch.attempts.adopt(job, last, report)
+                await adopt(orch.attempts, job, last, report)
                 if report["state"] == "finished":
                     summary.collected += 1
                 else:
@@ -68,7 +69,7 @@ async def recover(orch: Orchestrator) -> Recovery:
         elif job.state == PENDING:
             _wait_again(orch, job)
         else:
-            orch.requeue(job)
+            orch.outcomes.requeue(job)
             summary.requeued += 1
     return summary
 
@@ -88,7 +89,7 @@ def _settle_unknown_attempt(orch: Orchestrator, job: JobRecord, last: AttemptRec
                 infrastructure=True,
             )  # fmt: skip
         end = AttemptEnd(run, False, True, True, LOST_WHILE_AWAY)
-    orch.attempt_ended(end)
+    orch.outcomes.attempt_ended(end)
 
 
 def _wait_again(orch: Orchestrator, job: JobRecord) -> None:
@@ -97,7 +98,7 @@ def _wait_again(orch: Orchestrator, job: JobRecord) -> None:
         dep = orch.store.get_job(dep_id)
         if dep is None or dep.state in (FAILED, CANCELLED):
             reason = "was lost" if dep is None else dep.state
-            orch.end_job(job.id, FAILED, error=f"dependency {dep_id} {reason}")
+            orch.outcomes.end_job(job.id, FAILED, error=f"dependency {dep_id} {reason}")
             return
         if dep.state != SUCCEEDED:
             waiting.add(dep_id)
@@ -105,4 +106,4 @@ def _wait_again(orch: Orchestrator, job: JobRecord) -> None:
         orch.queue.wait_for(job.id, waiting)
     else:
         orch.store.update_job(job.id, state=QUEUED)
-        orch.requeue(orch.get(job.id))
+        orch.outcomes.requeue(orch.get(job.id))

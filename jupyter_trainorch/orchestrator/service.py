@@ -13,7 +13,6 @@ one job through these:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import time
@@ -23,14 +22,13 @@ from typing import Any
 
 from .. import policy
 from ..cluster import ClusterBackend
-from ..package import read_package
+from ..package import code_hash
 from ..runner.supervisor import EVENT_TOPIC, attempt_key
-from ..spec import JobSpec, RetryPolicy, SpecError
+from ..spec import JobSpec, SpecError
 from ..store import (
     CANCELLED,
     FAILED,
     PENDING,
-    PREEMPTED,
     QUEUED,
     RETRYING,
     STARTING,
@@ -41,28 +39,17 @@ from ..store import (
     JobRecord,
     JobStore,
 )
-from .attempts import AttemptEnd, AttemptTracker, Running, tail
+from .attempts import AttemptTracker, Running
 from .config import OrchestratorConfig
 from .errors import JobNotFound, JobStateError, OrchestratorBusy
 from .feed import ChangeFeed
+from .outcomes import JobOutcomes
 from .queue import JobQueue
+from .reattach import audit
 from .recovery import Recovery, recover
 from .tracking_bridge import TrackingBridge
 
 log = logging.getLogger(__name__)
-
-
-def code_hash(spec: JobSpec, package: bytes | None) -> str:
-    """What the job runs: its code, its command, its captured variables and input files
-    (not the package's metadata or zip timestamps)."""
-    digest = hashlib.sha256()
-    for part in (spec.kind, spec.source, spec.command):
-        digest.update(part.encode() + b"\0")
-    variables, files = read_package(package) if package else ({}, {})
-    for prefix, items in (("v", variables), ("f", files)):
-        for name, data in sorted(items.items()):
-            digest.update(f"{prefix}:{name}:{len(data)}\0".encode() + data)
-    return digest.hexdigest()[:16]
 
 
 class Orchestrator:
@@ -87,9 +74,12 @@ class Orchestrator:
         self.recovery: Recovery | None = None
         self.queue = JobQueue(wake=self._wake.set)
         self.tracking = TrackingBridge(store, self.feed, config)
+        self.outcomes = JobOutcomes(
+            store, self.queue, self.feed, self.tracking, config, clock, stopping=lambda: self._stopping
+        )
         self.attempts = AttemptTracker(
             store, backend, self.feed, config, self.tracking,
-            spawn=self._spawn, on_end=self.attempt_ended, wake=self._wake.set, clock=clock,
+            spawn=self._spawn, on_end=self.outcomes.attempt_ended, wake=self._wake.set, clock=clock,
         )  # fmt: skip
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -167,7 +157,7 @@ class Orchestrator:
                 await self.attempts.forget_collected()
                 if time.monotonic() - last_audit >= self.config.audit_interval:
                     last_audit = time.monotonic()
-                    await self.attempts.audit()
+                    await audit(self.attempts)
             except Exception:  # noqa: BLE001 - next round tries again
                 log.exception("housekeeping round failed")
 
@@ -212,7 +202,7 @@ class Orchestrator:
             spec=spec.to_dict(),
             depends_on=depends_on,
             created=self.clock(),
-            code_hash=code_hash(spec, package),
+            code_hash=code_hash(spec.kind, spec.source, spec.command, package),
             rerun_of=rerun_of,
             idempotency_key=idempotency_key or None,
             request_hash=request_hash,
@@ -262,7 +252,7 @@ class Orchestrator:
             self._spawn(self.attempts.stop(running))
             return job
         self.queue.forget(job_id)
-        self.end_job(job_id, CANCELLED, error="cancelled before it started")
+        self.outcomes.end_job(job_id, CANCELLED, error="cancelled before it started")
         return self.get(job_id)
 
     async def retry(self, job_id: str) -> JobRecord:
@@ -314,76 +304,7 @@ class Orchestrator:
         return job
 
     def _publish(self, job: JobRecord, state: str, **data: Any) -> None:
-        self.feed.publish("job", job.id, user=job.user, state=state, **data)
-
-    # -- what an attempt's end means for its job -------------------------------------
-    def attempt_ended(self, end: AttemptEnd) -> None:
-        run = end.run
-        if end.succeeded:
-            if end.outputs is not None:
-                self.store.update_job(run.job_id, outputs=end.outputs, has_outputs=True)
-            self.end_job(run.job_id, SUCCEEDED)
-            return
-        if run.cancel_requested and not self._stopping:
-            self.end_job(run.job_id, CANCELLED, error="cancelled")
-            return
-        job = self.get(run.job_id)
-        if self._stopping:
-            # The service is being stopped: the job runs again at the next start.
-            self.store.update_job(job.id, state=QUEUED, error="requeued: the service was stopped")
-            return
-        if end.infrastructure and job.infrastructure_failures <= self.config.max_infrastructure_retries:
-            self._retry_later(job, delay=0.5, error=end.error)
-        elif not end.infrastructure and end.retryable and job.user_failures <= job.max_retries:
-            delay = RetryPolicy.parse(job.spec.get("retries")).delay(job.user_failures)
-            self._retry_later(job, delay=delay, error=end.error)
-        else:
-            self.end_job(run.job_id, FAILED, error=tail(end.error))
-
-    def _retry_later(self, job: JobRecord, delay: float, error: str | None) -> None:
-        not_before = self.clock() + delay
-        self.store.update_job(job.id, state=RETRYING, not_before=not_before, error=tail(error))
-        self._publish(job, RETRYING, delay=delay)
-        self.queue.later(job.id, delay, lambda: self._requeue_now(job.id))
-
-    def _requeue_now(self, job_id: str) -> None:
-        current = self.store.get_job(job_id)
-        if current is None or current.state != RETRYING:
-            return
-        self.store.update_job(job_id, state=QUEUED)
-        self.queue.add(current)
-        self._publish(current, QUEUED)
-
-    def requeue(self, job: JobRecord) -> None:
-        """Put a waiting job (queued, retrying or preempted) back in the queue, keeping
-        what is left of its backoff."""
-        delay = (job.not_before or 0) - self.clock()
-        if job.state in (RETRYING, PREEMPTED) and delay > 0:
-            self.store.update_job(job.id, state=RETRYING)
-            self.queue.later(job.id, delay, lambda: self._requeue_now(job.id))
-            return
-        if job.state != QUEUED:
-            self.store.update_job(job.id, state=QUEUED, not_before=None)
-        self.queue.add(job)
-
-    def end_job(self, job_id: str, state: str, error: str | None = None) -> None:
-        fields: dict[str, Any] = {"state": state, "ended": self.clock(), "not_before": None}
-        if error is not None or state == SUCCEEDED:
-            fields["error"] = error
-        self.store.update_job(job_id, **fields)
-        job = self.get(job_id)
-        self.tracking.job_ended(job, state)
-        self._publish(job, state)
-        for dependent in self.queue.take_dependents(job_id):
-            if state == SUCCEEDED:
-                if self.queue.dependency_met(dependent, job_id):
-                    self.store.update_job(dependent, state=QUEUED)
-                    queued = self.get(dependent)
-                    self.queue.add(queued)
-                    self._publish(queued, QUEUED)
-            else:
-                self.queue.forget(dependent)
-                self.end_job(dependent, FAILED, error=f"dependency {job_id} {state}")
+        self.outcomes.publish(job, state, **data)
 
     # -- placing jobs ---------------------------------------------------------------
     def _views(self) -> list[policy.WorkerView]:

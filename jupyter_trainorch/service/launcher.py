@@ -30,10 +30,14 @@ class ServiceUnavailable(Exception):
     """The service could not be found or started; ``str(err)`` is one sentence."""
 
 
-def request(info: ServiceInfo, method: str, path: str, body: object = None, timeout: float = 10.0) -> object:
+def request(
+    info: ServiceInfo, method: str, path: str, body: object = None, timeout: float = 10.0
+) -> object:
     """One authenticated call to the service's REST API; raise HTTPError/URLError as urllib does."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(info.url.rstrip("/") + "/trainorch/api/" + path, data=data, method=method)
+    req = urllib.request.Request(
+        info.url.rstrip("/") + "/trainorch/api/" + path, data=data, method=method
+    )
     req.add_header("Authorization", f"token {info.token}")
     req.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(req, timeout=timeout) as response:
@@ -67,7 +71,9 @@ def _start_lock(data_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_service(data_dir: Path, settings: Mapping[str, str], timeout: float = START_TIMEOUT) -> ServiceInfo:
+def ensure_service(
+    data_dir: Path, settings: Mapping[str, str], timeout: float = START_TIMEOUT
+) -> ServiceInfo:
     """The running service of ``data_dir``; started detached with ``settings`` (its
     ``TRAINORCH_*`` variables) when there is none."""
     data_dir = Path(data_dir)
@@ -112,15 +118,21 @@ def _start(data_dir: Path, settings: Mapping[str, str], timeout: float) -> Servi
             )
         time.sleep(0.1)
     proc.terminate()
-    raise ServiceUnavailable(f"the trainorch service did not start within {timeout:g}s (see {log_path})")
+    raise ServiceUnavailable(
+        f"the trainorch service did not start within {timeout:g}s (see {log_path})"
+    )
 
 
 def _last_error(log_path: Path) -> str:
-    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    lines = [
+        line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()
+    ]
     return lines[-1][:300] if lines else "it wrote nothing"
 
 
-def stop_service(info: ServiceInfo, force: bool = False, drain: bool = False, timeout: float = 60.0) -> None:
+def stop_service(
+    info: ServiceInfo, force: bool = False, drain: bool = False, timeout: float = 60.0
+) -> None:
     """Ask the service to stop and wait until its process has gone (when it runs here)."""
     try:
         request(info, "POST", "service/stop", {"force": force, "drain": drain}, timeout=30.0)

@@ -2,7 +2,7 @@
  * Pure helpers for the views: times, progress, attempts and the `%%train` text of
  * clone-to-cell. No DOM and no requests here.
  */
-import { IAttempt, IJob, IJobDetail, TERMINAL_STATES } from './types';
+import { IAttempt, IJob, IJobBase, IJobDetail, TERMINAL_STATES } from './types';
 
 /** Epoch seconds of an ISO-8601 string or of a number already in seconds. */
 export function toSeconds(value: string | number | null | undefined): number | null {
@@ -87,7 +87,7 @@ export function gpusHeld(job: IJob): string {
  * cancelled job starts a fresh budget, so both widen `m`.
  */
 export function attemptsText(job: IJob): string {
-  const allowed = (job.max_retries || 0) + 1;
+  const allowed = job.attempts_allowed || (job.max_retries || 0) + 1;
   const attempts = job.attempts;
   let roundStart = 1;
   let failures = 0;
@@ -159,7 +159,7 @@ export function etaSeconds(job: IJob, now: number): number | null {
 }
 
 /** Run time for started jobs (to the end or to now), waiting time for the others. */
-export function elapsedSeconds(job: IJob, now: number): number | null {
+export function elapsedSeconds(job: IJobBase, now: number): number | null {
   const started = toSeconds(job.started);
   const ended = toSeconds(job.ended);
   if (started !== null) {
@@ -172,8 +172,30 @@ export function elapsedSeconds(job: IJob, now: number): number | null {
   return (ended ?? (TERMINAL_STATES.has(job.state) ? created : now)) - created;
 }
 
-export function priorityLabel(job: IJob): string {
+export function priorityLabel(job: IJobBase): string {
   return job.priority_class || String(job.priority);
+}
+
+/** `#3 in queue` for a waiting job the server placed in its queue; empty otherwise. */
+export function queueText(job: IJobBase): string {
+  const n = job.queue_position;
+  return typeof n === 'number' && n > 0 ? `#${n} in queue` : '';
+}
+
+/** `re-run 2× after a restart`, or empty when the job's code never had to run again. */
+export function reexecutionText(job: IJob): string {
+  const n = job.reexecutions || 0;
+  return n > 0 ? `re-run ${n}× after a restart` : '';
+}
+
+export function reexecutionTitle(job: IJob): string {
+  const n = job.reexecutions || 0;
+  const times = n === 1 ? 'once' : `${n} times`;
+  return (
+    `The job's code had started and was run again ${times} because a worker was lost ` +
+    'or the trainorch service was stopped. This was not the fault of the job, and it ' +
+    'did not use up its retries.'
+  );
 }
 
 // -- clone to cell ------------------------------------------------------------------

@@ -9,7 +9,7 @@ import { cloneCellSource } from './format';
 import { trainorchIcon } from './icon';
 import { IJobNotice, JobsModel } from './model';
 import { IJobActions, PANEL_ID, TrainorchPanel } from './panel';
-import { TERMINAL_STATES } from './types';
+import { JobAction, isRestricted, may } from './types';
 
 const PLUGIN_ID = 'jupyter-trainorch:plugin';
 
@@ -49,6 +49,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
     /** The job a command acts on: its `id` argument, else the one in the detail view. */
     const targetId = (args: ReadonlyPartialJSONObject): string | null =>
       typeof args.id === 'string' && args.id ? args.id : model.selectedId;
+
+    /** Whether the command's job allows `action` (a job not at hand is left to the server). */
+    const allows = (args: ReadonlyPartialJSONObject, action: JobAction): boolean => {
+      const id = targetId(args);
+      const job = id ? model.findJob(id) : null;
+      return !!id && (!job || may(job, action));
+    };
 
     const showJob = (id: string): void => {
       model.select(id);
@@ -90,11 +97,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     commands.addCommand(CommandIDs.cancelJob, {
       label: args => (args.id ? `Cancel Job ${args.id}` : 'Cancel Selected Training Job'),
       caption: 'Cancel a training job (stops it if it runs)',
-      isEnabled: args => {
-        const id = targetId(args);
-        const job = id ? model.findJob(id) : null;
-        return !!id && (!job || !TERMINAL_STATES.has(job.state));
-      },
+      isEnabled: args => allows(args, 'cancel'),
       execute: async args => {
         const id = targetId(args);
         if (!id) {
@@ -111,11 +114,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     commands.addCommand(CommandIDs.retryJob, {
       label: args => (args.id ? `Retry Job ${args.id}` : 'Retry Selected Training Job'),
       caption: 'Queue a failed or cancelled training job again',
-      isEnabled: args => {
-        const id = targetId(args);
-        const job = id ? model.findJob(id) : null;
-        return !!id && (!job || job.state === 'failed' || job.state === 'cancelled');
-      },
+      isEnabled: args => allows(args, 'retry'),
       execute: async args => {
         const id = targetId(args);
         if (!id) {
@@ -131,12 +130,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     commands.addCommand(CommandIDs.rerunJob, {
       label: args => (args.id ? `Rerun Job ${args.id}` : 'Rerun Selected Training Job'),
-      caption: 'Submit a finished training job again, with the same code and params',
-      isEnabled: args => {
-        const id = targetId(args);
-        const job = id ? model.findJob(id) : null;
-        return !!id && (!job || TERMINAL_STATES.has(job.state));
-      },
+      caption: 'Submit a training job again, with the same code and params',
+      isEnabled: args => allows(args, 'rerun'),
       execute: async args => {
         const id = targetId(args);
         if (!id) {
@@ -176,6 +171,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     commands.addCommand(CommandIDs.setPriority, {
       label: args => `Set Priority to ${args.priority ?? '…'}`,
       caption: 'Change the priority of a job that has not started',
+      isEnabled: args => allows(args, 'set_priority'),
       execute: async args => {
         const id = targetId(args);
         const priority = typeof args.priority === 'string' ? args.priority : '';
@@ -197,7 +193,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     commands.addCommand(CommandIDs.cloneJob, {
       label: 'Clone Training Job into a Cell',
       caption: 'Insert a %%train cell that submits this job again, below the active cell',
-      isEnabled: args => !!targetId(args) && !!notebooks?.currentWidget,
+      isEnabled: args => allows(args, 'read') && !!notebooks?.currentWidget,
       execute: async args => {
         const id = targetId(args);
         if (!id) {
@@ -212,7 +208,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
         let text: string;
         try {
-          text = cloneCellSource(await model.getJob(id));
+          const job = await model.getJob(id);
+          if (isRestricted(job)) {
+            throw new Error(`it belongs to ${job.user}; only its owner and admins see its code`);
+          }
+          text = cloneCellSource(job);
         } catch (error) {
           Notification.error(`Could not read job ${id}: ${message(error)}`, { autoClose: 8000 });
           return;
@@ -290,7 +290,9 @@ function notify(notice: IJobNotice, showJob: (id: string) => void, actions: IJob
     case 'failed':
       Notification.error(`Training job ${label} failed${job.error ? `: ${job.error}` : '.'}`, {
         autoClose: false,
-        actions: [show, { label: 'Retry', callback: () => actions.retry(job.id) }]
+        actions: may(job, 'retry')
+          ? [show, { label: 'Retry', callback: () => actions.retry(job.id) }]
+          : [show]
       });
       break;
     case 'retrying': {

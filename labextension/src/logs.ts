@@ -6,9 +6,10 @@
  * that chunk started after. Memory stays at `maxLines` lines plus one number per
  * dropped chunk, however long the log.
  */
+import { ServerConnection } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { requestAPI, query } from './request';
+import { isUnavailable, requestAPI, query } from './request';
 import { ILogLine, ILogPage } from './types';
 
 export type LogFetcher = (after: number) => Promise<ILogPage>;
@@ -26,7 +27,9 @@ export class LogTail {
       options.fetch ??
       ((after: number) =>
         requestAPI<ILogPage>(
-          `jobs/${encodeURIComponent(this.jobId)}/logs${query({ attempt: this.attempt, after })}`
+          `jobs/${encodeURIComponent(this.jobId)}/logs${query({ attempt: this.attempt, after })}`,
+          {},
+          options.serverSettings
         ));
   }
 
@@ -132,7 +135,7 @@ export class LogTail {
         this._changed.emit();
       } while (this._again && !this._disposed);
     } catch (error) {
-      this._error = (error as Error).message || String(error);
+      this._setError(error);
       this._changed.emit();
     } finally {
       this._busy = false;
@@ -163,7 +166,7 @@ export class LogTail {
       this._error = null;
     } catch (error) {
       this._older.push(cursor);
-      this._error = (error as Error).message || String(error);
+      this._setError(error);
     } finally {
       this._busy = false;
     }
@@ -179,6 +182,11 @@ export class LogTail {
     if (value && !this._atEnd) {
       void this.fetchNewer();
     }
+  }
+
+  /** A service that is away is shown once by the panel, not under every log. */
+  private _setError(error: unknown): void {
+    this._error = isUnavailable(error) ? null : (error as Error).message || String(error);
   }
 
   private _endCursor(): number {
@@ -230,5 +238,6 @@ export namespace LogTail {
     /** Lines dropped or reloaded at a time when scrolling through a long log. */
     chunk?: number;
     fetch?: LogFetcher;
+    serverSettings?: ServerConnection.ISettings;
   }
 }

@@ -3,8 +3,11 @@
  *
  * State arrives through the push channel (`events/ws`); each change either patches
  * what is shown (progress, state) or schedules a coalesced re-read of the current
- * page. When the socket cannot be opened, the model polls the list instead, backing
- * off while nothing changes and not at all while the panel is hidden.
+ * page. When the socket cannot be opened, the model polls the change feed and the
+ * list instead, backing off while nothing changes and not at all while the panel is
+ * hidden. When the trainorch service is away (restarting), reads back off until it
+ * answers again; then the socket reopens and everything shown is read again, as it
+ * is whenever the service's change numbering shows that it restarted.
  *
  * Views read the getters and listen to the signals; they never fetch by themselves.
  */
@@ -15,16 +18,22 @@ import { ISignal, Signal } from '@lumino/signaling';
 
 import { toSeconds } from './format';
 import { LogTail } from './logs';
-import { API_PATH, query, requestAPI } from './request';
+import { API_PATH, isUnavailable, query, requestAPI } from './request';
 import {
   ACTIVE_STATES,
   IChange,
+  IChangePage,
   ICluster,
   IJob,
   IJobDetail,
   IJobList,
+  IJobRow,
+  IJobView,
+  IMe,
   IMetricHistory,
-  TERMINAL_STATES
+  TERMINAL_STATES,
+  isRestricted,
+  may
 } from './types';
 
 export type SortKey = 'submitted' | 'priority';
@@ -41,8 +50,11 @@ export interface IQuery {
   page: number;
 }
 
-/** How changes reach the panel. */
-export type Connection = 'connecting' | 'live' | 'polling';
+/**
+ * How changes reach the panel: `reconnecting` while the service does not answer (it
+ * restarts, or the live channel just closed) and reads are retried with backoff.
+ */
+export type Connection = 'connecting' | 'live' | 'polling' | 'reconnecting';
 
 /** A job of interest that reached a state worth telling the user about. */
 export interface IJobNotice {
@@ -54,8 +66,12 @@ export interface IJobNotice {
 const MAX_LIMIT = 1000;
 /** The first socket carries only changes from now on; the list read that follows covers the past. */
 const LIVE_ONLY = Number.MAX_SAFE_INTEGER;
-const MINE_KEY = 'jupyter-trainorch:mine-user';
 const CLUSTER_MS = 15000;
+/** Retrying a service that does not answer: from this delay, doubling up to the cap. */
+const RECONNECT_MIN_MS = 1000;
+const RECONNECT_MAX_MS = 15000;
+/** The socket's own reconnection backoff cap (a successful read reopens it at once). */
+const SOCKET_MAX_MS = 30000;
 /** A job whose creation is this close to its first change is a new submission. */
 const NEW_JOB_S = 10;
 /** How long after a `%%train` cell runs its job is expected to appear. */
@@ -75,11 +91,6 @@ export class JobsModel implements IDisposable {
       sort: 'submitted',
       page: 0
     };
-    try {
-      this._mineUser = window.localStorage.getItem(MINE_KEY) ?? '';
-    } catch {
-      this._mineUser = '';
-    }
     document.addEventListener('visibilitychange', this._onVisibility);
   }
 
@@ -110,14 +121,14 @@ export class JobsModel implements IDisposable {
     return this._compareChanged;
   }
 
-  /** A job submitted or acted on from here finished, failed or is being retried. */
+  /** One of the user's own jobs, submitted or acted on from here, ended or is being retried. */
   get notice(): ISignal<this, IJobNotice> {
     return this._notice;
   }
 
   // -- state -------------------------------------------------------------------------
 
-  get jobs(): readonly IJob[] {
+  get jobs(): readonly IJobRow[] {
     return this._jobs;
   }
 
@@ -154,11 +165,17 @@ export class JobsModel implements IDisposable {
     return this._connection;
   }
 
+  /** Why the service is being reconnected to (its last answer), or null while it answers. */
+  get unavailable(): string | null {
+    return this._unavailable;
+  }
+
   get selectedId(): string | null {
     return this._selectedId;
   }
 
-  get detail(): IJobDetail | null {
+  /** The selected job; another user's job only as its queue view. */
+  get detail(): IJobView | null {
     return this._detail;
   }
 
@@ -196,9 +213,14 @@ export class JobsModel implements IDisposable {
     return this._compareError;
   }
 
-  /** The user of the newest job submitted from this browser, if any was seen. */
+  /** Who the authenticated user is (`GET me`), once known. */
+  get me(): IMe | null {
+    return this._me;
+  }
+
+  /** The authenticated user's name, or empty until it is known. */
   get mineUser(): string {
-    return this._mineUser;
+    return this._me?.name ?? '';
   }
 
   get visible(): boolean {
@@ -223,6 +245,7 @@ export class JobsModel implements IDisposable {
     }
     this._started = true;
     this._connect();
+    void this._loadMe();
     void this.refresh();
     // Workers come and go without job changes (adaptive scaling): re-read the strip now and then.
     this._clusterInterval = window.setInterval(() => {
@@ -265,8 +288,9 @@ export class JobsModel implements IDisposable {
 
   setRefreshInterval(seconds: number): void {
     this._refreshInterval = Math.max(1, seconds || 5);
-    this._pollDelay = this._refreshInterval * 1000;
-    if (this._connection === 'polling') {
+    if (this._unavailable === null) {
+      // (While the service is away, the reconnection backoff keeps its pace.)
+      this._pollDelay = this._refreshInterval * 1000;
       this._schedulePoll();
     }
   }
@@ -309,22 +333,26 @@ export class JobsModel implements IDisposable {
 
   // -- selection ---------------------------------------------------------------------
 
-  /** Show one job's detail and log (null closes the detail). */
+  /**
+   * Show one job's detail (null closes it), with its log and metrics when the user may
+   * read them: at once for a job of the list, else once its detail says so.
+   */
   select(id: string | null): void {
     if (id === this._selectedId) {
       return;
     }
+    const known = id ? this.findJob(id) : null;
     this._selectedId = id;
     this._detail = null;
     this._detailError = null;
-    this._metrics = null;
-    this._clearTimer('_metricsTimer');
-    this._setLogTail(id ? new LogTail({ jobId: id }) : null);
+    this._closeReadParts();
+    if (known) {
+      this._syncReadParts(known);
+    }
     this._detailChanged.emit();
     this._listChanged.emit();
     if (id) {
       void this._loadDetail();
-      void this._loadMetrics();
     }
   }
 
@@ -364,7 +392,14 @@ export class JobsModel implements IDisposable {
     this._compareChanged.emit();
     const token = ++this._compareToken;
     try {
-      const jobs = await Promise.all(wanted.map(id => this.getJob(id)));
+      const jobs = (await Promise.all(wanted.map(id => this.getJob(id)))).map(job => {
+        if (isRestricted(job)) {
+          throw new Error(
+            `Job ${job.id} belongs to ${job.user}: only its owner and admins see its metrics.`
+          );
+        }
+        return job;
+      });
       const histories = await Promise.all(
         wanted.map(id => this._fetchMetrics(id).catch(() => ({ attempts: [] }) as IMetricHistory))
       );
@@ -388,51 +423,34 @@ export class JobsModel implements IDisposable {
 
   /** Show one attempt's log, or null for all attempts. */
   selectAttempt(attempt: number | null): void {
-    if (!this._selectedId || (this._logTail && this._logTail.attempt === attempt)) {
+    if (
+      !this._selectedId ||
+      this._readPartsFor !== this._selectedId ||
+      (this._logTail && this._logTail.attempt === attempt)
+    ) {
       return;
     }
-    this._setLogTail(new LogTail({ jobId: this._selectedId, attempt }));
+    this._setLogTail(this._newLogTail(this._selectedId, attempt));
     this._detailChanged.emit();
   }
 
   // -- actions -------------------------------------------------------------------------
 
-  async cancel(id: string): Promise<IJob> {
-    this.watch(id);
-    return this._apply(
-      await requestAPI<IJobDetail>(this._jobPath(id), { method: 'DELETE' }, this._serverSettings)
-    );
+  cancel(id: string): Promise<IJobView> {
+    return this._act(id, '', { method: 'DELETE' });
   }
 
-  async retry(id: string): Promise<IJob> {
-    this.watch(id);
-    return this._apply(
-      await requestAPI<IJobDetail>(
-        `${this._jobPath(id)}/retry`,
-        { method: 'POST' },
-        this._serverSettings
-      )
-    );
+  retry(id: string): Promise<IJobView> {
+    return this._act(id, '/retry', { method: 'POST' });
   }
 
-  async setPriority(id: string, priority: string): Promise<IJob> {
-    this.watch(id);
-    return this._apply(
-      await requestAPI<IJobDetail>(
-        this._jobPath(id),
-        { method: 'PATCH', body: JSON.stringify({ priority }) },
-        this._serverSettings
-      )
-    );
+  setPriority(id: string, priority: string): Promise<IJobView> {
+    return this._act(id, '', { method: 'PATCH', body: JSON.stringify({ priority }) });
   }
 
   /** Submit the same job again; the new one is selected. */
-  async rerun(id: string): Promise<IJob> {
-    const job = await requestAPI<IJobDetail>(
-      `${this._jobPath(id)}/rerun`,
-      { method: 'POST' },
-      this._serverSettings
-    );
+  async rerun(id: string): Promise<IJobView> {
+    const job = await this._request<IJobView>(`${this._jobPath(id)}/rerun`, { method: 'POST' });
     this._known.add(job.id);
     this.watch(job.id);
     this.select(job.id);
@@ -440,13 +458,13 @@ export class JobsModel implements IDisposable {
     return job;
   }
 
-  /** The job with its rendered spec (for clone-to-cell and the commands). */
-  getJob(id: string): Promise<IJobDetail> {
-    return requestAPI<IJobDetail>(this._jobPath(id), {}, this._serverSettings);
+  /** The job with its rendered spec (for clone-to-cell and the commands); others' as a queue row. */
+  getJob(id: string): Promise<IJobView> {
+    return this._request<IJobView>(this._jobPath(id));
   }
 
   /** A job found on the current page or in the detail view, without a request. */
-  findJob(id: string): IJob | null {
+  findJob(id: string): IJobRow | null {
     if (this._detail && this._detail.id === id) {
       return this._detail;
     }
@@ -454,8 +472,8 @@ export class JobsModel implements IDisposable {
   }
 
   /**
-   * A `%%train` cell was run in this browser: the next new job is taken as submitted
-   * from here (it is watched, and its user becomes "mine").
+   * A `%%train` cell was run in this browser: the user's next new job is taken as
+   * submitted from here (it is watched).
    */
   expectSubmission(): void {
     const now = Date.now();
@@ -463,7 +481,7 @@ export class JobsModel implements IDisposable {
     this._expected.push(now);
   }
 
-  /** Tell the user when this job ends (it was submitted or acted on from here). */
+  /** Tell the user when this job ends (if it is theirs: it was submitted or acted on from here). */
   watch(id: string): void {
     this._watched.add(id);
   }
@@ -495,7 +513,7 @@ export class JobsModel implements IDisposable {
       offset: local ? 0 : q.page * this.pageSize
     };
     try {
-      const result = await requestAPI<IJobList>(`jobs${query(params)}`, {}, this._serverSettings);
+      const result = await this._request<IJobList>(`jobs${query(params)}`);
       if (this._disposed || q !== this._query) {
         return true;
       }
@@ -549,9 +567,10 @@ export class JobsModel implements IDisposable {
       this._error = null;
       this._stale = false;
       this._listChanged.emit();
+      this._answered();
       return true;
     } catch (error) {
-      if (!this._disposed) {
+      if (!this._disposed && !this._noteUnavailable(error)) {
         this._error = (error as Error).message || String(error);
         this._listChanged.emit();
       }
@@ -559,7 +578,7 @@ export class JobsModel implements IDisposable {
     }
   }
 
-  private async _lookup(id: string): Promise<IJob | null> {
+  private async _lookup(id: string): Promise<IJobView | null> {
     try {
       return await this.getJob(id);
     } catch {
@@ -569,7 +588,7 @@ export class JobsModel implements IDisposable {
 
   private async _loadCluster(): Promise<void> {
     try {
-      const cluster = await requestAPI<ICluster>('cluster', {}, this._serverSettings);
+      const cluster = await this._request<ICluster>('cluster');
       if (this._disposed) {
         return;
       }
@@ -624,23 +643,62 @@ export class JobsModel implements IDisposable {
       }
       this._known.add(id);
       const previous = this._detail;
-      if (previous && !TERMINAL_STATES.has(previous.state) && TERMINAL_STATES.has(detail.state)) {
-        // The last points logged before the end may not have come through progress.
-        void this._loadMetrics();
-      }
       this._detail = detail;
       this._detailError = null;
       this._patchList(detail);
-      if (previous && previous.attempts.length !== detail.attempts.length) {
-        void this._logTail?.fetchNewer();
+      const opened = this._syncReadParts(detail);
+      if (!opened && previous && !isRestricted(previous) && !isRestricted(detail)) {
+        if (!TERMINAL_STATES.has(previous.state) && TERMINAL_STATES.has(detail.state)) {
+          // The last points logged before the end may not have come through progress.
+          void this._loadMetrics();
+        }
+        if (previous.attempts.length !== detail.attempts.length) {
+          void this._logTail?.fetchNewer();
+        }
       }
     } catch (error) {
       if (id !== this._selectedId) {
         return;
       }
-      this._detailError = (error as Error).message || String(error);
+      if (!this._noteUnavailable(error)) {
+        this._detailError = (error as Error).message || String(error);
+      }
     }
     this._detailChanged.emit();
+  }
+
+  /**
+   * Open the log and metrics of the selected job when the user may read them, or drop
+   * them when not (another user's job). Returns whether they were opened just now.
+   */
+  private _syncReadParts(job: IJobRow): boolean {
+    const id = this._selectedId;
+    if (!id || job.id !== id) {
+      return false;
+    }
+    if (!may(job, 'read')) {
+      this._closeReadParts();
+      return false;
+    }
+    if (this._readPartsFor === id) {
+      return false;
+    }
+    this._closeReadParts();
+    this._readPartsFor = id;
+    this._setLogTail(this._newLogTail(id, null));
+    void this._loadMetrics();
+    return true;
+  }
+
+  private _closeReadParts(): void {
+    this._readPartsFor = null;
+    this._setLogTail(null);
+    this._metrics = null;
+    this._clearTimer('_metricsTimer');
+  }
+
+  private _newLogTail(jobId: string, attempt: number | null): LogTail {
+    return new LogTail({ jobId, attempt, serverSettings: this._serverSettings });
   }
 
   private _scheduleDetail(): void {
@@ -654,12 +712,12 @@ export class JobsModel implements IDisposable {
   }
 
   private _fetchMetrics(id: string): Promise<IMetricHistory> {
-    return requestAPI<IMetricHistory>(`${this._jobPath(id)}/metrics`, {}, this._serverSettings);
+    return this._request<IMetricHistory>(`${this._jobPath(id)}/metrics`);
   }
 
   private async _loadMetrics(): Promise<void> {
     const id = this._selectedId;
-    if (!id) {
+    if (!id || this._readPartsFor !== id) {
       return;
     }
     this._lastMetricsRead = Date.now();
@@ -670,7 +728,7 @@ export class JobsModel implements IDisposable {
       // Without MLflow histories the chart still grows from live progress.
       history = { attempts: [], warning: (error as Error).message || String(error) };
     }
-    if (this._disposed || id !== this._selectedId) {
+    if (this._disposed || id !== this._selectedId || this._readPartsFor !== id) {
       return;
     }
     if (!Array.isArray(history.attempts)) {
@@ -715,11 +773,9 @@ export class JobsModel implements IDisposable {
     if (!values || typeof step !== 'number') {
       return;
     }
+    const detail = this._detail && !isRestricted(this._detail) ? this._detail : null;
     const n =
-      attemptN ??
-      (this._detail?.attempts.length
-        ? this._detail.attempts[this._detail.attempts.length - 1].n
-        : 1);
+      attemptN ?? (detail?.attempts.length ? detail.attempts[detail.attempts.length - 1].n : 1);
     const history: IMetricHistory = this._metrics ?? { attempts: [] };
     let attempt = history.attempts.find(a => a.n === n);
     if (!attempt) {
@@ -754,8 +810,9 @@ export class JobsModel implements IDisposable {
     if (this._disposed) {
       return;
     }
+    this._clearTimer('_reconnectTimer');
     const settings = this._serverSettings;
-    const after = this._lastSeq > 0 ? this._lastSeq : LIVE_ONLY;
+    const after = this._lastSeq ?? LIVE_ONLY;
     let url = URLExt.join(settings.wsUrl, API_PATH, 'events/ws') + `?after=${after}`;
     if (settings.token) {
       url += `&token=${encodeURIComponent(settings.token)}`;
@@ -764,19 +821,20 @@ export class JobsModel implements IDisposable {
     try {
       socket = new settings.WebSocket(url);
     } catch {
-      this._socketLost();
+      this._socketLost(false);
       return;
     }
     this._socket = socket;
+    this._socketSeq = null;
     socket.onopen = () => {
       this._reconnectAttempts = 0;
-      this._setConnection('live');
+      this._socketOpen = true;
       this._clearTimer('_pollTimer');
-      // Whatever happened while the socket was down is in the list, not in the replay.
+      this._updateConnection();
+      // Whatever happened while the socket was down is in the list, not in the replay
+      // (and the service may have restarted meanwhile).
       if (this._reconnected) {
-        this._scheduleRefresh();
-        this._scheduleDetail();
-        void this._logTail?.fetchNewer();
+        this._resync();
       }
       this._reconnected = true;
     };
@@ -787,24 +845,36 @@ export class JobsModel implements IDisposable {
       } catch {
         return;
       }
-      this._onChange(change);
+      this._onSocketChange(change);
     };
     socket.onclose = () => {
       if (this._socket === socket) {
+        const wasOpen = this._socketOpen;
         this._socket = null;
-        this._socketLost();
+        this._socketOpen = false;
+        this._socketLost(wasOpen);
       }
     };
   }
 
-  private _socketLost(): void {
+  /**
+   * The socket closed, or could not be opened. One that was open closes when the
+   * service goes away: say so until a read gets an answer, and try soon.
+   */
+  private _socketLost(wasOpen: boolean): void {
     if (this._disposed) {
       return;
     }
-    this._setConnection('polling');
-    this._pollDelay = this._refreshInterval * 1000;
+    if (wasOpen && this._unavailable === null) {
+      this._unavailable = 'The live channel to the trainorch service closed.';
+      this._reconnectDelay = 0;
+    }
+    this._socketFailed = true;
+    this._updateConnection();
+    this._pollDelay = wasOpen ? RECONNECT_MIN_MS : this._refreshInterval * 1000;
     this._schedulePoll();
-    const delay = Math.min(30000, 1000 * 2 ** this._reconnectAttempts) * (0.75 + Math.random() / 2);
+    const delay =
+      Math.min(SOCKET_MAX_MS, 1000 * 2 ** this._reconnectAttempts) * (0.75 + Math.random() / 2);
     this._reconnectAttempts = Math.min(this._reconnectAttempts + 1, 10);
     this._clearTimer('_reconnectTimer');
     this._reconnectTimer = window.setTimeout(() => {
@@ -813,12 +883,61 @@ export class JobsModel implements IDisposable {
     }, delay);
   }
 
+  /**
+   * A message of the socket. Within one connection numbers grow (a change replayed and
+   * also pushed while the socket opened comes twice: the second is dropped). The first
+   * message of a new connection numbered at or below the last one seen means the
+   * service restarted and numbers its changes afresh.
+   */
+  private _onSocketChange(change: IChange): void {
+    if (typeof change.seq !== 'number') {
+      return;
+    }
+    if (this._socketSeq !== null && change.seq <= this._socketSeq) {
+      return;
+    }
+    const first = this._socketSeq === null;
+    this._socketSeq = change.seq;
+    if (first && this._lastSeq !== null && change.seq <= this._lastSeq) {
+      this._lastSeq = change.seq;
+      this._resync();
+    }
+    this._onChange(change);
+  }
+
+  /** Read the change feed once (while there is no socket): changes, or that it restarted. */
+  private async _readFeed(): Promise<void> {
+    const after = this._lastSeq ?? LIVE_ONLY;
+    let page: IChangePage;
+    try {
+      page = await this._request<IChangePage>(`events${query({ after, timeout: 0 })}`);
+    } catch (error) {
+      this._noteUnavailable(error);
+      return;
+    }
+    if (this._disposed) {
+      return;
+    }
+    if (page.reset) {
+      // `after` is from an earlier run of the service (or none was known yet).
+      const restarted = this._lastSeq !== null;
+      this._lastSeq = page.last;
+      if (restarted) {
+        this._resync();
+      }
+      return;
+    }
+    for (const change of page.changes) {
+      this._onChange(change);
+    }
+    this._lastSeq = Math.max(this._lastSeq ?? 0, page.last);
+  }
+
   private _onChange(change: IChange): void {
     if (typeof change.seq !== 'number' || !change.job_id) {
       return;
     }
-    // A lower sequence number means the server restarted its feed.
-    this._lastSeq = change.seq;
+    this._lastSeq = Math.max(this._lastSeq ?? 0, change.seq);
     if (typeof change.time === 'number') {
       const offset = change.time - Date.now() / 1000;
       // Replayed changes are old; the freshest message gives the best estimate.
@@ -830,11 +949,11 @@ export class JobsModel implements IDisposable {
     const selected = id === this._selectedId;
     if (change.kind === 'progress' && change.progress) {
       const job = this._jobs.find(j => j.id === id);
-      if (job) {
+      if (job && !isRestricted(job)) {
         job.progress = change.progress;
         this._emitListSoon();
       }
-      if (selected && this._detail) {
+      if (selected && this._detail && !isRestricted(this._detail)) {
         this._detail.progress = change.progress;
         this._appendLive(change.progress, change.attempt);
         this._scheduleMetrics();
@@ -856,6 +975,7 @@ export class JobsModel implements IDisposable {
     const job = this._jobs.find(j => j.id === id);
     if (job && change.state) {
       job.state = change.state;
+      job.terminal = TERMINAL_STATES.has(change.state);
       if (typeof change.priority === 'number') {
         job.priority = change.priority;
       }
@@ -869,18 +989,24 @@ export class JobsModel implements IDisposable {
     this._track(change);
   }
 
-  /** Notice new submissions, and tell about the jobs of interest that end. */
+  /** Whether a job (or change) is the authenticated user's own; unknown users count as not. */
+  private _isMine(user: string | undefined): boolean {
+    return !!user && !!this._me && user === this._me.name;
+  }
+
+  /** Notice the user's new submissions, and tell about their jobs of interest that end. */
   private _track(change: IChange): void {
     const id = change.job_id;
     const state = change.state;
-    if (!state) {
+    if (!state || (change.user !== undefined && this._me && !this._isMine(change.user))) {
       return;
     }
     const fresh =
       (state === 'queued' || state === 'pending') &&
       change.priority === undefined &&
       !this._known.has(id) &&
-      !this._watched.has(id);
+      !this._watched.has(id) &&
+      this.serverNow() - change.time < EXPECT_MS / 1000;
     this._known.add(id);
     if (fresh) {
       // Retries and re-queues also say `queued`: a new job was created when the change was
@@ -889,7 +1015,11 @@ export class JobsModel implements IDisposable {
       void this.getJob(id)
         .then(job => {
           const created = toSeconds(job.created);
-          if (created === null || Math.abs(change.time - created) > NEW_JOB_S) {
+          if (
+            !this._isMine(job.user) ||
+            created === null ||
+            Math.abs(change.time - created) > NEW_JOB_S
+          ) {
             return;
           }
           const now = Date.now();
@@ -897,13 +1027,9 @@ export class JobsModel implements IDisposable {
           if (this._expected.length) {
             this._expected.shift();
             this.watch(id);
-            this._setMineUser(job.user);
           } else if (visible) {
             // Submitted elsewhere (a terminal, a script) while the panel was in view.
             this.watch(id);
-            if (!this._mineUser) {
-              this._setMineUser(job.user);
-            }
           }
         })
         .catch(() => undefined);
@@ -917,6 +1043,10 @@ export class JobsModel implements IDisposable {
     }
     void this.getJob(id)
       .then(job => {
+        // Only the user's own jobs: an admin acting on someone else's is not told when it ends.
+        if (isRestricted(job) || !this._isMine(job.user)) {
+          return;
+        }
         const key = `${job.state}:${job.attempts.length}`;
         if (this._notified.get(id) === key) {
           return;
@@ -927,19 +1057,6 @@ export class JobsModel implements IDisposable {
         }
       })
       .catch(() => undefined);
-  }
-
-  private _setMineUser(user: string): void {
-    if (!user || user === this._mineUser) {
-      return;
-    }
-    this._mineUser = user;
-    try {
-      window.localStorage.setItem(MINE_KEY, user);
-    } catch {
-      // Private windows may refuse storage; the name still holds for this page.
-    }
-    this._listChanged.emit();
   }
 
   /** Coalesce many small patches (progress from many jobs) into one render. */
@@ -958,11 +1075,13 @@ export class JobsModel implements IDisposable {
     }, 100);
   }
 
-  // -- fallback polling ------------------------------------------------------------------------
+  // -- fallback polling and reconnection --------------------------------------------------------
 
+  /** Polls run while there is no socket, and while the service does not answer. */
   private _schedulePoll(): void {
     this._clearTimer('_pollTimer');
-    if (this._disposed || this._connection !== 'polling' || !this.visible) {
+    const needed = !this._socketOpen || this._unavailable !== null;
+    if (this._disposed || !this._started || !needed || !this.visible) {
       return;
     }
     this._pollTimer = window.setTimeout(() => {
@@ -974,14 +1093,27 @@ export class JobsModel implements IDisposable {
   private async _poll(): Promise<void> {
     const base = this._refreshInterval * 1000;
     const before = this._signature();
+    const away = this._unavailable !== null;
+    if (!away && !this._socketOpen) {
+      await this._readFeed();
+    }
     const ok = await this.refresh();
-    if (this._selectedId) {
+    if (ok && !away && this._selectedId) {
+      // (After an absence, `_answered` re-read the detail and the log already.)
       await this._loadDetail();
       if (this._logTail && !this._logTail.finished) {
         await this._logTail.fetchNewer();
       }
     }
-    if (!ok) {
+    if (this._unavailable !== null) {
+      // The service is away: back off, but never sooner than it asked.
+      const hint = (this._retryAfter ?? 0) * 1000;
+      this._reconnectDelay = Math.min(
+        RECONNECT_MAX_MS,
+        Math.max(RECONNECT_MIN_MS, this._reconnectDelay * 2)
+      );
+      this._pollDelay = Math.max(hint, this._reconnectDelay * (0.75 + Math.random() / 2));
+    } else if (!ok) {
       this._pollDelay = Math.min(this._pollDelay * 2, Math.max(base * 12, 60000));
     } else {
       // Nothing moved: ask less often, up to six times the configured interval.
@@ -992,10 +1124,90 @@ export class JobsModel implements IDisposable {
   }
 
   private _signature(): string {
-    const parts = this._jobs.map(
-      job => `${job.id}:${job.state}:${job.priority}:${job.progress?.step}:${job.attempts.length}`
+    const parts = this._jobs.map(job =>
+      isRestricted(job)
+        ? `${job.id}:${job.state}:${job.priority}:${job.queue_position}`
+        : `${job.id}:${job.state}:${job.priority}:${job.progress?.step}:${job.attempts.length}`
     );
     return `${this._total}|${parts.join(',')}`;
+  }
+
+  /**
+   * A read failed. When the service is away (restarting, or the server in front of it
+   * unreachable), show `reconnecting` and keep retrying with backoff; returns whether
+   * that was the reason (and the error need not be shown).
+   */
+  private _noteUnavailable(error: unknown): boolean {
+    if (!isUnavailable(error) || this._disposed) {
+      return false;
+    }
+    if (this._unavailable === null) {
+      this._reconnectDelay = 0;
+      this._pollDelay = RECONNECT_MIN_MS;
+    }
+    this._unavailable = error.message;
+    this._retryAfter = error.retryAfter;
+    this._updateConnection();
+    if (this._pollTimer === null) {
+      this._schedulePoll();
+    }
+    return true;
+  }
+
+  /** The list was read: if the service had been away, it is back (perhaps restarted). */
+  private _answered(): void {
+    if (this._me === null && !this._meRefused) {
+      void this._loadMe();
+    }
+    if (this._unavailable === null) {
+      return;
+    }
+    this._unavailable = null;
+    this._retryAfter = null;
+    this._pollDelay = this._refreshInterval * 1000;
+    this._updateConnection();
+    if (!this._socketOpen && this._socket === null) {
+      // Do not wait for the socket's backoff: the service answers now.
+      this._reconnectAttempts = 0;
+      this._connect();
+    }
+    this._resync();
+  }
+
+  /**
+   * Read again everything shown, as after a restart of the service: the list, the
+   * cluster, the open detail, its log and metrics, and the comparison.
+   */
+  private _resync(): void {
+    if (this._disposed) {
+      return;
+    }
+    this._scheduleRefresh();
+    this._scheduleCluster();
+    this._scheduleDetail();
+    void this._logTail?.fetchNewer();
+    if (this._readPartsFor !== null) {
+      void this._loadMetrics();
+    }
+  }
+
+  private async _loadMe(): Promise<void> {
+    if (this._meLoading) {
+      return;
+    }
+    this._meLoading = true;
+    try {
+      const me = await this._request<IMe>('me');
+      if (!this._disposed && me && typeof me.name === 'string') {
+        this._me = me;
+        this._listChanged.emit();
+      }
+    } catch (error) {
+      // Away: read again after the next list read that gets an answer. Refused: leave it.
+      this._meRefused = !this._noteUnavailable(error);
+    } finally {
+      this._meLoading = false;
+    }
   }
 
   // -- helpers ----------------------------------------------------------------------------------
@@ -1005,10 +1217,10 @@ export class JobsModel implements IDisposable {
       if (this._stale) {
         void this.refresh();
       }
-      if (this._connection === 'polling') {
+      if (this._unavailable === null) {
         this._pollDelay = this._refreshInterval * 1000;
-        this._schedulePoll();
       }
+      this._schedulePoll();
     } else {
       this._clearTimer('_pollTimer');
     }
@@ -1018,25 +1230,45 @@ export class JobsModel implements IDisposable {
     this._visibilityChanged();
   };
 
-  private _setConnection(connection: Connection): void {
+  private _updateConnection(): void {
+    const connection: Connection =
+      this._unavailable !== null
+        ? 'reconnecting'
+        : this._socketOpen
+          ? 'live'
+          : this._socketFailed
+            ? 'polling'
+            : 'connecting';
     if (this._connection !== connection) {
       this._connection = connection;
       this._connectionChanged.emit(connection);
     }
   }
 
+  /** A request to the trainorch API with this model's server settings. */
+  private _request<T>(path: string, init: RequestInit = {}): Promise<T> {
+    return requestAPI<T>(path, init, this._serverSettings);
+  }
+
+  /** Act on a job (`sub` below its path); it is watched, and the answer shown at once. */
+  private async _act(id: string, sub: string, init: RequestInit): Promise<IJobView> {
+    this.watch(id);
+    return this._apply(await this._request<IJobView>(`${this._jobPath(id)}${sub}`, init));
+  }
+
   /** Put a job returned by an action into the list and the detail at once. */
-  private _apply(job: IJobDetail): IJob {
+  private _apply(job: IJobView): IJobView {
     this._patchList(job);
     if (job.id === this._selectedId) {
       this._detail = job;
+      this._syncReadParts(job);
       this._detailChanged.emit();
     }
     this._scheduleRefresh();
     return job;
   }
 
-  private _patchList(job: IJob): void {
+  private _patchList(job: IJobRow): void {
     const index = this._jobs.findIndex(j => j.id === job.id);
     if (index >= 0) {
       const copy = this._jobs.slice();
@@ -1070,25 +1302,39 @@ export class JobsModel implements IDisposable {
   private _refreshInterval: number;
   private _pollDelay = 5000;
   private _query: IQuery;
-  private _jobs: IJob[] = [];
+  private _jobs: IJobRow[] = [];
   private _total = 0;
   private _capped = false;
   private _error: string | null = null;
   private _cluster: ICluster | null = null;
   private _connection: Connection = 'connecting';
   private _socket: WebSocket | null = null;
-  private _lastSeq = 0;
+  private _socketOpen = false;
+  /** Some socket closed or could not be opened (then reads are polled). */
+  private _socketFailed = false;
+  /** The last change number seen from the service; null before any. */
+  private _lastSeq: number | null = null;
+  /** The last change number of the current socket; null before its first message. */
+  private _socketSeq: number | null = null;
   private _reconnectAttempts = 0;
   private _reconnected = false;
+  /** Why the service is being reconnected to; null while it answers. */
+  private _unavailable: string | null = null;
+  private _retryAfter: number | null = null;
+  private _reconnectDelay = 0;
+  private _me: IMe | null = null;
+  private _meLoading = false;
+  private _meRefused = false;
   private _clockOffset: number | null = null;
   private _selectedId: string | null = null;
-  private _detail: IJobDetail | null = null;
+  private _detail: IJobView | null = null;
+  /** The selected job whose log and metrics are open (the user may read them). */
+  private _readPartsFor: string | null = null;
   private _detailError: string | null = null;
   private _logTail: LogTail | null = null;
   private _known = new Set<string>();
   private _watched = new Set<string>();
   private _notified = new Map<string, string>();
-  private _mineUser: string;
   private _expected: number[] = [];
   private _visible = false;
   private _stale = false;

@@ -32,6 +32,9 @@ import {
   gpusHeld,
   priorityLabel,
   progressFraction,
+  queueText,
+  reexecutionText,
+  reexecutionTitle,
   stepText
 } from './format';
 import { MetricCharts } from './charts';
@@ -42,11 +45,15 @@ import {
   IAttempt,
   ICluster,
   IJob,
+  IJobBase,
   IJobDetail,
+  IJobRow,
+  IRestrictedJob,
   JOB_STATES,
   PRIORITY_CLASSES,
-  REPRIORITISABLE_STATES,
-  TERMINAL_STATES
+  TERMINAL_STATES,
+  isRestricted,
+  may
 } from './types';
 
 /** What the buttons do; the plugin implements it with its commands. */
@@ -191,39 +198,69 @@ function DetailSlot(props: { model: JobsModel; actions: IJobActions }): JSX.Elem
 const CONNECTION_TEXT: Record<Connection, string> = {
   connecting: 'connecting…',
   live: 'live',
-  polling: 'polling'
+  polling: 'polling',
+  // The line below the header says it in full.
+  reconnecting: ''
+};
+
+const CONNECTION_TITLE: Record<Connection, string> = {
+  connecting: 'Opening the live channel',
+  live: 'Changes arrive as they happen',
+  polling: 'The live channel is unavailable: the list is read periodically while visible',
+  reconnecting: 'The trainorch service does not answer (it may be restarting): trying again'
 };
 
 function Header(props: { model: JobsModel; actions: IJobActions }): JSX.Element {
   const { model } = props;
   useSignal(model.connectionChanged);
+  useSignal(model.listChanged);
   const connection = model.connection;
+  const me = model.me;
   return (
-    <div className="trainorch-header">
-      <span className="trainorch-title">Training jobs</span>
-      <span
-        className={`trainorch-connection trainorch-connection-${connection}`}
-        title={
-          connection === 'live'
-            ? 'Changes arrive as they happen'
-            : connection === 'polling'
-              ? 'The live channel is unavailable: the list is read periodically while visible'
-              : 'Opening the live channel'
-        }
-      >
-        {CONNECTION_TEXT[connection]}
-      </span>
-      <Button
-        minimal
-        small
-        className="trainorch-icon-button"
-        data-action="refresh"
-        title="Refresh"
-        onClick={() => props.actions.refresh()}
-      >
-        <refreshIcon.react tag="span" />
-      </Button>
-    </div>
+    <>
+      <div className="trainorch-header">
+        <span className="trainorch-title">Training jobs</span>
+        {me && (
+          <span
+            className="trainorch-me"
+            data-field="me"
+            title={`Signed in as ${me.name}${me.admin ? ' (admin)' : ''}${
+              me.mode === 'hub' ? ' on a shared JupyterHub' : ''
+            }`}
+          >
+            {me.name}
+            {me.admin && me.mode === 'hub' ? ' · admin' : ''}
+          </span>
+        )}
+        <span
+          className={`trainorch-connection trainorch-connection-${connection}`}
+          data-connection={connection}
+          title={CONNECTION_TITLE[connection]}
+          aria-label={CONNECTION_TITLE[connection]}
+        >
+          {CONNECTION_TEXT[connection]}
+        </span>
+        <Button
+          minimal
+          small
+          className="trainorch-icon-button"
+          data-action="refresh"
+          title="Refresh"
+          onClick={() => props.actions.refresh()}
+        >
+          <refreshIcon.react tag="span" />
+        </Button>
+      </div>
+      {connection === 'reconnecting' && (
+        <div
+          className="trainorch-reconnecting"
+          role="status"
+          title={model.unavailable ?? undefined}
+        >
+          Reconnecting to the trainorch service…
+        </div>
+      )}
+    </>
   );
 }
 
@@ -328,9 +365,7 @@ function Filters(props: { model: JobsModel }): JSX.Element {
             className={`trainorch-segment${mine && q.user === mine ? ' trainorch-mod-active' : ''}`}
             data-action="user-mine"
             disabled={!mine}
-            title={
-              mine ? `Jobs of ${mine}` : 'No job submitted from this browser yet: type a user name'
-            }
+            title={mine ? `Your jobs (${mine})` : 'Finding out who you are…'}
             onClick={() => model.setQuery({ user: mine })}
           >
             Mine
@@ -452,11 +487,11 @@ function JobList(props: { model: JobsModel; actions: IJobActions }): JSX.Element
  * Jobs of one sweep group together, at the place of the group's first job in the
  * current sort; the other jobs stay where they are.
  */
-function groupJobs(jobs: readonly IJob[]): { group: string; jobs: IJob[] }[] {
-  const items: { group: string; jobs: IJob[] }[] = [];
-  const byGroup = new Map<string, IJob[]>();
+function groupJobs(jobs: readonly IJobRow[]): { group: string; jobs: IJobRow[] }[] {
+  const items: { group: string; jobs: IJobRow[] }[] = [];
+  const byGroup = new Map<string, IJobRow[]>();
   for (const job of jobs) {
-    const group = job.group ?? '';
+    const group = isRestricted(job) ? '' : (job.group ?? '');
     if (!group) {
       items.push({ group: '', jobs: [job] });
       continue;
@@ -474,7 +509,7 @@ function groupJobs(jobs: readonly IJob[]): { group: string; jobs: IJob[] }[] {
 
 function JobGroup(props: {
   group: string;
-  jobs: IJob[];
+  jobs: IJobRow[];
   now: number;
   model: JobsModel;
   actions: IJobActions;
@@ -485,6 +520,7 @@ function JobGroup(props: {
   for (const job of jobs) {
     counts.set(job.state, (counts.get(job.state) ?? 0) + 1);
   }
+  const readable = jobs.filter(job => may(job, 'read'));
   return (
     <div className="trainorch-group" data-group={group} role="group" aria-label={`Sweep ${group}`}>
       <div
@@ -517,11 +553,11 @@ function JobGroup(props: {
           small
           className="trainorch-group-compare"
           data-action="compare-group"
-          disabled={jobs.length < 2}
+          disabled={readable.length < 2}
           title="Compare every job of this group"
           onClick={event => {
             event.stopPropagation();
-            actions.compare(jobs.map(j => j.id));
+            actions.compare(readable.map(j => j.id));
           }}
         >
           compare group
@@ -586,7 +622,7 @@ function StateChip(props: { state: string }): JSX.Element {
 }
 
 function PrioritySelect(props: {
-  job: IJob;
+  job: IJobBase;
   actions: IJobActions;
   className?: string;
 }): JSX.Element {
@@ -612,89 +648,130 @@ function PrioritySelect(props: {
   );
 }
 
-function JobActions(props: { job: IJob; actions: IJobActions; open?: () => void }): JSX.Element {
+/** The priority: a select while the user may change it, else its label. */
+function Priority(props: { job: IJobBase; actions: IJobActions }): JSX.Element {
   const { job, actions } = props;
-  const terminal = TERMINAL_STATES.has(job.state);
+  return may(job, 'set_priority') ? (
+    <PrioritySelect job={job} actions={actions} className="trainorch-priority" />
+  ) : (
+    <span
+      className={`trainorch-priority trainorch-priority-${job.priority_class}`}
+      title="Priority"
+    >
+      {priorityLabel(job)}
+    </span>
+  );
+}
+
+/** `#3 in queue`, for a job waiting in the service's queue. */
+function QueuePosition(props: { job: IJobBase }): JSX.Element | null {
+  const text = queueText(props.job);
+  return text ? (
+    <span
+      className="trainorch-queue-position"
+      data-field="queue_position"
+      title="Place in the queue: #1 is dispatched next"
+    >
+      {text}
+    </span>
+  ) : null;
+}
+
+function ActionButton(props: {
+  action: string;
+  title: string;
+  icon: typeof runIcon;
+  onClick: () => void;
+}): JSX.Element {
+  const Icon = props.icon;
+  return (
+    <Button
+      minimal
+      small
+      className="trainorch-icon-button"
+      data-action={props.action}
+      title={props.title}
+      onClick={props.onClick}
+    >
+      <Icon.react tag="span" />
+    </Button>
+  );
+}
+
+/**
+ * The buttons the job's `actions` allow (none for another user's job). A list row
+ * (with `open`) leaves rerun to ended jobs, to keep room for the name.
+ */
+function JobActions(props: {
+  job: IJobBase;
+  actions: IJobActions;
+  open?: () => void;
+}): JSX.Element {
+  const { job, actions } = props;
   return (
     <span className="trainorch-actions" onClick={stop}>
       {props.open && (
-        <Button
-          minimal
-          small
-          className="trainorch-icon-button"
-          data-action="open"
+        <ActionButton
+          action="open"
           title="Details and log"
+          icon={launchIcon}
           onClick={props.open}
-        >
-          <launchIcon.react tag="span" />
-        </Button>
+        />
       )}
-      {!terminal && (
-        <Button
-          minimal
-          small
-          className="trainorch-icon-button"
-          data-action="cancel"
+      {may(job, 'cancel') && (
+        <ActionButton
+          action="cancel"
           title="Cancel"
+          icon={stopIcon}
           onClick={() => actions.cancel(job.id)}
-        >
-          <stopIcon.react tag="span" />
-        </Button>
+        />
       )}
-      {(job.state === 'failed' || job.state === 'cancelled') && (
-        <Button
-          minimal
-          small
-          className="trainorch-icon-button"
-          data-action="retry"
+      {may(job, 'retry') && (
+        <ActionButton
+          action="retry"
           title="Retry"
+          icon={runIcon}
           onClick={() => actions.retry(job.id)}
-        >
-          <runIcon.react tag="span" />
-        </Button>
+        />
       )}
-      {terminal && (
-        <Button
-          minimal
-          small
-          className="trainorch-icon-button"
-          data-action="rerun"
+      {may(job, 'rerun') && (job.terminal || !props.open) && (
+        <ActionButton
+          action="rerun"
           title="Rerun: submit the same job again"
+          icon={redoIcon}
           onClick={() => actions.rerun(job.id)}
-        >
-          <redoIcon.react tag="span" />
-        </Button>
+        />
       )}
-      <Button
-        minimal
-        small
-        className="trainorch-icon-button"
-        data-action="clone"
-        title="Clone into a new cell of the active notebook"
-        onClick={() => actions.clone(job.id)}
-      >
-        <copyIcon.react tag="span" />
-      </Button>
+      {may(job, 'read') && (
+        <ActionButton
+          action="clone"
+          title="Clone into a new cell of the active notebook"
+          icon={copyIcon}
+          onClick={() => actions.clone(job.id)}
+        />
+      )}
     </span>
   );
 }
 
 function JobRow(props: {
-  job: IJob;
+  job: IJobRow;
   now: number;
   selected: boolean;
   model: JobsModel;
   actions: IJobActions;
 }): JSX.Element {
   const { job, now, selected, model, actions } = props;
-  const gpus = gpusHeld(job);
-  const elapsed = elapsedSeconds(job, now);
   const open = (): void => model.select(job.id);
+  const restricted = isRestricted(job);
   return (
     <div
-      className={`trainorch-job${selected ? ' trainorch-mod-selected' : ''}`}
+      className={`trainorch-job${selected ? ' trainorch-mod-selected' : ''}${
+        restricted ? ' trainorch-mod-restricted' : ''
+      }`}
       data-job-id={job.id}
       data-state={job.state}
+      data-restricted={restricted ? 'true' : undefined}
       role="listitem"
       aria-current={selected ? 'true' : undefined}
       tabIndex={0}
@@ -706,61 +783,91 @@ function JobRow(props: {
       }}
     >
       <div className="trainorch-job-line">
-        <input
-          type="checkbox"
-          className="trainorch-check"
-          data-action="select"
-          aria-label={`Select ${job.name} for comparison`}
-          title="Select for comparison"
-          checked={model.checked.has(job.id)}
-          onClick={stop}
-          onChange={event => model.setChecked(job.id, event.target.checked)}
-        />
+        {restricted ? (
+          <span className="trainorch-check-placeholder" />
+        ) : (
+          <input
+            type="checkbox"
+            className="trainorch-check"
+            data-action="select"
+            aria-label={`Select ${job.name} for comparison`}
+            title="Select for comparison"
+            checked={model.checked.has(job.id)}
+            onClick={stop}
+            onChange={event => model.setChecked(job.id, event.target.checked)}
+          />
+        )}
         <StateChip state={job.state} />
         <span className="trainorch-job-name" title={`${job.name} (${job.id})`}>
           {job.name}
         </span>
         <JobActions job={job} actions={actions} open={open} />
       </div>
-      <ProgressBar job={job} now={now} />
-      <div className="trainorch-job-meta">
-        <span className="trainorch-user" title="User">
-          {job.user}
+      {restricted ? (
+        <RestrictedMeta job={job} actions={actions} />
+      ) : (
+        <>
+          <ProgressBar job={job} now={now} />
+          <JobMeta job={job} now={now} actions={actions} />
+        </>
+      )}
+    </div>
+  );
+}
+
+function JobMeta(props: { job: IJob; now: number; actions: IJobActions }): JSX.Element {
+  const { job, now, actions } = props;
+  const gpus = gpusHeld(job);
+  return (
+    <div className="trainorch-job-meta">
+      <span className="trainorch-user" title="User">
+        {job.user}
+      </span>
+      <QueuePosition job={job} />
+      {gpus && (
+        <span className="trainorch-gpus" title="GPUs held by the running attempt">
+          GPU {gpus}
         </span>
-        {gpus && (
-          <span className="trainorch-gpus" title="GPUs held by the running attempt">
-            GPU {gpus}
-          </span>
-        )}
-        <span
-          className="trainorch-attempt-label"
-          title="Attempt, out of the attempts its retries allow"
-        >
-          try <span className="trainorch-attempts">{attemptsText(job)}</span>
+      )}
+      <span
+        className="trainorch-attempt-label"
+        title="Attempt, out of the attempts its retries allow"
+      >
+        try <span className="trainorch-attempts">{attemptsText(job)}</span>
+      </span>
+      <span
+        className="trainorch-elapsed"
+        title={
+          job.started
+            ? 'Run time'
+            : TERMINAL_STATES.has(job.state)
+              ? 'Ended without running'
+              : 'Waiting'
+        }
+      >
+        {formatDuration(elapsedSeconds(job, now))}
+      </span>
+      <Priority job={job} actions={actions} />
+    </div>
+  );
+}
+
+/** Another user's job: who, where in the queue, how many GPUs and which priority. */
+function RestrictedMeta(props: { job: IRestrictedJob; actions: IJobActions }): JSX.Element {
+  const { job, actions } = props;
+  const gpus = job.resources?.gpus ?? 0;
+  return (
+    <div className="trainorch-job-meta">
+      <span className="trainorch-user" title="User">
+        {job.user}
+      </span>
+      <QueuePosition job={job} />
+      {gpus > 0 && (
+        <span className="trainorch-gpus" title="GPUs the job asks for">
+          {gpus} GPU
         </span>
-        <span
-          className="trainorch-elapsed"
-          title={
-            job.started
-              ? 'Run time'
-              : TERMINAL_STATES.has(job.state)
-                ? 'Ended without running'
-                : 'Waiting'
-          }
-        >
-          {formatDuration(elapsed)}
-        </span>
-        {REPRIORITISABLE_STATES.has(job.state) ? (
-          <PrioritySelect job={job} actions={actions} className="trainorch-priority" />
-        ) : (
-          <span
-            className={`trainorch-priority trainorch-priority-${job.priority_class}`}
-            title="Priority"
-          >
-            {priorityLabel(job)}
-          </span>
-        )}
-      </div>
+      )}
+      <Priority job={job} actions={actions} />
     </div>
   );
 }
@@ -800,26 +907,63 @@ function JobDetail(props: { model: JobsModel; actions: IJobActions }): JSX.Eleme
   }
   const now = model.serverNow();
   const tail = model.logTail;
+  const header = (
+    <div className="trainorch-detail-header">
+      <StateChip state={job.state} />
+      <span className="trainorch-detail-title" title={job.name}>
+        {job.name}
+      </span>
+      <QueuePosition job={job} />
+      {close}
+    </div>
+  );
+  const actionRow = (
+    <div className="trainorch-detail-actions">
+      <span className="trainorch-detail-id" title="Job id">
+        {job.id}
+      </span>
+      {may(job, 'set_priority') && <PrioritySelect job={job} actions={actions} />}
+      <JobActions job={job} actions={actions} />
+    </div>
+  );
+  if (isRestricted(job)) {
+    return (
+      <div
+        className="trainorch-detail"
+        data-detail-job-id={job.id}
+        data-state={job.state}
+        data-restricted="true"
+      >
+        {header}
+        <div className="trainorch-detail-body">
+          {actionRow}
+          <div className="trainorch-notice trainorch-restricted-note" data-field="restricted">
+            This job belongs to {job.user}. Only its owner and admins see its logs, progress, params
+            and metrics.
+          </div>
+          <QueueSummary job={job} now={now} />
+        </div>
+      </div>
+    );
+  }
+  const reexecuted = reexecutionText(job);
   return (
     <div className="trainorch-detail" data-detail-job-id={job.id} data-state={job.state}>
-      <div className="trainorch-detail-header">
-        <StateChip state={job.state} />
-        <span className="trainorch-detail-title" title={job.name}>
-          {job.name}
-        </span>
-        {close}
-      </div>
+      {header}
       <div className="trainorch-detail-body">
-        <div className="trainorch-detail-actions">
-          <span className="trainorch-detail-id" title="Job id">
-            {job.id}
-          </span>
-          {REPRIORITISABLE_STATES.has(job.state) && <PrioritySelect job={job} actions={actions} />}
-          <JobActions job={job} actions={actions} />
-        </div>
+        {actionRow}
         <ProgressBar job={job} now={now} />
         {job.progress?.message && (
           <div className="trainorch-progress-message">{job.progress.message}</div>
+        )}
+        {reexecuted && (
+          <div
+            className="trainorch-reexecuted"
+            data-field="reexecutions"
+            title={reexecutionTitle(job)}
+          >
+            {reexecuted}
+          </div>
         )}
         {job.error && <div className="trainorch-error">{job.error}</div>}
         {tail && (
@@ -844,6 +988,43 @@ function Field(props: { label: string; children: React.ReactNode; field?: string
       <dt>{props.label}</dt>
       <dd data-field={props.field}>{props.children}</dd>
     </>
+  );
+}
+
+/** What anyone sees of another user's job in the detail. */
+function QueueSummary(props: { job: IRestrictedJob; now: number }): JSX.Element {
+  const { job, now } = props;
+  const r = job.resources;
+  return (
+    <dl className="trainorch-summary">
+      <Field label="User" field="user">
+        {job.user}
+      </Field>
+      <Field label="Priority" field="priority">
+        {priorityLabel(job)} ({job.priority})
+      </Field>
+      {r && (
+        <Field label="Resources" field="resources">
+          {r.gpus} GPU · {r.cpus} CPU{r.memory ? ` · ${formatBytes(r.memory)}` : ''}
+        </Field>
+      )}
+      <Field label="Submitted" field="created">
+        {formatTime(job.created)}
+      </Field>
+      {job.started && (
+        <Field label="Started" field="started">
+          {formatTime(job.started)}
+        </Field>
+      )}
+      {job.ended && (
+        <Field label="Ended" field="ended">
+          {formatTime(job.ended)}
+        </Field>
+      )}
+      <Field label={job.started ? 'Run time' : 'Waiting'} field="elapsed">
+        {formatDuration(elapsedSeconds(job, now))}
+      </Field>
+    </dl>
   );
 }
 
@@ -1063,7 +1244,7 @@ function AttemptRow(props: {
         className={`trainorch-attempt${selected ? ' trainorch-mod-selected' : ''}${current ? ' trainorch-mod-current' : ''}`}
         data-attempt={a.n}
         onClick={() => model.selectAttempt(selected ? null : a.n)}
-        title={[formatTime(a.started), duration].filter(Boolean).join(' · ')}
+        title={attemptTitle(a, duration)}
       >
         <td>{a.n}</td>
         <td>
@@ -1086,6 +1267,20 @@ function AttemptRow(props: {
       )}
     </>
   );
+}
+
+function attemptTitle(a: IAttempt, duration: string): string {
+  const parts = [formatTime(a.started), duration];
+  if (a.process_started) {
+    parts.push(`process started ${formatTime(a.process_started)}`);
+  }
+  if (a.pid) {
+    parts.push(`pid ${a.pid}`);
+  }
+  if (a.infrastructure) {
+    parts.push('lost to the infrastructure, not the job');
+  }
+  return parts.filter(Boolean).join(' · ');
 }
 
 function LogView(props: { tail: LogTail; switcher: React.ReactNode }): JSX.Element {

@@ -27,18 +27,14 @@ export const JOB_STATES: JobState[] = [
 
 export const TERMINAL_STATES: ReadonlySet<string> = new Set(['succeeded', 'failed', 'cancelled']);
 
-/** States whose priority the server lets change (409 otherwise). */
-export const REPRIORITISABLE_STATES: ReadonlySet<string> = new Set([
-  'pending',
-  'queued',
-  'retrying'
-]);
-
 /** The non-terminal states, sent as one comma-separated `state` filter. */
 export const ACTIVE_STATES: JobState[] = JOB_STATES.filter(s => !TERMINAL_STATES.has(s));
 
 export const PRIORITY_CLASSES = ['low', 'normal', 'high', 'urgent'] as const;
 export type PriorityClass = (typeof PRIORITY_CLASSES)[number];
+
+/** What the caller may do with a job now (`actions` of the job JSON). */
+export type JobAction = 'read' | 'rerun' | 'cancel' | 'retry' | 'set_priority';
 
 export interface IAttempt {
   n: number;
@@ -49,7 +45,12 @@ export interface IAttempt {
   ended: string | null;
   exit_code: number | null;
   error: string | null;
+  /** Lost to the infrastructure (a worker died, the service stopped), not the job's failure. */
   infrastructure?: boolean;
+  mlflow_run_id?: string | null;
+  /** When the job's process was spawned on the worker; null before. */
+  process_started?: string | null;
+  pid?: number | null;
 }
 
 export interface IProgress {
@@ -62,29 +63,58 @@ export interface IProgress {
   updated?: number | string | null;
 }
 
-export interface IJob {
+export interface IResources {
+  gpus: number;
+  cpus: number;
+  memory: number;
+}
+
+/** What every caller sees of a job: the fields of the queue view. */
+export interface IJobBase {
   id: string;
   name: string;
   user: string;
   state: JobState;
   priority: number;
   priority_class: string;
+  resources: IResources;
+  created: string | null;
+  started: string | null;
+  ended: string | null;
+  terminal: boolean;
+  /** For a waiting job: 1 is dispatched next. Absent otherwise. */
+  queue_position?: number | null;
+  /** What the caller may do with it now. */
+  actions: JobAction[];
+}
+
+/** Another user's job: the queue view only, no logs, progress, params or attempts. */
+export interface IRestrictedJob extends IJobBase {
+  restricted: true;
+}
+
+/** A job the caller may read: the whole job JSON. */
+export interface IJob extends IJobBase {
+  restricted?: false;
   kind: string;
-  resources: { gpus: number; cpus: number; memory: number };
   depends_on: string[];
   template: { name?: string; version?: number; hash?: string };
   params: Record<string, unknown>;
   attempts: IAttempt[];
   max_retries: number;
+  /** max_retries + 1. */
+  attempts_allowed: number;
+  /**
+   * How often the job's code had started and had to run again because a worker was
+   * lost or the service stopped (not the job's own failure).
+   */
+  reexecutions: number;
   timeout: number | null;
   progress: IProgress;
   mlflow: IMlflowInfo;
   error: string | null;
   outputs: string[];
   has_outputs: boolean;
-  created: string | null;
-  started: string | null;
-  ended: string | null;
   /** Sweep group id, or empty. */
   group?: string;
   code_hash?: string | null;
@@ -140,8 +170,23 @@ export interface IJobDetail extends IJob {
   spec: IJobSpec;
 }
 
+/** A row of the list: a whole job, or another user's job as a queue row. */
+export type IJobRow = IJob | IRestrictedJob;
+
+/** `GET jobs/{id}`. */
+export type IJobView = IJobDetail | IRestrictedJob;
+
+export function isRestricted(job: IJobBase): job is IRestrictedJob {
+  return (job as IRestrictedJob).restricted === true;
+}
+
+/** Whether the caller may do `action` with the job now. */
+export function may(job: IJobBase, action: JobAction): boolean {
+  return job.actions.includes(action);
+}
+
 export interface IJobList {
-  jobs: IJob[];
+  jobs: IJobRow[];
   total: number;
   limit: number;
   offset: number;
@@ -185,11 +230,28 @@ export interface ICluster {
   waiting_on_dependencies: number;
 }
 
-/** One message of the push channel (`events/ws`). */
+/** `GET me`: who the authenticated user is and what they may do. */
+export interface IMe {
+  name: string;
+  admin: boolean;
+  mode: 'single-user' | 'hub';
+  /** How other users' jobs are shown to this user. */
+  others_jobs: 'queue' | 'hidden' | 'all';
+  may: {
+    submit: boolean;
+    act_on_others_jobs: boolean;
+    see_others_jobs: boolean;
+    stop_service: boolean;
+  };
+}
+
+/** One message of the push channel (`events/ws`, `GET events`). */
 export interface IChange {
   seq: number;
   kind: 'job' | 'logs' | 'progress' | string;
   job_id: string;
+  /** The job's owner. */
+  user?: string;
   /** Server time, epoch seconds. */
   time: number;
   state?: JobState;
@@ -197,4 +259,12 @@ export interface IChange {
   progress?: IProgress;
   attempt?: number;
   lines?: number;
+}
+
+/** `GET events?after=&timeout=`. */
+export interface IChangePage {
+  changes: IChange[];
+  last: number;
+  /** `after` was from an earlier run of the service: re-read everything shown. */
+  reset?: boolean;
 }

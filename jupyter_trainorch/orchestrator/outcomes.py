@@ -1,0 +1,130 @@
+"""What the end of an attempt means for its job, and ending jobs.
+
+An attempt that succeeded ends its job; one that failed is retried after a backoff
+(its own failures count against the job's retries, infrastructure failures such as a
+lost worker against a separate budget) or fails the job. Ending a job releases the
+jobs that wait on it, or fails them when it did not succeed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..spec import RetryPolicy
+from ..store import (
+    CANCELLED,
+    FAILED,
+    PREEMPTED,
+    QUEUED,
+    RETRYING,
+    SUCCEEDED,
+    JobRecord,
+    JobStore,
+)
+from .attempts import AttemptEnd, tail
+from .config import OrchestratorConfig
+from .errors import JobNotFound
+from .feed import ChangeFeed
+from .queue import JobQueue
+from .tracking_bridge import TrackingBridge
+
+
+class JobOutcomes:
+    def __init__(
+        self,
+        store: JobStore,
+        queue: JobQueue,
+        feed: ChangeFeed,
+        tracking: TrackingBridge,
+        config: OrchestratorConfig,
+        clock: Callable[[], float],
+        stopping: Callable[[], bool],
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.feed = feed
+        self.tracking = tracking
+        self.config = config
+        self.clock = clock
+        self.stopping = stopping
+
+    def _get(self, job_id: str) -> JobRecord:
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def publish(self, job: JobRecord, state: str, **data: Any) -> None:
+        self.feed.publish("job", job.id, user=job.user, state=state, **data)
+
+    def attempt_ended(self, end: AttemptEnd) -> None:
+        run = end.run
+        if end.succeeded:
+            if end.outputs is not None:
+                self.store.update_job(run.job_id, outputs=end.outputs, has_outputs=True)
+            self.end_job(run.job_id, SUCCEEDED)
+            return
+        if run.cancel_requested and not self.stopping():
+            self.end_job(run.job_id, CANCELLED, error="cancelled")
+            return
+        job = self._get(run.job_id)
+        if self.stopping():
+            # The service is being stopped: the job runs again at the next start.
+            self.store.update_job(job.id, state=QUEUED, error="requeued: the service was stopped")
+            return
+        if (
+            end.infrastructure
+            and job.infrastructure_failures <= self.config.max_infrastructure_retries
+        ):
+            self._retry_later(job, delay=0.5, error=end.error)
+        elif not end.infrastructure and end.retryable and job.user_failures <= job.max_retries:
+            delay = RetryPolicy.parse(job.spec.get("retries")).delay(job.user_failures)
+            self._retry_later(job, delay=delay, error=end.error)
+        else:
+            self.end_job(run.job_id, FAILED, error=tail(end.error))
+
+    def _retry_later(self, job: JobRecord, delay: float, error: str | None) -> None:
+        not_before = self.clock() + delay
+        self.store.update_job(job.id, state=RETRYING, not_before=not_before, error=tail(error))
+        self.publish(job, RETRYING, delay=delay)
+        self.queue.later(job.id, delay, lambda: self._requeue_now(job.id))
+
+    def _requeue_now(self, job_id: str) -> None:
+        current = self.store.get_job(job_id)
+        if current is None or current.state != RETRYING:
+            return
+        self.store.update_job(job_id, state=QUEUED)
+        self.queue.add(current)
+        self.publish(current, QUEUED)
+
+    def requeue(self, job: JobRecord) -> None:
+        """Put a waiting job (queued, retrying or preempted) back in the queue, keeping
+        what is left of its backoff."""
+        delay = (job.not_before or 0) - self.clock()
+        if job.state in (RETRYING, PREEMPTED) and delay > 0:
+            self.store.update_job(job.id, state=RETRYING)
+            self.queue.later(job.id, delay, lambda: self._requeue_now(job.id))
+            return
+        if job.state != QUEUED:
+            self.store.update_job(job.id, state=QUEUED, not_before=None)
+        self.queue.add(job)
+
+    def end_job(self, job_id: str, state: str, error: str | None = None) -> None:
+        fields: dict[str, Any] = {"state": state, "ended": self.clock(), "not_before": None}
+        if error is not None or state == SUCCEEDED:
+            fields["error"] = error
+        self.store.update_job(job_id, **fields)
+        job = self._get(job_id)
+        self.tracking.job_ended(job, state)
+        self.publish(job, state)
+        for dependent in self.queue.take_dependents(job_id):
+            if state == SUCCEEDED:
+                if self.queue.dependency_met(dependent, job_id):
+                    self.store.update_job(dependent, state=QUEUED)
+                    queued = self._get(dependent)
+                    self.queue.add(queued)
+                    self.publish(queued, QUEUED)
+            else:
+                self.queue.forget(dependent)
+                self.end_job(dependent, FAILED, error=f"dependency {job_id} {state}")
