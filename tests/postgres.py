@@ -46,6 +46,16 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(f"PostgreSQL tests skipped: {reason} (apt-get install postgresql)")
 
 
+def _runuser() -> str:
+    """util-linux's runuser, also when /usr/sbin is not on PATH (a plain user's shell)."""
+    found = shutil.which("runuser") or next(
+        (path for path in ("/usr/sbin/runuser", "/sbin/runuser") if os.path.exists(path)), None
+    )
+    if found is None:
+        unavailable("runuser is missing; it runs PostgreSQL as its own user when tests run as root")
+    return found
+
+
 class PostgresServer:
     def __init__(self, bin_dir: Path, root: Path, run_as: str | None) -> None:
         self.bin_dir = bin_dir
@@ -56,7 +66,7 @@ class PostgresServer:
         self.running = False
 
     def _run(self, *args: str) -> None:
-        prefix = ["runuser", "-u", self.run_as, "--"] if self.run_as else []
+        prefix = [_runuser(), "-u", self.run_as, "--"] if self.run_as else []
         command = [*prefix, str(self.bin_dir / args[0]), *args[1:]]
         done = subprocess.run(command, cwd=self.root, capture_output=True, text=True, timeout=60)
         if done.returncode != 0:

@@ -3,6 +3,7 @@ what a job's process may see of the service that started it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -53,7 +54,7 @@ def test_others_see_a_queue_row_and_get_403_on_everything_else(shared):
     assert listed[job["id"]].get("restricted") and "attempts" not in listed[job["id"]]
     target = job["id"]
     for action, what in (
-        (lambda: shared.logs(BOB, target), "read its logs"),
+        (lambda: asyncio.run(shared.logs(BOB, target)), "read its logs"),
         (lambda: shared.package(BOB, target), "download its code package"),
         (lambda: shared.outputs(BOB, target), "read its outputs"),
         (lambda: shared.metric_history(BOB, target), "read its metrics"),
@@ -68,12 +69,12 @@ def test_others_see_a_queue_row_and_get_403_on_everything_else(shared):
             str(err.value) == f"job {target} belongs to alice; only its owner and admins may {what}"
         )
     # Bob's view of the change feed has no progress or log changes of Alice's jobs.
-    wait_until(lambda: shared.logs(ALICE, job["id"])["lines"], what="alice's job to print")
-    feed = shared.events(BOB, after=0)["changes"]
+    wait_until(lambda: asyncio.run(shared.logs(ALICE, job["id"]))["lines"], what="alice's job to print")
+    feed = asyncio.run(shared.events(BOB, after=0))["changes"]
     assert feed and all(c["kind"] == "job" for c in feed if c["user"] == "alice")
-    assert any(c["kind"] == "logs" for c in shared.events(ALICE, after=0)["changes"])
+    assert any(c["kind"] == "logs" for c in asyncio.run(shared.events(ALICE, after=0))["changes"])
     # An admin may act on it.
-    assert shared.logs(ADMIN, job["id"])["lines"][0]["text"] == "working"
+    assert asyncio.run(shared.logs(ADMIN, job["id"]))["lines"][0]["text"] == "working"
     assert shared.cancel(ADMIN, job["id"])["id"] == job["id"]
     wait_until(lambda: shared.get(ALICE, job["id"])["state"] == "cancelled", what="the cancel")
     assert shared.rerun(ADMIN, queued["id"])["user"] == "root"  # a rerun belongs to who asked
@@ -86,10 +87,10 @@ def test_hidden_mode_shows_nothing_of_other_users(shared):
         with pytest.raises(JobNotFound):
             shared.get(BOB, job["id"])
         with pytest.raises(JobNotFound):
-            shared.logs(BOB, job["id"])
+            asyncio.run(shared.logs(BOB, job["id"]))
         assert all(j["user"] == "bob" for j in shared.list(BOB)["jobs"])
         assert shared.list(BOB, user="alice")["total"] == 0
-        assert not [c for c in shared.events(BOB, after=0)["changes"] if c["user"] == "alice"]
+        assert not [c for c in asyncio.run(shared.events(BOB, after=0))["changes"] if c["user"] == "alice"]
         assert shared.me(BOB, "hub")["may"]["see_others_jobs"] is False
         assert shared.get(ADMIN, job["id"])["user"] == "alice"
     finally:

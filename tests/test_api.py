@@ -246,3 +246,31 @@ def _running_jobs() -> int:
     request.add_header("Authorization", f"token {token}")
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())["running"]
+
+
+async def test_long_polls_hold_no_thread_and_numbers_must_be_finite(jp_fetch, jp_serverapp):
+    """Many clients waiting (job.wait, --follow, panels) must not stall everyone else."""
+    import asyncio
+    import time
+
+    job = await _json(jp_fetch, "jobs", method="POST", body={
+        "spec": {"name": "quiet", "kind": "command", "command": "sleep 30", "resources": {"gpus": 1}},
+    })  # fmt: skip
+    last = (await _json(jp_fetch, "events"))["last"]
+    # More long polls than the service has worker threads (6 on two cores), fewer than the
+    # test client's ten connections.
+    waiting = [asyncio.ensure_future(_json(jp_fetch, "events", after=last + 1, timeout=15))
+               for _ in range(4)]  # fmt: skip
+    waiting += [asyncio.ensure_future(_json(jp_fetch, "jobs", job["id"], "logs", wait=15, after=10**9))
+                for _ in range(4)]  # fmt: skip
+    await asyncio.sleep(1.0)
+    started = time.monotonic()
+    listing = await _json(jp_fetch, "jobs")
+    assert listing["total"] == 1 and time.monotonic() - started < 5, "a plain read waited on long polls"
+    await _json(jp_fetch, "jobs", job["id"], method="DELETE")  # ends the long polls
+    await asyncio.gather(*waiting)
+    for query in ({"timeout": "nan"}, {"timeout": "inf"}):
+        code, message = await _error(jp_fetch, "events", **query)
+        assert code == 400 and message.startswith("timeout must be a finite number")
+    code, message = await _error(jp_fetch, "jobs", job["id"], "logs", wait="nan")
+    assert code == 400 and message == "wait must be a finite number, not 'nan'"

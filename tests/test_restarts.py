@@ -4,6 +4,7 @@ service itself (SIGKILL at random moments), and a submit whose answer was lost."
 from __future__ import annotations
 
 import base64
+import json
 import os
 import random
 import secrets
@@ -237,3 +238,28 @@ def _user() -> str:
     import getpass
 
     return getpass.getuser()
+
+
+@pytest.mark.timeout(300)
+def test_a_lost_local_cluster_is_replaced_and_its_jobs_run_again(tmp_path, monkeypatch):
+    """The local cluster process dies: the service ends (it cannot dispatch any more); the
+    next client call starts a new service and cluster, and the job runs again there."""
+    from jupyter_trainorch.client.transport import connect
+    from jupyter_trainorch.processes import stop_process
+
+    data = tmp_path / "trainorch-data"  # the test's own (conftest), cleaned up after it
+    for name, value in (("TRAINORCH_WORKERS", "1"), ("TRAINORCH_GPUS_PER_WORKER", "1"),
+                        ("TRAINORCH_MLFLOW", "off")):  # fmt: skip
+        monkeypatch.setenv(name, value)
+    marker = tmp_path / "marker"
+    client = connect()
+    job = client.submit({"template": "python-cell", "name": "survivor", "source": MARKED,
+                         "params": {"marker": str(marker), "lines": 100, "pause": 0.1}})  # fmt: skip
+    wait_until(lambda: client.logs(job["id"])["lines"], what="the job to run")
+    service, cluster = read_runtime(data), json.loads((data / "cluster.json").read_text())
+    stop_process(cluster["pid"], grace=5)
+    wait_until(lambda: not pid_alive(service.pid), timeout=60, what="the service to end")
+    done = client.wait(job["id"], timeout=120)  # a new service, started by this client
+    assert read_runtime(data).pid != service.pid
+    assert done["state"] == "succeeded" and done["reexecutions"] == 1, done["attempts"]
+    assert [a["infrastructure"] for a in done["attempts"]] == [True, False]

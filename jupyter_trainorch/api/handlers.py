@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
@@ -46,8 +47,12 @@ class BaseHandler(CallerMixin, APIHandler):
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a (possibly blocking) service call in a thread; map our errors to HTTP."""
         loop = asyncio.get_running_loop()
+        return await self.answer(loop.run_in_executor(None, lambda: fn(*args, **kwargs)))
+
+    async def answer(self, pending: Awaitable[Any]) -> Any:
+        """Await a service call; our errors become HTTP answers of one sentence."""
         try:
-            return await loop.run_in_executor(None, lambda: fn(*args, **kwargs))
+            return await pending
         except SpecError as err:
             raise web.HTTPError(400, str(err)) from None
         except Forbidden as err:
@@ -70,9 +75,12 @@ class BaseHandler(CallerMixin, APIHandler):
         if raw is None or raw == "":
             return default
         try:
-            return kind(raw)
+            value = kind(raw)
         except ValueError:
             raise web.HTTPError(400, f"{name} must be {what}, not {raw!r}") from None
+        if not math.isfinite(value):
+            raise web.HTTPError(400, f"{name} must be a finite number, not {raw!r}")
+        return value
 
     def json_body(self) -> Any:
         try:
@@ -146,13 +154,14 @@ class PackageHandler(BaseHandler):
 class LogsHandler(BaseHandler):
     @web.authenticated
     async def get(self, job_id: str) -> None:
-        result = await self.run(
-            self.service.logs,
-            self.caller,
-            job_id,
-            attempt=self.int_arg("attempt", None),
-            after=self.int_arg("after", 0),
-            wait=self.float_arg("wait", 0.0),
+        result = await self.answer(
+            self.service.logs(
+                self.caller,
+                job_id,
+                attempt=self.int_arg("attempt", None),
+                after=self.int_arg("after", 0),
+                wait=self.float_arg("wait", 0.0),
+            )
         )
         self.write_json(result)
 
@@ -196,11 +205,12 @@ class EventsHandler(BaseHandler):
 
     @web.authenticated
     async def get(self) -> None:
-        result = await self.run(
-            self.service.events,
-            self.caller,
-            after=self.int_arg("after", 0),
-            timeout=self.float_arg("timeout", 25.0),
+        result = await self.answer(
+            self.service.events(
+                self.caller,
+                after=self.int_arg("after", 0),
+                timeout=self.float_arg("timeout", 25.0),
+            )
         )
         self.write_json(result)
 

@@ -31,11 +31,27 @@ from .handlers import service_handlers
 from .identity import HubIdentityProvider, OwnerIdentityProvider
 from .settings import TrainOrch
 
+CLUSTER_CHECK_MS = 5000
+
 
 class HeadlessServerApp(ServerApp):
     """Only the status and auth routes of jupyter_server besides ours."""
 
     default_services = ("api", "auth", "security")
+
+    # Not a notebook server: it must not be listed by `jupyter server list` or offered to
+    # editors as a place to run kernels. Clients find it through service.json.
+    def write_server_info_file(self) -> None:
+        pass
+
+    def remove_server_info_file(self) -> None:
+        pass
+
+    def write_browser_open_files(self) -> None:
+        pass
+
+    def remove_browser_open_files(self) -> None:
+        pass
 
 
 class TrainOrchServiceApp(ExtensionApp):
@@ -106,6 +122,22 @@ class TrainOrchServiceApp(ExtensionApp):
                 ),
             )
         self.log.info("trainorch: service ready at %s", self.serverapp.connection_url)
+        self.serverapp.io_loop.add_callback(self._watch_cluster)
+
+    def _watch_cluster(self) -> None:
+        from tornado.ioloop import PeriodicCallback
+
+        PeriodicCallback(self._check_cluster, CLUSTER_CHECK_MS).start()
+
+    def _check_cluster(self) -> None:
+        """A local cluster that died cannot come back by itself: end, so that the next start
+        (by the next client, or by JupyterHub) makes a new one and requeues what it ran."""
+        assert self.serverapp is not None and self.service is not None
+        orchestrator = self.service.orchestrator
+        if orchestrator is None or not orchestrator.backend.cluster_gone():
+            return
+        self.log.error("trainorch: the local Dask cluster has gone; stopping this service")
+        self.serverapp.io_loop.add_callback(self.serverapp.stop)
 
     def _stop_on_request(self, detach: bool) -> None:
         """``POST service/stop``: stop the orchestrator (and its attempts unless detached),

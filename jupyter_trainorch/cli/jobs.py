@@ -167,11 +167,20 @@ def _summary(job: dict[str, Any]) -> str:
         lines.append(f"  mlflow:     {mlflow.get('url') or mlflow.get('run_id')}")
     attempts = job.get("attempts") or []
     lines.append(f"  attempts:   {_attempts(job)}")
+    if job.get("reexecutions"):
+        lines.append(
+            f"  re-run:     {job['reexecutions']} time(s) after a lost worker or a stopped service"
+        )
+    if job.get("queue_position"):
+        lines.append(f"  queue:      #{job['queue_position']}")
+    if job.get("restricted"):
+        lines.append("  (another user's job: only its owner and admins see its details)")
     for attempt in attempts:
         gpus = ",".join(str(g) for g in attempt.get("gpu_ids") or []) or "-"
         exit_code = attempt.get("exit_code")
         entry = (
-            f"    #{attempt['n']} {attempt['state']}  worker {attempt.get('worker') or '-'}"
+            f"    #{attempt['n']} {attempt['state']}{' (infrastructure)' if attempt.get('infrastructure') else ''}"
+            f"  worker {attempt.get('worker') or '-'}"
             f"  gpus {gpus}  exit {'-' if exit_code is None else exit_code}"
         )
         if attempt.get("error"):

@@ -135,6 +135,10 @@ class ClusterBackend:
         if (added or left) and self._on_change is not None:
             await self._on_change(added, left)
 
+    def cluster_gone(self) -> bool:
+        """True when a cluster this backend started has died (an existing one is not ours)."""
+        return False
+
     def summary(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
@@ -209,6 +213,9 @@ class LocalBackend(ClusterBackend):
             proc.kill()
         tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
         raise RuntimeError(f"the local Dask cluster did not start; its log ends with:\n{tail}")
+
+    def cluster_gone(self) -> bool:
+        return self.pid is not None and not pid_alive(self.pid)
 
     async def close(self, stop_cluster: bool = False) -> None:
         await super().close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
 import time
@@ -50,6 +51,20 @@ class ChangeFeed:
                 if fresh or remaining <= 0:
                     return fresh
                 self._cond.wait(remaining)
+
+    async def changed(self, after: int, timeout: float) -> None:
+        """Return once there is a change newer than ``after``, or after ``timeout`` seconds;
+        awaited on an event loop, so a long poll holds no thread."""
+        loop = asyncio.get_running_loop()
+        arrived = asyncio.Event()
+        unsubscribe = self.subscribe(lambda _change: loop.call_soon_threadsafe(arrived.set))
+        try:
+            if self.last_seq <= after:
+                await asyncio.wait_for(arrived.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            unsubscribe()
 
     def subscribe(self, callback: Callable[[Change], None]) -> Callable[[], None]:
         """``callback`` runs on the publishing thread; it must only hand the change on."""

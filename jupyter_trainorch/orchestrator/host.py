@@ -1,8 +1,8 @@
 """Runs an Orchestrator on its own event loop in a background thread.
 
-The same host serves the jupyter_server extension (whose handlers await it from the
-server's loop), ``trainorch serve``, and the in-process client of a kernel or script
-without a server (whose own thread may block in ``job.wait()``).
+``trainorch serve`` hosts it this way (its REST handlers call in from jupyter_server's
+loop and from worker threads); so do the component tests and benchmarks, which drive an
+orchestrator directly.
 """
 
 from __future__ import annotations

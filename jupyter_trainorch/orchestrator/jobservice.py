@@ -7,6 +7,7 @@ one sentence. Reads go straight to the store; commands run on the orchestrator's
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import threading
 import time
@@ -57,6 +58,11 @@ class JobService:
     @property
     def started(self) -> bool:
         return self._host is not None and self._host.running
+
+    @property
+    def orchestrator(self) -> Any:
+        """The running orchestrator, or None (never starts one)."""
+        return self._host.orchestrator if self._host is not None and self.started else None
 
     def stop(self, detach: bool = True) -> None:
         """``detach``: running attempts go on and the next start adopts them."""
@@ -230,37 +236,40 @@ class JobService:
             "offset": offset,
         }
 
-    def logs(
+    async def logs(
         self, caller: Caller, job_id: str, attempt: int | None = None, after: int = 0,
         wait: float = 0.0, limit: int = 5000,
     ) -> dict[str, Any]:  # fmt: skip
-        """Log lines after the cursor ``after``; with ``wait``, block until some arrive
-        or the job ends (a long poll for ``--follow``)."""
-        self._owned(caller, job_id, "read its logs")
+        """Log lines after the cursor ``after``; with ``wait``, until some arrive or the job
+        ends (a long poll for ``--follow``), holding no thread while it waits."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._owned, caller, job_id, "read its logs")
         deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
-        feed_seq = -1
+        feed = await self._feed()
         while True:
-            job = self.store.get_job(job_id)
-            if job is None:
-                raise JobNotFound(job_id)
-            lines = self.store.read_logs(job_id, attempt=attempt, after=after, limit=limit)
-            finished = job.state in TERMINAL_STATES
+            seen = feed.last_seq
+            page = await loop.run_in_executor(None, self._log_page, job_id, attempt, after, limit)
             remaining = deadline - time.monotonic()
-            if lines or finished or remaining <= 0:
-                return {
-                    "job_id": job_id,
-                    "state": job.state,
-                    "lines": [line.to_dict() for line in lines],
-                    "next": lines[-1].id if lines else after,
-                    "finished": finished,
-                }
-            feed = self.host.orchestrator.feed  # type: ignore[union-attr]
-            if feed_seq < 0:
-                feed_seq = feed.last_seq
-                continue
-            changes = feed.wait(feed_seq, remaining)
-            if changes:
-                feed_seq = changes[-1]["seq"]
+            if page["lines"] or page["finished"] or remaining <= 0:
+                return page
+            await feed.changed(seen, remaining)
+
+    def _log_page(self, job_id: str, attempt: int | None, after: int, limit: int) -> dict[str, Any]:
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        lines = self.store.read_logs(job_id, attempt=attempt, after=after, limit=limit)
+        return {
+            "job_id": job_id,
+            "state": job.state,
+            "lines": [line.to_dict() for line in lines],
+            "next": lines[-1].id if lines else after,
+            "finished": job.state in TERMINAL_STATES,
+        }
+
+    async def _feed(self) -> Any:
+        host = await asyncio.get_running_loop().run_in_executor(None, lambda: self.host)
+        return host.orchestrator.feed
 
     def metric_history(self, caller: Caller, job_id: str) -> dict[str, Any]:
         """Metric histories of every attempt's MLflow run: ``{key: [[step, value, time_ms]]}``."""
@@ -296,13 +305,16 @@ class JobService:
         self._owned(caller, job_id, "read its outputs")
         return self.store.get_outputs(job_id)
 
-    def events(self, caller: Caller, after: int = 0, timeout: float = 0.0) -> dict[str, Any]:
-        """Changes after ``after``; ``reset`` when ``after`` is from an earlier run of the
-        service (its numbering started again): the client re-reads what it shows."""
-        feed = self.host.orchestrator.feed  # type: ignore[union-attr]
+    async def events(self, caller: Caller, after: int = 0, timeout: float = 0.0) -> dict[str, Any]:
+        """Changes after ``after`` (waiting up to ``timeout`` for one, holding no thread);
+        ``reset`` when ``after`` is from an earlier run of the service (its numbering started
+        again): the client re-reads what it shows."""
+        feed = await self._feed()
         if after > feed.last_seq:
             return {"changes": [], "last": feed.last_seq, "reset": True}
-        changes = feed.wait(after, min(max(timeout, 0.0), MAX_WAIT)) if timeout else feed.since(after)
+        if timeout > 0:
+            await feed.changed(after, min(timeout, MAX_WAIT))
+        changes = feed.since(after)
         visible = [c for c in (access.visible_change(caller, c, self.others_jobs) for c in changes) if c]
         return {"changes": visible, "last": changes[-1]["seq"] if changes else max(after, 0)}
 

@@ -24,6 +24,10 @@ def render_metrics(host: OrchestratorHost) -> str:
         "trainorch_workers": ("Dask workers connected.", len(cluster["workers"])),
         "trainorch_gpus_total": ("GPUs on all workers.", cluster["gpus"]["total"]),
         "trainorch_gpus_busy": ("GPUs held by running jobs.", cluster["gpus"]["busy"]),
+        "trainorch_reexecutions": (
+            "Attempts whose code had started and ran again after a lost worker or a stopped service.",
+            host.store.count_reexecutions(),
+        ),
     }
     for name, (help_text, value) in figures.items():
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]

@@ -82,6 +82,9 @@ class Supervisor:
     def _environment(self, progress_fd: int) -> dict[str, str]:
         req = self.request
         env = without_service_settings()
+        # `python` in a command job is the worker's own interpreter (its virtual environment,
+        # activated or not), as it is for the job's Python cells.
+        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
         env.update({str(k): str(v) for k, v in (req.get("env") or {}).items()})
         env.update(
             {
