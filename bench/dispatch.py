@@ -40,7 +40,9 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 # threading, traceback, pathlib). The benchmark's job captures no variables, so the
 # child does not import cloudpickle either. A bare ``python -c`` would leave that
 # bootstrap out of the baseline and make the orchestrator look slower than it is.
-BASELINE_CHILD = "import time, json, jupyter_trainorch.runner.child; print(repr(time.time()), flush=True)"
+BASELINE_CHILD = (
+    "import time, json, jupyter_trainorch.runner.child; print(repr(time.time()), flush=True)"
+)
 
 JOB_SOURCE = """\
 _first_line_at = __import__("time").time()

@@ -147,9 +147,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = percentile(samples["raw Dask + bare python -c child"], 50)
         for name, values in samples.items():
             p50, p95 = percentile(values, 50), percentile(values, 95)
-            print(f"{name}: submit->first line p50 {p50:.1f} ms p95 {p95:.1f} ms ({len(values)} jobs)")
+            print(
+                f"{name}: submit->first line p50 {p50:.1f} ms p95 {p95:.1f} ms ({len(values)} jobs)"
+            )
         for name in ("through the Jupyter server", "to the service directly"):
-            print(f"ratio vs bare python child ({name}): {percentile(samples[name], 50) / base:.2f}")
+            print(
+                f"ratio vs bare python child ({name}): {percentile(samples[name], 50) / base:.2f}"
+            )
         hop = percentile(samples["through the Jupyter server"], 50) - percentile(
             samples["to the service directly"], 50
         )

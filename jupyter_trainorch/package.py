@@ -69,7 +69,11 @@ def submission_meta(variables: dict[str, bytes], namespace: dict[str, Any]) -> d
         if name in namespace
     }
     packages = sorted(
-        {f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata["Name"]},
+        {
+            f"{d.metadata['Name']}=={d.version}"
+            for d in metadata.distributions()
+            if d.metadata["Name"]
+        },
         key=str.lower,
     )
     header = f"# python {platform.python_version()} on {platform.platform()}\n"

@@ -24,7 +24,9 @@ def _json_safe(value: Any) -> Any:
         return str(value)
 
 
-def progress(step: float, total: float | None = None, message: str | None = None, **metrics: Any) -> None:
+def progress(
+    step: float, total: float | None = None, message: str | None = None, **metrics: Any
+) -> None:
     """Report that ``step`` of ``total`` is done, with optional metrics (``loss=0.3``)."""
     fd = os.environ.get(PROGRESS_FD_ENV)
     if not fd:

@@ -34,7 +34,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not gpus_present():
         skips["gpu"] = pytest.mark.skip(reason="no NVIDIA GPU visible")
     if not os.path.exists(CHROMIUM) and not os.environ.get("TRAINORCH_REQUIRE_BROWSER"):
-        skips["browser"] = pytest.mark.skip(reason=f"{CHROMIUM} is missing (apt-get install chromium)")
+        skips["browser"] = pytest.mark.skip(
+            reason=f"{CHROMIUM} is missing (apt-get install chromium)"
+        )
     for item in items:
         for marker, skip in skips.items():
             if marker in item.keywords:
@@ -69,7 +71,6 @@ def stop_services_under(root: Path) -> None:
             stop_process(pid)
 
 
-
 def start_host(data_dir: Path, **config: object) -> OrchestratorHost:
     settings = {"workers": 1, "gpus_per_worker": 1, "slots_per_worker": 4, "grace_period": 2.0}
     settings.update(config)
@@ -77,7 +78,9 @@ def start_host(data_dir: Path, **config: object) -> OrchestratorHost:
 
 
 @pytest.fixture(scope="module")
-def host_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., OrchestratorHost]]:
+def host_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., OrchestratorHost]]:
     """Start orchestrators for a module; all are stopped at its end."""
     hosts: list[OrchestratorHost] = []
 
@@ -106,7 +109,9 @@ def wait_final(host: OrchestratorHost, job_id: str, timeout: float = 60) -> obje
     raise AssertionError(f"job {job_id} did not finish in {timeout}s: {host.store.get_job(job_id)}")
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 30, what: str = "condition") -> object:
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 30, what: str = "condition"
+) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -120,13 +125,13 @@ def log_text(host: OrchestratorHost, job_id: str) -> list[str]:
     return [line.text for line in host.store.read_logs(job_id)]
 
 
-
 def service_env(root: Path) -> dict[str, str]:
     """This interpreter's environment for a server subprocess, with only the test's settings."""
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("TRAINORCH_", "JUPYTERHUB_")) and k not in ("JUPYTER_CONFIG_DIR", "MLFLOW_TRACKING_URI")
+        if not k.startswith(("TRAINORCH_", "JUPYTERHUB_"))
+        and k not in ("JUPYTER_CONFIG_DIR", "MLFLOW_TRACKING_URI")
     }
     env.update(
         TRAINORCH_DATA_DIR=str(root / "data"),
@@ -211,14 +216,20 @@ def _answers(url: str, token: str) -> bool:
 class Process:
     """A server started with its own session, on a fixed port, that can be restarted."""
 
-    def __init__(self, command: list[str], env: dict[str, str], log: Path, url: str, token: str) -> None:
+    def __init__(
+        self, command: list[str], env: dict[str, str], log: Path, url: str, token: str
+    ) -> None:
         self.command, self.env, self.log, self.url, self.token = command, env, log, url, token
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90) -> None:
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen(
-                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                self.command,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while not _answers(self.url, self.token):

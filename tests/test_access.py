@@ -69,7 +69,9 @@ def test_others_see_a_queue_row_and_get_403_on_everything_else(shared):
             str(err.value) == f"job {target} belongs to alice; only its owner and admins may {what}"
         )
     # Bob's view of the change feed has no progress or log changes of Alice's jobs.
-    wait_until(lambda: asyncio.run(shared.logs(ALICE, job["id"]))["lines"], what="alice's job to print")
+    wait_until(
+        lambda: asyncio.run(shared.logs(ALICE, job["id"]))["lines"], what="alice's job to print"
+    )
     feed = asyncio.run(shared.events(BOB, after=0))["changes"]
     assert feed and all(c["kind"] == "job" for c in feed if c["user"] == "alice")
     assert any(c["kind"] == "logs" for c in asyncio.run(shared.events(ALICE, after=0))["changes"])
@@ -90,7 +92,9 @@ def test_hidden_mode_shows_nothing_of_other_users(shared):
             asyncio.run(shared.logs(BOB, job["id"]))
         assert all(j["user"] == "bob" for j in shared.list(BOB)["jobs"])
         assert shared.list(BOB, user="alice")["total"] == 0
-        assert not [c for c in asyncio.run(shared.events(BOB, after=0))["changes"] if c["user"] == "alice"]
+        assert not [
+            c for c in asyncio.run(shared.events(BOB, after=0))["changes"] if c["user"] == "alice"
+        ]
         assert shared.me(BOB, "hub")["may"]["see_others_jobs"] is False
         assert shared.get(ADMIN, job["id"])["user"] == "alice"
     finally:

@@ -55,7 +55,9 @@ ROUTE_VALUES = {"job_id": "abc", "name": "torch", "path": "api/jobs"}
 def _methods(handler):
     """The HTTP methods the handler answers (not tornado's 405 defaults)."""
     for method in ("GET", "POST", "PATCH", "DELETE"):
-        if getattr(handler, method.lower()) is not getattr(tornado.web.RequestHandler, method.lower()):
+        if getattr(handler, method.lower()) is not getattr(
+            tornado.web.RequestHandler, method.lower()
+        ):
             yield method
 
 
@@ -67,7 +69,9 @@ def _paths(routes):
 
 
 def _service() -> tuple[str, str]:
-    info = wait_until(lambda: read_runtime(Path(os.environ["TRAINORCH_DATA_DIR"])), what="the service")
+    info = wait_until(
+        lambda: read_runtime(Path(os.environ["TRAINORCH_DATA_DIR"])), what="the service"
+    )
     return info.url, info.token
 
 
@@ -82,14 +86,21 @@ def _call(url: str, token: str | None, method: str = "GET", body: bytes | None =
         return err.code
 
 
-async def test_every_route_refuses_requests_without_credentials(jp_serverapp, http_server_client, jp_base_url):
+async def test_every_route_refuses_requests_without_credentials(
+    jp_serverapp, http_server_client, jp_base_url
+):
     checked = 0
     for path, handler in _paths(front_handlers(jp_base_url)):
         for method in _methods(handler):
             response = await http_server_client.fetch(
-                path, method=method, body="{}" if method in ("POST", "PATCH") else None, raise_error=False
+                path,
+                method=method,
+                body="{}" if method in ("POST", "PATCH") else None,
+                raise_error=False,
             )
-            assert response.code == 403, f"{method} {path} answered {response.code} without credentials"
+            assert response.code == 403, (
+                f"{method} {path} answered {response.code} without credentials"
+            )
             checked += 1
     assert checked >= 4
     # The service itself: nothing without its token, nothing with a wrong one.
@@ -146,14 +157,18 @@ async def test_submit_follow_cancel_retry_through_rest(jp_fetch, jp_serverapp):
     await _json(jp_fetch, "jobs", sleeper["id"], method="DELETE")
 
     listing = await _json(jp_fetch, "jobs", user=getpass.getuser())
-    assert {j["id"] for j in listing["jobs"]} == {job["id"], sleeper["id"]} and listing["total"] == 2
+    assert {j["id"] for j in listing["jobs"]} == {job["id"], sleeper["id"]} and listing[
+        "total"
+    ] == 2
     assert (await _json(jp_fetch, "jobs", user="ada"))["total"] == 0
     cluster = await _json(jp_fetch, "cluster")
     assert cluster["gpus"]["total"] == 1 and len(cluster["workers"]) == 1
     templates = await _json(jp_fetch, "templates")
     assert {"python-cell", "command", "torch"} <= {t["name"] for t in templates["templates"]}
     events = await _json(jp_fetch, "events", after=0)
-    assert any(c["job_id"] == job["id"] and c.get("state") == "succeeded" for c in events["changes"])
+    assert any(
+        c["job_id"] == job["id"] and c.get("state") == "succeeded" for c in events["changes"]
+    )
     metrics = await jp_fetch("trainorch", "metrics")
     assert b'trainorch_jobs{state="succeeded"} 1' in metrics.body
     me = await _json(jp_fetch, "me")
@@ -170,7 +185,9 @@ async def test_the_same_idempotency_key_returns_the_same_job(jp_fetch, jp_server
     assert again.headers["Idempotent-Replayed"] == "true"
     assert json.loads(first.body)["id"] == json.loads(again.body)["id"]
     # The same key in the body (for clients that cannot set headers) is the same submission.
-    token = await _json(jp_fetch, "jobs", method="POST", body={**body, "client_token": "cell-7-run-1"})
+    token = await _json(
+        jp_fetch, "jobs", method="POST", body={**body, "client_token": "cell-7-run-1"}
+    )
     assert token["id"] == json.loads(first.body)["id"]
     code, message = await _error(jp_fetch, "jobs", method="POST",
                                  body={**body, "name": "other", "client_token": "cell-7-run-1"})  # fmt: skip
@@ -182,11 +199,27 @@ async def test_user_errors_are_one_sentence_with_the_right_status(jp_fetch, jp_s
     cases = [
         ({"template": "nope"}, 400, "unknown template 'nope'"),
         ({"template": "command", "params": {}}, 400, "no param 'cmd' is set"),
-        ({"template": "command", "params": {"cmd": "x"}, "overrides": {"gpus": 16}}, 400, "16 GPUs"),
-        ({"template": "command", "params": {"cmd": "x"}, "overrides": {"priority": "asap"}}, 400, "priority"),
-        ({"spec": {"name": "x", "kind": "python", "bogus": 1}}, 400, "bogus is not a known job field"),
+        (
+            {"template": "command", "params": {"cmd": "x"}, "overrides": {"gpus": 16}},
+            400,
+            "16 GPUs",
+        ),
+        (
+            {"template": "command", "params": {"cmd": "x"}, "overrides": {"priority": "asap"}},
+            400,
+            "priority",
+        ),
+        (
+            {"spec": {"name": "x", "kind": "python", "bogus": 1}},
+            400,
+            "bogus is not a known job field",
+        ),
         ({}, 400, "either spec or template"),
-        ({"template": "command", "params": {"cmd": "x"}, "client_token": "x" * 200}, 400, "Idempotency-Key"),
+        (
+            {"template": "command", "params": {"cmd": "x"}, "client_token": "x" * 200},
+            400,
+            "Idempotency-Key",
+        ),
     ]
     for body, status, fragment in cases:
         code, message = await _error(jp_fetch, "jobs", method="POST", body=body)
@@ -214,10 +247,18 @@ async def test_priority_change_and_the_websocket_push_channel(jp_fetch, jp_ws_fe
     assert [c["seq"] for c in seen] == sorted(c["seq"] for c in seen)
     assert (await _json(jp_fetch, "jobs", waiting["id"]))["queue_position"] == 1
 
-    changed = await _json(jp_fetch, "jobs", waiting["id"], method="PATCH", body={"priority": "urgent"})
-    assert (changed["priority"], changed["priority_class"], changed["state"]) == (300, "urgent", "queued")
+    changed = await _json(
+        jp_fetch, "jobs", waiting["id"], method="PATCH", body={"priority": "urgent"}
+    )
+    assert (changed["priority"], changed["priority_class"], changed["state"]) == (
+        300,
+        "urgent",
+        "queued",
+    )
     assert changed["spec"]["command"] == "echo hi"  # the detail carries the rendered spec
-    code, message = await _error(jp_fetch, "jobs", blocker["id"], method="PATCH", body={"priority": "high"})
+    code, message = await _error(
+        jp_fetch, "jobs", blocker["id"], method="PATCH", body={"priority": "high"}
+    )
     assert code == 409 and "only a job that has not started can change priority" in message
     code, message = await _error(jp_fetch, "jobs", waiting["id"], method="PATCH", body={"gpus": 2})
     assert code == 400 and message.startswith("only priority can be changed")
@@ -266,7 +307,9 @@ async def test_long_polls_hold_no_thread_and_numbers_must_be_finite(jp_fetch, jp
     await asyncio.sleep(1.0)
     started = time.monotonic()
     listing = await _json(jp_fetch, "jobs")
-    assert listing["total"] == 1 and time.monotonic() - started < 5, "a plain read waited on long polls"
+    assert listing["total"] == 1 and time.monotonic() - started < 5, (
+        "a plain read waited on long polls"
+    )
     await _json(jp_fetch, "jobs", job["id"], method="DELETE")  # ends the long polls
     await asyncio.gather(*waiting)
     for query in ({"timeout": "nan"}, {"timeout": "inf"}):

@@ -160,8 +160,12 @@ def test_submit_file_with_set_then_logs_and_status(server):
 
 
 def test_rerun_and_export_reproduce_a_job(server):
-    (server.work / "calc.yaml").write_text("version: 1\ncommand: python -c \"print({{ a }} * {{ b }})\"\n")
-    first = server.ok("submit", "calc.yaml", "--set", "a=6", "--set", "b=7", "--name", "calc").strip()
+    (server.work / "calc.yaml").write_text(
+        'version: 1\ncommand: python -c "print({{ a }} * {{ b }})"\n'
+    )
+    first = server.ok(
+        "submit", "calc.yaml", "--set", "a=6", "--set", "b=7", "--name", "calc"
+    ).strip()
     assert "42" in server.ok("logs", first, "--follow").splitlines()
 
     again = server.ok("rerun", first).strip()
@@ -309,7 +313,9 @@ def test_the_cli_starts_the_service_and_stops_it(env, tmp_path):
     assert status["mode"] == "single-user" and status["workers"] == 1 and pid_alive(status["pid"])
     text = trainorch("service", "status", env=env).stdout
     assert f"pid {status['pid']}" in text and "0 running" in text
-    sleeper = trainorch("submit", "--template", "command", "--set", "cmd=sleep 60", env=env, cwd=tmp_path)
+    sleeper = trainorch(
+        "submit", "--template", "command", "--set", "cmd=sleep 60", env=env, cwd=tmp_path
+    )
     job_id = sleeper.stdout.strip()
     deadline = time.monotonic() + 60
     while json.loads(trainorch("status", job_id, "--json", env=env).stdout)["state"] != "running":

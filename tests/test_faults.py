@@ -34,7 +34,6 @@ print("second attempt done")
 """
 
 
-
 def test_a_lost_worker_is_a_retried_infrastructure_failure(tmp_path):
     host = start_host(tmp_path / "data", workers=2, gpus_per_worker=1)
     try:
@@ -135,7 +134,9 @@ def test_a_restarted_orchestrator_adopts_running_attempts(tmp_path, external_clu
     time.sleep(1.0)  # lines printed while nobody listens must still reach the store
     host = start_host(data, cluster=external_cluster, mlflow="off")
     try:
-        children = [int(t.split()[1]) for i in ids[:2] for t in log_text(host, i) if t.startswith("pid")]
+        children = [
+            int(t.split()[1]) for i in ids[:2] for t in log_text(host, i) if t.startswith("pid")
+        ]
         assert len(children) == 2 and all(pid_alive(p) for p in children)
         assert host.call_sync(lambda o: o.recovery.to_dict())["adopted"] == 2
         assert {host.store.get_job(i).state for i in ids[:2]} == {"running"}

@@ -23,7 +23,10 @@ def test_jobs_on_real_gpus_each_see_only_their_own(tmp_path):
     try:
         workers = host.call_sync(lambda o: o.cluster_status())["workers"]
         assert workers and all(len(w["gpus"]) == 1 for w in workers)
-        ids = [submit(host, name=f"probe{i}", source=PROBE, resources=Resources(gpus=1)) for i in range(len(workers))]
+        ids = [
+            submit(host, name=f"probe{i}", source=PROBE, resources=Resources(gpus=1))
+            for i in range(len(workers))
+        ]
         for job_id in ids:
             job = wait_final(host, job_id, timeout=120)
             assert job.state == "succeeded", log_text(host, job_id)

@@ -44,7 +44,12 @@ def test_quickstart_runs_in_a_plain_kernel(tmp_path, kernel_env):
     cells = {i: _text(c) for i, c in enumerate(notebook.cells) if c.cell_type == "code"}
     texts = list(cells.values())
     assert "Job" in texts[1] and "demo" in texts[1]
-    assert texts[2].splitlines()[:4] == ["succeeded", "epoch 0 lr 0.1", "epoch 1 lr 0.1", "epoch 2 lr 0.1"]
+    assert texts[2].splitlines()[:4] == [
+        "succeeded",
+        "epoch 0 lr 0.1",
+        "epoch 1 lr 0.1",
+        "epoch 2 lr 0.1",
+    ]
     assert "result 40" in texts[4] and "succeeded" in texts[4]
     assert texts[5].strip() == "40 40"
     assert "flaky attempt 1" in texts[7] and "succeeded on attempt 3" in texts[7]
@@ -59,26 +64,52 @@ def test_quickstart_runs_in_a_plain_kernel(tmp_path, kernel_env):
     data = Path(os.environ["TRAINORCH_DATA_DIR"])
     client = MlflowClient(f"sqlite:///{data / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("Default")
-    (run,) = client.search_runs([experiment.experiment_id], filter_string="tags.`mlflow.runName` = 'capture'")
-    manifest = json.loads(Path(client.download_artifacts(run.info.run_id, "trainorch/variables.json", str(tmp_path))).read_text())
+    (run,) = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`mlflow.runName` = 'capture'"
+    )
+    manifest = json.loads(
+        Path(
+            client.download_artifacts(run.info.run_id, "trainorch/variables.json", str(tmp_path))
+        ).read_text()
+    )
     # ``factor`` travels inside ``scale`` (cloudpickle takes a function's globals along).
     assert set(manifest) == {"scale", "Model"} and manifest["scale"]["type"] == "function"
-    frozen = Path(client.download_artifacts(run.info.run_id, "trainorch/requirements.txt", str(tmp_path))).read_text()
+    frozen = Path(
+        client.download_artifacts(run.info.run_id, "trainorch/requirements.txt", str(tmp_path))
+    ).read_text()
     assert "cloudpickle==" in frozen
 
 
 ERROR_CELLS = [
     ("%%train --gpu 2\nprint(1)", "UsageError: %%train: unknown flag --gpu (did you mean --gpus?)"),
-    ("%%train --template nope\nprint(1)", "UsageError: unknown template 'nope' (available: command, python-cell, torch)"),
-    ("%%train --gpus 16\nprint(1)", "UsageError: the job asks for 16 GPUs but the largest worker has 1"),
-    ("%%train --priority asap\nprint(1)", "UsageError: --priority must be one of low, normal, high, urgent or an integer, not 'asap'"),
+    (
+        "%%train --template nope\nprint(1)",
+        "UsageError: unknown template 'nope' (available: command, python-cell, torch)",
+    ),
+    (
+        "%%train --gpus 16\nprint(1)",
+        "UsageError: the job asks for 16 GPUs but the largest worker has 1",
+    ),
+    (
+        "%%train --priority asap\nprint(1)",
+        "UsageError: --priority must be one of low, normal, high, urgent or an integer, not 'asap'",
+    ),
     ("%%train lr0.1\nprint(1)", "UsageError: %%train: 'lr0.1' is not a key=value pair"),
-    ("%%train --after nosuchjob\nprint(1)", "UsageError: --after: there is no job with id or name 'nosuchjob'"),
+    (
+        "%%train --after nosuchjob\nprint(1)",
+        "UsageError: --after: there is no job with id or name 'nosuchjob'",
+    ),
     ("%%train\nprint(lock)", "UsageError: variable 'lock' (lock) cannot be sent to the worker"),
-    ("%%train\nprint(len(big))", "UsageError: variable 'big' is 2.0 MiB pickled, over the 1 MiB limit"),
+    (
+        "%%train\nprint(len(big))",
+        "UsageError: variable 'big' is 2.0 MiB pickled, over the 1 MiB limit",
+    ),
     ("%%train\n", "UsageError: %%train is a cell magic, but the cell body is empty."),
     ("%%train\n   \n", "UsageError: %%train: the cell is empty"),
-    ("%%train --out 1x\nx = 1", "UsageError: %%train: --out takes variable names, and '1x' is not one"),
+    (
+        "%%train --out 1x\nx = 1",
+        "UsageError: %%train: --out takes variable names, and '1x' is not one",
+    ),
     ("%job nosuchjob", "UsageError: there is no job 'nosuchjob'"),
     ("%job", "UsageError: %job: usage is %job ID [status|logs|cancel|retry|wait]"),
 ]
@@ -86,10 +117,12 @@ ERROR_CELLS = [
 
 def test_user_errors_are_one_sentence_in_the_notebook(tmp_path, kernel_env):
     notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(
-        "%load_ext jupyter_trainorch\nimport os, threading\nlock = threading.Lock()\n"
-        "big = bytes(2 * 2**20)\nos.environ['TRAINORCH_MAX_CAPTURE_MB'] = '1'"
-    )]
+    notebook.cells = [
+        nbformat.v4.new_code_cell(
+            "%load_ext jupyter_trainorch\nimport os, threading\nlock = threading.Lock()\n"
+            "big = bytes(2 * 2**20)\nos.environ['TRAINORCH_MAX_CAPTURE_MB'] = '1'"
+        )
+    ]
     notebook.cells += [nbformat.v4.new_code_cell(source) for source, _ in ERROR_CELLS]
     _run(notebook, tmp_path, allow_errors=True)
     for cell, (source, expected) in zip(notebook.cells[1:], ERROR_CELLS, strict=True):
@@ -136,14 +169,18 @@ def jp_server_config():
     }
 
 
-async def test_a_kernel_finds_the_server_without_configuration(jp_serverapp, jp_fetch, tmp_path, kernel_env):
+async def test_a_kernel_finds_the_server_without_configuration(
+    jp_serverapp, jp_fetch, tmp_path, kernel_env
+):
     # The extension exported TRAINORCH_URL/TOKEN into the server's environment, which every
     # kernel it starts inherits; this kernel is started the same way, with nothing set by hand.
     assert os.environ["TRAINORCH_URL"] == jp_serverapp.connection_url
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [
         nbformat.v4.new_code_cell("%load_ext jupyter_trainorch"),
-        nbformat.v4.new_code_cell("%%train --name via-server --wait --out answer\nanswer = 6 * 7\nprint('computing')"),
+        nbformat.v4.new_code_cell(
+            "%%train --name via-server --wait --out answer\nanswer = 6 * 7\nprint('computing')"
+        ),
         nbformat.v4.new_code_cell(
             "import os\nfrom jupyter_trainorch.client import transport\n"
             "print(answer, transport.connect().root == os.environ['TRAINORCH_URL'].rstrip('/'))"
@@ -159,8 +196,12 @@ async def test_a_kernel_finds_the_server_without_configuration(jp_serverapp, jp_
     assert listing["jobs"][0]["state"] == "succeeded"
 
 
-async def test_a_kernel_started_by_the_server_submits_through_it(jp_serverapp, jp_fetch, kernel_env):
-    started = json.loads((await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))).body)
+async def test_a_kernel_started_by_the_server_submits_through_it(
+    jp_serverapp, jp_fetch, kernel_env
+):
+    started = json.loads(
+        (await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))).body
+    )
     kernel = jp_serverapp.kernel_manager.get_kernel(started["id"])
     client = kernel.client()
     client.start_channels()
@@ -189,4 +230,6 @@ async def test_a_kernel_started_by_the_server_submits_through_it(jp_serverapp, j
     assert "hello from the worker" in text and "succeeded" in text
     assert f"url {jp_serverapp.connection_url}" in text
     listing = json.loads((await jp_fetch("trainorch", "api", "jobs")).body)
-    assert [(j["name"], j["state"]) for j in listing["jobs"]] == [("from-a-lab-kernel", "succeeded")]
+    assert [(j["name"], j["state"]) for j in listing["jobs"]] == [
+        ("from-a-lab-kernel", "succeeded")
+    ]

@@ -53,8 +53,13 @@ def test_urgent_submitted_last_starts_first_once_the_gpu_frees(one_gpu, tmp_path
     wait_until(lambda: one_gpu.store.get_job(blocker).state == "running", what="blocker running")
     order = [("low", "low"), ("normal-a", "normal"), ("normal-b", "normal"), ("urgent", "urgent")]
     ids = {
-        name: submit(one_gpu, name=name, source="print('ran')", resources=Resources(gpus=1),
-                     priority=PRIORITY_CLASSES[cls])  # fmt: skip
+        name: submit(
+            one_gpu,
+            name=name,
+            source="print('ran')",
+            resources=Resources(gpus=1),
+            priority=PRIORITY_CLASSES[cls],
+        )  # fmt: skip
         for name, cls in order
     }
     time.sleep(0.5)
@@ -71,7 +76,10 @@ def test_no_two_running_jobs_share_a_gpu_id(two_by_two):
         "import os, time\nprint('gpus', os.environ['CUDA_VISIBLE_DEVICES'], flush=True)\n"
         "time.sleep(0.4)\n"
     )
-    ids = [submit(two_by_two, name=f"g{i}", source=source, resources=Resources(gpus=1)) for i in range(8)]
+    ids = [
+        submit(two_by_two, name=f"g{i}", source=source, resources=Resources(gpus=1))
+        for i in range(8)
+    ]
     ids.append(submit(two_by_two, name="pair", source=source, resources=Resources(gpus=2)))
     jobs = [wait_final(two_by_two, job_id) for job_id in ids]
     spans = []
@@ -86,7 +94,9 @@ def test_no_two_running_jobs_share_a_gpu_id(two_by_two):
     for i, (worker, gpu, start, end, job_id) in enumerate(spans):
         for other_worker, other_gpu, other_start, other_end, other_id in spans[i + 1 :]:
             if (worker, gpu) == (other_worker, other_gpu) and job_id != other_id:
-                assert end <= other_start or other_end <= start, f"{job_id} and {other_id} shared GPU {gpu}"
+                assert end <= other_start or other_end <= start, (
+                    f"{job_id} and {other_id} shared GPU {gpu}"
+                )
 
 
 def test_a_job_larger_than_any_worker_is_rejected_with_one_sentence(two_by_two):
@@ -198,7 +208,9 @@ def test_missing_output_variable_fails_clearly(one_gpu):
 
 def test_a_command_job_runs_in_its_workdir(one_gpu, tmp_path: Path):
     (tmp_path / "train.py").write_text("import sys\nprint('lr', sys.argv[1])\n")
-    job_id = submit(one_gpu, name="cmd", kind="command", command="python train.py 0.1", workdir=str(tmp_path))
+    job_id = submit(
+        one_gpu, name="cmd", kind="command", command="python train.py 0.1", workdir=str(tmp_path)
+    )
     assert wait_final(one_gpu, job_id).state == "succeeded"
     assert log_text(one_gpu, job_id) == ["lr 0.1"]
 

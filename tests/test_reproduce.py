@@ -25,7 +25,9 @@ def local(monkeypatch):
 def test_rerun_and_export_reproduce_the_job(local, tmp_path):
     source = "total = x * factor\nprint('total', total)\n"
     package = build_package({"factor": cloudpickle.dumps(7)})
-    original = submit({"template": "python-cell", "source": source, "params": {"x": 3}, "name": "calc"}, package)
+    original = submit(
+        {"template": "python-cell", "source": source, "params": {"x": 3}, "name": "calc"}, package
+    )
     assert original.wait(60) == "succeeded" and original.logs() == "total 21"
 
     again = original.rerun()
@@ -34,7 +36,9 @@ def test_rerun_and_export_reproduce_the_job(local, tmp_path):
     first, second = original.to_dict(), again.to_dict()
     assert second["rerun_of"] == original.id
     assert second["code_hash"] == first["code_hash"] and len(first["code_hash"]) == 16
-    assert second["spec"]["source"] == first["spec"]["source"] and second["params"] == first["params"]
+    assert (
+        second["spec"]["source"] == first["spec"]["source"] and second["params"] == first["params"]
+    )
     assert local.package(again.id) == local.package(original.id) == package
 
     written = export_job(first, local.package(original.id), tmp_path / "export")
@@ -47,10 +51,17 @@ def test_rerun_and_export_reproduce_the_job(local, tmp_path):
 
 
 def test_a_sweep_is_one_group_of_jobs_sorted_in_pandas(local):
-    body, _, _ = build_request("--sweep --name sw lr=0.1,0.3 batch=8,16 epochs=2", "print(lr * batch * epochs)", 5)
+    body, _, _ = build_request(
+        "--sweep --name sw lr=0.1,0.3 batch=8,16 epochs=2", "print(lr * batch * epochs)", 5
+    )
     requests = sweep_requests(body)
     assert len(requests) == 4 and len({r["group"] for r in requests}) == 1
-    assert {(r["params"]["lr"], r["params"]["batch"]) for r in requests} == {(0.1, 8), (0.1, 16), (0.3, 8), (0.3, 16)}
+    assert {(r["params"]["lr"], r["params"]["batch"]) for r in requests} == {
+        (0.1, 8),
+        (0.1, 16),
+        (0.3, 8),
+        (0.3, 16),
+    }
     assert all(r["params"]["epochs"] == 2 for r in requests)
     handles = [submit(request) for request in requests]
     assert [h.wait(60) for h in handles] == ["succeeded"] * 4

@@ -33,10 +33,13 @@ def _client(uri: str):
     return MlflowClient(uri)
 
 
-
 def _git_repo(folder: Path) -> Path:
     folder.mkdir(parents=True)
-    for args in (["init", "-q"], ["config", "user.email", "t@example.com"], ["config", "user.name", "t"]):
+    for args in (
+        ["init", "-q"],
+        ["config", "user.email", "t@example.com"],
+        ["config", "user.name", "t"],
+    ):
         subprocess.run(["git", "-C", str(folder), *args], check=True)
     (folder / "train.py").write_text("print('v1')\n")
     subprocess.run(["git", "-C", str(folder), "add", "."], check=True)
@@ -46,7 +49,10 @@ def _git_repo(folder: Path) -> Path:
 
 
 def _run_flaky(host, tmp_path: Path, workdir: Path | None = None) -> object:
-    source = "def attempt_marker_count():\n    return 1 + pathlib.Path(marker_path).exists()\n" + FLAKY_TRAINING
+    source = (
+        "def attempt_marker_count():\n    return 1 + pathlib.Path(marker_path).exists()\n"
+        + FLAKY_TRAINING
+    )
     source = "import pathlib\n" + source
     job_id = submit(host, name="tracked", source=source, user="ada", experiment="trainorch-tests",
                     params={"marker_path": str(tmp_path / "marker"), "lr": 0.1},
@@ -78,34 +84,52 @@ def test_a_job_is_a_run_with_a_nested_run_per_attempt(tmp_path):
         from jupyter_trainorch.orchestrator.access import Caller
         from jupyter_trainorch.orchestrator.jobservice import JobService
 
-        histories = JobService(host.config).metric_history(Caller(job.user), job.id)  # what GET jobs/{id}/metrics serves
+        histories = JobService(host.config).metric_history(
+            Caller(job.user), job.id
+        )  # what GET jobs/{id}/metrics serves
     finally:
         host.stop()
     assert [a["n"] for a in histories["attempts"]] == [1, 2]
-    assert [p[:2] for p in histories["attempts"][1]["metrics"]["loss"]] == [[1, 1.0], [2, 0.5], [3, 1 / 3]]
+    assert [p[:2] for p in histories["attempts"][1]["metrics"]["loss"]] == [
+        [1, 1.0],
+        [2, 0.5],
+        [3, 1 / 3],
+    ]
     assert client.get_experiment(job.mlflow["experiment_id"]).name == "trainorch-tests"
     assert parent.data.params == {"lr": "0.1", "marker_path": str(tmp_path / "marker")}
     tags = parent.data.tags
     assert tags["mlflow.user"] == "ada" and tags["mlflow.runName"] == "tracked"
     assert tags["trainorch.job_id"] == job.id and tags["trainorch.priority"] == "normal"
     assert tags["trainorch.template.name"] == "python-cell"
-    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     assert tags["mlflow.source.git.commit"] == commit and tags["mlflow.source.git.dirty"] == "true"
     parent_files = {a.path for a in client.list_artifacts(parent.info.run_id, "trainorch")}
-    assert parent_files >= {"trainorch/spec.json", "trainorch/source.py", "trainorch/uncommitted.diff"}
-    diff = client.download_artifacts(parent.info.run_id, "trainorch/uncommitted.diff", str(tmp_path))
+    assert parent_files >= {
+        "trainorch/spec.json",
+        "trainorch/source.py",
+        "trainorch/uncommitted.diff",
+    }
+    diff = client.download_artifacts(
+        parent.info.run_id, "trainorch/uncommitted.diff", str(tmp_path)
+    )
     assert "+print('v2')" in Path(diff).read_text()
 
     first, second = _children(client, job)
     assert (first.info.status, second.info.status) == ("FAILED", "FINISHED")
-    assert first.data.tags["trainorch.attempt"] == "1" and second.data.tags["trainorch.attempt"] == "2"
+    assert (
+        first.data.tags["trainorch.attempt"] == "1" and second.data.tags["trainorch.attempt"] == "2"
+    )
     assert first.data.metrics["accuracy"] == 0.25 and second.data.metrics["accuracy"] == 0.5
     memory = client.get_metric_history(second.info.run_id, "system/memory_usage_megabytes")
     assert len(memory) >= 2 and all(m.value > 1 for m in memory)
     assert "system/cpu_utilization_percent" in second.data.metrics
     losses = client.get_metric_history(second.info.run_id, "loss")
     assert [m.step for m in losses] == [1, 2, 3] and losses[-1].value == pytest.approx(1 / 3)
-    log_path = client.download_artifacts(first.info.run_id, "trainorch/log.txt", str(tmp_path / "a1"))
+    log_path = client.download_artifacts(
+        first.info.run_id, "trainorch/log.txt", str(tmp_path / "a1")
+    )
     assert "RuntimeError: the first attempt fails" in Path(log_path).read_text()
 
 
@@ -121,7 +145,9 @@ def test_an_unreachable_tracking_server_does_not_fail_the_job(tmp_path):
         assert job.mlflow["warning"].startswith("MLflow tracking failed (creating the job's run)")
         # While paused, later jobs start at once instead of waiting on MLflow.
         started = time.monotonic()
-        second = wait_final(host, submit(host, name="untracked-2", source="print('again')"), timeout=60)
+        second = wait_final(
+            host, submit(host, name="untracked-2", source="print('again')"), timeout=60
+        )
         assert second.state == "succeeded" and time.monotonic() - started < 30
     finally:
         host.stop()
@@ -145,7 +171,9 @@ def mlflow_server(tmp_path):
                 urllib.request.urlopen(f"{url}/health", timeout=2)
                 break
             except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "mlflow-server.log").read_text()
+                assert proc.poll() is None and time.monotonic() < deadline, (
+                    tmp_path / "mlflow-server.log"
+                ).read_text()
                 time.sleep(0.5)
         yield url
     finally:
@@ -163,11 +191,16 @@ def test_tracking_to_a_real_mlflow_server(tmp_path, mlflow_server):
                    what="the job's run to finish")  # fmt: skip
     finally:
         host.stop()
-    assert job.mlflow["url"] == f"{mlflow_server}/#/experiments/{job.mlflow['experiment_id']}/runs/{job.mlflow['run_id']}"
+    assert (
+        job.mlflow["url"]
+        == f"{mlflow_server}/#/experiments/{job.mlflow['experiment_id']}/runs/{job.mlflow['run_id']}"
+    )
     first, second = _children(client, job)
     assert (first.info.status, second.info.status) == ("FAILED", "FINISHED")
     assert second.data.metrics["loss"] == pytest.approx(1 / 3)
-    assert {a.path for a in client.list_artifacts(second.info.run_id, "trainorch")} == {"trainorch/log.txt"}
+    assert {a.path for a in client.list_artifacts(second.info.run_id, "trainorch")} == {
+        "trainorch/log.txt"
+    }
 
 
 LOG_A_MODEL = """
@@ -187,7 +220,9 @@ def test_a_succeeded_job_registers_its_model_with_an_alias(tmp_path, monkeypatch
     data = tmp_path / "data"
     host = start_host(data, workers=1)
     try:
-        job_id = submit(host, name="register", source=LOG_A_MODEL, register_model="doubler@champion")
+        job_id = submit(
+            host, name="register", source=LOG_A_MODEL, register_model="doubler@champion"
+        )
         job = wait_final(host, job_id, timeout=180)
         assert job.state == "succeeded", [line.text for line in host.store.read_logs(job_id)]
         job = wait_until(lambda: (j := host.store.get_job(job_id)).mlflow.get("model") and j, timeout=60,
@@ -197,7 +232,9 @@ def test_a_succeeded_job_registers_its_model_with_an_alias(tmp_path, monkeypatch
     assert job.mlflow["model"] == {"name": "doubler", "version": "1", "alias": "champion"}
     from jupyter_trainorch.client.job import model_text
 
-    assert model_text(job.to_dict()) == ", model doubler v1 @champion"  # what Job and JobWidget show
+    assert (
+        model_text(job.to_dict()) == ", model doubler v1 @champion"
+    )  # what Job and JobWidget show
     assert job.mlflow["metrics"]["val_loss"] == pytest.approx(0.12)
     client = _client(f"sqlite:///{data / 'mlflow.db'}")
     version = client.get_model_version_by_alias("doubler", "champion")
@@ -227,7 +264,9 @@ def test_autologging_in_the_cell_lands_in_the_attempt_run(tmp_path):
     try:
         job = wait_final(host, submit(host, name="autolog", source=AUTOLOGGED), timeout=180)
         assert job.state == "succeeded", [line.text for line in host.store.read_logs(job.id)]
-        run_id = wait_until(lambda: host.store.get_job(job.id).attempts[0].mlflow_run_id, what="attempt run id")
+        run_id = wait_until(
+            lambda: host.store.get_job(job.id).attempts[0].mlflow_run_id, what="attempt run id"
+        )
     finally:
         host.stop()
     run = _client(f"sqlite:///{data / 'mlflow.db'}").get_run(run_id)

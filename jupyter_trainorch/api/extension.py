@@ -12,6 +12,7 @@ the service through it with no configuration.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 
@@ -28,6 +29,7 @@ class TrainOrchApp(ExtensionApp):
     classes = [TrainOrch]
 
     link: ServiceLink | None = None
+    _connecting: threading.Thread | None = None
 
     def initialize_settings(self) -> None:
         settings = TrainOrch(parent=self)
@@ -51,7 +53,10 @@ class TrainOrchApp(ExtensionApp):
             os.environ["TRAINORCH_TOKEN"] = token
         if not self.link.shared:
             # Started now, not at the first request: jobs left queued resume at once.
-            threading.Thread(target=self._connect, name="trainorch-connect", daemon=True).start()
+            self._connecting = threading.Thread(
+                target=self._connect, name="trainorch-connect", daemon=True
+            )
+            self._connecting.start()
 
     def _connect(self) -> None:
         assert self.link is not None
@@ -61,3 +66,9 @@ class TrainOrchApp(ExtensionApp):
             self.log.error("trainorch: %s", err)
             return
         self.log.info("trainorch: using the service at %s (pid %s)", info.url, info.pid)
+
+    async def stop_extension(self) -> None:
+        # A service being started is left running (it outlives this server by design), but
+        # only once it is fully started and recorded in its runtime file.
+        if self._connecting is not None and self._connecting.is_alive():
+            await asyncio.get_running_loop().run_in_executor(None, self._connecting.join, 120)

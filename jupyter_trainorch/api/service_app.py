@@ -84,7 +84,9 @@ class TrainOrchServiceApp(ExtensionApp):
 
     def initialize_settings(self) -> None:
         self.settings_ = TrainOrch(parent=self)
-        self.service = JobService(self.settings_.to_config(), others_jobs=self.settings_.others_jobs)
+        self.service = JobService(
+            self.settings_.to_config(), others_jobs=self.settings_.others_jobs
+        )
         self.settings.update(
             trainorch_service=self.service,
             trainorch_admins=(list(self.settings_.admin_users), list(self.settings_.admin_groups)),
@@ -100,7 +102,9 @@ class TrainOrchServiceApp(ExtensionApp):
     def _on_server_started(self) -> None:
         assert self.serverapp is not None and self.service is not None
         self.service.url = self.serverapp.connection_url
-        threading.Thread(target=self._start_orchestrator, name="trainorch-start", daemon=True).start()
+        threading.Thread(
+            target=self._start_orchestrator, name="trainorch-start", daemon=True
+        ).start()
 
     def _start_orchestrator(self) -> None:
         """Recover and dispatch at once (not on the first request); then tell clients where

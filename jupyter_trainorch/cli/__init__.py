@@ -55,11 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     status_of.add_argument("--json", action="store_true")
     status_of.set_defaults(handler=cmd_service_status)
     stop = service_actions.add_parser(
-        "stop", help="stop it (and the local cluster it started); running jobs need --force or --drain"
+        "stop",
+        help="stop it (and the local cluster it started); running jobs need --force or --drain",
     )
     stop_how = stop.add_mutually_exclusive_group()
     stop_how.add_argument(
-        "--force", action="store_true", help="stop running jobs too (they run again at the next start)"
+        "--force",
+        action="store_true",
+        help="stop running jobs too (they run again at the next start)",
     )
     stop_how.add_argument(
         "--drain", action="store_true", help="start no new job; stop once the running ones end"

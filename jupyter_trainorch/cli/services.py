@@ -57,7 +57,9 @@ def _reachable() -> bool:
     """A service is there to ask: configured (kernel, terminal, hub) or found (never started)."""
     import os
 
-    return bool(os.environ.get("TRAINORCH_URL") or os.environ.get("TRAINORCH_SERVICE_URL") or _own_service())
+    return bool(
+        os.environ.get("TRAINORCH_URL") or os.environ.get("TRAINORCH_SERVICE_URL") or _own_service()
+    )
 
 
 def cmd_service_stop(args: argparse.Namespace) -> int:

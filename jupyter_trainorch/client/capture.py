@@ -84,4 +84,3 @@ def capture_variables(
             )
         captured[name] = blob
     return captured
-

@@ -15,7 +15,7 @@ import yaml
 
 from ..package import build_package, extract_files, read_package
 
-_LOADER = '''import zipfile as _zipfile
+_LOADER = """import zipfile as _zipfile
 
 import cloudpickle as _cloudpickle
 
@@ -23,7 +23,7 @@ with _zipfile.ZipFile("variables.zip") as _archive:
     for _name in _archive.namelist():
         if _name.startswith("variables/"):
             globals()[_name[len("variables/"):]] = _cloudpickle.loads(_archive.read(_name))
-'''
+"""
 _TRACKING_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "TRAINORCH_MLFLOW_RUN_ID")
 
 
@@ -42,8 +42,12 @@ def export_job(job: dict[str, Any], package: bytes | None, folder: Path) -> list
     shipped = list(inputs)
     if spec.get("kind", "python") == "python":
         script = folder / f"{stem}.py"
-        header = [f"# Exported from trainorch job {job['id']} ({job['name']}), code hash {job.get('code_hash', '')}."]
-        header += [f"{key} = {value!r}" for key, value in sorted((spec.get("params") or {}).items())]
+        header = [
+            f"# Exported from trainorch job {job['id']} ({job['name']}), code hash {job.get('code_hash', '')}."
+        ]
+        header += [
+            f"{key} = {value!r}" for key, value in sorted((spec.get("params") or {}).items())
+        ]
         if variables:
             (folder / "variables.zip").write_bytes(build_package(variables))
             written.append(folder / "variables.zip")

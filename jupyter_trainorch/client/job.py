@@ -133,8 +133,7 @@ class Job:
         attempts = info.get("attempts") or []
         printer.text(
             f"Job {self.id} '{info['name']}': {info['state']}, priority {info['priority_class']}, "
-            f"{len(attempts)} attempt(s), {info['max_retries']} retries allowed"
-            + model_text(info)
+            f"{len(attempts)} attempt(s), {info['max_retries']} retries allowed" + model_text(info)
         )
 
     @property

@@ -65,7 +65,9 @@ def _notebook_name() -> str:
     return name or "Default"
 
 
-def build_request(line: str, cell: str, execution_count: int | None) -> tuple[dict[str, Any], list[str], bool]:
+def build_request(
+    line: str, cell: str, execution_count: int | None
+) -> tuple[dict[str, Any], list[str], bool]:
     """The submit body for a ``%%train`` cell; also the ``--out`` names and ``--wait``."""
     from ..spec.render import parse_set_values
 
@@ -80,7 +82,16 @@ def build_request(line: str, cell: str, execution_count: int | None) -> tuple[di
         raise UsageError(f"%%train: {err}") from None
     overrides: dict[str, Any] = {
         key: getattr(args, key)
-        for key in ("gpus", "cpus", "memory", "priority", "retries", "timeout", "experiment", "register_model")
+        for key in (
+            "gpus",
+            "cpus",
+            "memory",
+            "priority",
+            "retries",
+            "timeout",
+            "experiment",
+            "register_model",
+        )
         if getattr(args, key) is not None
     }
     overrides.setdefault("experiment", _notebook_name())
@@ -116,7 +127,8 @@ def sweep_axes(pairs: list[str]) -> dict[str, list[Any]]:
         key, _, text = pair.partition("=")
         if "," in text:
             axes[key.strip()] = [
-                parse_set_values([f"{key.strip()}={item.strip()}"])[key.strip()] for item in text.split(",")
+                parse_set_values([f"{key.strip()}={item.strip()}"])[key.strip()]
+                for item in text.split(",")
             ]
     if not axes:
         raise UsageError("%%train: --sweep needs at least one key=v1,v2 param to sweep over")
@@ -135,7 +147,12 @@ def sweep_requests(body: dict[str, Any]) -> list[dict[str, Any]]:
         point = dict(zip(axes, values, strict=True))
         label = ",".join(f"{k}={v}" for k, v in point.items())
         requests.append(
-            {**body, "params": {**body["params"], **point}, "name": f"{body['name']}[{label}]", "group": group}
+            {
+                **body,
+                "params": {**body["params"], **point},
+                "name": f"{body['name']}[{label}]",
+                "group": group,
+            }
         )
     return requests
 
@@ -171,7 +188,9 @@ class TrainMagics(Magics):
             else:
                 print(f"job {job.id} {state}: {info.get('error') or ''}".rstrip(": "))
         elif outputs:
-            threading.Thread(target=self._bring_back_later, args=(job, outputs), daemon=True).start()
+            threading.Thread(
+                target=self._bring_back_later, args=(job, outputs), daemon=True
+            ).start()
         return job
 
     def _bring_back(self, job: Any, outputs: list[str]) -> None:

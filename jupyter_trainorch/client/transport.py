@@ -73,7 +73,8 @@ class HTTPTransport:
             except _Unreachable as err:
                 if time.monotonic() + delay > deadline:
                     raise TrainOrchError(
-                        f"cannot reach the trainorch server at {self.root} ({err.reason})", status=503
+                        f"cannot reach the trainorch server at {self.root} ({err.reason})",
+                        status=503,
                     ) from None
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -107,7 +108,12 @@ class HTTPTransport:
             if err.code in (502, 504) or (err.code == 503 and err.headers.get("Retry-After")):
                 raise _Unreachable(f"{err.code} {err.reason}") from None
             raise TrainOrchError(_error_message(err), status=err.code) from None
-        except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as err:
+        except (
+            urllib.error.URLError,
+            ConnectionError,
+            TimeoutError,
+            http.client.HTTPException,
+        ) as err:
             raise _Unreachable(str(getattr(err, "reason", err))) from None
         return payload if raw else json.loads(payload or b"null")
 
@@ -127,8 +133,12 @@ class HTTPTransport:
         key = idempotency_key or uuid.uuid4().hex
         return self._request("POST", "/jobs", body, headers={"Idempotency-Key": key})
 
-    def list(self, state: str | None = None, user: str | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:
-        return self._request("GET", "/jobs", query={"state": state, "user": user, "limit": limit, "offset": offset})
+    def list(
+        self, state: str | None = None, user: str | None = None, limit: int = 100, offset: int = 0
+    ) -> dict[str, Any]:
+        return self._request(
+            "GET", "/jobs", query={"state": state, "user": user, "limit": limit, "offset": offset}
+        )
 
     def get(self, job_id: str) -> dict[str, Any]:
         return self._request("GET", f"/jobs/{_quote(job_id)}")
@@ -145,7 +155,9 @@ class HTTPTransport:
     def package(self, job_id: str) -> bytes | None:
         return self._request("GET", f"/jobs/{_quote(job_id)}/package", raw=True) or None
 
-    def logs(self, job_id: str, attempt: int | None = None, after: int = 0, wait: float = 0.0) -> dict[str, Any]:
+    def logs(
+        self, job_id: str, attempt: int | None = None, after: int = 0, wait: float = 0.0
+    ) -> dict[str, Any]:
         return self._request(
             "GET", f"/jobs/{_quote(job_id)}/logs", query={"attempt": attempt, "after": after, "wait": wait or None},
             timeout=self.timeout + wait,
@@ -160,7 +172,12 @@ class HTTPTransport:
             raise
 
     def events(self, after: int = 0, timeout: float = 0.0) -> dict[str, Any]:
-        return self._request("GET", "/events", query={"after": after, "timeout": timeout}, timeout=self.timeout + timeout)
+        return self._request(
+            "GET",
+            "/events",
+            query={"after": after, "timeout": timeout},
+            timeout=self.timeout + timeout,
+        )
 
     def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -9,4 +9,11 @@ from .backends import (
     make_backend,
 )
 
-__all__ = ["ClusterBackend", "LocalBackend", "LocalCUDABackend", "WorkerInfo", "gpus_present", "make_backend"]
+__all__ = [
+    "ClusterBackend",
+    "LocalBackend",
+    "LocalCUDABackend",
+    "WorkerInfo",
+    "gpus_present",
+    "make_backend",
+]

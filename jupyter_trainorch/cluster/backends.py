@@ -271,7 +271,9 @@ def make_backend(
         else:
             cuda = True
     if cuda:
-        return LocalCUDABackend(state_dir, slots_per_worker=slots_per_worker, idle_timeout=idle_timeout)
+        return LocalCUDABackend(
+            state_dir, slots_per_worker=slots_per_worker, idle_timeout=idle_timeout
+        )
     if spec == "local":
         return LocalBackend(state_dir, n_workers, gpus_per_worker, slots_per_worker, idle_timeout)
     if "://" in spec:

@@ -43,7 +43,6 @@ from .tracking_bridge import TrackingBridge
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class Running:
     job_id: str
@@ -346,7 +345,9 @@ class AttemptTracker:
         for run in [r for r in self.running.values() if r.worker in removed]:
             if run.future is not None:
                 await run.future.cancel()
-            await self.finish(run, {"error": f"worker {run.worker} was lost", "infrastructure": True})
+            await self.finish(
+                run, {"error": f"worker {run.worker} was lost", "infrastructure": True}
+            )
         self._wake()
 
     def held(self) -> list[Running]:
@@ -357,4 +358,3 @@ def tail(error: str | None, limit: int = 2000) -> str | None:
     if error is None or len(error) <= limit:
         return error
     return "…" + error[-limit:]
-

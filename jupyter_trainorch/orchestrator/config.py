@@ -81,7 +81,11 @@ class OrchestratorConfig:
     @classmethod
     def from_env(cls, **overrides: object) -> OrchestratorConfig:
         base = cls()
-        data_dir = Path(os.environ["TRAINORCH_DATA_DIR"]) if os.environ.get("TRAINORCH_DATA_DIR") else base.data_dir
+        data_dir = (
+            Path(os.environ["TRAINORCH_DATA_DIR"])
+            if os.environ.get("TRAINORCH_DATA_DIR")
+            else base.data_dir
+        )
         config = replace(
             base,
             cluster=os.environ.get("TRAINORCH_CLUSTER", base.cluster) or "local",
@@ -92,7 +96,9 @@ class OrchestratorConfig:
             db=os.environ.get("TRAINORCH_DB", ""),
             mlflow=os.environ.get("TRAINORCH_MLFLOW", ""),
             mlflow_ui_url=os.environ.get("TRAINORCH_MLFLOW_UI_URL", ""),
-            system_metrics_interval=float(os.environ.get("TRAINORCH_SYSTEM_METRICS_INTERVAL") or 10.0),
+            system_metrics_interval=float(
+                os.environ.get("TRAINORCH_SYSTEM_METRICS_INTERVAL") or 10.0
+            ),
             cluster_idle_timeout=float(
                 os.environ.get("TRAINORCH_CLUSTER_IDLE_TIMEOUT") or base.cluster_idle_timeout
             ),

@@ -29,7 +29,13 @@ class ChangeFeed:
 
     def publish(self, kind: str, job_id: str, **data: Any) -> Change:
         with self._cond:
-            change = {"seq": next(self._seq), "kind": kind, "job_id": job_id, "time": time.time(), **data}
+            change = {
+                "seq": next(self._seq),
+                "kind": kind,
+                "job_id": job_id,
+                "time": time.time(),
+                **data,
+            }
             self._changes.append(change)
             self._cond.notify_all()
             subscribers = list(self._subscribers)

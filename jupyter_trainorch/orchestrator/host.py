@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 
 class OrchestratorHost:
-    def __init__(self, config: OrchestratorConfig, url: str | None = None, store: JobStore | None = None) -> None:
+    def __init__(
+        self, config: OrchestratorConfig, url: str | None = None, store: JobStore | None = None
+    ) -> None:
         self.config = config
         self.url = url
         self.store = store or JobStore(config.db_url)
@@ -81,7 +83,9 @@ class OrchestratorHost:
         finally:
             loop.close()
 
-    def submit_coroutine(self, make: Callable[[Orchestrator], Awaitable[T]]) -> concurrent.futures.Future[T]:
+    def submit_coroutine(
+        self, make: Callable[[Orchestrator], Awaitable[T]]
+    ) -> concurrent.futures.Future[T]:
         if self._loop is None or self.orchestrator is None:
             raise RuntimeError("the orchestrator is not running")
         orchestrator = self.orchestrator

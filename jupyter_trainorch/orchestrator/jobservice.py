@@ -26,9 +26,13 @@ MAX_WAIT = 30.0
 
 
 class JobService:
-    def __init__(self, config: OrchestratorConfig, url: str | None = None, others_jobs: str = "queue") -> None:
+    def __init__(
+        self, config: OrchestratorConfig, url: str | None = None, others_jobs: str = "queue"
+    ) -> None:
         if others_jobs not in access.OTHERS_JOBS:
-            raise SpecError(f"others_jobs must be one of {', '.join(access.OTHERS_JOBS)}, not {others_jobs!r}")
+            raise SpecError(
+                f"others_jobs must be one of {', '.join(access.OTHERS_JOBS)}, not {others_jobs!r}"
+            )
         self.config = config
         self.url = url
         self.others_jobs = others_jobs
@@ -145,7 +149,7 @@ class JobService:
         from ..spec import parse_priority
 
         if not isinstance(changes, dict) or set(changes) != {"priority"}:
-            raise SpecError("only priority can be changed, as {\"priority\": \"high\"}")
+            raise SpecError('only priority can be changed, as {"priority": "high"}')
         self._owned(caller, job_id, "change its priority")
         priority = parse_priority(changes["priority"])
         self.host.call(lambda o: o.set_priority(job_id, priority))
@@ -228,7 +232,10 @@ class JobService:
         store = self.store
         jobs = store.list_jobs(states=states, user=user or None, limit=limit, offset=offset)
         placement = self._placement([j.id for j in jobs])
-        shown = [access.view(caller, {**j.to_dict(), **placement.get(j.id, {})}, self.others_jobs) for j in jobs]
+        shown = [
+            access.view(caller, {**j.to_dict(), **placement.get(j.id, {})}, self.others_jobs)
+            for j in jobs
+        ]
         return {
             "jobs": [j for j in shown if j is not None],
             "total": store.count_jobs(states=states, user=user or None),
@@ -292,9 +299,14 @@ class JobService:
                     for key in client.get_run(attempt.mlflow_run_id).data.metrics:
                         points = client.get_metric_history(attempt.mlflow_run_id, key)
                         histories[key] = [[m.step, m.value, m.timestamp] for m in points]
-                result["attempts"].append({"n": attempt.n, "run_id": attempt.mlflow_run_id, "metrics": histories})
+                result["attempts"].append(
+                    {"n": attempt.n, "run_id": attempt.mlflow_run_id, "metrics": histories}
+                )
         except Exception as err:  # noqa: BLE001 - MLflow down: say so, the rest of the panel works
-            return {**result, "warning": f"MLflow could not be read: {type(err).__name__}: {err}"[:400]}
+            return {
+                **result,
+                "warning": f"MLflow could not be read: {type(err).__name__}: {err}"[:400],
+            }
         return result
 
     def package(self, caller: Caller, job_id: str) -> bytes | None:
@@ -315,7 +327,9 @@ class JobService:
         if timeout > 0:
             await feed.changed(after, min(timeout, MAX_WAIT))
         changes = feed.since(after)
-        visible = [c for c in (access.visible_change(caller, c, self.others_jobs) for c in changes) if c]
+        visible = [
+            c for c in (access.visible_change(caller, c, self.others_jobs) for c in changes) if c
+        ]
         return {"changes": visible, "last": changes[-1]["seq"] if changes else max(after, 0)}
 
     def cluster(self) -> dict[str, Any]:
@@ -349,5 +363,7 @@ def _request_hash(body: dict[str, Any]) -> str:
     import hashlib
     import json
 
-    canonical = json.dumps({k: v for k, v in body.items() if k != "client_token"}, sort_keys=True, default=str)
+    canonical = json.dumps(
+        {k: v for k, v in body.items() if k != "client_token"}, sort_keys=True, default=str
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()

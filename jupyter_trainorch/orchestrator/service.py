@@ -75,7 +75,13 @@ class Orchestrator:
         self.queue = JobQueue(wake=self._wake.set)
         self.tracking = TrackingBridge(store, self.feed, config)
         self.outcomes = JobOutcomes(
-            store, self.queue, self.feed, self.tracking, config, clock, stopping=lambda: self._stopping
+            store,
+            self.queue,
+            self.feed,
+            self.tracking,
+            config,
+            clock,
+            stopping=lambda: self._stopping,
         )
         self.attempts = AttemptTracker(
             store, backend, self.feed, config, self.tracking,
@@ -143,9 +149,15 @@ class Orchestrator:
     async def _keep_lease(self) -> None:
         while not self._stopping:
             await asyncio.sleep(self.config.lease_ttl / 3)
-            holder = self.store.acquire_lease(self.owner, self.url, self.clock(), self.config.lease_ttl)
+            holder = self.store.acquire_lease(
+                self.owner, self.url, self.clock(), self.config.lease_ttl
+            )
             if holder is not None:
-                log.error("lost the store lease to pid %s on %s; stopping dispatch", holder.pid, holder.host)
+                log.error(
+                    "lost the store lease to pid %s on %s; stopping dispatch",
+                    holder.pid,
+                    holder.host,
+                )
                 self._stopping = True
 
     async def _housekeeping(self) -> None:
@@ -258,13 +270,20 @@ class Orchestrator:
     async def retry(self, job_id: str) -> JobRecord:
         job = self.get(job_id)
         if job.state not in (FAILED, CANCELLED):
-            raise JobStateError(f"job {job_id} is {job.state}; only failed or cancelled jobs can be retried")
+            raise JobStateError(
+                f"job {job_id} is {job.state}; only failed or cancelled jobs can be retried"
+            )
         for dep_id in job.depends_on:
             dep = self.store.get_job(dep_id)
             if dep is not None and dep.state != SUCCEEDED:
                 raise JobStateError(f"job {job_id} depends on {dep_id}, which has {dep.state}")
         self.store.update_job(
-            job_id, state=QUEUED, ended=None, error=None, not_before=None, retry_from=len(job.attempts) + 1
+            job_id,
+            state=QUEUED,
+            ended=None,
+            error=None,
+            not_before=None,
+            retry_from=len(job.attempts) + 1,
         )
         job = self.get(job_id)
         self.queue.add(job)
@@ -374,7 +393,9 @@ class Orchestrator:
                 user=job.user,
             )
             attempts.append(
-                AttemptRecord(job.id, n, STARTING, placement.worker, list(placement.gpu_ids), started=now)
+                AttemptRecord(
+                    job.id, n, STARTING, placement.worker, list(placement.gpu_ids), started=now
+                )
             )
             fields: dict[str, Any] = {"state": STARTING, "not_before": None}
             if job.started is None:

@@ -87,7 +87,9 @@ class TrackingBridge:
         if self.hooks is not None:
             self.hooks.metrics(job_id, run_id, points)
 
-    def attempt_ended(self, job_id: str, run_id: str, state: str, read_log: Callable[[], str]) -> None:
+    def attempt_ended(
+        self, job_id: str, run_id: str, state: str, read_log: Callable[[], str]
+    ) -> None:
         if self.hooks is not None:
             self.hooks.attempt_ended(job_id, run_id, state, read_log)
 

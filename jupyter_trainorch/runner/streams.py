@@ -75,7 +75,9 @@ class LineBatcher:
         with self._lock:
             self._progress = record
             if record.get("metrics") and len(self._points) < MAX_POINTS_PER_BATCH:
-                self._points.append({"step": record.get("step"), "metrics": record["metrics"], "time": time.time()})
+                self._points.append(
+                    {"step": record.get("step"), "metrics": record["metrics"], "time": time.time()}
+                )
 
     def metrics_point(self, metrics: dict[str, float], step: int) -> None:
         """A metrics sample that is not the job's progress (system metrics)."""

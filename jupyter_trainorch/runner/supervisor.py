@@ -92,7 +92,8 @@ class Supervisor:
                 "TRAINORCH_JOB_ID": req["job_id"],
                 "TRAINORCH_JOB_NAME": req["name"],
                 "TRAINORCH_ATTEMPT": str(req["attempt"]),
-                "TRAINORCH_CHECKPOINT_DIR": req.get("checkpoint_dir") or str(self.dir / "checkpoints"),
+                "TRAINORCH_CHECKPOINT_DIR": req.get("checkpoint_dir")
+                or str(self.dir / "checkpoints"),
                 PROGRESS_FD_ENV: str(progress_fd),
                 "PYTHONUNBUFFERED": "1",
             }
@@ -138,7 +139,9 @@ class Supervisor:
         ]
         for reader in self.readers:
             reader.start()
-        self.send({"type": "started", **self._ids(), "pid": self.proc.pid, "time": self.process_started})
+        self.send(
+            {"type": "started", **self._ids(), "pid": self.proc.pid, "time": self.process_started}
+        )
         self.sampler = SystemSampler(
             self.proc.pid, list(self.request.get("gpu_ids") or []),
             float(self.request.get("system_metrics_interval") or 0), self.batcher.metrics_point,
@@ -152,7 +155,9 @@ class Supervisor:
                 break
             pending += chunk
             while True:
-                cut = min((i for i in (pending.find(b"\n"), pending.find(b"\r")) if i >= 0), default=-1)
+                cut = min(
+                    (i for i in (pending.find(b"\n"), pending.find(b"\r")) if i >= 0), default=-1
+                )
                 if cut < 0:
                     break
                 segment, end, pending = pending[:cut], pending[cut : cut + 1], pending[cut + 1 :]
@@ -244,7 +249,9 @@ class Supervisor:
             "retryable": bool(status.get("retryable", True)) and not cancelled,
             "cancelled": cancelled,
             "timed_out": timed_out,
-            "outputs": outputs_path.read_bytes() if exit_code == 0 and outputs_path.exists() else None,
+            "outputs": outputs_path.read_bytes()
+            if exit_code == 0 and outputs_path.exists()
+            else None,
             "log_lines": self.batcher.count,
             "log_path": str(self.dir / "log.jsonl"),
             "pid": self.proc.pid if self.proc else None,

@@ -14,7 +14,9 @@ def _gpu_reader(gpu_ids: list[str]) -> Callable[[], dict[str, float]] | None:
         import pynvml  # from nvidia-ml-py; only on GPU machines
 
         pynvml.nvmlInit()
-        handles = [(gid, pynvml.nvmlDeviceGetHandleByIndex(int(gid))) for gid in gpu_ids if gid.isdigit()]
+        handles = [
+            (gid, pynvml.nvmlDeviceGetHandleByIndex(int(gid))) for gid in gpu_ids if gid.isdigit()
+        ]
     except Exception:  # noqa: BLE001 - no NVML: CPU metrics only
         return None
 
@@ -33,11 +35,19 @@ def _gpu_reader(gpu_ids: list[str]) -> Callable[[], dict[str, float]] | None:
 class SystemSampler:
     """Every ``interval`` seconds, hand ``{"system/...": value}`` to ``emit(metrics, step)``."""
 
-    def __init__(self, pid: int, gpu_ids: list[str], interval: float, emit: Callable[[dict[str, Any], int], None]) -> None:
+    def __init__(
+        self,
+        pid: int,
+        gpu_ids: list[str],
+        interval: float,
+        emit: Callable[[dict[str, Any], int], None],
+    ) -> None:
         self.pid, self.interval, self.emit = pid, interval, emit
         self.gpu_ids = gpu_ids
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="trainorch-system-metrics", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="trainorch-system-metrics", daemon=True
+        )
 
     def start(self) -> SystemSampler:
         if self.interval > 0:

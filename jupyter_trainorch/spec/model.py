@@ -122,7 +122,9 @@ class Resources:
         data = dict(data or {})
         unknown = set(data) - {"gpus", "cpus", "memory"}
         if unknown:
-            raise SpecError(f"{prefix}.{sorted(unknown)[0]} is not a known resource (gpus, cpus, memory)")
+            raise SpecError(
+                f"{prefix}.{sorted(unknown)[0]} is not a known resource (gpus, cpus, memory)"
+            )
         gpus = _non_negative_int(data.get("gpus", 0), f"{prefix}.gpus")
         try:
             cpus = float(data.get("cpus", 1))
@@ -166,7 +168,9 @@ class RetryPolicy:
             max_retries=_non_negative_int(data.get("max", base.max_retries), f"{prefix}.max"),
             backoff=parse_duration(data.get("backoff", base.backoff), f"{prefix}.backoff") or 0.0,
             factor=factor,
-            max_backoff=parse_duration(data.get("max_backoff", base.max_backoff), f"{prefix}.max_backoff")
+            max_backoff=parse_duration(
+                data.get("max_backoff", base.max_backoff), f"{prefix}.max_backoff"
+            )
             or 0.0,
         )
 

@@ -45,7 +45,18 @@ def _render(text: str, params: dict[str, Any], what: str) -> str:
         raise SpecError(f"{what} could not be rendered ({_one_line(err) or 'error'})") from None
 
 
-_OVERRIDES = ("gpus", "cpus", "memory", "priority", "retries", "timeout", "env", "name", "experiment", "register_model")
+_OVERRIDES = (
+    "gpus",
+    "cpus",
+    "memory",
+    "priority",
+    "retries",
+    "timeout",
+    "env",
+    "name",
+    "experiment",
+    "register_model",
+)
 
 
 def _flag(key: str, value: Any) -> Any:
@@ -125,7 +136,9 @@ def render_spec(
         outputs=list(outputs) if outputs is not None else list(template.outputs),
         workdir=workdir,
         register_model=str(overrides.get("register_model") or template.register_model).strip(),
-        experiment=_render(str(overrides.get("experiment") or template.experiment), values, "experiment").strip(),
+        experiment=_render(
+            str(overrides.get("experiment") or template.experiment), values, "experiment"
+        ).strip(),
         template=template.ref(),
         user=user,
     )

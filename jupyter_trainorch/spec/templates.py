@@ -39,7 +39,16 @@ TEMPLATE_FIELDS = tuple(
     "env inputs outputs params experiment register_model".split()
 )
 BUILTIN_DIR = Path(__file__).parent / "builtin"
-_TEXT_FIELDS = ("name", "description", "extends", "kind", "command", "source", "experiment", "register_model")
+_TEXT_FIELDS = (
+    "name",
+    "description",
+    "extends",
+    "kind",
+    "command",
+    "source",
+    "experiment",
+    "register_model",
+)
 _MAPPING_FIELDS = ("resources", "env", "params")
 # Plain keys that users carry over from other tools or the legacy schema; difflib alone
 # would not point ``gpu`` at ``resources``.

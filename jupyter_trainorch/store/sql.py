@@ -195,8 +195,10 @@ class JobStore:
         """Attempts whose code had started and that ended for a reason not the job's own
         (a lost worker, a stopped service): each one's job ran its code again."""
         with self._session() as session:
-            query = select(func.count()).select_from(AttemptRow).where(
-                AttemptRow.infrastructure.is_(True), AttemptRow.process_started.is_not(None)
+            query = (
+                select(func.count())
+                .select_from(AttemptRow)
+                .where(AttemptRow.infrastructure.is_(True), AttemptRow.process_started.is_not(None))
             )
             return int(session.scalar(query) or 0)
 
@@ -364,4 +366,3 @@ class JobStore:
             row = session.get(LeaseRow, _LEASE_NAME)
             if row is not None and row.owner == owner:
                 session.delete(row)
-

@@ -48,8 +48,12 @@ class TrackingHooks:
         self._on_final_metrics = on_final_metrics
         # Two lanes: runs are created on one thread, so an attempt's run never queues behind
         # artifact uploads, metrics and git calls, which go to the other.
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="trainorch-mlflow")
-        self._slow = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="trainorch-mlflow-io")
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="trainorch-mlflow"
+        )
+        self._slow = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="trainorch-mlflow-io"
+        )
         self._warned: set[str] = set()
         # Written by the run-creating lane, read (and emptied) by the other, always later.
         self._job_runs: dict[str, dict[str, Any]] = {}
@@ -72,7 +76,9 @@ class TrackingHooks:
         except Exception as err:  # noqa: BLE001 - tracking must never fail a job
             self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE
             first_line = (str(err).splitlines() or [""])[0][:300]
-            self._warn(job_id, f"MLflow tracking failed ({what}): {type(err).__name__}: {first_line}")
+            self._warn(
+                job_id, f"MLflow tracking failed ({what}): {type(err).__name__}: {first_line}"
+            )
             return None
 
     @staticmethod
@@ -94,7 +100,9 @@ class TrackingHooks:
             log.warning("job %s: %s", job_id, message)
             self._on_warning(job_id, message)
 
-    def submit(self, job_id: str, what: str, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+    def submit(
+        self, job_id: str, what: str, fn: Callable[..., Any], *args: Any
+    ) -> concurrent.futures.Future[Any]:
         return self._executor.submit(self._guarded, job_id, what, fn, *args)
 
     def submit_slow(self, job_id: str, what: str, fn: Callable[..., Any], *args: Any) -> None:
@@ -144,13 +152,18 @@ class TrackingHooks:
                 self.run(job["id"], "creating the attempt's run", start), ATTEMPT_RUN_WAIT
             )
         except asyncio.TimeoutError:
-            self._warn(job["id"], f"MLflow did not answer in {ATTEMPT_RUN_WAIT:g}s; the attempt runs untracked")
+            self._warn(
+                job["id"],
+                f"MLflow did not answer in {ATTEMPT_RUN_WAIT:g}s; the attempt runs untracked",
+            )
             return None
 
     def metrics(self, job_id: str, run_id: str, points: list[dict[str, Any]]) -> None:
         self.submit_slow(job_id, "logging metrics", self.tracker.log_metrics, run_id, points)
 
-    def attempt_ended(self, job_id: str, run_id: str, state: str, read_log: Callable[[], str]) -> None:
+    def attempt_ended(
+        self, job_id: str, run_id: str, state: str, read_log: Callable[[], str]
+    ) -> None:
         def end() -> None:
             text = read_log()
             if len(text) > MAX_LOG_ARTIFACT_BYTES:

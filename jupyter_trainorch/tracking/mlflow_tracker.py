@@ -41,7 +41,9 @@ def _param_text(value: Any) -> str:
 class MlflowTracker:
     """Talks to one MLflow tracking server (or SQLite file) for the orchestrator."""
 
-    def __init__(self, tracking_uri: str, artifact_root: Path | None = None, ui_url: str | None = None) -> None:
+    def __init__(
+        self, tracking_uri: str, artifact_root: Path | None = None, ui_url: str | None = None
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
         self.ui_url = ui_url.rstrip("/") if ui_url else None
@@ -106,16 +108,26 @@ class MlflowTracker:
             tags["trainorch.group"] = str(spec["group"])
         if job.get("rerun_of"):
             tags["trainorch.rerun_of"] = str(job["rerun_of"])
-        run = self.client.create_run(experiment_id, start_time=_ms(), tags=tags, run_name=job["name"])
+        run = self.client.create_run(
+            experiment_id, start_time=_ms(), tags=tags, run_name=job["name"]
+        )
         run_id = run.info.run_id
         from mlflow.entities import Param
 
-        params = [Param(str(k), _param_text(v)) for k, v in sorted((spec.get("params") or {}).items())]
+        params = [
+            Param(str(k), _param_text(v)) for k, v in sorted((spec.get("params") or {}).items())
+        ]
         if params:
             self.client.log_batch(run_id, params=params, synchronous=True)
-        return {"experiment_id": experiment_id, "run_id": run_id, "url": self.url(experiment_id, run_id)}
+        return {
+            "experiment_id": experiment_id,
+            "run_id": run_id,
+            "url": self.url(experiment_id, run_id),
+        }
 
-    def describe_job(self, run_id: str, spec: dict[str, Any], meta: dict[str, str] | None = None) -> None:
+    def describe_job(
+        self, run_id: str, spec: dict[str, Any], meta: dict[str, str] | None = None
+    ) -> None:
         """The slower part: git tags and the spec, source and ``meta`` texts (variable
         manifest, the submitting environment's packages) as artifacts."""
         from mlflow.entities import RunTag
@@ -139,7 +151,13 @@ class MlflowTracker:
 
     # -- attempts --------------------------------------------------------------------
     def start_attempt(
-        self, experiment_id: str, parent_run_id: str, job: dict[str, Any], n: int, worker: str, gpu_ids: list[str]
+        self,
+        experiment_id: str,
+        parent_run_id: str,
+        job: dict[str, Any],
+        n: int,
+        worker: str,
+        gpu_ids: list[str],
     ) -> str:
         tags = {
             PARENT_TAG: parent_run_id,
@@ -150,7 +168,9 @@ class MlflowTracker:
             "trainorch.worker": worker,
             "trainorch.gpu_ids": ",".join(gpu_ids),
         }
-        run = self.client.create_run(experiment_id, start_time=_ms(), tags=tags, run_name=f"{job['name']} attempt {n}")
+        run = self.client.create_run(
+            experiment_id, start_time=_ms(), tags=tags, run_name=f"{job['name']} attempt {n}"
+        )
         return run.info.run_id
 
     def log_metrics(self, run_id: str, points: list[dict[str, Any]]) -> None:
@@ -183,7 +203,9 @@ class MlflowTracker:
         try:
             self.client.create_registered_model(name)
         except MlflowException as err:
-            if "already exists" not in str(err).lower() and "RESOURCE_ALREADY_EXISTS" not in str(err):
+            if "already exists" not in str(err).lower() and "RESOURCE_ALREADY_EXISTS" not in str(
+                err
+            ):
                 raise
         logged = self.client.search_logged_models(
             experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'"
