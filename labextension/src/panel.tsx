@@ -1003,11 +1003,31 @@ function QueueSummary(props: { job: IRestrictedJob; now: number }): JSX.Element 
       <Field label="Priority" field="priority">
         {priorityLabel(job)} ({job.priority})
       </Field>
-      {r && (
-        <Field label="Resources" field="resources">
-          {r.gpus} GPU · {r.cpus} CPU{r.memory ? ` · ${formatBytes(r.memory)}` : ''}
-        </Field>
-      )}
+      {r && <ResourcesField resources={r} />}
+      <TimeFields job={job} now={now} />
+    </dl>
+  );
+}
+
+/** Resources as one line: GPUs, CPUs, memory. */
+function ResourcesField(props: { resources: IJobDetail['resources'] }): JSX.Element {
+  const r = props.resources;
+  return (
+    <Field label="Resources" field="resources">
+      {r.gpus} GPU · {r.cpus} CPU{r.memory ? ` · ${formatBytes(r.memory)}` : ''}
+    </Field>
+  );
+}
+
+/** When the job was submitted, started and ended, and how long it has run or waited. */
+function TimeFields(props: {
+  job: IRestrictedJob | IJobDetail;
+  now: number;
+  eta?: number | null;
+}): JSX.Element {
+  const { job, now, eta } = props;
+  return (
+    <>
       <Field label="Submitted" field="created">
         {formatTime(job.created)}
       </Field>
@@ -1023,8 +1043,9 @@ function QueueSummary(props: { job: IRestrictedJob; now: number }): JSX.Element 
       )}
       <Field label={job.started ? 'Run time' : 'Waiting'} field="elapsed">
         {formatDuration(elapsedSeconds(job, now))}
+        {eta !== undefined && eta !== null && eta > 0 ? ` · ETA ${formatDuration(eta)}` : ''}
       </Field>
-    </dl>
+    </>
   );
 }
 
@@ -1050,30 +1071,12 @@ function Summary(props: { job: IJobDetail; now: number; model: JobsModel }): JSX
           <span className="trainorch-muted"> {job.template.hash.slice(0, 10)}</span>
         )}
       </Field>
-      <Field label="Resources" field="resources">
-        {r.gpus} GPU · {r.cpus} CPU{r.memory ? ` · ${formatBytes(r.memory)}` : ''}
-      </Field>
+      <ResourcesField resources={r} />
       <Field label="Attempts" field="attempts">
         {attemptsText(job)}
         {job.timeout ? ` · timeout ${formatDuration(job.timeout)}` : ''}
       </Field>
-      <Field label="Submitted" field="created">
-        {formatTime(job.created)}
-      </Field>
-      {job.started && (
-        <Field label="Started" field="started">
-          {formatTime(job.started)}
-        </Field>
-      )}
-      {job.ended && (
-        <Field label="Ended" field="ended">
-          {formatTime(job.ended)}
-        </Field>
-      )}
-      <Field label={job.started ? 'Run time' : 'Waiting'} field="elapsed">
-        {formatDuration(elapsedSeconds(job, now))}
-        {eta !== null && eta > 0 ? ` · ETA ${formatDuration(eta)}` : ''}
-      </Field>
+      <TimeFields job={job} now={now} eta={eta} />
       {job.depends_on.length > 0 && (
         <Field label="Depends on" field="depends_on">
           {job.depends_on.map(dep => (
