@@ -252,30 +252,20 @@ class ServiceHandler(BaseHandler):
 class StopHandler(BaseHandler):
     @web.authenticated
     async def post(self) -> None:
-        if not self.caller.admin:
-            raise web.HTTPError(403, "only admins may stop the trainorch service")
         body = self.json_body()
         if not isinstance(body, dict):
             raise web.HTTPError(400, "the request body must be a JSON object")
         force, drain = bool(body.get("force")), bool(body.get("drain"))
-        running = (await self.run(self.service.cluster))["running"]
-        if running and not (force or drain):
-            raise web.HTTPError(
-                409,
-                f"{running} job(s) are running; stop with force (they are stopped and run again "
-                "at the next start) or drain (no new job starts; the service stops when they end)",
-            )
+        draining = await self.run(self.service.prepare_stop, self.caller, force, drain)
         stop = self.settings["trainorch_stop"]
-        if drain and running:
-            self.service.host.orchestrator.draining = True
+        self.write_json({"stopping": True, "draining": draining}, status=202)
+        if draining:
             asyncio.ensure_future(self._stop_when_idle(stop))
-            self.write_json({"stopping": True, "draining": running}, status=202)
-            return
-        self.write_json({"stopping": True, "draining": 0}, status=202)
-        asyncio.get_running_loop().run_in_executor(None, stop, False)
+        else:
+            asyncio.get_running_loop().run_in_executor(None, stop, False)
 
     async def _stop_when_idle(self, stop: Callable[[bool], None]) -> None:
-        while (await self.run(self.service.cluster))["running"]:
+        while await self.run(self.service.running_attempts):
             await asyncio.sleep(1.0)
         await asyncio.get_running_loop().run_in_executor(None, stop, False)
 

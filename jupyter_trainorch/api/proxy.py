@@ -112,7 +112,8 @@ class ForwardHandler(APIHandler):
             # A retry below must never submit twice: give the request a key if it has none.
             if not _client_token(self.request.body):
                 headers["Idempotency-Key"] = uuid.uuid4().hex
-        retry_safe = method != "POST" or "Idempotency-Key" in headers or path == "api/jobs"
+        # Submits carry a key by now; other POSTs (retry, rerun, stop) are not repeatable.
+        retry_safe = method != "POST" or path == "api/jobs"
         body = self.request.body if method in ("POST", "PATCH") else None
         for attempt in (1, 2):
             info = await self._service()

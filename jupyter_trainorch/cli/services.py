@@ -79,7 +79,9 @@ def cmd_service_stop(args: argparse.Namespace) -> int:
     # Its local cluster and running jobs stop first; then the process ends.
     local = status.get("host") == socket.gethostname()
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and (pid_alive(status["pid"]) if local else _reachable()):
+    while time.monotonic() < deadline and (
+        pid_alive(status["pid"]) if local else transport.answers()
+    ):
         time.sleep(0.2)
     print(f"stopped the trainorch service (pid {status['pid']})")
     return EXIT_OK

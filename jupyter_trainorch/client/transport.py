@@ -120,6 +120,14 @@ class HTTPTransport:
     def me(self) -> dict[str, Any]:
         return self._request("GET", "/me")
 
+    def answers(self) -> bool:
+        """One try, no retries: does the service answer now?"""
+        try:
+            self._request_once("GET", "/me", None, None, False, 5.0, None)
+        except (_Unreachable, TrainOrchError):
+            return False
+        return True
+
     def service_status(self) -> dict[str, Any]:
         return self._request("GET", "/service")
 

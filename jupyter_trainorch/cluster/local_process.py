@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..files import write_private
+
 ATTEMPT_DIR_ENV = "TRAINORCH_ATTEMPT_DIR"
 
 
@@ -29,14 +31,6 @@ def read_state(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         return None
-
-
-def _write_state(path: Path, state: dict[str, Any]) -> None:
-    staged = path.with_name(path.name + ".tmp")
-    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(state, handle)
-    os.replace(staged, path)
 
 
 def _uncollected_outcomes(attempt_dir: Path) -> bool:
@@ -108,19 +102,17 @@ async def serve(args: argparse.Namespace) -> None:
     attempt_dir = Path(args.attempt_dir or state_file.parent / "attempts")
     attempt_dir.mkdir(parents=True, exist_ok=True)
     cluster = await _start(args, attempt_dir)
-    _write_state(
-        state_file,
-        {
-            "address": cluster.scheduler_address,
-            "pid": os.getpid(),
-            "workers": args.workers,
-            "gpus_per_worker": args.gpus_per_worker,
-            "slots_per_worker": args.slots_per_worker,
-            "cuda": args.cuda,
-            "attempt_dir": str(attempt_dir),
-            "started": time.time(),
-        },
-    )
+    state = {
+        "address": cluster.scheduler_address,
+        "pid": os.getpid(),
+        "workers": args.workers,
+        "gpus_per_worker": args.gpus_per_worker,
+        "slots_per_worker": args.slots_per_worker,
+        "cuda": args.cuda,
+        "attempt_dir": str(attempt_dir),
+        "started": time.time(),
+    }
+    write_private(state_file, json.dumps(state))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

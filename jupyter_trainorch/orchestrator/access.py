@@ -34,11 +34,9 @@ class Forbidden(PermissionError):
     """The caller may not do this to the job (HTTP 403)."""
 
 
-def require_owner(caller: Caller, job: dict[str, Any], what: str) -> None:
-    if not caller.owns(job["user"]):
-        raise Forbidden(
-            f"job {job['id']} belongs to {job['user']}; only its owner and admins may {what}"
-        )
+def require_owner(caller: Caller, job_id: str, owner: str, what: str) -> None:
+    if not caller.owns(owner):
+        raise Forbidden(f"job {job_id} belongs to {owner}; only its owner and admins may {what}")
 
 
 def actions(caller: Caller, job: dict[str, Any]) -> list[str]:

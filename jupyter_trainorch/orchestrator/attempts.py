@@ -280,14 +280,16 @@ class AttemptTracker:
     async def _fill_log_gap(self, run: Running, outcome: dict[str, Any]) -> None:
         """Fetch lines whose events never arrived from the worker's durable log."""
         total = int(outcome.get("log_lines") or 0)
-        if not total or total <= self.store.max_log_seq(run.job_id, run.n):
-            return
-        await self.read_missing_lines(run, outcome.get("log_path", ""))
+        stored = self.store.max_log_seq(run.job_id, run.n) if total else 0
+        if total > stored:
+            await self.read_missing_lines(run, outcome.get("log_path", ""), after=stored)
 
-    async def read_missing_lines(self, run: Running, path: str) -> None:
+    async def read_missing_lines(self, run: Running, path: str, after: int | None = None) -> None:
+        """Lines of the worker's durable log after ``after`` (default: the last one stored)."""
         if not path or run.worker not in self.backend.workers:
             return
-        after = self.store.max_log_seq(run.job_id, run.n)
+        if after is None:
+            after = self.store.max_log_seq(run.job_id, run.n)
         try:
             got = await self.backend.client.run(read_log, path, after, workers=[run.worker])
         except Exception as err:  # noqa: BLE001

@@ -14,12 +14,12 @@ import time
 from typing import Any
 
 from ..spec import JobSpec, SpecError
-from ..store import ALL_STATES, TERMINAL_STATES, JobStore
+from ..store import ALL_STATES, TERMINAL_STATES, JobRecord, JobStore
 from . import access
 from .access import Caller
 from .config import OrchestratorConfig
+from .errors import JobNotFound, JobStateError
 from .host import OrchestratorHost
-from .service import JobNotFound
 
 MAX_LIMIT = 1000
 MAX_WAIT = 30.0
@@ -97,10 +97,8 @@ class JobService:
         if not isinstance(body, dict):
             raise SpecError("the request body must be a JSON object")
         key = idempotency_key or body.get("client_token")
-        request_hash = None
         if key is not None:
-            key = _idempotency_key(key)
-            request_hash = _request_hash(body)
+            key, digest = _idempotency_key(key), _request_hash(body)
         package = None
         if body.get("package"):
             try:
@@ -119,10 +117,11 @@ class JobService:
         else:
             raise SpecError("the request must contain either spec or template")
         spec.user = caller.name
-        record = self.host.call(
-            lambda o: o.submit(spec, package, idempotency_key=key, request_hash=request_hash)
-        )
-        return self._job_dict(caller, record.id), not getattr(record, "replayed", False)
+        if key is None:
+            record, created = self.host.call(lambda o: o.submit(spec, package)), True
+        else:
+            record, created = self.host.call(lambda o: o.submit_once(spec, package, key, digest))
+        return self._job_dict(caller, record.id), created
 
     def _render(self, template: Any, body: dict[str, Any]) -> JobSpec:
         from ..spec.render import render_spec
@@ -166,15 +165,13 @@ class JobService:
         return self.get(caller, job_id)
 
     # -- reads (straight from the store; no orchestrator round trip) -----------------
-    def _owned(self, caller: Caller, job_id: str, what: str) -> dict[str, Any]:
+    def _owned(self, caller: Caller, job_id: str, what: str) -> JobRecord:
+        """The job, if the caller may ``what`` (as a sentence: "read its logs")."""
         job = self.store.get_job(job_id)
-        if job is None:
+        if job is None or (not caller.owns(job.user) and self.others_jobs == "hidden"):
             raise JobNotFound(job_id)
-        data = job.to_dict()
-        if not caller.owns(job.user) and self.others_jobs == "hidden":
-            raise JobNotFound(job_id)
-        access.require_owner(caller, data, what)
-        return data
+        access.require_owner(caller, job_id, job.user, what)
+        return job
 
     def _job_dict(self, caller: Caller, job_id: str) -> dict[str, Any]:
         job = self.store.get_job(job_id)
@@ -282,9 +279,7 @@ class JobService:
         """Metric histories of every attempt's MLflow run: ``{key: [[step, value, time_ms]]}``."""
         from ..tracking import MlflowTracker, tracking_uri
 
-        self._owned(caller, job_id, "read its metrics")
-        job = self.store.get_job(job_id)
-        assert job is not None
+        job = self._owned(caller, job_id, "read its metrics")
         result: dict[str, Any] = {"job_id": job_id, "attempts": []}
         uri = tracking_uri(self.config.mlflow, self.config.data_dir)
         if uri is None:
@@ -331,6 +326,25 @@ class JobService:
             c for c in (access.visible_change(caller, c, self.others_jobs) for c in changes) if c
         ]
         return {"changes": visible, "last": changes[-1]["seq"] if changes else max(after, 0)}
+
+    def running_attempts(self) -> int:
+        return self.host.call_sync(lambda o: len(o.attempts.running))
+
+    def prepare_stop(self, caller: Caller, force: bool, drain: bool) -> int:
+        """May the service stop now? With ``drain``, no new job starts from here on; the
+        answer is how many running jobs a drain waits for (0: stop at once)."""
+        if not caller.admin:
+            raise access.Forbidden("only admins may stop the trainorch service")
+        running = self.running_attempts()
+        if running and not (force or drain):
+            raise JobStateError(
+                f"{running} job(s) are running; stop with force (they are stopped and run again "
+                "at the next start) or drain (no new job starts; the service stops when they end)"
+            )
+        if not (drain and running):
+            return 0
+        self.host.call_sync(lambda o: setattr(o, "draining", True))
+        return running
 
     def cluster(self) -> dict[str, Any]:
         return self.host.call_sync(lambda o: o.cluster_status())

@@ -105,5 +105,4 @@ def _wait_again(orch: Orchestrator, job: JobRecord) -> None:
     if waiting:
         orch.queue.wait_for(job.id, waiting)
     else:
-        orch.store.update_job(job.id, state=QUEUED)
-        orch.outcomes.requeue(orch.get(job.id))
+        orch.outcomes.requeue(job)  # its dependencies succeeded while nobody listened

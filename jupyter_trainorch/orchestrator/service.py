@@ -123,7 +123,6 @@ class Orchestrator:
         """Leave: attempts keep running on their workers (and the cluster keeps running);
         the next orchestrator on this store adopts them."""
         self._stopping = True
-        self.attempts.stopping = True
         self._wake.set()
         self.queue.cancel_all_timers()
         await self._close(close_cluster=False)
@@ -175,19 +174,38 @@ class Orchestrator:
 
     # -- commands ------------------------------------------------------------------
     async def submit(
+        self, spec: JobSpec, package: bytes | None = None, rerun_of: str | None = None
+    ) -> JobRecord:
+        """Queue a job."""
+        return self._create(spec, package, rerun_of)
+
+    async def submit_once(
+        self, spec: JobSpec, package: bytes | None, idempotency_key: str, request_hash: str
+    ) -> tuple[JobRecord, bool]:
+        """Queue a job unless this user's ``idempotency_key`` made one already (a client
+        retrying after a lost answer): then that job, never a second one. The flag says
+        whether the job was made now."""
+        earlier = self.store.find_by_idempotency_key(spec.user, idempotency_key)
+        if earlier is None:
+            try:
+                return self._create(spec, package, None, idempotency_key, request_hash), True
+            except DuplicateSubmission as err:  # the same key, at the same moment
+                earlier = self.get(err.job_id)
+        if earlier.request_hash and request_hash != earlier.request_hash:
+            raise SpecError(
+                f"the Idempotency-Key was already used for job {earlier.id} with a different "
+                "request; use a new key for a new job"
+            )
+        return earlier, False
+
+    def _create(
         self,
         spec: JobSpec,
-        package: bytes | None = None,
-        rerun_of: str | None = None,
+        package: bytes | None,
+        rerun_of: str | None,
         idempotency_key: str | None = None,
         request_hash: str | None = None,
     ) -> JobRecord:
-        """Queue a job. A repeated ``idempotency_key`` of the same user returns the job the
-        first request made (a client retrying after a lost answer), never a second one."""
-        if idempotency_key:
-            earlier = self.store.find_by_idempotency_key(spec.user, idempotency_key)
-            if earlier is not None:
-                return self._replayed(earlier, request_hash)
         if self.backend.workers:
             problem = policy.fit_error(
                 spec.resources.gpus, spec.resources.cpus, spec.resources.memory, self._views()
@@ -216,13 +234,10 @@ class Orchestrator:
             created=self.clock(),
             code_hash=code_hash(spec.kind, spec.source, spec.command, package),
             rerun_of=rerun_of,
-            idempotency_key=idempotency_key or None,
+            idempotency_key=idempotency_key,
             request_hash=request_hash,
         )
-        try:
-            self.store.create_job(record, package)
-        except DuplicateSubmission as err:
-            return self._replayed(self.get(err.job_id), request_hash)
+        self.store.create_job(record, package)
         self.tracking.submitted(record, package)
         if unfinished:
             self.queue.wait_for(record.id, unfinished)
@@ -230,15 +245,6 @@ class Orchestrator:
             self.queue.add(record)
         self._publish(record, record.state)
         return record
-
-    def _replayed(self, earlier: JobRecord, request_hash: str | None) -> JobRecord:
-        if request_hash and earlier.request_hash and request_hash != earlier.request_hash:
-            raise SpecError(
-                f"the Idempotency-Key was already used for job {earlier.id} with a different "
-                "request; use a new key for a new job"
-            )
-        earlier.replayed = True
-        return earlier
 
     def _resolve_dependencies(self, refs: list[str]) -> list[str]:
         """``--after`` takes job ids, or names of earlier jobs (the newest of that name)."""

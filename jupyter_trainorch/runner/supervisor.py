@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..environ import without_service_settings
+from ..files import write_private
 from ..package import build_package, extract_files, read_package
 from ..progress import PROGRESS_FD_ENV
 from .streams import LineBatcher, parse_tqdm
@@ -49,15 +50,6 @@ def _attempt_root(worker: Any = None) -> Path:
     except (ImportError, ValueError):
         base = Path(tempfile.gettempdir())
     return base / "trainorch"
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` readable by this user only, atomically (a reader never sees half)."""
-    staged = path.with_name(path.name + ".tmp")
-    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(staged, path)
 
 
 class Supervisor:
@@ -117,7 +109,7 @@ class Supervisor:
             # A job that ships its input files runs among them, on any worker.
             extract_files(files, self.dir)
             self.has_inputs = bool(files)
-        _write_private(self.dir / "request.json", json.dumps(req))
+        write_private(self.dir / "request.json", json.dumps(req))
         os.makedirs(self._environment(0)["TRAINORCH_CHECKPOINT_DIR"], exist_ok=True)
         read_fd, write_fd = os.pipe()
         self.proc = subprocess.Popen(
@@ -272,7 +264,7 @@ class Supervisor:
         """Keep the outcome on the worker until the orchestrator has stored it: it may be
         away (restarting) when the attempt ends. Outputs stay in their own file."""
         durable = {k: v for k, v in outcome.items() if k != "outputs"}
-        _write_private(self.dir / OUTCOME_FILE, json.dumps(durable))
+        write_private(self.dir / OUTCOME_FILE, json.dumps(durable))
 
 
 def run_attempt(request: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Finding, starting and stopping the user's own trainorch service (standard library only)."""
 
-from .launcher import ServiceUnavailable, ensure_service, find_service, stop_service
+from .launcher import ServiceUnavailable, ensure_service, find_service
 from .runtime import ServiceInfo, read_runtime
 
 __all__ = [
@@ -9,5 +9,4 @@ __all__ = [
     "ensure_service",
     "find_service",
     "read_runtime",
-    "stop_service",
 ]

@@ -1,4 +1,4 @@
-"""Find the user's running service, or start it detached; stop it on request.
+"""Find the user's running service, or start it detached.
 
 The server extension, the magics and the CLI all come here when no shared service is
 configured. Starting is serialised by a lock file, so two of them racing (a notebook
@@ -128,22 +128,3 @@ def _last_error(log_path: Path) -> str:
         line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()
     ]
     return lines[-1][:300] if lines else "it wrote nothing"
-
-
-def stop_service(
-    info: ServiceInfo, force: bool = False, drain: bool = False, timeout: float = 60.0
-) -> None:
-    """Ask the service to stop and wait until its process has gone (when it runs here)."""
-    try:
-        request(info, "POST", "service/stop", {"force": force, "drain": drain}, timeout=30.0)
-    except urllib.error.HTTPError as err:
-        try:
-            message = json.loads(err.read() or b"{}").get("message")
-        except ValueError:
-            message = None
-        raise ServiceUnavailable(message or f"the service answered {err.code}") from None
-    if drain:
-        return
-    deadline = time.monotonic() + timeout
-    while info.alive() and time.monotonic() < deadline:
-        time.sleep(0.1)

@@ -7,12 +7,12 @@ holding the token is what makes a caller that user.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..files import write_private
 from ..processes import pid_alive
 
 RUNTIME_FILE = "service.json"
@@ -46,11 +46,7 @@ def read_runtime(data_dir: Path) -> ServiceInfo | None:
 def write_runtime(data_dir: Path, info: ServiceInfo) -> None:
     path = runtime_path(data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(path.name + f".{os.getpid()}.tmp")
-    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(asdict(info), handle)
-    os.replace(staged, path)
+    write_private(path, json.dumps(asdict(info)))
 
 
 def remove_runtime(data_dir: Path, pid: int) -> None:
