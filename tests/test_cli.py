@@ -359,6 +359,17 @@ def test_a_draining_service_starts_nothing_new_and_stops_when_its_jobs_end(env, 
     assert states == ("succeeded", "queued")
 
 
+def test_a_service_with_a_wrong_setting_stops_and_says_which(env, tmp_path):
+    config = tmp_path / "config"
+    config.mkdir(exist_ok=True)
+    (config / "jupyter_server_config.py").write_text('c.TrainOrch.others_jobs = "everyone"\n')
+    result = trainorch("list", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    message = one_error(result)
+    assert message.startswith("trainorch: the trainorch service did not start (exit code 2)")
+    assert "The 'others_jobs' trait of a TrainOrch instance expected any of" in message
+
+
 def test_templates_list_and_show(env):
     result = trainorch("templates", "list", env=env)
     assert result.returncode == 0, result.stderr

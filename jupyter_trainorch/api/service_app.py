@@ -23,10 +23,11 @@ from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.serverapp import ServerApp
-from traitlets import Bool
+from traitlets import Bool, TraitError
 
 from ..orchestrator.jobservice import JobService
 from ..service.runtime import ServiceInfo, remove_runtime, write_runtime
+from ..spec import SpecError
 from .handlers import service_handlers
 from .identity import HubIdentityProvider, OwnerIdentityProvider
 from .settings import TrainOrch
@@ -83,10 +84,15 @@ class TrainOrchServiceApp(ExtensionApp):
         return config
 
     def initialize_settings(self) -> None:
-        self.settings_ = TrainOrch(parent=self)
-        self.service = JobService(
-            self.settings_.to_config(), others_jobs=self.settings_.others_jobs
-        )
+        try:
+            self.settings_ = TrainOrch(parent=self)
+            config = self.settings_.to_config()
+        except (TraitError, SpecError) as err:
+            # jupyter_server would go on without this extension: a service without its API.
+            # Stop instead, with the sentence that names the setting (its last log line).
+            self.log.critical("trainorch: a setting is wrong: %s", err)
+            raise SystemExit(2) from None
+        self.service = JobService(config, others_jobs=self.settings_.others_jobs)
         self.settings.update(
             trainorch_service=self.service,
             trainorch_admins=(list(self.settings_.admin_users), list(self.settings_.admin_groups)),

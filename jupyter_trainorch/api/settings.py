@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from traitlets import Integer, List, Unicode
+from traitlets import Enum, Integer, List, Unicode
 from traitlets.config import Configurable
 
 from ..orchestrator import OrchestratorConfig
@@ -58,8 +58,9 @@ class TrainOrch(Configurable):
     admin_groups = List(
         Unicode(), help="Service (JupyterHub): members of these hub groups are admins too."
     ).tag(config=True)
-    others_jobs = Unicode(
-        "queue",
+    others_jobs = Enum(
+        ["queue", "hidden"],
+        default_value="queue",
         help="Service: what users see of other users' jobs: 'queue' (name, user, state, "
         "priority, resources, position) or 'hidden'.",
     ).tag(config=True)
