@@ -122,11 +122,12 @@ async def test_submit_follow_cancel_retry_through_rest(jp_fetch, jp_serverapp):
     assert os.environ["TRAINORCH_URL"] == jp_serverapp.connection_url  # what kernels inherit
     assert os.environ["TRAINORCH_TOKEN"] == jp_serverapp.identity_provider.token
 
-    job = await _json(jp_fetch, "jobs", method="POST", body={
-        "template": "command", "params": {"cmd": "echo one; echo two"}, "name": "echo", "user": "ada",
-    })  # fmt: skip
+    body = {"template": "command", "params": {"cmd": "echo one; echo two"}, "name": "echo"}
+    code, message = await _error(jp_fetch, "jobs", method="POST", body={**body, "user": "ada"})
+    assert (code, message) == (400, "user comes from authentication; leave it out of the request")
+    job = await _json(jp_fetch, "jobs", method="POST", body=body)
     assert job["state"] in ("queued", "starting", "running")
-    # The job belongs to who is authenticated (the service's user), not to the body's "ada".
+    # The job belongs to who is authenticated (the service's user).
     assert job["user"] == getpass.getuser()
     assert set(job) >= {
         "id", "name", "user", "state", "priority", "resources", "depends_on", "template", "params",
@@ -212,7 +213,7 @@ async def test_user_errors_are_one_sentence_with_the_right_status(jp_fetch, jp_s
         (
             {"spec": {"name": "x", "kind": "python", "bogus": 1}},
             400,
-            "bogus is not a known job field",
+            "spec.bogus is not a known field",
         ),
         ({}, 400, "either spec or template"),
         (
@@ -312,8 +313,12 @@ async def test_long_polls_hold_no_thread_and_numbers_must_be_finite(jp_fetch, jp
     )
     await _json(jp_fetch, "jobs", job["id"], method="DELETE")  # ends the long polls
     await asyncio.gather(*waiting)
-    for query in ({"timeout": "nan"}, {"timeout": "inf"}):
+    for query in ({"timeout": "nan"}, {"timeout": "inf"}, {"timeout": "61"}, {"timeout": "-1"}):
         code, message = await _error(jp_fetch, "events", **query)
-        assert code == 400 and message.startswith("timeout must be a finite number")
+        assert code == 400 and message.startswith(
+            "timeout must be a number of seconds from 0 to 60"
+        )
     code, message = await _error(jp_fetch, "jobs", job["id"], "logs", wait="nan")
-    assert code == 400 and message == "wait must be a finite number, not 'nan'"
+    assert code == 400 and message == "wait must be a number of seconds from 0 to 60, not 'nan'"
+    code, message = await _error(jp_fetch, "jobs", offset="1e20")
+    assert code == 400 and message.startswith("offset must be a whole number")

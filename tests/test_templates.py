@@ -70,7 +70,7 @@ def test_builtin_python_cell(registry):
         "x = 1",
         "ana",
     )
-    assert spec.template == cell.ref() == TemplateRef("python-cell", 1, cell.hash)
+    assert spec.template == cell.ref() == TemplateRef(name="python-cell", version=1, hash=cell.hash)
 
 
 def test_builtin_torch_extends_python_cell(registry):

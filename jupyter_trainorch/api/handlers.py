@@ -19,13 +19,21 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.utils import url_path_join
 from tornado import web, websocket
 
+from ..contract.limits import MAX_LIST_LIMIT, MAX_WAIT_SECONDS
+from ..contract.openapi import CHECKED_IN as OPENAPI_FILE
+from ..contract.service import StopRequest
 from ..orchestrator import JobNotFound, JobStateError, OrchestratorBusy
 from ..orchestrator.access import Caller, Forbidden, visible_change
 from ..spec import SpecError
+from ..spec.model import validate
+from ..store.models import iso
 from .identity import caller_of
 from .socket import PushSocket
 
 API = "trainorch/api"
+HTTP_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+                405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large",
+                500: "Internal Server Error", 503: "Service Unavailable"}  # fmt: skip
 STARTED = time.time()
 
 
@@ -64,22 +72,41 @@ class BaseHandler(CallerMixin, APIHandler):
         except OrchestratorBusy as err:
             raise web.HTTPError(503, str(err)) from None
 
-    def int_arg(self, name: str, default: int | None) -> int | None:
-        return self._number_arg(name, default, int, "a whole number")
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Every error is ``{"message": one sentence, "reason"}``: never a traceback."""
+        error = (kwargs.get("exc_info") or (None, None, None))[1]
+        reason = HTTP_REASONS.get(status_code, "Error")
+        if isinstance(error, web.HTTPError) and error.log_message:
+            message = error.log_message % error.args if error.args else error.log_message
+        elif status_code >= 500:
+            message = "the trainorch service failed on this request; its log has the details"
+        else:
+            message = reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"message": message, "reason": reason}))
 
-    def float_arg(self, name: str, default: float) -> float:
-        return self._number_arg(name, default, float, "a number")
+    def int_arg(
+        self, name: str, default: int | None, low: int = 0, high: int = 2**62
+    ) -> int | None:
+        return self._number_arg(name, default, int, "a whole number", low, high)
 
-    def _number_arg(self, name: str, default: Any, kind: Callable[[str], Any], what: str) -> Any:
+    def seconds_arg(self, name: str, default: float) -> float:
+        return self._number_arg(name, default, float, "a number of seconds", 0, MAX_WAIT_SECONDS)
+
+    def _number_arg(
+        self, name: str, default: Any, kind: Callable[[str], Any], what: str, low: Any, high: Any
+    ) -> Any:
         raw = self.get_query_argument(name, None)
         if raw is None or raw == "":
             return default
         try:
-            value = kind(raw)
+            value = kind(raw[:40])
         except ValueError:
-            raise web.HTTPError(400, f"{name} must be {what}, not {raw!r}") from None
-        if not math.isfinite(value):
-            raise web.HTTPError(400, f"{name} must be a finite number, not {raw!r}")
+            raise web.HTTPError(400, f"{name} must be {what}, not {raw[:40]!r}") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise web.HTTPError(
+                400, f"{name} must be {what} from {low:g} to {high:g}, not {raw[:40]!r}"
+            )
         return value
 
     def json_body(self) -> Any:
@@ -102,7 +129,7 @@ class JobsHandler(BaseHandler):
             self.caller,
             state=self.get_query_argument("state", None),
             user=self.get_query_argument("user", None),
-            limit=self.int_arg("limit", 100),
+            limit=self.int_arg("limit", 100, 1, MAX_LIST_LIMIT),
             offset=self.int_arg("offset", 0),
         )
         self.write_json(result)
@@ -158,9 +185,9 @@ class LogsHandler(BaseHandler):
             self.service.logs(
                 self.caller,
                 job_id,
-                attempt=self.int_arg("attempt", None),
+                attempt=self.int_arg("attempt", None, 1, 10_000),
                 after=self.int_arg("after", 0),
-                wait=self.float_arg("wait", 0.0),
+                wait=self.seconds_arg("wait", 0.0),
             )
         )
         self.write_json(result)
@@ -209,7 +236,7 @@ class EventsHandler(BaseHandler):
             self.service.events(
                 self.caller,
                 after=self.int_arg("after", 0),
-                timeout=self.float_arg("timeout", 25.0),
+                timeout=self.seconds_arg("timeout", 25.0),
             )
         )
         self.write_json(result)
@@ -233,7 +260,7 @@ class ServiceHandler(BaseHandler):
             {
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
-                "started": STARTED,
+                "started": iso(STARTED),
                 "uptime": time.time() - STARTED,
                 "mode": self.settings["trainorch_mode"],
                 "store": _without_password(self.service.store.url),
@@ -252,10 +279,8 @@ class ServiceHandler(BaseHandler):
 class StopHandler(BaseHandler):
     @web.authenticated
     async def post(self) -> None:
-        body = self.json_body()
-        if not isinstance(body, dict):
-            raise web.HTTPError(400, "the request body must be a JSON object")
-        force, drain = bool(body.get("force")), bool(body.get("drain"))
+        request = await self.run(validate, StopRequest, self.json_body())
+        force, drain = request.force, request.drain
         draining = await self.run(self.service.prepare_stop, self.caller, force, drain)
         stop = self.settings["trainorch_stop"]
         self.write_json({"stopping": True, "draining": draining}, status=202)
@@ -280,7 +305,7 @@ class EventsSocket(CallerMixin, PushSocket):
     async def open(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         loop = asyncio.get_running_loop()
         try:
-            after = int(self.get_query_argument("after", "0") or 0)
+            after = max(0, int(self.get_query_argument("after", "0")[:20] or 0))
         except ValueError:
             after = 0
         host = await loop.run_in_executor(None, lambda: self.service.host)
@@ -311,6 +336,14 @@ class EventsSocket(CallerMixin, PushSocket):
             self._unsubscribe = None
 
 
+class OpenAPIHandler(BaseHandler):
+    """The API's OpenAPI 3.1 document (the checked-in file, built from the contract)."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        self.finish(OPENAPI_FILE.read_bytes(), set_content_type="application/json")
+
+
 class MetricsHandler(BaseHandler):
     @web.authenticated
     async def get(self) -> None:
@@ -337,6 +370,7 @@ ROUTES: list[tuple[str, type[JupyterHandler]]] = [
     ("/me", MeHandler),
     ("/service", ServiceHandler),
     ("/service/stop", StopHandler),
+    ("/openapi.json", OpenAPIHandler),
 ]
 
 

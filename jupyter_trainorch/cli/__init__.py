@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--name", metavar="NAME", help="the job's name")
     submit.add_argument(
+        "--secret-env", dest="secret_env", action="append", default=[], metavar="NAME[=VALUE]",
+        help="a variable only the job sees (never shown, logged or tracked); NAME alone takes "
+        "it from this environment (repeatable)",
+    )  # fmt: skip
+    submit.add_argument(
         "--wait",
         action="store_true",
         help="print the logs until the job ends; exit 1 unless it succeeded",

@@ -34,7 +34,12 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "timeout": args.timeout,
         "experiment": args.experiment,
     }
-    return {key: value for key, value in flags.items() if value is not None}
+    chosen: dict[str, Any] = {key: value for key, value in flags.items() if value is not None}
+    if args.secret_env:
+        from ..spec import parse_secret_pairs
+
+        chosen["secret_env"] = parse_secret_pairs(args.secret_env)
+    return chosen
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

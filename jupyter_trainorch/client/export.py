@@ -72,6 +72,12 @@ def export_job(job: dict[str, Any], package: bytes | None, folder: Path) -> list
         "env": env,
         "inputs": sorted(shipped),
     }
+    secrets = sorted(spec.get("secret_env") or {})
+    if secrets:
+        # Their values never leave the job: whoever submits the export sets them again.
+        template["description"] += (
+            f"; set its secrets when you submit it: --secret-env {'=… --secret-env '.join(secrets)}=…"
+        )
     if spec.get("timeout"):
         template["timeout"] = spec["timeout"]
     if spec.get("experiment"):

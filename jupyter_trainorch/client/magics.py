@@ -48,6 +48,7 @@ def _train_parser() -> _Parser:
     parser.add_argument("--after", action="append", default=[])
     parser.add_argument("--out", default="")
     parser.add_argument("--env", action="append", default=[])
+    parser.add_argument("--secret-env", dest="secret_env", action="append", default=[])
     parser.add_argument("--wait", action="store_true")
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("params", nargs="*")
@@ -69,7 +70,7 @@ def build_request(
     line: str, cell: str, execution_count: int | None
 ) -> tuple[dict[str, Any], list[str], bool]:
     """The submit body for a ``%%train`` cell; also the ``--out`` names and ``--wait``."""
-    from ..spec.render import parse_set_values
+    from ..spec.render import parse_secret_pairs, parse_set_values
 
     try:
         args = _train_parser().parse_args(shlex.split(line))
@@ -78,6 +79,7 @@ def build_request(
     try:
         params = parse_set_values(args.params)
         env = parse_set_values(args.env) if args.env else {}
+        secrets = parse_secret_pairs(args.secret_env)
     except SpecError as err:
         raise UsageError(f"%%train: {err}") from None
     overrides: dict[str, Any] = {
@@ -97,6 +99,8 @@ def build_request(
     overrides.setdefault("experiment", _notebook_name())
     if env:
         overrides["env"] = {k: str(v) for k, v in env.items()}
+    if secrets:
+        overrides["secret_env"] = secrets
     outputs = _split_list([args.out]) if args.out else []
     for name in outputs:
         if not name.isidentifier():

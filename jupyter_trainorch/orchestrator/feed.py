@@ -10,6 +10,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ..store.models import iso
+
 Change = dict[str, Any]
 
 
@@ -33,7 +35,7 @@ class ChangeFeed:
                 "seq": next(self._seq),
                 "kind": kind,
                 "job_id": job_id,
-                "time": time.time(),
+                "time": iso(time.time()),
                 **data,
             }
             self._changes.append(change)

@@ -13,16 +13,17 @@ import threading
 import time
 from typing import Any
 
+from ..contract.jobs import SubmitRequest
+from ..contract.limits import MAX_LIST_LIMIT, MAX_WAIT_SECONDS
 from ..spec import JobSpec, SpecError
+from ..spec.model import validate
+from ..spec.secrets import public_spec
 from ..store import ALL_STATES, TERMINAL_STATES, JobRecord, JobStore
 from . import access
 from .access import Caller
 from .config import OrchestratorConfig
 from .errors import JobNotFound, JobStateError
 from .host import OrchestratorHost
-
-MAX_LIMIT = 1000
-MAX_WAIT = 30.0
 
 
 class JobService:
@@ -96,6 +97,9 @@ class JobService:
         (False: the key was seen before and this is that job)."""
         if not isinstance(body, dict):
             raise SpecError("the request body must be a JSON object")
+        if "user" in body:
+            raise SpecError("user comes from authentication; leave it out of the request")
+        validate(SubmitRequest, body)
         key = idempotency_key or body.get("client_token")
         if key is not None:
             key, digest = _idempotency_key(key), _request_hash(body)
@@ -177,7 +181,7 @@ class JobService:
         job = self.store.get_job(job_id)
         if job is None:
             raise JobNotFound(job_id)
-        data = {**job.to_dict(), "spec": job.spec}
+        data = {**job.to_dict(), "spec": public_spec(job.spec)}
         data.update(self._placement([job_id]).get(job_id, {}))
         shown = access.view(caller, data, self.others_jobs)
         if shown is None:
@@ -218,8 +222,8 @@ class JobService:
             unknown = [s for s in states if s not in ALL_STATES]
             if unknown:
                 raise SpecError(f"state must be one of {', '.join(ALL_STATES)}, not {unknown[0]!r}")
-        if limit < 1 or limit > MAX_LIMIT:
-            raise SpecError(f"limit must be between 1 and {MAX_LIMIT}")
+        if limit < 1 or limit > MAX_LIST_LIMIT:
+            raise SpecError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
         if offset < 0:
             raise SpecError("offset must not be negative")
         if self.others_jobs == "hidden" and not caller.admin:
@@ -248,7 +252,7 @@ class JobService:
         ends (a long poll for ``--follow``), holding no thread while it waits."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._owned, caller, job_id, "read its logs")
-        deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
+        deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT_SECONDS)
         feed = await self._feed()
         while True:
             seen = feed.last_seq
@@ -320,7 +324,7 @@ class JobService:
         if after > feed.last_seq:
             return {"changes": [], "last": feed.last_seq, "reset": True}
         if timeout > 0:
-            await feed.changed(after, min(timeout, MAX_WAIT))
+            await feed.changed(after, min(timeout, MAX_WAIT_SECONDS))
         changes = feed.since(after)
         visible = [
             c for c in (access.visible_change(caller, c, self.others_jobs) for c in changes) if c

@@ -4,12 +4,8 @@ import importlib
 from typing import Any
 
 from .errors import SpecError
-from .model import (
+from .units import (
     PRIORITY_CLASSES,
-    JobSpec,
-    Resources,
-    RetryPolicy,
-    TemplateRef,
     default_user,
     parse_duration,
     parse_memory,
@@ -17,9 +13,14 @@ from .model import (
     priority_name,
 )
 
-# YAML and Jinja load only when templates are used: job processes and %load_ext stay fast.
+# The models (pydantic), YAML and Jinja load only when used: %load_ext stays fast.
 _LAZY = {
+    "JobSpec": "model",
+    "Resources": "model",
+    "RetryPolicy": "model",
+    "TemplateRef": "model",
     "parse_set_values": "render",
+    "parse_secret_pairs": "render",
     "render_spec": "render",
     "SCHEMA_VERSION": "templates",
     "Template": "templates",
@@ -51,6 +52,7 @@ __all__ = [
     "parse_memory",
     "parse_priority",
     "parse_set_values",
+    "parse_secret_pairs",
     "priority_name",
     "render_spec",
 ]

@@ -1,296 +1,334 @@
 """The job specification: what to run, with which resources, how to retry.
 
-Plain dataclasses with no I/O, shared by every other component. ``to_dict`` /
-``from_dict`` give the JSON form stored in the job store and sent over REST.
+Pydantic models with no I/O, shared by every other component, and the one definition of
+a spec's shape and limits: the REST API validates submissions with them, the OpenAPI
+document and the panel's TypeScript types are generated from them. ``to_dict`` /
+``from_dict`` give the JSON form stored in the job store and sent over REST; a model
+error becomes one ``SpecError`` sentence naming the field (``sentence``).
 """
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from .errors import SpecError
+from .units import (
+    MAX_PRIORITY,
+    PRIORITY_CLASSES,
+    parse_duration,
+    parse_memory,
+    parse_priority,
+)
 
-PRIORITY_CLASSES: dict[str, int] = {"low": 0, "normal": 100, "high": 200, "urgent": 300}
-JOB_KINDS = ("python", "command")
-
-_MEMORY_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 10**3,
-    "kb": 10**3,
-    "m": 10**6,
-    "mb": 10**6,
-    "g": 10**9,
-    "gb": 10**9,
-    "t": 10**12,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
-
-
-def default_user() -> str:
-    """The submitting user: the JupyterHub user when there is one, else the OS user."""
-    import getpass
-    import os
-
-    return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+MAX_NAME_CHARS = 200
+MAX_TEXT_CHARS = 200  # experiment, group, model names, template names
+MAX_SOURCE_CHARS = 16 * 2**20
+MAX_COMMAND_CHARS = 64 * 2**10
+MAX_PATH_CHARS = 4096
+MAX_ENV_ENTRIES = 256
+MAX_ENV_VALUE_CHARS = 32 * 2**10
+MAX_PARAMS_BYTES = 2**20
+MAX_LIST_ITEMS = 1000
+JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def parse_priority(value: Any, field_name: str = "priority") -> int:
-    """``low|normal|high|urgent`` or an integer (larger runs first)."""
+class SpecModel(BaseModel):
+    """Unknown fields are refused; JSON names (``retries``, ``max``) are the aliases."""
+
+    model_config = ConfigDict(extra="forbid", serialize_by_alias=True, validate_by_name=True)
+
+
+# -- field types: each carries its own limits and its one-sentence complaint ---------------
+def _no_control(text: str) -> str:
+    if _CONTROL.search(text):
+        raise ValueError("must not contain control characters (such as NUL or a newline)")
+    return text
+
+
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("must not contain a NUL character")
+    return text
+
+
+def _unit(parser: Any) -> Any:
+    """A unit parser (sizes, durations, priorities) as a pydantic 'before' validator."""
+
+    def parse(value: Any) -> Any:
+        try:
+            return parser(value, "it")
+        except SpecError as err:
+            raise ValueError(str(err).removeprefix("it ")) from None
+
+    return parse
+
+
+def _seconds(value: Any, field_name: str) -> float:
+    """A duration where 0 means none (a backoff), not "no limit"."""
+    return parse_duration(value, field_name) or 0.0
+
+
+def _whole(value: Any) -> Any:
     if isinstance(value, bool):
-        raise SpecError(f"{field_name} must be one of low, normal, high, urgent or an integer")
-    if isinstance(value, int):
-        return value
-    text = str(value).strip().lower()
-    if text in PRIORITY_CLASSES:
-        return PRIORITY_CLASSES[text]
-    if re.fullmatch(r"[+-]?\d+", text):
-        return int(text)
-    raise SpecError(
-        f"{field_name} must be one of low, normal, high, urgent or an integer, not {value!r}"
-    )
+        raise ValueError("must be a whole number")
+    return value
 
 
-def priority_name(priority: int) -> str:
-    """The class name for a class value, else the number as text."""
-    for name, number in PRIORITY_CLASSES.items():
-        if number == priority:
-            return name
-    return str(priority)
+def _env(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValueError("must be a mapping of variable names to strings")
+    if len(value) > MAX_ENV_ENTRIES:
+        raise ValueError(f"must have at most {MAX_ENV_ENTRIES} variables")
+    env: dict[str, str] = {}
+    for key, raw in value.items():
+        if not isinstance(key, str) or not _ENV_KEY.fullmatch(key):
+            raise ValueError(
+                f"has the name {str(key)[:40]!r}, which is not a variable name "
+                "(letters, digits and _, not starting with a digit)"
+            )
+        if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+            raise ValueError(f"variable {key} must be a string")
+        text = str(raw)
+        if "\x00" in text or len(text) > MAX_ENV_VALUE_CHARS:
+            raise ValueError(
+                f"variable {key} must be at most {MAX_ENV_VALUE_CHARS} characters without NUL"
+            )
+        env[key] = text
+    return env
 
 
-def parse_memory(value: Any, field_name: str = "memory") -> int:
-    """Bytes from ``16GiB``, ``512MB``, ``2G`` or a plain number of bytes."""
-    if value is None:
-        return 0
-    if isinstance(value, bool):
-        raise SpecError(f"{field_name} must be a size such as 16GiB or 512MB")
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise SpecError(f"{field_name} must not be negative")
-        return int(value)
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
-    if not match or match.group(2).lower() not in _MEMORY_UNITS:
-        raise SpecError(f"{field_name} must be a size such as 16GiB or 512MB, not {value!r}")
-    return int(float(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()])
-
-
-def parse_duration(value: Any, field_name: str = "timeout") -> float | None:
-    """Seconds from ``90``, ``90s``, ``15m``, ``2h``; ``None``/0 means no limit."""
-    if value is None or value == "" or value == 0:
-        return None
-    if isinstance(value, bool):
-        raise SpecError(f"{field_name} must be a duration such as 90s, 15m or 2h")
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise SpecError(f"{field_name} must not be negative")
-        return float(value)
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
-    if not match or match.group(2).lower() not in _DURATION_UNITS:
-        raise SpecError(f"{field_name} must be a duration such as 90s, 15m or 2h, not {value!r}")
-    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
-    return seconds or None
-
-
-def _non_negative_int(value: Any, field_name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise SpecError(f"{field_name} must be a whole number")
+def _params(value: dict[str, Any]) -> dict[str, Any]:
     try:
-        number = int(value)
-    except ValueError:
-        raise SpecError(f"{field_name} must be a whole number, not {value!r}") from None
-    if number != float(value) or number < 0:
-        raise SpecError(f"{field_name} must be a whole number of at least 0, not {value!r}")
-    return number
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        raise ValueError("must hold only JSON values with finite numbers") from None
+    if len(text) > MAX_PARAMS_BYTES:
+        raise ValueError(f"must be at most {MAX_PARAMS_BYTES // 2**10} KiB as JSON")
+    return value
 
 
-@dataclass(frozen=True)
-class Resources:
-    gpus: int = 0
-    cpus: float = 1.0
-    memory: int = 0  # bytes; 0 means unspecified
+def _identifiers(value: list[str]) -> list[str]:
+    for name in value:
+        if not name.isidentifier():
+            raise ValueError(f"must be Python variable names, and {name[:40]!r} is not one")
+    return value
+
+
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_NAME_CHARS),
+    BeforeValidator(lambda v: v.strip() if isinstance(v, str) else v),
+    AfterValidator(_no_control),
+]
+Label = Annotated[str, Field(max_length=MAX_TEXT_CHARS), AfterValidator(_no_control)]
+Env = Annotated[
+    dict[str, str],
+    BeforeValidator(_env, json_schema_input_type=dict[str, str | int | float]),
+    Field(json_schema_extra={"propertyNames": {"pattern": _ENV_KEY.pattern}}),
+]
+Seconds = Annotated[
+    float | None,
+    BeforeValidator(_unit(parse_duration), json_schema_input_type=float | str | None),
+]
+JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN)]
+
+
+class Resources(SpecModel):
+    model_config = ConfigDict(frozen=True)
+
+    gpus: Annotated[int, BeforeValidator(_whole), Field(ge=0, le=1024)] = 0
+    cpus: Annotated[float, Field(ge=0, le=4096, allow_inf_nan=False)] = 1.0
+    memory: Annotated[
+        int,
+        BeforeValidator(_unit(parse_memory), json_schema_input_type=int | str),
+        Field(ge=0, description="bytes (input also as 16GiB, 512MB); 0 means unspecified"),
+    ] = 0
 
     @classmethod
     def parse(cls, data: dict[str, Any] | None, prefix: str = "resources") -> Resources:
-        data = dict(data or {})
-        unknown = set(data) - {"gpus", "cpus", "memory"}
-        if unknown:
-            raise SpecError(
-                f"{prefix}.{sorted(unknown)[0]} is not a known resource (gpus, cpus, memory)"
-            )
-        gpus = _non_negative_int(data.get("gpus", 0), f"{prefix}.gpus")
-        try:
-            cpus = float(data.get("cpus", 1))
-        except (TypeError, ValueError):
-            raise SpecError(f"{prefix}.cpus must be a number, not {data.get('cpus')!r}") from None
-        if cpus < 0:
-            raise SpecError(f"{prefix}.cpus must not be negative")
-        memory = parse_memory(data.get("memory", 0), f"{prefix}.memory")
-        return cls(gpus=gpus, cpus=cpus, memory=memory)
+        return validate(cls, data or {}, prefix)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"gpus": self.gpus, "cpus": self.cpus, "memory": self.memory}
+        return self.model_dump(mode="json")
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_retries: int = 0
-    backoff: float = 2.0  # seconds before the first retry
-    factor: float = 2.0
-    max_backoff: float = 300.0
+class RetryPolicy(SpecModel):
+    """How a failed job is retried; in JSON ``{"max", "backoff", "factor", "max_backoff"}``,
+    or just the count."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_retries: Annotated[int, BeforeValidator(_whole), Field(alias="max", ge=0, le=100)] = 0
+    backoff: Annotated[
+        float, BeforeValidator(_unit(_seconds), json_schema_input_type=float | str)
+    ] = 2.0  # seconds before the first retry
+    factor: Annotated[float, Field(ge=1, le=100, allow_inf_nan=False)] = 2.0
+    max_backoff: Annotated[
+        float, BeforeValidator(_unit(_seconds), json_schema_input_type=float | str)
+    ] = 300.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count(cls, data: Any) -> Any:
+        if data is None:
+            return {}
+        return data if isinstance(data, (dict, RetryPolicy)) else {"max": data}
 
     @classmethod
     def parse(cls, data: Any, prefix: str = "retries") -> RetryPolicy:
-        if data is None:
-            return cls()
-        if not isinstance(data, dict):
-            return cls(max_retries=_non_negative_int(data, prefix))
-        unknown = set(data) - {"max", "backoff", "factor", "max_backoff"}
-        if unknown:
-            raise SpecError(
-                f"{prefix}.{sorted(unknown)[0]} is not a known field (max, backoff, factor, max_backoff)"
-            )
-        base = cls()
-        try:
-            factor = float(data.get("factor", base.factor))
-        except (TypeError, ValueError):
-            raise SpecError(
-                f"{prefix}.factor must be a number, not {data.get('factor')!r}"
-            ) from None
-        return cls(
-            max_retries=_non_negative_int(data.get("max", base.max_retries), f"{prefix}.max"),
-            backoff=parse_duration(data.get("backoff", base.backoff), f"{prefix}.backoff") or 0.0,
-            factor=factor,
-            max_backoff=parse_duration(
-                data.get("max_backoff", base.max_backoff), f"{prefix}.max_backoff"
-            )
-            or 0.0,
-        )
+        return validate(cls, data, prefix)
 
     def delay(self, failed_attempts: int) -> float:
         """Backoff before the next attempt, after ``failed_attempts`` (>= 1) failures."""
         return min(self.max_backoff, self.backoff * self.factor ** max(0, failed_attempts - 1))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "max": self.max_retries,
-            "backoff": self.backoff,
-            "factor": self.factor,
-            "max_backoff": self.max_backoff,
-        }
+        return self.model_dump(mode="json")
 
 
-@dataclass(frozen=True)
-class TemplateRef:
-    name: str = "python-cell"
-    version: int = 1
-    hash: str = ""
+class TemplateRef(SpecModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: Label = "python-cell"
+    version: Annotated[int, Field(ge=0, le=1_000_000)] = 1
+    hash: Annotated[str, Field(max_length=128)] = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump(mode="json")
 
 
-@dataclass
-class JobSpec:
+class JobSpec(SpecModel):
     """A fully rendered job: everything the orchestrator and runner need."""
 
-    name: str
-    kind: str = "python"  # "python": run ``source``; "command": run ``command`` in a shell
-    source: str = ""
-    command: str = ""
-    params: dict[str, Any] = field(default_factory=dict)
-    resources: Resources = field(default_factory=Resources)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    timeout: float | None = None
-    priority: int = PRIORITY_CLASSES["normal"]
-    env: dict[str, str] = field(default_factory=dict)
-    depends_on: list[str] = field(default_factory=list)
-    outputs: list[str] = field(default_factory=list)
-    workdir: str | None = None
-    experiment: str = ""  # MLflow experiment; empty: the orchestrator's default
-    group: str = ""  # jobs of one sweep share it
-    register_model: str = ""  # "NAME" or "NAME@alias": register the model the job logs
-    template: TemplateRef = field(default_factory=TemplateRef)
-    user: str = ""
+    name: Name
+    kind: Literal["python", "command"] = Field(
+        "python", description='"python": run source; "command": run command in a shell'
+    )
+    source: Annotated[str, Field(max_length=MAX_SOURCE_CHARS), AfterValidator(_no_nul)] = ""
+    command: Annotated[str, Field(max_length=MAX_COMMAND_CHARS), AfterValidator(_no_nul)] = ""
+    params: Annotated[dict[str, Any], AfterValidator(_params)] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy, alias="retries")
+    timeout: Seconds = Field(
+        None, description="seconds (input also as 90s, 15m, 2h); none: no limit"
+    )
+    priority: Annotated[
+        int,
+        BeforeValidator(_unit(parse_priority), json_schema_input_type=int | str),
+        Field(ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="larger runs first; low=0, normal=100, high=200, urgent=300"),
+    ] = PRIORITY_CLASSES["normal"]  # fmt: skip
+    env: Env = Field(default_factory=dict)
+    secret_env: Env = Field(
+        default_factory=dict,
+        description="variables the job gets but no one reads back: never returned, logged or tracked",
+    )
+    depends_on: Annotated[list[JobId], Field(max_length=MAX_LIST_ITEMS)] = Field(
+        default_factory=list
+    )
+    outputs: Annotated[
+        list[Annotated[str, Field(max_length=200)]],
+        Field(max_length=100),
+        AfterValidator(_identifiers),
+    ] = Field(default_factory=list)
+    workdir: Annotated[str, Field(max_length=MAX_PATH_CHARS), AfterValidator(_no_nul)] | None = None
+    experiment: Label = ""  # MLflow experiment; empty: the orchestrator's default
+    group: Label = ""  # jobs of one sweep share it
+    register_model: Label = ""  # "NAME" or "NAME@alias": register the model the job logs
+    template: TemplateRef = Field(default_factory=TemplateRef)
+    user: Label = ""
 
-    def __post_init__(self) -> None:
-        if self.kind not in JOB_KINDS:
-            raise SpecError(f"kind must be one of {', '.join(JOB_KINDS)}, not {self.kind!r}")
+    @model_validator(mode="after")
+    def _command_needs_text(self) -> JobSpec:
         if self.kind == "command" and not self.command.strip():
-            raise SpecError("command must be set for a job of kind command")
+            raise ValueError("command must be set for a job of kind command")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "source": self.source,
-            "command": self.command,
-            "params": dict(self.params),
-            "resources": self.resources.to_dict(),
-            "retries": self.retry.to_dict(),
-            "timeout": self.timeout,
-            "priority": self.priority,
-            "env": dict(self.env),
-            "depends_on": list(self.depends_on),
-            "outputs": list(self.outputs),
-            "workdir": self.workdir,
-            "experiment": self.experiment,
-            "group": self.group,
-            "register_model": self.register_model,
-            "template": self.template.to_dict(),
-            "user": self.user,
-        }
+        return self.model_dump(mode="json")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+    def from_dict(cls, data: Any) -> JobSpec:
         """Inverse of ``to_dict``; also the validation of a spec sent over REST."""
         if not isinstance(data, dict):
             raise SpecError("the job spec must be a JSON object")
-        known = {
-            "name", "kind", "source", "command", "params", "resources", "retries", "timeout",
-            "priority", "env", "depends_on", "outputs", "workdir", "experiment", "group", "register_model", "template", "user",
-        }  # fmt: skip
-        unknown = set(data) - known
-        if unknown:
-            raise SpecError(f"{sorted(unknown)[0]} is not a known job field")
-        name = str(data.get("name") or "").strip()
-        if not name:
-            raise SpecError("name must be a non-empty string")
-        params = data.get("params") or {}
-        if not isinstance(params, dict):
-            raise SpecError("params must be a mapping of names to values")
-        env = data.get("env") or {}
-        if not isinstance(env, dict):
-            raise SpecError("env must be a mapping of variable names to strings")
-        template = data.get("template") or {}
-        return cls(
-            name=name,
-            kind=str(data.get("kind", "python")),
-            source=str(data.get("source") or ""),
-            command=str(data.get("command") or ""),
-            params=dict(params),
-            resources=Resources.parse(data.get("resources")),
-            retry=RetryPolicy.parse(data.get("retries")),
-            timeout=parse_duration(data.get("timeout")),
-            priority=parse_priority(data.get("priority", "normal")),
-            env={str(k): str(v) for k, v in env.items()},
-            depends_on=[str(d) for d in (data.get("depends_on") or [])],
-            outputs=[str(o) for o in (data.get("outputs") or [])],
-            workdir=data.get("workdir") or None,
-            experiment=str(data.get("experiment") or ""),
-            group=str(data.get("group") or ""),
-            register_model=str(data.get("register_model") or ""),
-            template=TemplateRef(
-                name=str(template.get("name", "python-cell")),
-                version=int(template.get("version", 1)),
-                hash=str(template.get("hash", "")),
-            ),
-            user=str(data.get("user") or ""),
-        )
+        return validate(cls, data)
+
+
+def validate(model: type[Any], data: Any, prefix: str = "") -> Any:
+    """``model`` from ``data``, or a SpecError sentence naming the first bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(sentence(err, prefix)) from None
+
+
+_PREDICATES = {
+    "missing": "is required",
+    "extra_forbidden": "is not a known field",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "int_parsing_size": "must be a whole number of a sensible size",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "string_type": "must be a string",
+    "string_too_short": "must not be empty",
+    "dict_type": "must be a mapping",
+    "list_type": "must be a list",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+}
+
+
+def sentence(err: ValidationError, prefix: str = "") -> str:
+    """The first error of ``err`` as one sentence that names its field."""
+    first = err.errors(include_url=False)[0]
+    kind, ctx, value = first["type"], first.get("ctx") or {}, first.get("input")
+    loc = ".".join(str(part) for part in first["loc"] if part != "[key]")
+    where = ".".join(part for part in (prefix, loc) if part)
+    if kind == "value_error":
+        text = str(ctx.get("error", first["msg"]))
+        if text.startswith(("command must", "the ")) or not where:
+            return text
+        return f"{where} {text}"
+    if kind in ("greater_than_equal", "greater_than"):
+        predicate = f"must be at least {ctx.get('ge', ctx.get('gt'))}"
+    elif kind in ("less_than_equal", "less_than"):
+        predicate = f"must be at most {ctx.get('le', ctx.get('lt'))}"
+    elif kind == "string_too_long":
+        predicate = f"must be at most {ctx['max_length']} characters"
+    elif kind == "too_long":
+        predicate = f"must have at most {ctx['max_length']} items"
+    elif kind == "literal_error":
+        predicate = f"must be {ctx['expected']}"
+    elif kind == "string_pattern_mismatch":
+        predicate = "must be a job id (letters, digits, _ and -)"
+    else:
+        predicate = _PREDICATES.get(kind, str(first["msg"]).lower())
+    shown = (
+        "" if kind in ("missing", "extra_forbidden") or isinstance(value, (dict, list)) else value
+    )
+    suffix = f", not {_short(shown)}" if shown != "" and shown is not None else ""
+    return f"{where or 'the value'} {predicate}{suffix}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -5,7 +5,6 @@ Also ``parse_set_values`` for the ``key=value`` pairs of ``%%train`` and ``--set
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -15,8 +14,10 @@ from jinja2 import TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import SecurityError
 
 from .errors import SpecError
-from .model import JobSpec, Resources, RetryPolicy, parse_duration, parse_memory, parse_priority
-from .templates import _JINJA, Template, _Loader
+from .model import JobSpec, Resources, RetryPolicy
+from .sandbox import JINJA, render_bounded
+from .templates import Template, _Loader
+from .units import parse_duration, parse_memory, parse_priority
 
 
 def _one_line(text: str) -> str:
@@ -25,7 +26,9 @@ def _one_line(text: str) -> str:
 
 def _render(text: str, params: dict[str, Any], what: str) -> str:
     try:
-        return _JINJA.from_string(text).render(params)
+        return render_bounded(JINJA.from_string(text), params)
+    except SpecError as err:
+        raise SpecError(f"{what} {err}") from None
     except SecurityError as err:
         raise SpecError(
             f"{what} uses something templates may not access ({_one_line(err)})"
@@ -53,6 +56,7 @@ _OVERRIDES = (
     "retries",
     "timeout",
     "env",
+    "secret_env",
     "name",
     "experiment",
     "register_model",
@@ -71,6 +75,9 @@ def _flag(key: str, value: Any) -> Any:
             return parse_priority(value, flag)
         if key == "timeout":
             return parse_duration(value, flag)
+        if not isinstance(value, dict):
+            if isinstance(value, bool) or not re.fullmatch(r"\s*\d{1,3}\s*", str(value)):
+                raise SpecError(f"{flag} must be a whole number from 0 to 100, not {value!r}")
         return RetryPolicy.parse(value, flag)
     except SpecError as err:
         raise SpecError(str(err).replace(f"resources.{key}", flag, 1)) from None
@@ -96,22 +103,26 @@ def render_spec(
     unknown = sorted(set(overrides) - set(_OVERRIDES))
     if unknown:
         raise SpecError(f"--{unknown[0]} is not an option a template can take")
-    resources = dataclasses.replace(
-        template.resources,
-        **{k: _flag(k, overrides[k]) for k in ("gpus", "cpus", "memory") if k in overrides},
+    resources = template.resources.model_copy(
+        update={k: _flag(k, overrides[k]) for k in ("gpus", "cpus", "memory") if k in overrides}
     )
     retry = template.retry
     if "retries" in overrides:
         policy = _flag("retries", overrides["retries"])
         # A bare count keeps the template's backoff; a mapping is a whole new policy.
         if not isinstance(overrides["retries"], dict):
-            policy = dataclasses.replace(retry, max_retries=policy.max_retries)
+            policy = retry.model_copy(update={"max_retries": policy.max_retries})
         retry = policy
     extra_env = overrides.get("env", {})
     if not isinstance(extra_env, dict):
         raise SpecError("--env must be a mapping of variable names to values")
     env = {**template.env, **{str(k): str(v) for k, v in extra_env.items()}}
     env = {k: _render(v, values, f"env.{k}") for k, v in env.items()}
+    extra_secrets = overrides.get("secret_env", {})
+    if not isinstance(extra_secrets, dict):
+        raise SpecError("--secret-env must be a mapping of variable names to values")
+    secrets = {**template.secret_env, **{str(k): str(v) for k, v in extra_secrets.items()}}
+    secrets = {k: _render(v, values, f"secret_env.{k}") for k, v in secrets.items()}
     command = _render(template.command, values, "command") if template.kind == "command" else ""
     job_name = name if name is not None else overrides.get("name", template.name)
     job_name = _render(str(job_name), values, "name").strip()
@@ -132,6 +143,7 @@ def render_spec(
         if "priority" in overrides
         else template.priority,
         env=env,
+        secret_env=secrets,
         depends_on=[str(d) for d in depends_on],
         outputs=list(outputs) if outputs is not None else list(template.outputs),
         workdir=workdir,
@@ -158,3 +170,25 @@ def parse_set_values(pairs: list[str]) -> dict[str, Any]:
             value = text  # e.g. ``msg=a: b: c``: the user meant the text as written
         values[key] = value
     return values
+
+
+def parse_secret_pairs(pairs: list[str], flag: str = "--secret-env") -> dict[str, str]:
+    """``["API_KEY=abc", "TOKEN"]`` -> ``{"API_KEY": "abc", "TOKEN": <$TOKEN here>}``.
+
+    Values are taken as written (a secret ``0123`` stays text); a bare name takes the
+    variable from this process's environment, so the value need not appear in a command
+    line or a notebook."""
+    import os
+
+    secrets: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = str(pair).partition("=")
+        key = key.strip()
+        if not key.isidentifier():
+            raise SpecError(f"{flag} takes NAME=VALUE or NAME, and {key[:40]!r} is not a name")
+        if not sep:
+            if key not in os.environ:
+                raise SpecError(f"{flag} {key}: there is no environment variable {key} to take")
+            value = os.environ[key]
+        secrets[key] = value
+    return secrets

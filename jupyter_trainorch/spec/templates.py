@@ -13,30 +13,22 @@ import hashlib
 import json
 import os
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import StrictUndefined, TemplateSyntaxError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import TemplateSyntaxError
 
 from .errors import SpecError
-from .model import (
-    JOB_KINDS,
-    PRIORITY_CLASSES,
-    Resources,
-    RetryPolicy,
-    TemplateRef,
-    parse_duration,
-    parse_priority,
-)
+from .model import Resources, RetryPolicy, TemplateRef
+from .sandbox import JINJA
+from .units import JOB_KINDS, PRIORITY_CLASSES, parse_duration, parse_priority
 
 SCHEMA_VERSION = 1
 TEMPLATE_FIELDS = tuple(
     "version name description extends kind command source resources retries timeout priority "
-    "env inputs outputs params experiment register_model".split()
+    "env secret_env inputs outputs params experiment register_model".split()
 )
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 _TEXT_FIELDS = (
@@ -49,7 +41,11 @@ _TEXT_FIELDS = (
     "experiment",
     "register_model",
 )
-_MAPPING_FIELDS = ("resources", "env", "params")
+_MAPPING_FIELDS = ("resources", "env", "secret_env", "params")
+# A template is a small hand-written file: these bounds refuse a YAML alias bomb (a few
+# hundred bytes that expand to gigabytes) before anything walks or renders it.
+MAX_TEMPLATE_BYTES = 2**20
+MAX_TEMPLATE_NODES = 100_000
 # Plain keys that users carry over from other tools or the legacy schema; difflib alone
 # would not point ``gpu`` at ``resources``.
 _HINTS = {k: "resources" for k in ("gpu", "gpus", "cpu", "cpus", "memory", "mem")}
@@ -75,11 +71,6 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."),
 )
 
-_JINJA = SandboxedEnvironment(
-    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
-)
-_JINJA.filters["quote"] = shlex.quote
-
 
 @dataclass(frozen=True)
 class Template:
@@ -96,6 +87,7 @@ class Template:
     timeout: float | None = None
     priority: int = PRIORITY_CLASSES["normal"]
     env: dict[str, str] = field(default_factory=dict)
+    secret_env: dict[str, str] = field(default_factory=dict)
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
@@ -117,7 +109,8 @@ class Template:
             "kind": self.kind, "command": self.command, "source": self.source,
             "resources": self.resources.to_dict(), "retries": self.retry.to_dict(),
             "timeout": self.timeout, "priority": self.priority, "env": self.env,
-            "inputs": self.inputs, "outputs": self.outputs, "params": self.params,
+            # Names only: a secret's value never leaves the job, not even as a hash input.
+            "secret_env": {name: "***" for name in self.secret_env}, "inputs": self.inputs, "outputs": self.outputs, "params": self.params,
             "experiment": self.experiment, "register_model": self.register_model,
         }  # fmt: skip
 
@@ -128,9 +121,15 @@ class Template:
         return {**self._content(), "path": self.path, "extends": self.extends, "hash": self.hash}
 
     def input_files(self) -> list[str]:
-        """The files the ``inputs`` globs match now, sorted and without duplicates."""
+        """The files the ``inputs`` globs match now, sorted and without duplicates; only
+        files inside the template's folder (a symbolic link cannot lead out of it)."""
+        folder = os.path.realpath(os.path.dirname(self.path) if self.path else os.getcwd())
         found = {p for pattern in self.inputs for p in glob.glob(pattern, recursive=True)}
-        return sorted(p for p in found if os.path.isfile(p))
+        inside = [
+            p for p in found
+            if os.path.isfile(p) and os.path.commonpath([folder, os.path.realpath(p)]) == folder
+        ]  # fmt: skip
+        return sorted(inside)
 
 
 class _Where:
@@ -183,8 +182,34 @@ def _walk(node: yaml.Node, prefix: str, lines: dict[str, int], texts: dict[str, 
         texts[prefix] = node.value
 
 
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many nodes the document has once aliases are expanded (each anchor counted once
+    per reference, computed once per node)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    sizes[id(node)] = MAX_TEMPLATE_NODES + 1  # a recursive alias expands without end
+    if isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    else:
+        children = []
+    total = 1
+    for child in children:
+        total += _expanded_size(child, sizes)
+        if total > MAX_TEMPLATE_NODES:
+            break
+    sizes[id(node)] = total
+    return total
+
+
 def _read(path: Path) -> tuple[Any, dict[str, int], dict[str, str]]:
     try:
+        if path.stat().st_size > MAX_TEMPLATE_BYTES:
+            raise SpecError(
+                f"{path}: the template is larger than {MAX_TEMPLATE_BYTES // 2**10} KiB"
+            )
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         reason = getattr(err, "strerror", None) or "it is not UTF-8 text"
@@ -192,6 +217,9 @@ def _read(path: Path) -> tuple[Any, dict[str, int], dict[str, str]]:
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_TEMPLATE_NODES:
+            raise SpecError(f"{path}: the template expands to more than {MAX_TEMPLATE_NODES} "
+                            "values (too many nested YAML aliases)")  # fmt: skip
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
@@ -253,7 +281,7 @@ def _check_version(data: dict[str, Any], where: _Where, required: bool) -> int:
 
 def _check_jinja(where: _Where, path: str, text: str) -> None:
     try:
-        _JINJA.parse(text)
+        JINJA.parse(text)
     except TemplateSyntaxError as err:
         raise where.error(path, f"{path} has a template syntax error ({err.message})") from None
 
@@ -304,13 +332,15 @@ def _check_fields(raw: dict[str, Any], where: _Where, folder: Path | None) -> di
             data[key] = where.call(key, parse_duration, value, "timeout")
         elif key == "priority":
             data[key] = where.call(key, parse_priority, value, "priority")
-        elif key == "env":
+        elif key in ("env", "secret_env"):
             env = {}
             for name, text in value.items():
                 if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
-                    raise where.error(f"env.{name}", f"env: {name!r} is not a valid variable name")
-                env[name] = _scalar_text(where, f"env.{name}", text)
-                _check_jinja(where, f"env.{name}", env[name])
+                    raise where.error(
+                        f"{key}.{name}", f"{key}: {name!r} is not a valid variable name"
+                    )
+                env[name] = _scalar_text(where, f"{key}.{name}", text)
+                _check_jinja(where, f"{key}.{name}", env[name])
             data[key] = env
         elif key == "params":
             for name in value:
@@ -324,8 +354,13 @@ def _check_fields(raw: dict[str, Any], where: _Where, folder: Path | None) -> di
             for i, item in enumerate(items):
                 if key == "outputs" and not item.isidentifier():
                     raise where.error(f"{key}[{i}]", f"outputs: {item!r} is not a variable name")
-            if key == "inputs" and folder is not None:
-                items = [str(folder / os.path.expanduser(i)) for i in items]
+            if key == "inputs":
+                for i, item in enumerate(items):
+                    if os.path.isabs(item) or item.startswith("~") or ".." in Path(item).parts:
+                        raise where.error(f"{key}[{i}]", f"inputs: {item!r} must be a path "
+                                          "inside the template's folder (relative, without ..)")  # fmt: skip
+                if folder is not None:
+                    items = [str(folder / i) for i in items]
             data[key] = list(items)
     if "command" in data and "kind" not in data:
         data["kind"] = "command"
@@ -369,6 +404,7 @@ def _build(doc: _Doc, data: dict[str, Any]) -> Template:
         timeout=data.get("timeout"),
         priority=data.get("priority", PRIORITY_CLASSES["normal"]),
         env=dict(data.get("env", {})),
+        secret_env=dict(data.get("secret_env", {})),
         inputs=list(data.get("inputs", [])),
         outputs=list(data.get("outputs", [])),
         params=dict(data.get("params", {})),

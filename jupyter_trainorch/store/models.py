@@ -6,20 +6,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-# Job states (DESIGN.md public contract).
-PENDING = "pending"
-QUEUED = "queued"
-STARTING = "starting"
-RUNNING = "running"
-RETRYING = "retrying"
-PREEMPTED = "preempted"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-CANCELLED = "cancelled"
-
-TERMINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED})
-ACTIVE_STATES = frozenset({STARTING, RUNNING})
-ALL_STATES = (PENDING, QUEUED, STARTING, RUNNING, RETRYING, PREEMPTED, SUCCEEDED, FAILED, CANCELLED)
+from ..contract.states import (  # noqa: F401 - the store speaks in these states
+    ACTIVE_STATES,
+    ALL_STATES,
+    CANCELLED,
+    FAILED,
+    PENDING,
+    PREEMPTED,
+    QUEUED,
+    RETRYING,
+    RUNNING,
+    STARTING,
+    SUCCEEDED,
+    TERMINAL_STATES,
+)
 
 
 def iso(ts: float | None) -> str | None:
@@ -114,7 +114,7 @@ class JobRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The public job JSON (DESIGN.md)."""
-        from ..spec.model import priority_name
+        from ..spec.units import priority_name
 
         spec = self.spec
         resources = spec.get("resources", {})

@@ -132,11 +132,13 @@ class MlflowTracker:
         manifest, the submitting environment's packages) as artifacts."""
         from mlflow.entities import RunTag
 
+        from ..spec.secrets import public_spec
+
         git = git_info(spec.get("workdir"))
         tags = [RunTag(k, str(v)) for k, v in git.items() if k != "diff"]
         if tags:
             self.client.log_batch(run_id, tags=tags, synchronous=True)
-        self.client.log_dict(run_id, spec, "trainorch/spec.json")
+        self.client.log_dict(run_id, public_spec(spec), "trainorch/spec.json")
         if spec.get("source"):
             self.client.log_text(run_id, spec["source"], "trainorch/source.py")
         if spec.get("command"):

@@ -1,0 +1,164 @@
+"""What the API says about jobs: the job JSON, its attempts, pages of jobs and log lines,
+and what a client sends to submit or change one."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..spec.model import MAX_NAME_CHARS, JobSpec, Resources, TemplateRef
+from .states import ALL_STATES
+
+JobState = Enum("JobState", {state.upper(): state for state in ALL_STATES}, type=str)  # type: ignore[misc]
+Time = Annotated[str, Field(description="ISO 8601, UTC (…Z)")]
+Action = Literal["read", "rerun", "cancel", "retry", "set_priority"]
+
+
+class Shape(BaseModel):
+    """An answer's shape: exactly these fields (a test holds real answers to it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Attempt(Shape):
+    n: int = Field(ge=1)
+    state: JobState
+    worker: str | None
+    gpu_ids: list[str]
+    started: Time | None
+    ended: Time | None
+    exit_code: int | None
+    error: str | None
+    infrastructure: bool = Field(description="lost to a worker or restart, not the job's fault")
+    mlflow_run_id: str | None
+    process_started: Time | None
+    pid: int | None
+
+
+class Progress(Shape):
+    model_config = ConfigDict(extra="allow")
+
+    step: float | None = None
+    total: float | None = None
+    fraction: float | None = None
+    message: str | None = None
+    metrics: dict[str, Any] | None = None
+
+
+class MlflowLinks(Shape):
+    model_config = ConfigDict(extra="allow")
+
+    experiment_id: str | None = None
+    run_id: str | None = None
+    url: str | None = None
+
+
+class JobSummary(Shape):
+    """What everyone may see of a job (in the queue view, of other users' jobs too)."""
+
+    id: str
+    name: str
+    user: str
+    state: JobState
+    priority: int
+    priority_class: str
+    resources: Resources
+    created: Time | None
+    started: Time | None
+    ended: Time | None
+    terminal: bool
+    queue_position: int | None = Field(None, description="1 = dispatched next")
+    actions: list[Action] = Field(description="what the caller may do with it now")
+
+
+class QueueRow(JobSummary):
+    """Another user's job as a queue row: enough to see why one's own job waits."""
+
+    restricted: Literal[True]
+
+
+class Job(JobSummary):
+    """A job as its owner (or an admin) sees it. ``spec`` only in ``GET jobs/{id}``; its
+    ``secret_env`` values are always ``***``."""
+
+    kind: Literal["python", "command"]
+    depends_on: list[str]
+    template: TemplateRef
+    params: dict[str, Any]
+    attempts: list[Attempt]
+    max_retries: int
+    attempts_allowed: int = Field(description="attempts the retry policy allows in all")
+    reexecutions: int
+    timeout: float | None
+    progress: Progress
+    mlflow: MlflowLinks
+    error: str | None
+    outputs: list[str]
+    experiment: str
+    group: str
+    code_hash: str
+    rerun_of: str | None
+    has_outputs: bool
+    spec: JobSpec | None = None
+
+
+class JobList(Shape):
+    jobs: list[Job | QueueRow]
+    total: int
+    limit: int
+    offset: int
+
+
+class LogLine(Shape):
+    id: int = Field(description="cursor: pass the last one as after=")
+    attempt: int
+    seq: int
+    stream: str
+    text: str
+    time: Time
+
+
+class LogPage(Shape):
+    job_id: str
+    state: JobState
+    lines: list[LogLine]
+    next: int
+    finished: bool
+
+
+class AttemptMetrics(Shape):
+    n: int
+    run_id: str | None
+    metrics: dict[str, list[list[float]]] = Field(description="key: [[step, value, time_ms]]")
+
+
+class MetricHistory(Shape):
+    job_id: str
+    attempts: list[AttemptMetrics]
+    warning: str | None = None
+
+
+class SubmitRequest(Shape):
+    """Either a whole ``spec``, or a ``template`` with params and flag overrides."""
+
+    spec: JobSpec | None = None
+    template: Annotated[str, Field(max_length=MAX_NAME_CHARS)] | None = None
+    params: dict[str, Any] | None = None
+    overrides: dict[str, Any] | None = Field(
+        None, description="flags: gpus, cpus, memory, priority, retries, timeout, env, "
+        "secret_env, name, experiment, register_model",
+    )  # fmt: skip
+    source: str | None = None
+    depends_on: list[str] | None = None
+    outputs: list[str] | None = None
+    workdir: str | None = None
+    name: str | None = None
+    group: str | None = None
+    package: str | None = Field(None, description="base64 zip of captured variables and files")
+    client_token: str | None = Field(None, description="same as the Idempotency-Key header")
+
+
+class PriorityChange(Shape):
+    priority: int | str = Field(description="low, normal, high, urgent or an integer")

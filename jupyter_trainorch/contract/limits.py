@@ -1,0 +1,4 @@
+"""Bounds of the API's query numbers (the spec's own bounds live in ``spec.model``)."""
+
+MAX_LIST_LIMIT = 1000  # jobs per page
+MAX_WAIT_SECONDS = 60.0  # the longest long poll (logs ?wait=, events ?timeout=)
