@@ -3,8 +3,9 @@
 Started by the supervisor in a new process group. Runs a python cell (with its
 captured variables and params) or a shell command, writes ``status.json`` when it
 fails in a way the supervisor must know about (not retryable), and ``outputs.pkl``
-with the variables the user asked back. It dies with its supervisor: a watchdog
-kills the whole process group if the parent disappears.
+with the variables the user asked back (its files and variables: ``protocol``). It
+dies with its supervisor: a watchdog kills the whole process group if the parent
+disappears.
 """
 
 from __future__ import annotations
@@ -22,11 +23,25 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from .protocol import (
+    MLFLOW_RUN_ID_ENV,
+    OUTPUTS_FILE,
+    PROGRESS_FD_ENV,
+    REQUEST_FILE,
+    RUN_ID_FILE,
+    STATUS_FILE,
+    TRACKING_ENV,
+    VARIABLES_FILE,
+    AttemptRequest,
+    ChildStatus,
+)
+
 EXIT_NOT_RETRYABLE = 3
 
 
 def _write_status(attempt_dir: Path, error: str, retryable: bool) -> None:
-    (attempt_dir / "status.json").write_text(json.dumps({"error": error, "retryable": retryable}))
+    status: ChildStatus = {"error": error, "retryable": retryable}
+    (attempt_dir / STATUS_FILE).write_text(json.dumps(status))
 
 
 def _watch_parent(parent: int) -> None:
@@ -45,10 +60,10 @@ def _forward_sigterm_to_group() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def run_command(attempt_dir: Path, request: dict[str, Any]) -> int:
+def run_command(attempt_dir: Path, request: AttemptRequest) -> int:
     fds = ()
-    if os.environ.get("TRAINORCH_PROGRESS_FD"):
-        fds = (int(os.environ["TRAINORCH_PROGRESS_FD"]),)
+    if os.environ.get(PROGRESS_FD_ENV):
+        fds = (int(os.environ[PROGRESS_FD_ENV]),)
     proc = subprocess.Popen(["/bin/sh", "-c", request["command"]], pass_fds=fds)
     try:
         code = proc.wait()
@@ -68,7 +83,7 @@ def _user_traceback(exc: BaseException, filename: str) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
-def run_python(attempt_dir: Path, request: dict[str, Any]) -> int:
+def run_python(attempt_dir: Path, request: AttemptRequest) -> int:
     filename = f"<cell {request['name']}>"
     source = request["source"]
     try:
@@ -81,7 +96,7 @@ def run_python(attempt_dir: Path, request: dict[str, Any]) -> int:
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
 
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
-    package_path = attempt_dir / "variables.zip"
+    package_path = attempt_dir / VARIABLES_FILE
     if package_path.exists():
         import cloudpickle  # only when there is something to unpickle: it costs start-up time
 
@@ -127,14 +142,14 @@ def run_python(attempt_dir: Path, request: dict[str, Any]) -> int:
             message = f"output variables could not be pickled: {type(err).__name__}: {err}"
             _write_status(attempt_dir, message, False)
             return EXIT_NOT_RETRYABLE
-        (attempt_dir / "outputs.pkl").write_bytes(blob)
+        (attempt_dir / OUTPUTS_FILE).write_bytes(blob)
     return 0
 
 
 def _await_tracking_run(attempt_dir: Path, timeout: float = 30.0) -> None:
     """The orchestrator opens the attempt's MLflow run while this process starts; the
     user's code must log into it, so wait for its id (never longer than ``timeout``)."""
-    path = attempt_dir / "mlflow_run_id"
+    path = attempt_dir / RUN_ID_FILE
     deadline = time.monotonic() + timeout
     while not path.exists():
         if time.monotonic() > deadline:
@@ -143,16 +158,16 @@ def _await_tracking_run(attempt_dir: Path, timeout: float = 30.0) -> None:
         time.sleep(0.005)
     run_id = path.read_text().strip()
     if run_id:
-        # MLflow deletes MLFLOW_RUN_ID once it has read it; TRAINORCH_MLFLOW_RUN_ID stays.
-        os.environ["MLFLOW_RUN_ID"] = os.environ["TRAINORCH_MLFLOW_RUN_ID"] = run_id
+        # MLflow deletes MLFLOW_RUN_ID once it has read it; ours stays.
+        os.environ["MLFLOW_RUN_ID"] = os.environ[MLFLOW_RUN_ID_ENV] = run_id
 
 
 def main(argv: list[str]) -> int:
     attempt_dir = Path(argv[1])
-    request = json.loads((attempt_dir / "request.json").read_text())
+    request: AttemptRequest = json.loads((attempt_dir / REQUEST_FILE).read_text())
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     _forward_sigterm_to_group()
-    if os.environ.get("TRAINORCH_TRACKING"):
+    if os.environ.get(TRACKING_ENV):
         _await_tracking_run(attempt_dir)
     workdir = os.getcwd()
     if workdir not in sys.path:
