@@ -1,31 +1,38 @@
-"""The worker side of an attempt: the request it is given and the outcome it returns.
+"""The worker side of an attempt: the request it is given, and secrets.
 
 ``run_attempt`` runs as a task on a real Dask worker process (what the orchestrator
-submits).
+submits); the last tests go through a real orchestrator and its local cluster.
 """
 
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 from typing import Any
 
 import cloudpickle
 import pytest
+from conftest import log_text, submit, wait_final, wait_until
 
 from jupyter_trainorch.runner.protocol import (
     ATTEMPT_ENV,
     CHECKPOINT_DIR_ENV,
+    EVENT_TOPIC,
     JOB_ID_ENV,
     JOB_NAME_ENV,
+    LOG_FILE,
     OUTCOME_FILE,
     PROGRESS_FD_ENV,
     REQUEST_FILE,
+    STATUS_FILE,
     AttemptOutcome,
     AttemptRequest,
     attempt_key,
 )
 from jupyter_trainorch.runner.supervisor import read_log, run_attempt
+
+SECRET = "hunter2-s3cr3t-value"
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +52,7 @@ def dask_client():
 def _request(job_id: str, **fields: Any) -> AttemptRequest:
     request: AttemptRequest = {
         "job_id": job_id, "attempt": 1, "name": job_id, "kind": "python", "source": "",
-        "command": "", "params": {}, "env": {}, "outputs": [],
+        "command": "", "params": {}, "env": {}, "secret_env": {}, "outputs": [],
         "workdir": None, "timeout": 60, "gpu_ids": [], "grace": 2.0,
         "system_metrics_interval": 0, "checkpoint_dir": "", "package": None,
     }  # fmt: skip
@@ -56,6 +63,17 @@ def _request(job_id: str, **fields: Any) -> AttemptRequest:
 def _run(client: Any, request: AttemptRequest) -> tuple[AttemptOutcome, Path]:
     outcome = client.submit(run_attempt, request, pure=False).result(timeout=90)
     return outcome, Path(outcome["log_path"]).parent
+
+
+def _sent(client: Any, job_id: str, count: int) -> list[dict[str, Any]]:
+    """The output messages the supervisor sent, once ``count`` lines have arrived."""
+
+    def arrived() -> list[dict[str, Any]] | None:
+        messages = [m for _, m in client.get_events(EVENT_TOPIC) if m.get("job_id") == job_id]
+        lines = sum(len(m.get("lines") or []) for m in messages)
+        return messages if lines >= count else None
+
+    return wait_until(arrived, what="the attempt's events")  # type: ignore[return-value]
 
 
 def test_the_request_reaches_the_child_and_the_outcome_comes_back_whole(dask_client, tmp_path):
@@ -85,3 +103,86 @@ def test_the_request_reaches_the_child_and_the_outcome_comes_back_whole(dask_cli
     assert seen[ATTEMPT_ENV] == "2" and seen[CHECKPOINT_DIR_ENV] == str(checkpoints)
     assert seen[PROGRESS_FD_ENV].isdigit()
     assert (checkpoints / "step").read_text() == "0.5"
+
+
+def test_secrets_reach_the_job_but_nothing_it_reports(dask_client):
+    source = (
+        "import os, jupyter_trainorch\n"
+        "token = os.environ['API_TOKEN']\n"
+        "print('token', token)\n"
+        "print('twice', token + token)\n"
+        "print('pin', os.environ['PIN'])\n"
+        "jupyter_trainorch.progress(1, 2, message='using ' + token, note=token)\n"
+        "raise RuntimeError('refused ' + token)\n"
+    )
+    request = _request(
+        "secretive", source=source,
+        env={"API_TOKEN": "the-plain-value", "PIN": "7"},
+        # Too short to mask: it would hide every "123" in the output.
+        secret_env={"API_TOKEN": SECRET, "PIN": "123"},
+    )  # fmt: skip
+    outcome, folder = _run(dask_client, request)
+
+    assert outcome["exit_code"] == 1 and outcome["error"] == "RuntimeError: refused ***"
+    lines = [record[2] for record in read_log(outcome["log_path"], 0)]
+    assert lines[:3] == ["token ***", "twice ******", "pin 123"]
+    assert lines[-1] == "RuntimeError: refused ***"
+    messages = _sent(dask_client, "secretive", len(lines))
+    assert [line[2] for m in messages for line in m.get("lines") or []] == lines
+    progress = [m["progress"] for m in messages if m.get("progress")]
+    assert progress[-1]["message"] == "using ***" and progress[-1]["metrics"] == {"note": "***"}
+    assert SECRET not in json.dumps(messages)
+
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE((folder / REQUEST_FILE).stat().st_mode) == 0o600
+    assert SECRET in (folder / REQUEST_FILE).read_text()  # where the child reads it
+    for name in (LOG_FILE, OUTCOME_FILE, STATUS_FILE):
+        assert SECRET not in (folder / name).read_text(), name
+    assert stat.S_IMODE((folder / STATUS_FILE).stat().st_mode) == 0o600
+
+
+# -- through the orchestrator ----------------------------------------------------------
+WAIT_FOR_FILE = """
+import os, time
+while not os.path.exists(gate):
+    time.sleep(0.02)
+"""
+
+
+@pytest.fixture(scope="module")
+def orchestrator(host_factory):
+    return host_factory(workers=1, gpus_per_worker=0, mlflow="off")
+
+
+def test_a_jobs_secrets_are_masked_in_its_stored_log_and_error(orchestrator, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    blocker = submit(
+        orchestrator, name="blocker", source=WAIT_FOR_FILE, params={"gate": str(first)}
+    )
+    source = (
+        "import os\nprint('token', os.environ['API_TOKEN'], flush=True)\n"
+        + WAIT_FOR_FILE
+        + "raise RuntimeError('refused ' + os.environ['API_TOKEN'])\n"
+    )
+    job_id = submit(orchestrator, name="secretive", source=source, params={"gate": str(second)},
+                    depends_on=[blocker])  # fmt: skip
+    # The spec as the API stores it once it takes secrets; the job waits on `blocker`,
+    # so it is dispatched from the stored spec.
+    spec = orchestrator.store.get_job(job_id).spec
+    orchestrator.store.update_job(job_id, spec={**spec, "secret_env": {"API_TOKEN": SECRET}})
+    first.write_text("go")
+
+    wait_until(lambda: "token ***" in log_text(orchestrator, job_id), what="the masked line")
+    folder = orchestrator.config.data_dir / "attempts" / attempt_key(job_id, 1)
+    request = json.loads((folder / REQUEST_FILE).read_text())
+    assert set(request) == set(AttemptRequest.__annotations__) - {"package"}
+    assert request["secret_env"] == {"API_TOKEN": SECRET}
+    assert stat.S_IMODE((folder / REQUEST_FILE).stat().st_mode) == 0o600
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert SECRET not in (folder / LOG_FILE).read_text()
+    second.write_text("go")
+
+    job = wait_final(orchestrator, job_id)
+    assert job.state == "failed" and job.error == "RuntimeError: refused ***"
+    assert job.attempts[0].error == "RuntimeError: refused ***"
+    assert not any(SECRET in line for line in log_text(orchestrator, job_id))

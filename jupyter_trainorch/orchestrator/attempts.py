@@ -140,6 +140,7 @@ class AttemptTracker:
             "command": spec.get("command", ""),
             "params": spec.get("params", {}),
             "env": {**spec.get("env", {}), **self.tracking.env()},
+            "secret_env": spec.get("secret_env", {}),
             "outputs": spec.get("outputs", []),
             "workdir": spec.get("workdir"),
             "timeout": spec.get("timeout"),

@@ -23,6 +23,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from ..files import write_private
+from .masking import SecretMask
 from .protocol import (
     MLFLOW_RUN_ID_ENV,
     OUTPUTS_FILE,
@@ -39,9 +41,11 @@ from .protocol import (
 EXIT_NOT_RETRYABLE = 3
 
 
-def _write_status(attempt_dir: Path, error: str, retryable: bool) -> None:
-    status: ChildStatus = {"error": error, "retryable": retryable}
-    (attempt_dir / STATUS_FILE).write_text(json.dumps(status))
+def _write_status(attempt_dir: Path, request: AttemptRequest, error: str, retryable: bool) -> None:
+    # An exception's text may quote a secret the job was given.
+    mask = SecretMask((request.get("secret_env") or {}).values())
+    status: ChildStatus = {"error": mask(error), "retryable": retryable}
+    write_private(attempt_dir / STATUS_FILE, json.dumps(status))
 
 
 def _watch_parent(parent: int) -> None:
@@ -71,7 +75,9 @@ def run_command(attempt_dir: Path, request: AttemptRequest) -> int:
         proc.wait()
         raise
     if code == 127:
-        _write_status(attempt_dir, f"command not found: {request['command'].split()[0]}", False)
+        _write_status(
+            attempt_dir, request, f"command not found: {request['command'].split()[0]}", False
+        )
     return code
 
 
@@ -91,7 +97,7 @@ def run_python(attempt_dir: Path, request: AttemptRequest) -> int:
     except SyntaxError as err:
         message = f"SyntaxError: {err.msg} (line {err.lineno})"
         print(message, file=sys.stderr)
-        _write_status(attempt_dir, message, False)
+        _write_status(attempt_dir, request, message, False)
         return EXIT_NOT_RETRYABLE
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
 
@@ -109,7 +115,7 @@ def run_python(attempt_dir: Path, request: AttemptRequest) -> int:
             except Exception as err:  # noqa: BLE001 - any unpickling failure is the user's
                 message = f"variable {name!r} could not be loaded on the worker: {type(err).__name__}: {err}"
                 print(message, file=sys.stderr)
-                _write_status(attempt_dir, message, False)
+                _write_status(attempt_dir, request, message, False)
                 return EXIT_NOT_RETRYABLE
     namespace.update(request.get("params") or {})
 
@@ -123,7 +129,7 @@ def run_python(attempt_dir: Path, request: AttemptRequest) -> int:
     except BaseException as exc:  # noqa: BLE001 - report whatever the cell raised
         sys.stderr.write(_user_traceback(exc, filename))
         sys.stderr.flush()
-        _write_status(attempt_dir, f"{type(exc).__name__}: {exc}", True)
+        _write_status(attempt_dir, request, f"{type(exc).__name__}: {exc}", True)
         return 1
 
     wanted = request.get("outputs") or []
@@ -132,7 +138,7 @@ def run_python(attempt_dir: Path, request: AttemptRequest) -> int:
         if missing:
             message = f"output variable {missing[0]!r} was not defined by the cell"
             print(message, file=sys.stderr)
-            _write_status(attempt_dir, message, False)
+            _write_status(attempt_dir, request, message, False)
             return EXIT_NOT_RETRYABLE
         import cloudpickle
 
@@ -140,7 +146,7 @@ def run_python(attempt_dir: Path, request: AttemptRequest) -> int:
             blob = cloudpickle.dumps({name: namespace[name] for name in wanted})
         except Exception as err:  # noqa: BLE001
             message = f"output variables could not be pickled: {type(err).__name__}: {err}"
-            _write_status(attempt_dir, message, False)
+            _write_status(attempt_dir, request, message, False)
             return EXIT_NOT_RETRYABLE
         (attempt_dir / OUTPUTS_FILE).write_bytes(blob)
     return 0

@@ -50,6 +50,7 @@ class AttemptRequest(TypedDict):
     command: str
     params: dict[str, Any]
     env: dict[str, str]
+    secret_env: dict[str, str]  # in the job's environment, masked in all it reports
     outputs: list[str]
     workdir: str | None
     timeout: float | None

@@ -1,5 +1,7 @@
 """Batching of a child's output into sequenced events, and tqdm bar parsing.
 
+Secret values are masked before a line or a progress message goes anywhere.
+
 Dask keeps only the last 1,000 events per topic and drops events while no client
 listens, so lines travel in batches (about 100 lines or 250 ms) with sequence
 numbers, and every line is also appended to a durable file on the worker from
@@ -15,6 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from .masking import SecretMask
 
 MAX_BATCH_LINES = 100
 FLUSH_INTERVAL = 0.25
@@ -44,10 +48,19 @@ def parse_tqdm(text: str) -> dict[str, Any] | None:
 
 
 class LineBatcher:
-    """Collects lines and progress; ``send`` receives ``{"lines": [...], "progress": ...}``."""
+    """Collects lines and progress; ``send`` receives ``{"lines": [...], "progress": ...}``.
 
-    def __init__(self, send: Callable[[dict[str, Any]], None], log_path: Path) -> None:
+    ``mask`` hides secret values in lines and progress messages.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[dict[str, Any]], None],
+        log_path: Path,
+        mask: SecretMask | None = None,
+    ) -> None:
         self._send = send
+        self._mask = mask or SecretMask(())
         self._lines: list[list[Any]] = []
         self._progress: dict[str, Any] | None = None
         # Every metric point is kept (for the experiment's history); progress only the latest.
@@ -60,6 +73,8 @@ class LineBatcher:
         self._timer.start()
 
     def add(self, stream: str, text: str) -> None:
+        # Masked before it is cut, so that no secret's beginning is left at the cut.
+        text = self._mask(text)
         if len(text) > MAX_LINE_CHARS:
             text = text[:MAX_LINE_CHARS] + " …[line truncated]"
         with self._lock:
@@ -72,6 +87,11 @@ class LineBatcher:
             self.flush()
 
     def progress(self, record: dict[str, Any]) -> None:
+        if self._mask:
+            # A message, or a metric that is text, may quote a secret too.
+            hide = lambda v: self._mask(v) if isinstance(v, str) else v  # noqa: E731
+            metrics = {k: hide(v) for k, v in (record.get("metrics") or {}).items()}
+            record = {**record, "message": hide(record.get("message")), "metrics": metrics}
         with self._lock:
             self._progress = record
             if record.get("metrics") and len(self._points) < MAX_POINTS_PER_BATCH:

@@ -22,6 +22,7 @@ from typing import Any
 from ..environ import without_service_settings
 from ..files import write_private
 from ..package import build_package, extract_files, read_package
+from .masking import SecretMask
 from .protocol import (
     ATTEMPT_DIR_ENV,
     ATTEMPT_ENV,
@@ -70,11 +71,16 @@ class Supervisor:
         self.request = request
         self.key = attempt_key(request["job_id"], request["attempt"])
         self.dir = _attempt_root() / self.key
-        self.dir.mkdir(parents=True, exist_ok=True)
+        # request.json holds the job's secrets, and all else here is its owner's alone.
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.dir.chmod(0o700)  # a folder left by an earlier try of the same key
         self.cancel_requested = threading.Event()
+        # An older orchestrator sends no secrets.
+        self.mask = SecretMask((request.get("secret_env") or {}).values())
         self.batcher = LineBatcher(
             send=lambda payload: send({"type": "output", **self._ids(), **payload}),
             log_path=self.dir / LOG_FILE,
+            mask=self.mask,
         )
         self.send = send
         self.proc: subprocess.Popen[bytes] | None = None
@@ -91,6 +97,7 @@ class Supervisor:
         # activated or not), as it is for the job's Python cells.
         env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
         env.update({str(k): str(v) for k, v in (req.get("env") or {}).items()})
+        env.update({str(k): str(v) for k, v in (req.get("secret_env") or {}).items()})
         env.update(
             {
                 "CUDA_VISIBLE_DEVICES": ",".join(req.get("gpu_ids") or []),
@@ -249,7 +256,7 @@ class Supervisor:
         return {
             **self._ids(),
             "exit_code": exit_code,
-            "error": error,
+            "error": None if error is None else self.mask(error),
             "retryable": bool(status.get("retryable", True)) and not cancelled,
             "infrastructure": False,
             "cancelled": cancelled,
@@ -300,11 +307,16 @@ def run_attempt(request: AttemptRequest) -> AttemptOutcome:
     except BaseException as err:
         # Not even started (no such executable, disk full): an outcome all the same, so
         # nobody mistakes the attempt for one that is still running.
+        raw = f"{type(err).__name__}: {err}"
+        error = supervisor.mask(raw)
         supervisor.record_outcome(
-            {**supervisor._ids(), "exit_code": None, "error": f"{type(err).__name__}: {err}",
+            {**supervisor._ids(), "exit_code": None, "error": error,
              "infrastructure": True, "log_lines": supervisor.batcher.count,
              "log_path": str(supervisor.dir / LOG_FILE)}
         )  # fmt: skip
+        if error != raw:
+            # The orchestrator stores the task's error text: it must not carry a secret.
+            raise RuntimeError(error) from None
         raise
     finally:
         # Only once the outcome is on disk: at every moment the attempt is either
