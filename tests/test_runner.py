@@ -1,4 +1,4 @@
-"""The worker side of an attempt: the request it is given, and secrets.
+"""The worker side of an attempt: the request it is given, secrets, and the log cap.
 
 ``run_attempt`` runs as a task on a real Dask worker process (what the orchestrator
 submits); the last tests go through a real orchestrator and its local cluster.
@@ -7,7 +7,9 @@ submits); the last tests go through a real orchestrator and its local cluster.
 from __future__ import annotations
 
 import json
+import os
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +32,12 @@ from jupyter_trainorch.runner.protocol import (
     AttemptRequest,
     attempt_key,
 )
+from jupyter_trainorch.runner.streams import MAX_PENDING_BYTES, TRUNCATED, read_lines
 from jupyter_trainorch.runner.supervisor import read_log, run_attempt
 
 SECRET = "hunter2-s3cr3t-value"
+CAP = 2000
+NOTICE = TRUNCATED.format(mb=CAP / 1e6)
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +60,7 @@ def _request(job_id: str, **fields: Any) -> AttemptRequest:
         "command": "", "params": {}, "env": {}, "secret_env": {}, "outputs": [],
         "workdir": None, "timeout": 60, "gpu_ids": [], "grace": 2.0,
         "system_metrics_interval": 0, "checkpoint_dir": "", "package": None,
+        "max_log_bytes": 0,
     }  # fmt: skip
     request.update(fields)  # type: ignore[typeddict-item]
     return request
@@ -141,6 +147,46 @@ def test_secrets_reach_the_job_but_nothing_it_reports(dask_client):
     assert stat.S_IMODE((folder / STATUS_FILE).stat().st_mode) == 0o600
 
 
+def test_output_past_the_cap_is_dropped_but_drained(dask_client):
+    source = (
+        "import sys, tqdm\n"
+        "for i in range(100):\n    print(f'line {i:03d} ' + 'x' * 40)\n"
+        # Far more than a pipe holds: a supervisor that stopped reading would hang the job.
+        "for i in range(20000):\n    print('z' * 100)\n"
+        "for _ in tqdm.tqdm(range(10), desc='late', mininterval=0):\n    pass\n"
+        "print('the end')\n"
+    )
+    outcome, _ = _run(dask_client, _request("chatty", source=source, max_log_bytes=CAP))
+
+    assert outcome["exit_code"] == 0
+    records = read_log(outcome["log_path"], 0)
+    lines = [record[2] for record in records]
+    assert lines[-1] == NOTICE and lines.count(NOTICE) == 1
+    assert outcome["log_lines"] == len(records) == records[-1][0]
+    # Each line is 50 bytes with its newline: 40 of them fill the cap exactly.
+    assert lines[:-1] == [f"line {i:03d} " + "x" * 40 for i in range(CAP // 50)]
+    messages = _sent(dask_client, "chatty", len(lines))
+    progress = [m["progress"] for m in messages if m.get("progress")]
+    assert progress[-1] == {"step": 10, "total": 10, "message": "late", "metrics": {}}
+
+
+def test_a_line_that_never_ends_is_cut_not_hoarded():
+    read_fd, write_fd = os.pipe()
+
+    def write() -> None:
+        with os.fdopen(write_fd, "wb") as pipe:
+            pipe.write(b"y" * (3 * MAX_PENDING_BYTES) + b"\nnext\n")
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    lines: list[str] = []
+    read_lines(read_fd, lines.append, lambda bar: None)
+    writer.join()
+    os.close(read_fd)
+    assert len(lines) == 2 and lines[1] == "next"
+    assert MAX_PENDING_BYTES < len(lines[0]) <= MAX_PENDING_BYTES + 65536
+
+
 # -- through the orchestrator ----------------------------------------------------------
 WAIT_FOR_FILE = """
 import os, time
@@ -151,7 +197,7 @@ while not os.path.exists(gate):
 
 @pytest.fixture(scope="module")
 def orchestrator(host_factory):
-    return host_factory(workers=1, gpus_per_worker=0, mlflow="off")
+    return host_factory(workers=1, gpus_per_worker=0, max_log_bytes=CAP, mlflow="off")
 
 
 def test_a_jobs_secrets_are_masked_in_its_stored_log_and_error(orchestrator, tmp_path):
@@ -176,7 +222,7 @@ def test_a_jobs_secrets_are_masked_in_its_stored_log_and_error(orchestrator, tmp
     folder = orchestrator.config.data_dir / "attempts" / attempt_key(job_id, 1)
     request = json.loads((folder / REQUEST_FILE).read_text())
     assert set(request) == set(AttemptRequest.__annotations__) - {"package"}
-    assert request["secret_env"] == {"API_TOKEN": SECRET}
+    assert request["secret_env"] == {"API_TOKEN": SECRET} and request["max_log_bytes"] == CAP
     assert stat.S_IMODE((folder / REQUEST_FILE).stat().st_mode) == 0o600
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert SECRET not in (folder / LOG_FILE).read_text()
@@ -186,3 +232,11 @@ def test_a_jobs_secrets_are_masked_in_its_stored_log_and_error(orchestrator, tmp
     assert job.state == "failed" and job.error == "RuntimeError: refused ***"
     assert job.attempts[0].error == "RuntimeError: refused ***"
     assert not any(SECRET in line for line in log_text(orchestrator, job_id))
+
+
+def test_a_job_past_the_log_cap_succeeds_with_one_truncation_line(orchestrator):
+    source = "for i in range(500):\n    print(f'line {i:03d} ' + 'x' * 40)\nprint('the end')\n"
+    job = wait_final(orchestrator, submit(orchestrator, name="chatty", source=source))
+    lines = log_text(orchestrator, job.id)
+    assert job.state == "succeeded"
+    assert lines == [f"line {i:03d} " + "x" * 40 for i in range(CAP // 50)] + [NOTICE]

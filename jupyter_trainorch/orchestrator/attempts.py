@@ -152,6 +152,7 @@ class AttemptTracker:
             else 0,
             "checkpoint_dir": str(self.config.data_dir / CHECKPOINTS_DIR / job.id),
             "package": package,
+            "max_log_bytes": self.config.max_log_bytes,
         }
 
     async def deliver_run_id(self, run: Running, run_id: str) -> None:

@@ -59,6 +59,7 @@ class AttemptRequest(TypedDict):
     system_metrics_interval: float  # 0: no samples
     checkpoint_dir: str
     package: bytes | None  # captured variables and input files
+    max_log_bytes: int  # output kept per attempt; 0: all of it
 
 
 class AttemptOutcome(TypedDict, total=False):

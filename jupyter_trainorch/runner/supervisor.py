@@ -44,7 +44,7 @@ from .protocol import (
     AttemptRequest,
     attempt_key,
 )
-from .streams import LineBatcher, parse_tqdm
+from .streams import LineBatcher, read_lines
 from .system_metrics import SystemSampler
 
 _registry: dict[str, Supervisor] = {}
@@ -75,12 +75,13 @@ class Supervisor:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.dir.chmod(0o700)  # a folder left by an earlier try of the same key
         self.cancel_requested = threading.Event()
-        # An older orchestrator sends no secrets.
+        # Older orchestrators send neither secrets nor a cap.
         self.mask = SecretMask((request.get("secret_env") or {}).values())
         self.batcher = LineBatcher(
             send=lambda payload: send({"type": "output", **self._ids(), **payload}),
             log_path=self.dir / LOG_FILE,
             mask=self.mask,
+            max_bytes=int(request.get("max_log_bytes") or 0),
         )
         self.send = send
         self.proc: subprocess.Popen[bytes] | None = None
@@ -145,7 +146,7 @@ class Supervisor:
         os.close(write_fd)
         self.process_started = time.time()
         self.readers = [
-            threading.Thread(target=self._pump, args=(self.proc.stdout, "output"), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True),
             threading.Thread(target=self._pump_progress, args=(read_fd,), daemon=True),
         ]
         for reader in self.readers:
@@ -158,32 +159,9 @@ class Supervisor:
             float(self.request.get("system_metrics_interval") or 0), self.batcher.metrics_point,
         ).start()  # fmt: skip
 
-    def _pump(self, pipe: Any, stream: str) -> None:
-        pending = b""
-        while True:
-            chunk = os.read(pipe.fileno(), 65536)
-            if not chunk:
-                break
-            pending += chunk
-            while True:
-                cut = min(
-                    (i for i in (pending.find(b"\n"), pending.find(b"\r")) if i >= 0), default=-1
-                )
-                if cut < 0:
-                    break
-                segment, end, pending = pending[:cut], pending[cut : cut + 1], pending[cut + 1 :]
-                text = segment.decode("utf-8", "replace")
-                if end == b"\r":
-                    bar = parse_tqdm(text)  # a redrawn progress bar, not a log line
-                    if bar is not None:
-                        self.batcher.progress(bar)
-                    continue
-                bar = parse_tqdm(text)
-                if bar is not None:
-                    self.batcher.progress(bar)
-                self.batcher.add(stream, text)
-        if pending:
-            self.batcher.add(stream, pending.decode("utf-8", "replace"))
+    def _pump(self, pipe: Any) -> None:
+        # Read to the end even past the log cap: a child blocked on a full pipe never ends.
+        read_lines(pipe.fileno(), self.batcher.add, self.batcher.progress)
         pipe.close()
 
     def _pump_progress(self, fd: int) -> None:
