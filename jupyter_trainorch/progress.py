@@ -11,7 +11,8 @@ import os
 import threading
 from typing import Any
 
-PROGRESS_FD_ENV = "TRAINORCH_PROGRESS_FD"
+from .runner.protocol import PROGRESS_FD_ENV
+
 _lock = threading.Lock()
 
 

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import write_private
-
-ATTEMPT_DIR_ENV = "TRAINORCH_ATTEMPT_DIR"
+from ..runner.protocol import ATTEMPT_DIR_ENV, OUTCOME_FILE
 
 
 def read_state(path: Path) -> dict[str, Any] | None:
@@ -34,7 +33,7 @@ def read_state(path: Path) -> dict[str, Any] | None:
 
 
 def _uncollected_outcomes(attempt_dir: Path) -> bool:
-    return any(attempt_dir.glob("*/outcome.json"))
+    return any(attempt_dir.glob(f"*/{OUTCOME_FILE}"))
 
 
 def _worker_specs(args: argparse.Namespace, attempt_dir: Path) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..cluster import ClusterBackend
+from ..runner.protocol import CHECKPOINTS_DIR, AttemptOutcome, AttemptRequest
 from ..runner.supervisor import (
     cancel_attempt,
     cancel_jobs,
@@ -128,7 +129,7 @@ class AttemptTracker:
             return {"GPU": len(run.gpu_ids)}
         return None
 
-    def _request(self, job: JobRecord, run: Running, package: bytes | None) -> dict[str, Any]:
+    def _request(self, job: JobRecord, run: Running, package: bytes | None) -> AttemptRequest:
         spec = job.spec
         return {
             "job_id": job.id,
@@ -139,6 +140,7 @@ class AttemptTracker:
             "command": spec.get("command", ""),
             "params": spec.get("params", {}),
             "env": {**spec.get("env", {}), **self.tracking.env()},
+            "secret_env": spec.get("secret_env", {}),
             "outputs": spec.get("outputs", []),
             "workdir": spec.get("workdir"),
             "timeout": spec.get("timeout"),
@@ -148,8 +150,9 @@ class AttemptTracker:
             "system_metrics_interval": self.config.system_metrics_interval
             if self.tracking.enabled
             else 0,
-            "checkpoint_dir": str(self.config.data_dir / "checkpoints" / job.id),
+            "checkpoint_dir": str(self.config.data_dir / CHECKPOINTS_DIR / job.id),
             "package": package,
+            "max_log_bytes": self.config.max_log_bytes,
         }
 
     async def deliver_run_id(self, run: Running, run_id: str) -> None:
@@ -221,6 +224,7 @@ class AttemptTracker:
 
     # -- outcomes ------------------------------------------------------------------------
     async def watch(self, run: Running) -> None:
+        outcome: AttemptOutcome
         try:
             outcome = await run.future
         except asyncio.CancelledError:
@@ -234,7 +238,7 @@ class AttemptTracker:
             outcome = {"error": f"{type(err).__name__}: {err}", "infrastructure": True}
         await self.finish(run, outcome)
 
-    async def finish(self, run: Running, outcome: dict[str, Any]) -> None:
+    async def finish(self, run: Running, outcome: AttemptOutcome) -> None:
         """Record the attempt's end, then let the orchestrator decide about the job."""
         if self.running.get(run.job_id) is not run:
             return  # already finished through another path (lost worker and task error)
@@ -277,7 +281,7 @@ class AttemptTracker:
             # Stored: the worker may now drop the attempt's files.
             self._collected.setdefault(run.worker, set()).add(run.key)
 
-    async def _fill_log_gap(self, run: Running, outcome: dict[str, Any]) -> None:
+    async def _fill_log_gap(self, run: Running, outcome: AttemptOutcome) -> None:
         """Fetch lines whose events never arrived from the worker's durable log."""
         total = int(outcome.get("log_lines") or 0)
         stored = self.store.max_log_seq(run.job_id, run.n) if total else 0

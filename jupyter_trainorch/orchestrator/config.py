@@ -57,6 +57,7 @@ class OrchestratorConfig:
     system_metrics_interval: float = 10.0  # seconds between CPU/memory/GPU samples; 0: none
     audit_interval: float = 15.0  # seconds between checks of attempts no event accounted for
     cluster_idle_timeout: float = 600.0  # a local cluster nobody uses ends after this; 0: never
+    max_log_bytes: int = 100_000_000  # output kept per attempt; 0: no cap
 
     @property
     def db_url(self) -> str:
@@ -92,6 +93,7 @@ class OrchestratorConfig:
             workers=_int_env("TRAINORCH_WORKERS", base.workers),
             gpus_per_worker=_int_env("TRAINORCH_GPUS_PER_WORKER", base.gpus_per_worker),
             slots_per_worker=_int_env("TRAINORCH_SLOTS_PER_WORKER", base.slots_per_worker),
+            max_log_bytes=_int_env("TRAINORCH_MAX_LOG_BYTES", base.max_log_bytes),
             data_dir=data_dir,
             db=os.environ.get("TRAINORCH_DB", ""),
             mlflow=os.environ.get("TRAINORCH_MLFLOW", ""),

@@ -13,7 +13,8 @@ import logging
 import time
 from typing import Any
 
-from ..runner.supervisor import attempt_key, attempt_reports
+from ..runner.protocol import AttemptReport, attempt_key
+from ..runner.supervisor import attempt_reports
 from ..store import AttemptRecord, JobRecord
 from .attempts import AttemptTracker, Running
 
@@ -31,7 +32,7 @@ def scheduler_task_states(keys: list[str], dask_scheduler: Any = None) -> dict[s
 
 async def survey(
     tracker: AttemptTracker, attempts: list[AttemptRecord]
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, AttemptReport]:
     """What became of attempts the store says were running: ``{key: report}`` with state
     ``running``, ``finished`` (and its outcome) or ``pending`` (Dask will still run it).
     A key left out is lost: neither its worker nor the scheduler knows it."""
@@ -40,7 +41,7 @@ async def survey(
         by_worker.setdefault(attempt.worker or "", []).append(
             attempt_key(attempt.job_id, attempt.n)
         )
-    reports: dict[str, dict[str, Any]] = {}
+    reports: dict[str, AttemptReport] = {}
     for worker, keys in by_worker.items():
         if worker not in tracker.backend.workers:
             continue
@@ -60,7 +61,7 @@ async def survey(
 
 
 async def adopt(
-    tracker: AttemptTracker, job: JobRecord, attempt: AttemptRecord, report: dict[str, Any]
+    tracker: AttemptTracker, job: JobRecord, attempt: AttemptRecord, report: AttemptReport
 ) -> None:
     """Follow an attempt started by an earlier orchestrator, as if it were ours."""
     from distributed import Future

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..runner.supervisor import attempt_key
+from ..runner.protocol import attempt_key
 from ..store import (
     ACTIVE_STATES,
     CANCELLED,

@@ -23,7 +23,7 @@ from typing import Any
 from .. import policy
 from ..cluster import ClusterBackend
 from ..package import code_hash
-from ..runner.supervisor import EVENT_TOPIC, attempt_key
+from ..runner.protocol import EVENT_TOPIC, attempt_key
 from ..spec import JobSpec, SpecError
 from ..store import (
     CANCELLED,

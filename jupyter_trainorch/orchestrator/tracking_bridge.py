@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..package import read_meta
+from ..runner.protocol import TRACKING_ENV
 from ..store import JobRecord, JobStore
 from ..tracking import MlflowTracker, TrackingHooks, tracking_uri
 from .config import OrchestratorConfig
@@ -53,7 +54,7 @@ class TrackingBridge:
         """What a job's process needs to log into its attempt's run."""
         if self.hooks is None:
             return {}
-        return {"MLFLOW_TRACKING_URI": self.uri or "", "TRAINORCH_TRACKING": "1"}
+        return {"MLFLOW_TRACKING_URI": self.uri or "", TRACKING_ENV: "1"}
 
     def add_info(self, job_id: str, **info: Any) -> None:
         """Merge into the job's ``mlflow`` field (run ids, warning, metrics, model) and say so."""

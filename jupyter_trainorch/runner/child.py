@@ -3,8 +3,9 @@
 Started by the supervisor in a new process group. Runs a python cell (with its
 captured variables and params) or a shell command, writes ``status.json`` when it
 fails in a way the supervisor must know about (not retryable), and ``outputs.pkl``
-with the variables the user asked back. It dies with its supervisor: a watchdog
-kills the whole process group if the parent disappears.
+with the variables the user asked back (its files and variables: ``protocol``). It
+dies with its supervisor: a watchdog kills the whole process group if the parent
+disappears.
 """
 
 from __future__ import annotations
@@ -22,11 +23,29 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from ..files import write_private
+from .masking import SecretMask
+from .protocol import (
+    MLFLOW_RUN_ID_ENV,
+    OUTPUTS_FILE,
+    PROGRESS_FD_ENV,
+    REQUEST_FILE,
+    RUN_ID_FILE,
+    STATUS_FILE,
+    TRACKING_ENV,
+    VARIABLES_FILE,
+    AttemptRequest,
+    ChildStatus,
+)
+
 EXIT_NOT_RETRYABLE = 3
 
 
-def _write_status(attempt_dir: Path, error: str, retryable: bool) -> None:
-    (attempt_dir / "status.json").write_text(json.dumps({"error": error, "retryable": retryable}))
+def _write_status(attempt_dir: Path, request: AttemptRequest, error: str, retryable: bool) -> None:
+    # An exception's text may quote a secret the job was given.
+    mask = SecretMask((request.get("secret_env") or {}).values())
+    status: ChildStatus = {"error": mask(error), "retryable": retryable}
+    write_private(attempt_dir / STATUS_FILE, json.dumps(status))
 
 
 def _watch_parent(parent: int) -> None:
@@ -45,10 +64,10 @@ def _forward_sigterm_to_group() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def run_command(attempt_dir: Path, request: dict[str, Any]) -> int:
+def run_command(attempt_dir: Path, request: AttemptRequest) -> int:
     fds = ()
-    if os.environ.get("TRAINORCH_PROGRESS_FD"):
-        fds = (int(os.environ["TRAINORCH_PROGRESS_FD"]),)
+    if os.environ.get(PROGRESS_FD_ENV):
+        fds = (int(os.environ[PROGRESS_FD_ENV]),)
     proc = subprocess.Popen(["/bin/sh", "-c", request["command"]], pass_fds=fds)
     try:
         code = proc.wait()
@@ -56,7 +75,9 @@ def run_command(attempt_dir: Path, request: dict[str, Any]) -> int:
         proc.wait()
         raise
     if code == 127:
-        _write_status(attempt_dir, f"command not found: {request['command'].split()[0]}", False)
+        _write_status(
+            attempt_dir, request, f"command not found: {request['command'].split()[0]}", False
+        )
     return code
 
 
@@ -68,7 +89,7 @@ def _user_traceback(exc: BaseException, filename: str) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
-def run_python(attempt_dir: Path, request: dict[str, Any]) -> int:
+def run_python(attempt_dir: Path, request: AttemptRequest) -> int:
     filename = f"<cell {request['name']}>"
     source = request["source"]
     try:
@@ -76,12 +97,12 @@ def run_python(attempt_dir: Path, request: dict[str, Any]) -> int:
     except SyntaxError as err:
         message = f"SyntaxError: {err.msg} (line {err.lineno})"
         print(message, file=sys.stderr)
-        _write_status(attempt_dir, message, False)
+        _write_status(attempt_dir, request, message, False)
         return EXIT_NOT_RETRYABLE
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
 
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
-    package_path = attempt_dir / "variables.zip"
+    package_path = attempt_dir / VARIABLES_FILE
     if package_path.exists():
         import cloudpickle  # only when there is something to unpickle: it costs start-up time
 
@@ -94,7 +115,7 @@ def run_python(attempt_dir: Path, request: dict[str, Any]) -> int:
             except Exception as err:  # noqa: BLE001 - any unpickling failure is the user's
                 message = f"variable {name!r} could not be loaded on the worker: {type(err).__name__}: {err}"
                 print(message, file=sys.stderr)
-                _write_status(attempt_dir, message, False)
+                _write_status(attempt_dir, request, message, False)
                 return EXIT_NOT_RETRYABLE
     namespace.update(request.get("params") or {})
 
@@ -108,7 +129,7 @@ def run_python(attempt_dir: Path, request: dict[str, Any]) -> int:
     except BaseException as exc:  # noqa: BLE001 - report whatever the cell raised
         sys.stderr.write(_user_traceback(exc, filename))
         sys.stderr.flush()
-        _write_status(attempt_dir, f"{type(exc).__name__}: {exc}", True)
+        _write_status(attempt_dir, request, f"{type(exc).__name__}: {exc}", True)
         return 1
 
     wanted = request.get("outputs") or []
@@ -117,7 +138,7 @@ def run_python(attempt_dir: Path, request: dict[str, Any]) -> int:
         if missing:
             message = f"output variable {missing[0]!r} was not defined by the cell"
             print(message, file=sys.stderr)
-            _write_status(attempt_dir, message, False)
+            _write_status(attempt_dir, request, message, False)
             return EXIT_NOT_RETRYABLE
         import cloudpickle
 
@@ -125,16 +146,16 @@ def run_python(attempt_dir: Path, request: dict[str, Any]) -> int:
             blob = cloudpickle.dumps({name: namespace[name] for name in wanted})
         except Exception as err:  # noqa: BLE001
             message = f"output variables could not be pickled: {type(err).__name__}: {err}"
-            _write_status(attempt_dir, message, False)
+            _write_status(attempt_dir, request, message, False)
             return EXIT_NOT_RETRYABLE
-        (attempt_dir / "outputs.pkl").write_bytes(blob)
+        (attempt_dir / OUTPUTS_FILE).write_bytes(blob)
     return 0
 
 
 def _await_tracking_run(attempt_dir: Path, timeout: float = 30.0) -> None:
     """The orchestrator opens the attempt's MLflow run while this process starts; the
     user's code must log into it, so wait for its id (never longer than ``timeout``)."""
-    path = attempt_dir / "mlflow_run_id"
+    path = attempt_dir / RUN_ID_FILE
     deadline = time.monotonic() + timeout
     while not path.exists():
         if time.monotonic() > deadline:
@@ -143,16 +164,16 @@ def _await_tracking_run(attempt_dir: Path, timeout: float = 30.0) -> None:
         time.sleep(0.005)
     run_id = path.read_text().strip()
     if run_id:
-        # MLflow deletes MLFLOW_RUN_ID once it has read it; TRAINORCH_MLFLOW_RUN_ID stays.
-        os.environ["MLFLOW_RUN_ID"] = os.environ["TRAINORCH_MLFLOW_RUN_ID"] = run_id
+        # MLflow deletes MLFLOW_RUN_ID once it has read it; ours stays.
+        os.environ["MLFLOW_RUN_ID"] = os.environ[MLFLOW_RUN_ID_ENV] = run_id
 
 
 def main(argv: list[str]) -> int:
     attempt_dir = Path(argv[1])
-    request = json.loads((attempt_dir / "request.json").read_text())
+    request: AttemptRequest = json.loads((attempt_dir / REQUEST_FILE).read_text())
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     _forward_sigterm_to_group()
-    if os.environ.get("TRAINORCH_TRACKING"):
+    if os.environ.get(TRACKING_ENV):
         _await_tracking_run(attempt_dir)
     workdir = os.getcwd()
     if workdir not in sys.path:

@@ -1,14 +1,16 @@
-"""Batching of a child's output into sequenced events, and tqdm bar parsing.
+"""A child's output: split into lines, masked, capped, batched into sequenced events.
 
 Dask keeps only the last 1,000 events per topic and drops events while no client
 listens, so lines travel in batches (about 100 lines or 250 ms) with sequence
 numbers, and every line is also appended to a durable file on the worker from
-which the orchestrator fills any gap.
+which the orchestrator fills any gap. Secret values are masked before a line goes
+anywhere; past the attempt's cap, lines are counted out but no longer kept.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -16,11 +18,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .masking import SecretMask
+
 MAX_BATCH_LINES = 100
 FLUSH_INTERVAL = 0.25
 MAX_LINE_CHARS = 8192
 MAX_POINTS_PER_BATCH = 1000
+# Bytes of one line held while waiting for its end: a job that writes without newlines
+# must not fill the worker's memory. Far more than the MAX_LINE_CHARS that are kept.
+MAX_PENDING_BYTES = 1 << 20
+STREAM = "output"
+TRUNCATED = (
+    "[trainorch] output truncated: this attempt wrote more than {mb:g} MB; "
+    "further output is discarded"
+)
 
+_LINE_END = re.compile(rb"([\r\n])")
 _SCALE = {"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 _TQDM = re.compile(
     r"^(?:(?P<desc>.*?):\s*)?(?:\s*\d+%\|.*?\|\s*)?"
@@ -43,11 +56,54 @@ def parse_tqdm(text: str) -> dict[str, Any] | None:
     return {"step": as_int(step), "total": as_int(total), "message": desc, "metrics": {}}
 
 
-class LineBatcher:
-    """Collects lines and progress; ``send`` receives ``{"lines": [...], "progress": ...}``."""
+def read_lines(fd: int, line: Callable[[str], None], bar: Callable[[dict[str, Any]], None]) -> None:
+    """Read ``fd`` until it closes, calling ``line`` for each line and ``bar`` for each
+    tqdm bar. A segment ended by ``\\r`` is a redrawn bar, not a line."""
+    pending = b""
+    skipping = False  # the rest of an over-long line
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        parts = _LINE_END.split(pending + chunk)  # segment, end, segment, end, …, rest
+        pending = parts.pop()
+        for segment, end in zip(parts[::2], parts[1::2], strict=True):
+            if skipping:
+                skipping = False
+                continue
+            text = segment.decode("utf-8", "replace")
+            parsed = parse_tqdm(text)
+            if parsed is not None:
+                bar(parsed)
+            if end == b"\n":
+                line(text)
+        if len(pending) > MAX_PENDING_BYTES:
+            if not skipping:
+                line(pending.decode("utf-8", "replace"))
+            pending, skipping = b"", True
+    if pending and not skipping:
+        line(pending.decode("utf-8", "replace"))
 
-    def __init__(self, send: Callable[[dict[str, Any]], None], log_path: Path) -> None:
+
+class LineBatcher:
+    """Collects lines and progress; ``send`` receives ``{"lines": [...], "progress": ...}``.
+
+    ``mask`` hides secret values in lines and progress messages; after ``max_bytes``
+    of lines (0: no cap) one last line says so and later lines are dropped.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[dict[str, Any]], None],
+        log_path: Path,
+        mask: SecretMask | None = None,
+        max_bytes: int = 0,
+    ) -> None:
         self._send = send
+        self._mask = mask or SecretMask(())
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.truncated = False
         self._lines: list[list[Any]] = []
         self._progress: dict[str, Any] | None = None
         # Every metric point is kept (for the experiment's history); progress only the latest.
@@ -59,10 +115,20 @@ class LineBatcher:
         self._timer = threading.Thread(target=self._tick, daemon=True)
         self._timer.start()
 
-    def add(self, stream: str, text: str) -> None:
+    def add(self, text: str, stream: str = STREAM) -> None:
+        # Masked before it is cut, so that no secret's beginning is left at the cut.
+        text = self._mask(text)
         if len(text) > MAX_LINE_CHARS:
             text = text[:MAX_LINE_CHARS] + " …[line truncated]"
+        size = len(text.encode("utf-8", "replace")) + 1
         with self._lock:
+            if self.truncated:
+                return
+            if self.max_bytes and self.bytes + size > self.max_bytes:
+                self.truncated = True
+                text = TRUNCATED.format(mb=self.max_bytes / 1e6)
+            else:
+                self.bytes += size
             self.count += 1
             record = [self.count, stream, text, time.time()]
             self._file.write(json.dumps(record) + "\n")
@@ -72,6 +138,11 @@ class LineBatcher:
             self.flush()
 
     def progress(self, record: dict[str, Any]) -> None:
+        if self._mask:
+            # A message, or a metric that is text, may quote a secret too.
+            hide = lambda v: self._mask(v) if isinstance(v, str) else v  # noqa: E731
+            metrics = {k: hide(v) for k, v in (record.get("metrics") or {}).items()}
+            record = {**record, "message": hide(record.get("message")), "metrics": metrics}
         with self._lock:
             self._progress = record
             if record.get("metrics") and len(self._points) < MAX_POINTS_PER_BATCH:

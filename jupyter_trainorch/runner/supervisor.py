@@ -22,25 +22,39 @@ from typing import Any
 from ..environ import without_service_settings
 from ..files import write_private
 from ..package import build_package, extract_files, read_package
-from ..progress import PROGRESS_FD_ENV
-from .streams import LineBatcher, parse_tqdm
+from .masking import SecretMask
+from .protocol import (
+    ATTEMPT_DIR_ENV,
+    ATTEMPT_ENV,
+    CHECKPOINT_DIR_ENV,
+    CHECKPOINTS_DIR,
+    EVENT_TOPIC,
+    JOB_ID_ENV,
+    JOB_NAME_ENV,
+    LOG_FILE,
+    OUTCOME_FILE,
+    OUTPUTS_FILE,
+    PROGRESS_FD_ENV,
+    REQUEST_FILE,
+    RUN_ID_FILE,
+    STATUS_FILE,
+    VARIABLES_FILE,
+    AttemptOutcome,
+    AttemptReport,
+    AttemptRequest,
+    attempt_key,
+)
+from .streams import LineBatcher, read_lines
 from .system_metrics import SystemSampler
 
-EVENT_TOPIC = "trainorch"
-RUN_ID_FILE = "mlflow_run_id"
-OUTCOME_FILE = "outcome.json"
 _registry: dict[str, Supervisor] = {}
 _registry_lock = threading.Lock()
-
-
-def attempt_key(job_id: str, attempt: int) -> str:
-    return f"trainorch-{job_id}-{attempt}"
 
 
 def _attempt_root(worker: Any = None) -> Path:
     """Where attempts keep their files on this worker: a folder the worker was given (it
     outlives the worker process), else the worker's own local directory."""
-    configured = os.environ.get("TRAINORCH_ATTEMPT_DIR")
+    configured = os.environ.get(ATTEMPT_DIR_ENV)
     if configured:
         return Path(configured)
     try:
@@ -53,15 +67,21 @@ def _attempt_root(worker: Any = None) -> Path:
 
 
 class Supervisor:
-    def __init__(self, request: dict[str, Any], send: Any) -> None:
+    def __init__(self, request: AttemptRequest, send: Any) -> None:
         self.request = request
         self.key = attempt_key(request["job_id"], request["attempt"])
         self.dir = _attempt_root() / self.key
-        self.dir.mkdir(parents=True, exist_ok=True)
+        # request.json holds the job's secrets, and all else here is its owner's alone.
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.dir.chmod(0o700)  # a folder left by an earlier try of the same key
         self.cancel_requested = threading.Event()
+        # Older orchestrators send neither secrets nor a cap.
+        self.mask = SecretMask((request.get("secret_env") or {}).values())
         self.batcher = LineBatcher(
             send=lambda payload: send({"type": "output", **self._ids(), **payload}),
-            log_path=self.dir / "log.jsonl",
+            log_path=self.dir / LOG_FILE,
+            mask=self.mask,
+            max_bytes=int(request.get("max_log_bytes") or 0),
         )
         self.send = send
         self.proc: subprocess.Popen[bytes] | None = None
@@ -78,14 +98,14 @@ class Supervisor:
         # activated or not), as it is for the job's Python cells.
         env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
         env.update({str(k): str(v) for k, v in (req.get("env") or {}).items()})
+        env.update({str(k): str(v) for k, v in (req.get("secret_env") or {}).items()})
         env.update(
             {
                 "CUDA_VISIBLE_DEVICES": ",".join(req.get("gpu_ids") or []),
-                "TRAINORCH_JOB_ID": req["job_id"],
-                "TRAINORCH_JOB_NAME": req["name"],
-                "TRAINORCH_ATTEMPT": str(req["attempt"]),
-                "TRAINORCH_CHECKPOINT_DIR": req.get("checkpoint_dir")
-                or str(self.dir / "checkpoints"),
+                JOB_ID_ENV: req["job_id"],
+                JOB_NAME_ENV: req["name"],
+                ATTEMPT_ENV: str(req["attempt"]),
+                CHECKPOINT_DIR_ENV: req.get("checkpoint_dir") or str(self.dir / CHECKPOINTS_DIR),
                 PROGRESS_FD_ENV: str(progress_fd),
                 "PYTHONUNBUFFERED": "1",
             }
@@ -99,18 +119,18 @@ class Supervisor:
         return str(self.dir)
 
     def start(self) -> None:
-        req = dict(self.request)
+        req: dict[str, Any] = dict(self.request)
         package = req.pop("package", None)
         self.has_inputs = False
         if package:
             variables, files = read_package(package)
             if variables:
-                (self.dir / "variables.zip").write_bytes(build_package(variables))
+                (self.dir / VARIABLES_FILE).write_bytes(build_package(variables))
             # A job that ships its input files runs among them, on any worker.
             extract_files(files, self.dir)
             self.has_inputs = bool(files)
-        write_private(self.dir / "request.json", json.dumps(req))
-        os.makedirs(self._environment(0)["TRAINORCH_CHECKPOINT_DIR"], exist_ok=True)
+        write_private(self.dir / REQUEST_FILE, json.dumps(req))
+        os.makedirs(self._environment(0)[CHECKPOINT_DIR_ENV], exist_ok=True)
         read_fd, write_fd = os.pipe()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyter_trainorch.runner.child", str(self.dir)],
@@ -126,7 +146,7 @@ class Supervisor:
         os.close(write_fd)
         self.process_started = time.time()
         self.readers = [
-            threading.Thread(target=self._pump, args=(self.proc.stdout, "output"), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True),
             threading.Thread(target=self._pump_progress, args=(read_fd,), daemon=True),
         ]
         for reader in self.readers:
@@ -139,32 +159,9 @@ class Supervisor:
             float(self.request.get("system_metrics_interval") or 0), self.batcher.metrics_point,
         ).start()  # fmt: skip
 
-    def _pump(self, pipe: Any, stream: str) -> None:
-        pending = b""
-        while True:
-            chunk = os.read(pipe.fileno(), 65536)
-            if not chunk:
-                break
-            pending += chunk
-            while True:
-                cut = min(
-                    (i for i in (pending.find(b"\n"), pending.find(b"\r")) if i >= 0), default=-1
-                )
-                if cut < 0:
-                    break
-                segment, end, pending = pending[:cut], pending[cut : cut + 1], pending[cut + 1 :]
-                text = segment.decode("utf-8", "replace")
-                if end == b"\r":
-                    bar = parse_tqdm(text)  # a redrawn progress bar, not a log line
-                    if bar is not None:
-                        self.batcher.progress(bar)
-                    continue
-                bar = parse_tqdm(text)
-                if bar is not None:
-                    self.batcher.progress(bar)
-                self.batcher.add(stream, text)
-        if pending:
-            self.batcher.add(stream, pending.decode("utf-8", "replace"))
+    def _pump(self, pipe: Any) -> None:
+        # Read to the end even past the log cap: a child blocked on a full pipe never ends.
+        read_lines(pipe.fileno(), self.batcher.add, self.batcher.progress)
         pipe.close()
 
     def _pump_progress(self, fd: int) -> None:
@@ -193,7 +190,7 @@ class Supervisor:
         self.proc.wait()
 
     # -- lifecycle -----------------------------------------------------------
-    def wait(self) -> dict[str, Any]:
+    def wait(self) -> AttemptOutcome:
         assert self.proc is not None
         timeout = self.request.get("timeout")
         grace = float(self.request.get("grace", 5.0))
@@ -219,12 +216,12 @@ class Supervisor:
         self.batcher.close()
         return self._result(exit_code, cancelled, timed_out)
 
-    def _result(self, exit_code: int, cancelled: bool, timed_out: bool) -> dict[str, Any]:
+    def _result(self, exit_code: int, cancelled: bool, timed_out: bool) -> AttemptOutcome:
         status: dict[str, Any] = {}
-        status_path = self.dir / "status.json"
+        status_path = self.dir / STATUS_FILE
         if status_path.exists():
             status = json.loads(status_path.read_text())
-        outputs_path = self.dir / "outputs.pkl"
+        outputs_path = self.dir / OUTPUTS_FILE
         error = status.get("error")
         if timed_out:
             error = f"timed out after {self.request['timeout']:g}s"
@@ -237,37 +234,38 @@ class Supervisor:
         return {
             **self._ids(),
             "exit_code": exit_code,
-            "error": error,
+            "error": None if error is None else self.mask(error),
             "retryable": bool(status.get("retryable", True)) and not cancelled,
+            "infrastructure": False,
             "cancelled": cancelled,
             "timed_out": timed_out,
             "outputs": outputs_path.read_bytes()
             if exit_code == 0 and outputs_path.exists()
             else None,
             "log_lines": self.batcher.count,
-            "log_path": str(self.dir / "log.jsonl"),
+            "log_path": str(self.dir / LOG_FILE),
             "pid": self.proc.pid if self.proc else None,
             "process_started": self.process_started,
         }
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> AttemptReport:
         """What a reattaching orchestrator needs to know about this running attempt."""
         return {
             "state": "running",
             "pid": self.proc.pid if self.proc else None,
             "process_started": self.process_started,
             "log_lines": self.batcher.count,
-            "log_path": str(self.dir / "log.jsonl"),
+            "log_path": str(self.dir / LOG_FILE),
         }
 
-    def record_outcome(self, outcome: dict[str, Any]) -> None:
+    def record_outcome(self, outcome: AttemptOutcome) -> None:
         """Keep the outcome on the worker until the orchestrator has stored it: it may be
         away (restarting) when the attempt ends. Outputs stay in their own file."""
         durable = {k: v for k, v in outcome.items() if k != "outputs"}
         write_private(self.dir / OUTCOME_FILE, json.dumps(durable))
 
 
-def run_attempt(request: dict[str, Any]) -> dict[str, Any]:
+def run_attempt(request: AttemptRequest) -> AttemptOutcome:
     """The Dask task of one attempt: start, stream, wait, report."""
     from distributed import get_worker
 
@@ -287,11 +285,16 @@ def run_attempt(request: dict[str, Any]) -> dict[str, Any]:
     except BaseException as err:
         # Not even started (no such executable, disk full): an outcome all the same, so
         # nobody mistakes the attempt for one that is still running.
+        raw = f"{type(err).__name__}: {err}"
+        error = supervisor.mask(raw)
         supervisor.record_outcome(
-            {**supervisor._ids(), "exit_code": None, "error": f"{type(err).__name__}: {err}",
+            {**supervisor._ids(), "exit_code": None, "error": error,
              "infrastructure": True, "log_lines": supervisor.batcher.count,
-             "log_path": str(supervisor.dir / "log.jsonl")}
+             "log_path": str(supervisor.dir / LOG_FILE)}
         )  # fmt: skip
+        if error != raw:
+            # The orchestrator stores the task's error text: it must not carry a secret.
+            raise RuntimeError(error) from None
         raise
     finally:
         # Only once the outcome is on disk: at every moment the attempt is either
@@ -317,17 +320,17 @@ def deliver_run_id(key: str, run_id: str) -> bool:
         supervisor = _registry.get(key)
     if supervisor is None:
         return False
-    staged = supervisor.dir / "mlflow_run_id.tmp"
+    staged = supervisor.dir / f"{RUN_ID_FILE}.tmp"
     staged.write_text(run_id)
     staged.rename(supervisor.dir / RUN_ID_FILE)
     return True
 
 
-def attempt_reports(keys: list[str], dask_worker: Any = None) -> dict[str, dict[str, Any]]:
+def attempt_reports(keys: list[str], dask_worker: Any = None) -> dict[str, AttemptReport]:
     """The attempts among ``keys`` that this worker knows: running, or finished with the
     outcome that nobody has collected yet. Keys it has never seen are left out."""
     root = _attempt_root(dask_worker)
-    reports: dict[str, dict[str, Any]] = {}
+    reports: dict[str, AttemptReport] = {}
     for key in keys:
         with _registry_lock:
             supervisor = _registry.get(key)
@@ -338,7 +341,7 @@ def attempt_reports(keys: list[str], dask_worker: Any = None) -> dict[str, dict[
             outcome = json.loads((root / key / OUTCOME_FILE).read_text())
         except (FileNotFoundError, ValueError):
             continue
-        outputs = root / key / "outputs.pkl"
+        outputs = root / key / OUTPUTS_FILE
         if outcome.get("exit_code") == 0 and outputs.exists():
             outcome["outputs"] = outputs.read_bytes()
         reports[key] = {"state": "finished", "outcome": outcome}

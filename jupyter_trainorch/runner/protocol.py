@@ -1,0 +1,104 @@
+"""What the orchestrator, an attempt's supervisor and the job's process tell each other.
+
+The orchestrator sends ``run_attempt`` an ``AttemptRequest`` and gets an
+``AttemptOutcome`` back; the supervisor and the child share the files of the attempt's
+folder and the ``TRAINORCH_*`` variables named here. Requests and outcomes stay plain
+dicts (``TypedDict``): they cross Dask pickled and lie on disk as JSON, so what an older
+version wrote still reads. Standard library only: every job's process imports this.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+# Dask event topic of the supervisors' messages (output batches, "started").
+EVENT_TOPIC = "trainorch"
+
+# -- files of an attempt's folder on its worker ---------------------------------------
+REQUEST_FILE = "request.json"  # the AttemptRequest without its package (mode 0600)
+OUTCOME_FILE = "outcome.json"  # the AttemptOutcome without outputs, until collected
+STATUS_FILE = "status.json"  # the child's ChildStatus, when it failed in a known way
+OUTPUTS_FILE = "outputs.pkl"  # the variables the job gives back (cloudpickle)
+VARIABLES_FILE = "variables.zip"  # the captured variables the job starts with
+LOG_FILE = "log.jsonl"  # every output line, ``[seq, stream, text, time]``
+RUN_ID_FILE = "mlflow_run_id"  # the attempt's MLflow run id ("" for none)
+CHECKPOINTS_DIR = "checkpoints"  # when the orchestrator names no checkpoint folder
+
+# -- environment ----------------------------------------------------------------------
+# Of the worker: where attempts keep their folders (else the worker's local directory).
+ATTEMPT_DIR_ENV = "TRAINORCH_ATTEMPT_DIR"
+# Of the job's process, set by the supervisor.
+JOB_ID_ENV = "TRAINORCH_JOB_ID"
+JOB_NAME_ENV = "TRAINORCH_JOB_NAME"
+ATTEMPT_ENV = "TRAINORCH_ATTEMPT"
+CHECKPOINT_DIR_ENV = "TRAINORCH_CHECKPOINT_DIR"
+PROGRESS_FD_ENV = "TRAINORCH_PROGRESS_FD"  # where ``progress()`` writes its JSON lines
+# Set by the orchestrator when tracking is on: the child waits for its run id.
+TRACKING_ENV = "TRAINORCH_TRACKING"
+# Set by the child to the attempt's run id (MLflow removes MLFLOW_RUN_ID once read).
+MLFLOW_RUN_ID_ENV = "TRAINORCH_MLFLOW_RUN_ID"
+
+
+class AttemptRequest(TypedDict):
+    """One attempt of a job, as the orchestrator hands it to ``run_attempt``."""
+
+    job_id: str
+    attempt: int
+    name: str
+    kind: str  # "python" or "command"
+    source: str
+    command: str
+    params: dict[str, Any]
+    env: dict[str, str]
+    secret_env: dict[str, str]  # in the job's environment, masked in all it reports
+    outputs: list[str]
+    workdir: str | None
+    timeout: float | None
+    gpu_ids: list[str]
+    grace: float  # seconds between SIGTERM and SIGKILL
+    system_metrics_interval: float  # 0: no samples
+    checkpoint_dir: str
+    package: bytes | None  # captured variables and input files
+    max_log_bytes: int  # output kept per attempt; 0: all of it
+
+
+class AttemptOutcome(TypedDict, total=False):
+    """How an attempt ended. The supervisor fills every field; one the orchestrator makes
+    up itself (lost worker, failed task) has only ``error`` and ``infrastructure``."""
+
+    job_id: str
+    attempt: int
+    exit_code: int | None  # None: the process never started
+    error: str | None
+    retryable: bool
+    cancelled: bool
+    timed_out: bool
+    infrastructure: bool  # not the job's fault: retried on a separate budget
+    outputs: bytes | None
+    log_lines: int
+    log_path: str
+    pid: int | None
+    process_started: float | None
+
+
+class AttemptReport(TypedDict, total=False):
+    """What a worker knows of an attempt: ``running``, or ``finished`` with its outcome."""
+
+    state: str
+    pid: int | None
+    process_started: float | None
+    log_lines: int
+    log_path: str
+    outcome: AttemptOutcome
+
+
+class ChildStatus(TypedDict):
+    """``status.json``: a failure the child understood, and whether retrying may help."""
+
+    error: str
+    retryable: bool
+
+
+def attempt_key(job_id: str, attempt: int) -> str:
+    """The Dask key of an attempt's task, also the name of its folder on the worker."""
+    return f"trainorch-{job_id}-{attempt}"
