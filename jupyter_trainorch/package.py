@@ -83,6 +83,26 @@ def submission_meta(variables: dict[str, bytes], namespace: dict[str, Any]) -> d
     }
 
 
+MAX_EXPANDED_BYTES = 2**30
+
+
+def check_package(data: bytes) -> None:
+    """Refuse, in one sentence, a package that is not a zip of ours or would expand past
+    ``MAX_EXPANDED_BYTES`` (a zip bomb), before anything stores or unpacks it."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        raise SpecError(
+            "package must be a zip archive (as the magics and the CLI build it)"
+        ) from None
+    if sum(info.file_size for info in infos) > MAX_EXPANDED_BYTES:
+        raise SpecError(f"package would expand to more than {MAX_EXPANDED_BYTES // 2**20} MiB")
+    for info in infos:
+        if info.filename.startswith(FILES):
+            _safe_name(info.filename[len(FILES) :])
+
+
 def read_package(data: bytes) -> tuple[dict[str, bytes], dict[str, bytes]]:
     """(variables, files) of a package."""
     variables: dict[str, bytes] = {}

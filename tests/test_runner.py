@@ -211,11 +211,7 @@ def test_a_jobs_secrets_are_masked_in_its_stored_log_and_error(orchestrator, tmp
         + "raise RuntimeError('refused ' + os.environ['API_TOKEN'])\n"
     )
     job_id = submit(orchestrator, name="secretive", source=source, params={"gate": str(second)},
-                    depends_on=[blocker])  # fmt: skip
-    # The spec as the API stores it once it takes secrets; the job waits on `blocker`,
-    # so it is dispatched from the stored spec.
-    spec = orchestrator.store.get_job(job_id).spec
-    orchestrator.store.update_job(job_id, spec={**spec, "secret_env": {"API_TOKEN": SECRET}})
+                    depends_on=[blocker], secret_env={"API_TOKEN": SECRET})  # fmt: skip
     first.write_text("go")
 
     wait_until(lambda: "token ***" in log_text(orchestrator, job_id), what="the masked line")

@@ -111,7 +111,7 @@ class BaseHandler(CallerMixin, APIHandler):
 
     def json_body(self) -> Any:
         try:
-            return json.loads(self.request.body or b"{}")
+            return json.loads(self.request.body or b"{}", parse_constant=_refuse_constant)
         except ValueError:
             raise web.HTTPError(400, "the request body is not valid JSON") from None
 
@@ -378,6 +378,10 @@ def service_handlers(base_url: str) -> list[tuple[str, type[JupyterHandler]]]:
     result = [(url_path_join(base_url, API + path), handler) for path, handler in ROUTES]
     result.append((url_path_join(base_url, "trainorch/metrics"), MetricsHandler))
     return result
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")  # NaN and Infinity: Python reads them, JSON has none
 
 
 def _without_password(url: str) -> str:

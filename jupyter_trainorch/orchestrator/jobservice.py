@@ -15,6 +15,7 @@ from typing import Any
 
 from ..contract.jobs import SubmitRequest
 from ..contract.limits import MAX_LIST_LIMIT, MAX_WAIT_SECONDS
+from ..package import check_package
 from ..spec import JobSpec, SpecError
 from ..spec.model import validate
 from ..spec.secrets import public_spec
@@ -109,6 +110,7 @@ class JobService:
                 package = base64.b64decode(body["package"], validate=True)
             except ValueError:
                 raise SpecError("package must be base64-encoded bytes") from None
+            check_package(package)
         if "spec" in body:
             spec = JobSpec.from_dict(body["spec"])
         elif "template" in body:
