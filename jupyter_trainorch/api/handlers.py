@@ -351,7 +351,7 @@ class MetricsHandler(BaseHandler):
         self.finish(text, set_content_type="text/plain; version=0.0.4")
 
 
-JOB = r"/jobs/(?P<job_id>[A-Za-z0-9_-]+)"
+JOB = r"/jobs/(?P<job_id>[^/]+)"
 # (path below trainorch/api, service handler); the server extension forwards the same paths.
 ROUTES: list[tuple[str, type[JupyterHandler]]] = [
     ("/jobs", JobsHandler),
@@ -364,7 +364,7 @@ ROUTES: list[tuple[str, type[JupyterHandler]]] = [
     (JOB + "/metrics", MetricsHistoryHandler),
     ("/cluster", ClusterHandler),
     ("/templates", TemplatesHandler),
-    (r"/templates/(?P<name>[A-Za-z0-9_.-]+)", TemplatesHandler),
+    (r"/templates/(?P<name>[^/]+)", TemplatesHandler),
     ("/events", EventsHandler),
     ("/events/ws", EventsSocket),
     ("/me", MeHandler),
