@@ -214,8 +214,9 @@ def _read(path: Path) -> tuple[Any, dict[str, int], dict[str, str]]:
     except (OSError, UnicodeDecodeError) as err:
         reason = getattr(err, "strerror", None) or "it is not UTF-8 text"
         raise SpecError(f"{path}: the template could not be read ({reason})") from None
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # reads the first characters already: may refuse them
         node = loader.get_single_node()
         if node is not None and _expanded_size(node, {}) > MAX_TEMPLATE_NODES:
             raise SpecError(f"{path}: the template expands to more than {MAX_TEMPLATE_NODES} "
@@ -229,7 +230,8 @@ def _read(path: Path) -> tuple[Any, dict[str, int], dict[str, str]]:
     except yaml.YAMLError:
         raise SpecError(f"{path}: the template is not valid YAML") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     lines: dict[str, int] = {}
     texts: dict[str, str] = {}
     if node is not None:
