@@ -23,8 +23,9 @@ from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.serverapp import ServerApp
-from traitlets import Bool, TraitError
+from traitlets import Bool, TraitError, default
 
+from ..contract.limits import MAX_REQUEST_BYTES
 from ..orchestrator.jobservice import JobService
 from ..service.runtime import ServiceInfo, remove_runtime, write_runtime
 from ..spec import SpecError
@@ -39,6 +40,16 @@ class HeadlessServerApp(ServerApp):
     """Only the status and auth routes of jupyter_server besides ours."""
 
     default_services = ("api", "auth", "security")
+
+    # The largest request is a submit carrying a code package (captured variables are
+    # capped at 64 MiB, base64 adds a third); nothing larger is read into memory.
+    @default("max_body_size")
+    def _default_max_body_size(self) -> int:
+        return MAX_REQUEST_BYTES
+
+    @default("max_buffer_size")
+    def _default_max_buffer_size(self) -> int:
+        return MAX_REQUEST_BYTES
 
     # Not a notebook server: it must not be listed by `jupyter server list` or offered to
     # editors as a place to run kernels. Clients find it through service.json.
