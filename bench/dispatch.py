@@ -160,18 +160,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from distributed import Client
 
-    from jupyter_trainorch.orchestrator.config import OrchestratorConfig
     from jupyter_trainorch.orchestrator.host import OrchestratorHost
+    from jupyter_trainorch.settings import TrainOrch
 
     logging.getLogger("distributed").setLevel(logging.WARNING)
     gpus = args.gpus_per_worker
     data_dir = Path(tempfile.mkdtemp(prefix="trainorch-bench-dispatch-"))
     stamps = data_dir / "stamps"
     stamps.mkdir()
-    config = OrchestratorConfig(
-        data_dir=data_dir, workers=1, gpus_per_worker=gpus, slots_per_worker=4, cluster="local",
-        mlflow="" if args.tracking else "off",
-    )  # fmt: skip
+    # A store and cluster of its own, whatever TRAINORCH_* variables the shell has.
+    config = TrainOrch(
+        data_dir=str(data_dir), db="", workers=1, gpus_per_worker=gpus, slots_per_worker=4,
+        cluster="local", mlflow="" if args.tracking else "off",
+    ).to_config()  # fmt: skip
     print(f"MLflow tracking: {'on (SQLite)' if args.tracking else 'off'}")
     host = OrchestratorHost(config)
     client = None

@@ -121,21 +121,23 @@ class ScheduleMeter:
 
 
 def cluster_section(jobs: int, gpus_per_worker: int, duration: float) -> bool:
-    from jupyter_trainorch.orchestrator.config import OrchestratorConfig
     from jupyter_trainorch.orchestrator.host import OrchestratorHost
+    from jupyter_trainorch.settings import TrainOrch
     from jupyter_trainorch.spec import JobSpec, Resources
 
     workers = 2
     data_dir = Path(tempfile.mkdtemp(prefix="trainorch-bench-scale-"))
-    config = OrchestratorConfig(
-        data_dir=data_dir,
+    # A store and cluster of its own, whatever TRAINORCH_* variables the shell has.
+    config = TrainOrch(
+        data_dir=str(data_dir),
+        db="",
         workers=workers,
         gpus_per_worker=gpus_per_worker,
         slots_per_worker=gpus_per_worker,  # CPU slots must not be what limits
         cluster="local",
         # Measures the scheduler; 10,000 MLflow runs on SQLite would measure MLflow instead.
         mlflow="off",
-    )
+    ).to_config()
     host = OrchestratorHost(config)
     recorder = Recorder()
     try:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_trainorch.orchestrator import OrchestratorConfig, OrchestratorHost
+from jupyter_trainorch.orchestrator import OrchestratorHost
 from jupyter_trainorch.processes import pid_alive, stop_process
+from jupyter_trainorch.settings import TrainOrch
 from jupyter_trainorch.spec import JobSpec
 
 FINAL = ("succeeded", "failed", "cancelled")
@@ -74,7 +75,7 @@ def stop_services_under(root: Path) -> None:
 def start_host(data_dir: Path, **config: object) -> OrchestratorHost:
     settings = {"workers": 1, "gpus_per_worker": 1, "slots_per_worker": 4, "grace_period": 2.0}
     settings.update(config)
-    return OrchestratorHost(OrchestratorConfig(data_dir=data_dir, **settings)).start()  # type: ignore[arg-type]
+    return OrchestratorHost(TrainOrch(data_dir=str(data_dir), **settings).to_config()).start()
 
 
 @pytest.fixture(scope="module")

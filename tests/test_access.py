@@ -10,10 +10,10 @@ import pytest
 from conftest import service_process, stop_services_under, wait_until
 
 from jupyter_trainorch.client.transport import HTTPTransport
-from jupyter_trainorch.orchestrator import OrchestratorConfig
 from jupyter_trainorch.orchestrator.access import Caller, Forbidden
 from jupyter_trainorch.orchestrator.errors import JobNotFound
 from jupyter_trainorch.orchestrator.jobservice import JobService
+from jupyter_trainorch.settings import TrainOrch
 
 ALICE, BOB, ADMIN = Caller("alice"), Caller("bob"), Caller("root", admin=True)
 HOLD = "import time\nprint('working', flush=True)\ntime.sleep(60)"
@@ -24,7 +24,7 @@ def shared(tmp_path_factory):
     """One service for three users, as a hub deployment has (the caller comes from its
     authentication, given here directly)."""
     root = tmp_path_factory.mktemp("shared")
-    config = OrchestratorConfig(data_dir=root, workers=1, gpus_per_worker=1, mlflow="off")
+    config = TrainOrch(data_dir=str(root), workers=1, gpus_per_worker=1, mlflow="off").to_config()
     service = JobService(config)
     yield service
     service.stop(detach=False)

@@ -367,7 +367,35 @@ def test_a_service_with_a_wrong_setting_stops_and_says_which(env, tmp_path):
     assert result.returncode == 2
     message = one_error(result)
     assert message.startswith("trainorch: the trainorch service did not start (exit code 2)")
-    assert "The 'others_jobs' trait of a TrainOrch instance expected any of" in message
+    assert "c.TrainOrch.others_jobs must be one of 'queue', 'hidden', not 'everyone'" in message
+
+
+@pytest.mark.parametrize(
+    ("setting", "sentence"),
+    [
+        ({"TRAINORCH_WORKERS": "x"}, "TRAINORCH_WORKERS must be a whole number of at least 1, not 'x'"),
+        (["--TrainOrch.grace_period=nan"], "c.TrainOrch.grace_period must be a number of seconds of at least 0, not nan"),
+    ],
+)  # fmt: skip
+def test_serve_with_a_wrong_setting_exits_2_with_the_sentence(setting, sentence, env, tmp_path):
+    variables = setting if isinstance(setting, dict) else {}
+    arguments = setting if isinstance(setting, list) else []
+    result = trainorch(
+        "serve", "--port=0", "--ServerApp.ip=127.0.0.1", "--allow-root", *arguments,
+        env={**env, **variables}, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.rstrip().endswith(f"trainorch: a setting is wrong: {sentence}")
+
+
+def test_a_command_with_a_wrong_variable_says_which(env, tmp_path):
+    result = trainorch("list", env={**env, "TRAINORCH_GRACE_PERIOD": "nan"}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert one_error(result) == (
+        "trainorch: TRAINORCH_GRACE_PERIOD must be a number of seconds of at least 0, not 'nan'"
+    )
+    assert not (tmp_path / "data" / "service.pid").exists()  # refused before starting anything
 
 
 def test_templates_list_and_show(env):

@@ -70,14 +70,14 @@ answer = 42
 
 ORCHESTRATOR_A = """
 import sys, time
-from pathlib import Path
-from jupyter_trainorch.orchestrator import OrchestratorConfig, OrchestratorHost
+from jupyter_trainorch.orchestrator import OrchestratorHost
+from jupyter_trainorch.settings import TrainOrch
 from jupyter_trainorch.spec import JobSpec, Resources
 
 def main():
-    data, cluster, gate, source = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-    host = OrchestratorHost(OrchestratorConfig(data_dir=data, cluster=cluster, workers=1,
-                                               gpus_per_worker=2, mlflow="off")).start()
+    data, cluster, gate, source = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    host = OrchestratorHost(TrainOrch(data_dir=data, cluster=cluster, workers=1,
+                                      gpus_per_worker=2, mlflow="off").to_config()).start()
     ids = [host.call(lambda o, i=i: o.submit(JobSpec(name=f"long{i}", source=source, params={"gate": gate},
                                                     outputs=["answer"], resources=Resources(gpus=1)))).id
            for i in range(2)]

@@ -19,8 +19,8 @@ import threading
 from jupyter_server.extension.application import ExtensionApp
 
 from ..service import ServiceUnavailable
+from ..settings import SettingError, TrainOrch
 from .proxy import ServiceLink, front_handlers
-from .settings import TrainOrch
 
 
 class TrainOrchApp(ExtensionApp):
@@ -32,18 +32,25 @@ class TrainOrchApp(ExtensionApp):
     _connecting: threading.Thread | None = None
 
     def initialize_settings(self) -> None:
-        settings = TrainOrch(parent=self)
-        shared = settings.service_url or os.environ.get("TRAINORCH_SERVICE_URL", "")
+        try:
+            settings = TrainOrch(parent=self)
+            data_dir = settings.to_config().data_dir  # every setting checked now, not on use
+        except SettingError as err:
+            # JupyterLab itself goes on: only the trainorch API is missing, and the log says why.
+            self.log.error("trainorch: a setting is wrong, so trainorch is off: %s", err)
+            return
         self.link = ServiceLink(
-            settings.to_config(), shared, hub_token=os.environ.get("JUPYTERHUB_API_TOKEN", "")
-        )
+            data_dir, settings.to_env(), settings.service_url,
+            hub_token=os.environ.get("JUPYTERHUB_API_TOKEN", ""),
+        )  # fmt: skip
         self.settings["trainorch_link"] = self.link
         # The port is final only once the server listens: finish when the loop runs.
         assert self.serverapp is not None
         self.serverapp.io_loop.add_callback(self._on_server_started)
 
     def initialize_handlers(self) -> None:
-        self.handlers.extend(front_handlers("/"))
+        if self.link is not None:
+            self.handlers.extend(front_handlers("/"))
 
     def _on_server_started(self) -> None:
         assert self.serverapp is not None and self.link is not None

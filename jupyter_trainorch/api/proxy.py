@@ -13,13 +13,14 @@ import json
 import threading
 import urllib.parse
 import uuid
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.utils import url_path_join
 from tornado import httpclient, web, websocket
 
-from ..orchestrator import OrchestratorConfig
 from ..service import ServiceInfo, ServiceUnavailable, ensure_service
 from .socket import PushSocket
 
@@ -33,9 +34,15 @@ class ServiceLink:
     shared service JupyterHub configured."""
 
     def __init__(
-        self, config: OrchestratorConfig, service_url: str = "", hub_token: str = ""
+        self,
+        data_dir: Path,
+        settings: Mapping[str, str],
+        service_url: str = "",
+        hub_token: str = "",
     ) -> None:
-        self.config = config
+        """``settings``: the ``TRAINORCH_*`` variables of a service started for this user."""
+        self.data_dir = data_dir
+        self.settings = settings
         self.shared = bool(service_url)
         self._info = ServiceInfo(url=service_url, token=hub_token, pid=0) if self.shared else None
         self._lock = threading.Lock()
@@ -44,7 +51,7 @@ class ServiceLink:
         """Blocking: may start the service (seconds)."""
         with self._lock:
             if self._info is None:
-                self._info = ensure_service(self.config.data_dir, self.config.to_env())
+                self._info = ensure_service(self.data_dir, self.settings)
             return self._info
 
     async def get(self) -> ServiceInfo:

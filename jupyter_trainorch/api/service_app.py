@@ -28,10 +28,9 @@ from traitlets import Bool, TraitError, default
 from ..contract.limits import MAX_REQUEST_BYTES
 from ..orchestrator.jobservice import JobService
 from ..service.runtime import ServiceInfo, remove_runtime, write_runtime
-from ..spec import SpecError
+from ..settings import TrainOrch
 from .handlers import service_handlers
 from .identity import HubIdentityProvider, OwnerIdentityProvider
-from .settings import TrainOrch
 
 CLUSTER_CHECK_MS = 5000
 
@@ -98,7 +97,7 @@ class TrainOrchServiceApp(ExtensionApp):
         try:
             self.settings_ = TrainOrch(parent=self)
             config = self.settings_.to_config()
-        except (TraitError, SpecError) as err:
+        except TraitError as err:  # a SettingError names the setting as the user wrote it
             # jupyter_server would go on without this extension: a service without its API.
             # Stop instead, with the sentence that names the setting (its last log line).
             self.log.critical("trainorch: a setting is wrong: %s", err)

@@ -19,10 +19,10 @@ def cmd_serve(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _own_service() -> object:
-    from ..orchestrator import OrchestratorConfig
     from ..service import find_service
+    from ..settings import TrainOrch
 
-    return find_service(OrchestratorConfig.from_env().data_dir)
+    return find_service(TrainOrch().to_config().data_dir)
 
 
 def cmd_service_status(args: argparse.Namespace) -> int:
@@ -97,10 +97,10 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     """The MLflow UI on the tracking store jobs log to (default: SQLite next to the job store)."""
     import subprocess
 
-    from ..orchestrator import OrchestratorConfig
+    from ..settings import TrainOrch
     from ..tracking import tracking_uri
 
-    config = OrchestratorConfig.from_env()
+    config = TrainOrch().to_config()
     uri = tracking_uri(config.mlflow, config.data_dir)
     if uri is None:
         from ..spec.errors import SpecError

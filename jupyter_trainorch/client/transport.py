@@ -22,7 +22,10 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..orchestrator import OrchestratorConfig
 
 # How long calls keep retrying while the server or the service is away (restarting).
 RECONNECT_FOR = 90.0
@@ -242,23 +245,33 @@ def connect() -> HTTPTransport:
     shared = os.environ.get("TRAINORCH_SERVICE_URL")
     if shared:
         return HTTPTransport(shared, os.environ.get("JUPYTERHUB_API_TOKEN"))
-    folder = os.environ.get("TRAINORCH_DATA_DIR", "")
+    folder = str(_own_settings()[0].data_dir)
     with _lock:
         if folder not in _own:
             _own[folder] = HTTPTransport(*_own_service(), rediscover=_own_service)
         return _own[folder]
 
 
+def _own_settings() -> tuple[OrchestratorConfig, dict[str, str]]:
+    """The settings of the user's own service, from this process's ``TRAINORCH_*`` variables
+    (and the variables that pass them on to a service started for it)."""
+    from ..settings import SettingError, TrainOrch
+
+    try:
+        settings = TrainOrch()
+        return settings.to_config(), settings.to_env()
+    except SettingError as err:
+        raise TrainOrchError(str(err)) from None
+
+
 def _own_service() -> tuple[str, str | None]:
     """The user's own service: found through its runtime file, or started detached (this
     takes a few seconds, once)."""
-    from ..orchestrator import OrchestratorConfig
     from ..service import ServiceUnavailable, ensure_service
-    from ..spec import SpecError
 
+    config, env = _own_settings()
     try:
-        config = OrchestratorConfig.from_env()
-        info = ensure_service(config.data_dir, config.to_env())
-    except (SpecError, ServiceUnavailable) as err:
+        info = ensure_service(config.data_dir, env)
+    except ServiceUnavailable as err:
         raise TrainOrchError(str(err), status=503) from None
     return info.url, info.token

@@ -18,11 +18,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..environ import without_service_settings
 from ..processes import pid_alive, stop_process
 from .local_process import read_state
+
+if TYPE_CHECKING:
+    from ..orchestrator.config import OrchestratorConfig
 
 CLUSTER_START_TIMEOUT = 120.0
 
@@ -66,6 +69,12 @@ class ClusterBackend:
         self.workers: dict[str, WorkerInfo] = {}
         self._on_change: WorkersChanged | None = None
         self._refresh_lock = asyncio.Lock()
+
+    @classmethod
+    def from_config(cls, config: OrchestratorConfig) -> ClusterBackend:
+        """The backend of ``c.TrainOrch.cluster_backend_class``, from the orchestrator's
+        settings; this one connects to the scheduler at ``config.cluster``."""
+        return cls(config.cluster)
 
     @property
     def dashboard_link(self) -> str | None:
@@ -174,6 +183,13 @@ class LocalBackend(ClusterBackend):
         self.idle_timeout = idle_timeout
         self.pid: int | None = None
 
+    @classmethod
+    def from_config(cls, config: OrchestratorConfig) -> ClusterBackend:
+        return cls(
+            config.data_dir, config.workers, config.gpus_per_worker, config.slots_per_worker,
+            config.cluster_idle_timeout,
+        )  # fmt: skip
+
     def _arguments(self) -> list[str]:
         return [
             "--workers", str(self.n_workers),
@@ -252,32 +268,26 @@ def gpus_present() -> bool:
     return os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia/gpus")
 
 
-def make_backend(
-    cluster: str,
-    n_workers: int,
-    gpus_per_worker: int,
-    slots_per_worker: int,
-    state_dir: Path,
-    idle_timeout: float = 600.0,
-) -> ClusterBackend:
-    """``local`` (CPU workers, or dask-cuda when GPUs and dask_cuda are present),
-    ``local-cuda``, or the address of a running scheduler (``tcp://host:8786``). A local
-    cluster keeps its state file in ``state_dir``."""
-    spec = (cluster or "local").strip()
-    cuda = spec == "local-cuda"
-    if spec == "local" and gpus_per_worker == 0 and gpus_present():
-        if importlib.util.find_spec("dask_cuda") is None:
-            log.warning("GPUs are present but dask-cuda is not installed; using CPU workers")
-        else:
-            cuda = True
-    if cuda:
-        return LocalCUDABackend(
-            state_dir, slots_per_worker=slots_per_worker, idle_timeout=idle_timeout
-        )
+def make_backend(config: OrchestratorConfig) -> ClusterBackend:
+    """A backend of ``config.cluster_backend_class``, else the one ``config.cluster`` names:
+    ``local`` (CPU workers, or dask-cuda when GPUs and dask_cuda are present), ``local-cuda``,
+    or the address of a running scheduler (``tcp://host:8786``). A local cluster keeps its
+    state file in the data folder."""
+    return (config.cluster_backend_class or _backend_class(config)).from_config(config)
+
+
+def _backend_class(config: OrchestratorConfig) -> type[ClusterBackend]:
+    spec = config.cluster
+    if spec == "local-cuda":
+        return LocalCUDABackend
     if spec == "local":
-        return LocalBackend(state_dir, n_workers, gpus_per_worker, slots_per_worker, idle_timeout)
+        if config.gpus_per_worker == 0 and gpus_present():
+            if importlib.util.find_spec("dask_cuda") is not None:
+                return LocalCUDABackend
+            log.warning("GPUs are present but dask-cuda is not installed; using CPU workers")
+        return LocalBackend
     if "://" in spec:
-        return ClusterBackend(spec)
+        return ClusterBackend
     raise ValueError(
         f"TRAINORCH_CLUSTER must be 'local', 'local-cuda' or a scheduler address such as tcp://host:8786, not {spec!r}"
     )

@@ -29,7 +29,7 @@ class OrchestratorHost:
     ) -> None:
         self.config = config
         self.url = url
-        self.store = store or JobStore(config.db_url)
+        self.store = store or config.store_class(config.db_url)
         self._owns_store = store is None
         self.orchestrator: Orchestrator | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -55,14 +55,7 @@ class OrchestratorHost:
         self._loop = loop
 
         async def boot() -> None:
-            backend = make_backend(
-                self.config.cluster,
-                self.config.workers,
-                self.config.gpus_per_worker,
-                self.config.slots_per_worker,
-                state_dir=self.config.data_dir,
-                idle_timeout=self.config.cluster_idle_timeout,
-            )
+            backend = make_backend(self.config)
             orchestrator = Orchestrator(self.store, backend, self.config)
             try:
                 await orchestrator.start(self.url)

@@ -49,7 +49,7 @@ class JobService:
     def store(self) -> JobStore:
         with self._lock:
             if self._store is None:
-                self._store = JobStore(self.config.db_url)
+                self._store = self.config.store_class(self.config.db_url)
             return self._store
 
     @property
@@ -283,7 +283,7 @@ class JobService:
 
     def metric_history(self, caller: Caller, job_id: str) -> dict[str, Any]:
         """Metric histories of every attempt's MLflow run: ``{key: [[step, value, time_ms]]}``."""
-        from ..tracking import MlflowTracker, tracking_uri
+        from ..tracking import tracking_uri
 
         job = self._owned(caller, job_id, "read its metrics")
         result: dict[str, Any] = {"job_id": job_id, "attempts": []}
@@ -291,7 +291,7 @@ class JobService:
         if uri is None:
             return {**result, "warning": "tracking is off"}
         if self._metrics_reader is None or self._metrics_reader.tracking_uri != uri:
-            self._metrics_reader = MlflowTracker(uri)
+            self._metrics_reader = self.config.tracker_class(uri)
         client = self._metrics_reader.client
         try:
             for attempt in job.attempts:

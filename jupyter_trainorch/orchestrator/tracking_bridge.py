@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..package import read_meta
 from ..runner.protocol import TRACKING_ENV
 from ..store import JobRecord, JobStore
-from ..tracking import MlflowTracker, TrackingHooks, tracking_uri
+from ..tracking import TrackingHooks, tracking_uri
 from .config import OrchestratorConfig
 from .feed import ChangeFeed
 
@@ -32,7 +32,7 @@ class TrackingBridge:
         uri = tracking_uri(self.config.mlflow, self.config.data_dir)
         if uri is None:
             return
-        tracker = MlflowTracker(
+        tracker = self.config.tracker_class(
             uri, self.config.data_dir / "mlartifacts", self.config.mlflow_ui_url or None
         )
         self.uri = uri

@@ -1,0 +1,300 @@
+"""``c.TrainOrch.*``: every trainorch setting, defined, documented and checked once.
+
+Each orchestrator setting is a trait that falls back to its ``TRAINORCH_*`` variable,
+parsed by the trait itself: kernels, the CLI and the service started on a user's behalf
+have no Jupyter config, only their environment. ``TrainOrch().to_config()`` reads them
+all (the service, a script); ``to_env()`` hands them to a service started detached.
+
+A wrong value is a ``SettingError``: one sentence that names the setting as the user
+wrote it, ``c.TrainOrch.workers`` or ``TRAINORCH_WORKERS``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, NoReturn
+
+from traitlets import (
+    DefaultHandler,
+    Enum,
+    Float,
+    Integer,
+    List,
+    TraitError,
+    TraitType,
+    Type,
+    Unicode,
+    default,
+)
+from traitlets.config import Configurable
+
+from .orchestrator.config import OrchestratorConfig, default_data_dir
+from .spec.errors import SpecError
+
+
+class SettingError(SpecError, TraitError):
+    """A wrong setting. ``str(err)`` is one sentence that names it."""
+
+
+class _Setting(TraitType[Any, Any]):
+    """A configurable trait that refuses a wrong value with a ``SettingError``.
+
+    traitlets' own message speaks of "the 'workers' trait of a TrainOrch instance"; a user
+    wrote ``c.TrainOrch.workers`` or ``TRAINORCH_WORKERS``, so that is what the sentence says.
+    """
+
+    def __init__(self, *args: Any, env: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tag(config=True, env=env)
+        if env:
+            self.help = self.__doc__ = f"{self.help} Environment: {env}."
+
+    def validate(self, obj: Any, value: Any) -> Any:
+        try:
+            value = super().validate(obj, value)
+        except TraitError:
+            self.refuse(value)
+        if not self.acceptable(value):
+            self.refuse(value)
+        return value
+
+    def acceptable(self, value: Any) -> bool:
+        return True
+
+    def refuse(self, value: Any, setting: str = "") -> NoReturn:
+        setting = setting or f"c.{self.this_class.__name__}.{self.name}"
+        raise SettingError(f"{setting} must be {self.info()}, not {value!r}")
+
+
+class Count(_Setting, Integer):  # type: ignore[misc]
+    def info(self) -> str:
+        return f"a whole number of at least {self.min}"
+
+
+class Seconds(_Setting, Float):  # type: ignore[misc]
+    def info(self) -> str:
+        return f"a number of seconds of at least {self.min:g}"
+
+    def acceptable(self, value: float) -> bool:
+        return math.isfinite(value)  # nan passes every bound check; an infinite wait never ends
+
+
+class Text(_Setting, Unicode):  # type: ignore[misc]
+    info_text = "text"
+
+
+class ClusterAddress(Text):
+    info_text = "'local', 'local-cuda' or a scheduler address such as tcp://host:8786"
+
+    def acceptable(self, value: str) -> bool:
+        return value in ("local", "local-cuda") or "://" in value
+
+
+class Choice(_Setting, Enum):  # type: ignore[misc]
+    def info(self) -> str:
+        return "one of " + ", ".join(repr(value) for value in self.values or ())
+
+
+class Subclass(_Setting, Type):  # type: ignore[misc]
+    pass
+
+
+def _from_environment(name: str) -> DefaultHandler:
+    """The ``@default`` of setting ``name``: its variable when set, else the trait's default."""
+    return default(name)(lambda settings: settings._environment_value(name))
+
+
+class TrainOrch(Configurable):
+    """trainorch's settings; each one with a variable falls back to it."""
+
+    # -- the cluster --------------------------------------------------------------------
+    cluster = ClusterAddress(
+        "local",
+        env="TRAINORCH_CLUSTER",
+        help="Where jobs run: 'local' (a Dask cluster on this machine, started by the service; "
+        "dask-cuda workers when GPUs and dask-cuda are present), 'local-cuda', or the address "
+        "of a running Dask scheduler (tcp://host:8786).",
+    )
+    workers = Count(2, min=1, env="TRAINORCH_WORKERS", help="Local cluster: worker processes.")
+    gpus_per_worker = Count(
+        0,
+        min=0,
+        env="TRAINORCH_GPUS_PER_WORKER",
+        help="Local cluster: GPU slots each worker advertises, so the GPU path runs without "
+        "GPUs (0: real GPUs only).",
+    )
+    slots_per_worker = Count(
+        4,
+        min=1,
+        env="TRAINORCH_SLOTS_PER_WORKER",
+        help="Local cluster: jobs each worker runs at once.",
+    )
+    cluster_idle_timeout = Seconds(
+        600.0,
+        min=0,
+        env="TRAINORCH_CLUSTER_IDLE_TIMEOUT",
+        help="A local cluster with no client, no task and no uncollected outcome ends after "
+        "this many seconds (0: never).",
+    )
+    cluster_backend_class = Subclass(
+        None,
+        klass="jupyter_trainorch.cluster.ClusterBackend",
+        allow_none=True,
+        env="TRAINORCH_CLUSTER_BACKEND_CLASS",
+        help="The cluster backend class (a ClusterBackend subclass, built with from_config); "
+        "empty: chosen from cluster.",
+    )
+    # -- the store ----------------------------------------------------------------------
+    data_dir = Text(
+        "",
+        env="TRAINORCH_DATA_DIR",
+        help="Folder of the default store and MLflow files, checkpoints and the service's "
+        "runtime file (empty: <jupyter data dir>/trainorch).",
+    )
+    db = Text(
+        "",
+        env="TRAINORCH_DB",
+        help="The job store: an SQLAlchemy URL or an SQLite file (empty: trainorch.db in "
+        "data_dir); PostgreSQL (postgresql+psycopg://…) for a shared service.",
+    )
+    store_class = Subclass(
+        "jupyter_trainorch.store.JobStore",
+        klass="jupyter_trainorch.store.JobStore",
+        env="TRAINORCH_STORE_CLASS",
+        help="The job store class (a JobStore subclass, built with the store's URL).",
+    )
+    lease_ttl = Seconds(
+        15.0,
+        min=1,
+        env="TRAINORCH_LEASE_TTL",
+        help="Seconds the service's hold on the store lasts unless renewed: another service "
+        "may take the store over this long after the first one died.",
+    )
+    # -- attempts -----------------------------------------------------------------------
+    grace_period = Seconds(
+        5.0,
+        min=0,
+        env="TRAINORCH_GRACE_PERIOD",
+        help="Seconds a stopped job's process has between SIGTERM and SIGKILL.",
+    )
+    max_infrastructure_retries = Count(
+        3,
+        min=0,
+        env="TRAINORCH_MAX_INFRASTRUCTURE_RETRIES",
+        help="Times a job runs again after a lost worker or a restart, on top of its own retries.",
+    )
+    audit_interval = Seconds(
+        15.0,
+        min=0,
+        env="TRAINORCH_AUDIT_INTERVAL",
+        help="Seconds between checks of running attempts that no event has accounted for.",
+    )
+    max_log_bytes = Count(
+        100_000_000,
+        min=0,
+        env="TRAINORCH_MAX_LOG_BYTES",
+        help="Bytes of output kept per attempt (0: all of it).",
+    )
+    system_metrics_interval = Seconds(
+        10.0,
+        min=0,
+        env="TRAINORCH_SYSTEM_METRICS_INTERVAL",
+        help="Seconds between samples of a job's CPU, memory and GPU use (0: none).",
+    )
+    # -- tracking -----------------------------------------------------------------------
+    mlflow = Text(
+        "",
+        env="TRAINORCH_MLFLOW",
+        help="MLflow tracking URI, or 'off' (empty: MLFLOW_TRACKING_URI, else SQLite in data_dir).",
+    )
+    mlflow_ui_url = Text(
+        "",
+        env="TRAINORCH_MLFLOW_UI_URL",
+        help="Where jobs' run links point, e.g. http://127.0.0.1:5000 (empty: no links).",
+    )
+    tracker_class = Subclass(
+        "jupyter_trainorch.tracking.MlflowTracker",
+        klass="jupyter_trainorch.tracking.MlflowTracker",
+        env="TRAINORCH_TRACKER_CLASS",
+        help="The experiment tracker class (an MlflowTracker subclass, built with the "
+        "tracking URI, artifact folder and UI URL).",
+    )
+    # -- the service and its front ------------------------------------------------------
+    service_url = Text(
+        "",
+        env="TRAINORCH_SERVICE_URL",
+        help="Server extension: the URL of a shared trainorch service to forward to (set by "
+        "JupyterHub for single-user servers); empty: find or start the user's own service.",
+    )
+    admin_users = List(
+        Unicode(), help="Service: users who may act on every job and stop the service."
+    ).tag(config=True)
+    admin_groups = List(
+        Unicode(), help="Service (JupyterHub): members of these hub groups are admins too."
+    ).tag(config=True)
+    others_jobs = Choice(
+        ["queue", "hidden"],
+        "queue",
+        help="Service: what users see of other users' jobs: 'queue' (name, user, state, "
+        "priority, resources, position) or 'hidden'.",
+    )
+
+    _cluster_default = _from_environment("cluster")
+    _workers_default = _from_environment("workers")
+    _gpus_per_worker_default = _from_environment("gpus_per_worker")
+    _slots_per_worker_default = _from_environment("slots_per_worker")
+    _cluster_idle_timeout_default = _from_environment("cluster_idle_timeout")
+    _cluster_backend_class_default = _from_environment("cluster_backend_class")
+    _data_dir_default = _from_environment("data_dir")
+    _db_default = _from_environment("db")
+    _store_class_default = _from_environment("store_class")
+    _lease_ttl_default = _from_environment("lease_ttl")
+    _grace_period_default = _from_environment("grace_period")
+    _max_infrastructure_retries_default = _from_environment("max_infrastructure_retries")
+    _audit_interval_default = _from_environment("audit_interval")
+    _max_log_bytes_default = _from_environment("max_log_bytes")
+    _system_metrics_interval_default = _from_environment("system_metrics_interval")
+    _mlflow_default = _from_environment("mlflow")
+    _mlflow_ui_url_default = _from_environment("mlflow_ui_url")
+    _tracker_class_default = _from_environment("tracker_class")
+    _service_url_default = _from_environment("service_url")
+
+    def _environment_value(self, name: str) -> Any:
+        """Setting ``name`` from its variable (an empty one is unset), else its default."""
+        trait = self.traits()[name]
+        variable = trait.metadata["env"]
+        raw = os.environ.get(variable, "").strip()
+        if not raw:
+            return trait.default_value
+        try:
+            return trait.validate(self, trait.from_string(raw))
+        except (TraitError, ValueError):
+            trait.refuse(raw, setting=variable)
+
+    def to_config(self) -> OrchestratorConfig:
+        """The orchestrator's settings, read and checked now; a wrong one raises SettingError."""
+        values = {field.name: getattr(self, field.name) for field in fields(OrchestratorConfig)}
+        values["data_dir"] = (
+            Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()
+        )
+        return OrchestratorConfig(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as the variables they fall back to (for a service started on their
+        behalf): every setting that has one, so none can be left behind."""
+        env = {}
+        for name, trait in self.traits(env=lambda variable: variable is not None).items():
+            value = getattr(self, name)
+            if value is not None:
+                env[trait.metadata["env"]] = _as_text(value)
+        return env
+
+
+def _as_text(value: object) -> str:
+    """What the trait's ``from_string`` reads back as ``value``."""
+    if isinstance(value, type):
+        return f"{value.__module__}.{value.__qualname__}"
+    return str(value)
