@@ -6,6 +6,7 @@ import { MainAreaWidget } from '@jupyterlab/apputils';
 import { Button, ReactWidget, refreshIcon } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
+import { mlflowMetrics } from './format';
 import { JobsModel } from './model';
 import { IJob, IMetricHistory, MetricPoint } from './types';
 
@@ -241,8 +242,8 @@ function text(value: unknown): string {
 
 /** Final metric values: MLflow's when known, else the last progress report. */
 function finalMetrics(job: IJob): Record<string, unknown> {
-  const mlflow = job.mlflow?.metrics;
-  return mlflow && Object.keys(mlflow).length ? mlflow : (job.progress?.metrics ?? {});
+  const mlflow = mlflowMetrics(job);
+  return Object.keys(mlflow).length ? mlflow : (job.progress?.metrics ?? {});
 }
 
 /** The points of a job's last attempt that has this metric. */

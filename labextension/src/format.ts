@@ -2,15 +2,12 @@
  * Pure helpers for the views: times, progress, attempts and the `%%train` text of
  * clone-to-cell. No DOM and no requests here.
  */
-import { IAttempt, IJob, IJobBase, IJobDetail, TERMINAL_STATES } from './types';
+import { ACTIVE_STATES, IAttempt, IJob, IJobRow } from './types';
 
-/** Epoch seconds of an ISO-8601 string or of a number already in seconds. */
-export function toSeconds(value: string | number | null | undefined): number | null {
-  if (value === null || value === undefined || value === '') {
+/** Epoch seconds of an ISO 8601 time (the API's `…Z` strings); null for anything else. */
+export function toSeconds(value: string | null | undefined): number | null {
+  if (typeof value !== 'string' || value === '') {
     return null;
-  }
-  if (typeof value === 'number') {
-    return Number.isFinite(value) ? value : null;
   }
   const ms = Date.parse(value);
   return Number.isNaN(ms) ? null : ms / 1000;
@@ -69,7 +66,7 @@ export function formatTime(value: string | null | undefined): string {
 /** The attempt holding resources now, if any. */
 export function currentAttempt(job: IJob): IAttempt | null {
   const last = job.attempts.length ? job.attempts[job.attempts.length - 1] : null;
-  if (last && (last.state === 'starting' || last.state === 'running') && !last.ended) {
+  if (last && ACTIVE_STATES.has(last.state) && !last.ended) {
     return last;
   }
   return null;
@@ -82,43 +79,20 @@ export function gpusHeld(job: IJob): string {
 }
 
 /**
- * `n/m`: the latest attempt out of the attempts allowed so far. The retry budget counts
- * only the job's own failures (not lost workers), and a manual retry of a failed or
- * cancelled job starts a fresh budget, so both widen `m`.
+ * `n/m`: the latest attempt out of the server's `attempts_allowed`. Attempts lost to the
+ * infrastructure and manual retries do not use up the budget, so `n` can pass it; then
+ * `m` is `n`.
  */
 export function attemptsText(job: IJob): string {
-  const allowed = job.attempts_allowed || (job.max_retries || 0) + 1;
-  const attempts = job.attempts;
-  let roundStart = 1;
-  let failures = 0;
-  let free = 0;
-  attempts.forEach((a, i) => {
-    if (a.state === 'failed' && !a.infrastructure) {
-      failures += 1;
-    } else if (a.state === 'failed' || a.state === 'preempted') {
-      free += 1;
-    }
-    const last = i === attempts.length - 1;
-    if (!last && (a.state === 'cancelled' || a.state === 'succeeded' || failures >= allowed)) {
-      roundStart = a.n + 1;
-      failures = 0;
-      free = 0;
-    }
-  });
-  const n = attempts.length ? attempts[attempts.length - 1].n : 0;
-  return `${n}/${roundStart - 1 + allowed + free}`;
+  const n = job.attempts.length ? job.attempts[job.attempts.length - 1].n : 0;
+  return `${n}/${Math.max(n, job.attempts_allowed)}`;
 }
 
+/** The server's `progress.fraction` (a succeeded job without one counts as done). */
 export function progressFraction(job: IJob): number | null {
-  const p = job.progress;
-  if (!p) {
-    return null;
-  }
-  if (typeof p.fraction === 'number' && Number.isFinite(p.fraction)) {
-    return Math.max(0, Math.min(1, p.fraction));
-  }
-  if (typeof p.step === 'number' && typeof p.total === 'number' && p.total > 0) {
-    return Math.max(0, Math.min(1, p.step / p.total));
+  const fraction = job.progress?.fraction;
+  if (typeof fraction === 'number' && Number.isFinite(fraction)) {
+    return Math.max(0, Math.min(1, fraction));
   }
   return job.state === 'succeeded' ? 1 : null;
 }
@@ -150,7 +124,7 @@ export function etaSeconds(job: IJob, now: number): number | null {
   }
   const attempt = currentAttempt(job);
   const started = toSeconds(attempt?.started ?? job.started);
-  const updated = toSeconds(job.progress.updated ?? null) ?? now;
+  const updated = reportedAt(job) ?? now;
   if (started === null || updated <= started) {
     return null;
   }
@@ -158,8 +132,20 @@ export function etaSeconds(job: IJob, now: number): number | null {
   return Math.max(0, (1 - fraction) / rate - Math.max(0, now - updated));
 }
 
+/**
+ * When the last progress report arrived, in epoch seconds. `updated` is not part of the
+ * contract's `Progress` (an extra field): the service writes epoch seconds there today.
+ */
+function reportedAt(job: IJob): number | null {
+  const updated = job.progress.updated;
+  if (typeof updated === 'number') {
+    return Number.isFinite(updated) ? updated : null;
+  }
+  return typeof updated === 'string' ? toSeconds(updated) : null;
+}
+
 /** Run time for started jobs (to the end or to now), waiting time for the others. */
-export function elapsedSeconds(job: IJobBase, now: number): number | null {
+export function elapsedSeconds(job: IJobRow, now: number): number | null {
   const started = toSeconds(job.started);
   const ended = toSeconds(job.ended);
   if (started !== null) {
@@ -169,15 +155,47 @@ export function elapsedSeconds(job: IJobBase, now: number): number | null {
   if (created === null) {
     return null;
   }
-  return (ended ?? (TERMINAL_STATES.has(job.state) ? created : now)) - created;
+  return (ended ?? (job.terminal ? created : now)) - created;
 }
 
-export function priorityLabel(job: IJobBase): string {
+// -- MLflow ---------------------------------------------------------------------------
+
+// The tracking bridge adds `warning`, `metrics` and `model` to a job's `mlflow` links; the
+// contract's `MlflowLinks` allows them as extra fields, so they are checked here.
+
+function record(value: unknown): Record<string, unknown> | null {
+  return value && typeof value === 'object' && !Array.isArray(value)
+    ? (value as Record<string, unknown>)
+    : null;
+}
+
+/** Why the job's MLflow run could not be written or read, or empty. */
+export function mlflowWarning(job: IJob): string {
+  const warning = job.mlflow.warning;
+  return typeof warning === 'string' ? warning : '';
+}
+
+/** The last value of each metric logged to MLflow (empty when none is known). */
+export function mlflowMetrics(job: IJob): Record<string, unknown> {
+  return record(job.mlflow.metrics) ?? {};
+}
+
+/** `name v3 @alias` of the model registered from the job, or empty. */
+export function mlflowModelText(job: IJob): string {
+  const model = record(job.mlflow.model);
+  if (!model || typeof model.name !== 'string') {
+    return '';
+  }
+  const alias = typeof model.alias === 'string' && model.alias ? ` @${model.alias}` : '';
+  return `${model.name} v${String(model.version ?? '')}${alias}`;
+}
+
+export function priorityLabel(job: IJobRow): string {
   return job.priority_class || String(job.priority);
 }
 
 /** `#3 in queue` for a waiting job the server placed in its queue; empty otherwise. */
-export function queueText(job: IJobBase): string {
+export function queueText(job: IJobRow): string {
   const n = job.queue_position;
   return typeof n === 'number' && n > 0 ? `#${n} in queue` : '';
 }
@@ -244,7 +262,7 @@ export function yamlValue(value: unknown): string {
  * their source; command jobs are rebuilt from their template and params, with the
  * rendered command kept as a comment for reference.
  */
-export function cloneCellSource(job: IJobDetail): string {
+export function cloneCellSource(job: IJob): string {
   const spec = job.spec;
   const resources = spec?.resources ?? job.resources;
   const template = job.template?.name || spec?.template?.name || '';

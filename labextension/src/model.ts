@@ -20,19 +20,20 @@ import { toSeconds } from './format';
 import { LogTail } from './logs';
 import { API_PATH, isUnavailable, query, requestAPI } from './request';
 import {
-  ACTIVE_STATES,
   IChange,
   IChangePage,
   ICluster,
   IJob,
-  IJobDetail,
   IJobList,
   IJobRow,
   IJobView,
   IMe,
   IMetricHistory,
-  TERMINAL_STATES,
+  IProgress,
+  JobState,
+  UNFINISHED_STATES,
   isRestricted,
+  isTerminalState,
   may
 } from './types';
 
@@ -59,7 +60,7 @@ export type Connection = 'connecting' | 'live' | 'polling' | 'reconnecting';
 /** A job of interest that reached a state worth telling the user about. */
 export interface IJobNotice {
   job: IJob;
-  state: 'succeeded' | 'failed' | 'cancelled' | 'retrying';
+  state: Extract<JobState, 'succeeded' | 'failed' | 'cancelled' | 'retrying'>;
 }
 
 /** The API's own cap on `limit`. */
@@ -197,7 +198,7 @@ export class JobsModel implements IDisposable {
     return this._checked;
   }
 
-  get compareJobs(): readonly IJobDetail[] {
+  get compareJobs(): readonly IJob[] {
     return this._compareJobs;
   }
 
@@ -401,7 +402,9 @@ export class JobsModel implements IDisposable {
         return job;
       });
       const histories = await Promise.all(
-        wanted.map(id => this._fetchMetrics(id).catch(() => ({ attempts: [] }) as IMetricHistory))
+        wanted.map(id =>
+          this._fetchMetrics(id).catch((): IMetricHistory => ({ job_id: id, attempts: [] }))
+        )
       );
       if (token !== this._compareToken || this._disposed) {
         return;
@@ -504,7 +507,8 @@ export class JobsModel implements IDisposable {
 
   private async _loadList(): Promise<boolean> {
     const q = this._query;
-    const state = q.state === 'all' ? '' : q.state === 'active' ? ACTIVE_STATES.join(',') : q.state;
+    const state =
+      q.state === 'all' ? '' : q.state === 'active' ? UNFINISHED_STATES.join(',') : q.state;
     const local = q.search.trim() !== '' || q.sort !== 'submitted';
     const params = {
       state,
@@ -648,7 +652,7 @@ export class JobsModel implements IDisposable {
       this._patchList(detail);
       const opened = this._syncReadParts(detail);
       if (!opened && previous && !isRestricted(previous) && !isRestricted(detail)) {
-        if (!TERMINAL_STATES.has(previous.state) && TERMINAL_STATES.has(detail.state)) {
+        if (!previous.terminal && detail.terminal) {
           // The last points logged before the end may not have come through progress.
           void this._loadMetrics();
         }
@@ -726,7 +730,7 @@ export class JobsModel implements IDisposable {
       history = await this._fetchMetrics(id);
     } catch (error) {
       // Without MLflow histories the chart still grows from live progress.
-      history = { attempts: [], warning: (error as Error).message || String(error) };
+      history = { job_id: id, attempts: [], warning: (error as Error).message || String(error) };
     }
     if (this._disposed || id !== this._selectedId || this._readPartsFor !== id) {
       return;
@@ -767,16 +771,19 @@ export class JobsModel implements IDisposable {
   }
 
   /** Add the latest reported values to the open chart. */
-  private _appendLive(progress: IChange['progress'], attemptN?: number): void {
-    const values = progress?.metrics;
-    const step = progress?.step;
+  private _appendLive(progress: IProgress, attemptN?: number): void {
+    const values = progress.metrics;
+    const step = progress.step;
     if (!values || typeof step !== 'number') {
       return;
     }
     const detail = this._detail && !isRestricted(this._detail) ? this._detail : null;
+    if (!detail) {
+      return;
+    }
     const n =
-      attemptN ?? (detail?.attempts.length ? detail.attempts[detail.attempts.length - 1].n : 1);
-    const history: IMetricHistory = this._metrics ?? { attempts: [] };
+      attemptN ?? (detail.attempts.length ? detail.attempts[detail.attempts.length - 1].n : 1);
+    const history: IMetricHistory = this._metrics ?? { job_id: detail.id, attempts: [] };
     let attempt = history.attempts.find(a => a.n === n);
     if (!attempt) {
       attempt = { n, run_id: null, metrics: {} };
@@ -938,8 +945,9 @@ export class JobsModel implements IDisposable {
       return;
     }
     this._lastSeq = Math.max(this._lastSeq ?? 0, change.seq);
-    if (typeof change.time === 'number') {
-      const offset = change.time - Date.now() / 1000;
+    const time = toSeconds(change.time);
+    if (time !== null) {
+      const offset = time - Date.now() / 1000;
       // Replayed changes are old; the freshest message gives the best estimate.
       if (this._clockOffset === null || offset > this._clockOffset) {
         this._clockOffset = offset;
@@ -947,15 +955,16 @@ export class JobsModel implements IDisposable {
     }
     const id = change.job_id;
     const selected = id === this._selectedId;
-    if (change.kind === 'progress' && change.progress) {
+    const extra = changeExtra(change);
+    if (change.kind === 'progress' && extra.progress) {
       const job = this._jobs.find(j => j.id === id);
       if (job && !isRestricted(job)) {
-        job.progress = change.progress;
+        job.progress = extra.progress;
         this._emitListSoon();
       }
       if (selected && this._detail && !isRestricted(this._detail)) {
-        this._detail.progress = change.progress;
-        this._appendLive(change.progress, change.attempt);
+        this._detail.progress = extra.progress;
+        this._appendLive(extra.progress, extra.attempt);
         this._scheduleMetrics();
         this._detailChanged.emit();
       }
@@ -963,7 +972,7 @@ export class JobsModel implements IDisposable {
     }
     if (change.kind === 'logs') {
       if (selected && this._logTail) {
-        if (this._logTail.attempt === null || this._logTail.attempt === change.attempt) {
+        if (this._logTail.attempt === null || this._logTail.attempt === extra.attempt) {
           void this._logTail.fetchNewer();
         }
       }
@@ -974,10 +983,11 @@ export class JobsModel implements IDisposable {
     }
     const job = this._jobs.find(j => j.id === id);
     if (job && change.state) {
+      // A change names the state only; the re-read scheduled below brings the rest.
       job.state = change.state;
-      job.terminal = TERMINAL_STATES.has(change.state);
-      if (typeof change.priority === 'number') {
-        job.priority = change.priority;
+      job.terminal = isTerminalState(change.state);
+      if (extra.priority !== undefined) {
+        job.priority = extra.priority;
       }
       this._emitListSoon();
     }
@@ -998,15 +1008,17 @@ export class JobsModel implements IDisposable {
   private _track(change: IChange): void {
     const id = change.job_id;
     const state = change.state;
-    if (!state || (change.user !== undefined && this._me && !this._isMine(change.user))) {
+    if (!state || (typeof change.user === 'string' && this._me && !this._isMine(change.user))) {
       return;
     }
+    const time = toSeconds(change.time);
     const fresh =
       (state === 'queued' || state === 'pending') &&
       change.priority === undefined &&
+      time !== null &&
       !this._known.has(id) &&
       !this._watched.has(id) &&
-      this.serverNow() - change.time < EXPECT_MS / 1000;
+      this.serverNow() - time < EXPECT_MS / 1000;
     this._known.add(id);
     if (fresh) {
       // Retries and re-queues also say `queued`: a new job was created when the change was
@@ -1018,7 +1030,8 @@ export class JobsModel implements IDisposable {
           if (
             !this._isMine(job.user) ||
             created === null ||
-            Math.abs(change.time - created) > NEW_JOB_S
+            time === null ||
+            Math.abs(time - created) > NEW_JOB_S
           ) {
             return;
           }
@@ -1038,7 +1051,7 @@ export class JobsModel implements IDisposable {
     if (!this._watched.has(id)) {
       return;
     }
-    if (state !== 'retrying' && !TERMINAL_STATES.has(state)) {
+    if (state !== 'retrying' && !isTerminalState(state)) {
       return;
     }
     void this.getJob(id)
@@ -1052,7 +1065,7 @@ export class JobsModel implements IDisposable {
           return;
         }
         this._notified.set(id, key);
-        if (job.state === 'retrying' || TERMINAL_STATES.has(job.state)) {
+        if (job.state === 'retrying' || job.terminal) {
           this._notice.emit({ job, state: job.state as IJobNotice['state'] });
         }
       })
@@ -1357,7 +1370,7 @@ export class JobsModel implements IDisposable {
   private _lastMetricsRead = 0;
   private _checked: ReadonlySet<string> = new Set();
   private _compareIds: string[] = [];
-  private _compareJobs: IJobDetail[] = [];
+  private _compareJobs: IJob[] = [];
   private _compareMetrics: Record<string, IMetricHistory> = {};
   private _compareLoading = false;
   private _compareError: string | null = null;
@@ -1380,4 +1393,24 @@ export namespace JobsModel {
     /** Initial state filter: `all`, `active` or a job state. */
     stateFilter?: string;
   }
+}
+
+/**
+ * What a change carries beyond the contract's fields (`Change` allows extra ones): the
+ * progress report, the attempt and the new priority, each only when it has its shape.
+ */
+function changeExtra(change: IChange): {
+  progress?: IProgress;
+  attempt?: number;
+  priority?: number;
+} {
+  const { progress, attempt, priority } = change;
+  return {
+    progress:
+      progress && typeof progress === 'object' && !Array.isArray(progress)
+        ? (progress as IProgress)
+        : undefined,
+    attempt: typeof attempt === 'number' ? attempt : undefined,
+    priority: typeof priority === 'number' ? priority : undefined
+  };
 }

@@ -30,6 +30,8 @@ import {
   formatDuration,
   formatTime,
   gpusHeld,
+  mlflowModelText,
+  mlflowWarning,
   priorityLabel,
   progressFraction,
   queueText,
@@ -45,13 +47,11 @@ import {
   IAttempt,
   ICluster,
   IJob,
-  IJobBase,
-  IJobDetail,
   IJobRow,
-  IRestrictedJob,
+  IJobSpec,
+  IQueueRow,
   JOB_STATES,
   PRIORITY_CLASSES,
-  TERMINAL_STATES,
   isRestricted,
   may
 } from './types';
@@ -395,7 +395,7 @@ function JobList(props: { model: JobsModel; actions: IJobActions }): JSX.Element
   const { model, actions } = props;
   useSignal(model.listChanged);
   const jobs = model.jobs;
-  useTick(model.visible && jobs.some(job => !TERMINAL_STATES.has(job.state)));
+  useTick(model.visible && jobs.some(job => !job.terminal));
   const now = model.serverNow();
   const q = model.query;
   const first = model.total ? q.page * model.pageSize + 1 : 0;
@@ -622,7 +622,7 @@ function StateChip(props: { state: string }): JSX.Element {
 }
 
 function PrioritySelect(props: {
-  job: IJobBase;
+  job: IJobRow;
   actions: IJobActions;
   className?: string;
 }): JSX.Element {
@@ -649,7 +649,7 @@ function PrioritySelect(props: {
 }
 
 /** The priority: a select while the user may change it, else its label. */
-function Priority(props: { job: IJobBase; actions: IJobActions }): JSX.Element {
+function Priority(props: { job: IJobRow; actions: IJobActions }): JSX.Element {
   const { job, actions } = props;
   return may(job, 'set_priority') ? (
     <PrioritySelect job={job} actions={actions} className="trainorch-priority" />
@@ -664,7 +664,7 @@ function Priority(props: { job: IJobBase; actions: IJobActions }): JSX.Element {
 }
 
 /** `#3 in queue`, for a job waiting in the service's queue. */
-function QueuePosition(props: { job: IJobBase }): JSX.Element | null {
+function QueuePosition(props: { job: IJobRow }): JSX.Element | null {
   const text = queueText(props.job);
   return text ? (
     <span
@@ -702,11 +702,7 @@ function ActionButton(props: {
  * The buttons the job's `actions` allow (none for another user's job). A list row
  * (with `open`) leaves rerun to ended jobs, to keep room for the name.
  */
-function JobActions(props: {
-  job: IJobBase;
-  actions: IJobActions;
-  open?: () => void;
-}): JSX.Element {
+function JobActions(props: { job: IJobRow; actions: IJobActions; open?: () => void }): JSX.Element {
   const { job, actions } = props;
   return (
     <span className="trainorch-actions" onClick={stop}>
@@ -837,13 +833,7 @@ function JobMeta(props: { job: IJob; now: number; actions: IJobActions }): JSX.E
       </span>
       <span
         className="trainorch-elapsed"
-        title={
-          job.started
-            ? 'Run time'
-            : TERMINAL_STATES.has(job.state)
-              ? 'Ended without running'
-              : 'Waiting'
-        }
+        title={job.started ? 'Run time' : job.terminal ? 'Ended without running' : 'Waiting'}
       >
         {formatDuration(elapsedSeconds(job, now))}
       </span>
@@ -853,7 +843,7 @@ function JobMeta(props: { job: IJob; now: number; actions: IJobActions }): JSX.E
 }
 
 /** Another user's job: who, where in the queue, how many GPUs and which priority. */
-function RestrictedMeta(props: { job: IRestrictedJob; actions: IJobActions }): JSX.Element {
+function RestrictedMeta(props: { job: IQueueRow; actions: IJobActions }): JSX.Element {
   const { job, actions } = props;
   const gpus = job.resources?.gpus ?? 0;
   return (
@@ -877,7 +867,7 @@ function RestrictedMeta(props: { job: IRestrictedJob; actions: IJobActions }): J
 function JobDetail(props: { model: JobsModel; actions: IJobActions }): JSX.Element {
   const { model, actions } = props;
   const job = model.detail;
-  useTick(model.visible && !!job && !TERMINAL_STATES.has(job.state));
+  useTick(model.visible && !!job && !job.terminal);
   const close = (
     <Button
       minimal
@@ -992,7 +982,7 @@ function Field(props: { label: string; children: React.ReactNode; field?: string
 }
 
 /** What anyone sees of another user's job in the detail. */
-function QueueSummary(props: { job: IRestrictedJob; now: number }): JSX.Element {
+function QueueSummary(props: { job: IQueueRow; now: number }): JSX.Element {
   const { job, now } = props;
   const r = job.resources;
   return (
@@ -1010,7 +1000,7 @@ function QueueSummary(props: { job: IRestrictedJob; now: number }): JSX.Element 
 }
 
 /** Resources as one line: GPUs, CPUs, memory. */
-function ResourcesField(props: { resources: IJobDetail['resources'] }): JSX.Element {
+function ResourcesField(props: { resources: IJob['resources'] }): JSX.Element {
   const r = props.resources;
   return (
     <Field label="Resources" field="resources">
@@ -1020,11 +1010,7 @@ function ResourcesField(props: { resources: IJobDetail['resources'] }): JSX.Elem
 }
 
 /** When the job was submitted, started and ended, and how long it has run or waited. */
-function TimeFields(props: {
-  job: IRestrictedJob | IJobDetail;
-  now: number;
-  eta?: number | null;
-}): JSX.Element {
+function TimeFields(props: { job: IJobRow; now: number; eta?: number | null }): JSX.Element {
   const { job, now, eta } = props;
   return (
     <>
@@ -1049,13 +1035,15 @@ function TimeFields(props: {
   );
 }
 
-function Summary(props: { job: IJobDetail; now: number; model: JobsModel }): JSX.Element {
+function Summary(props: { job: IJob; now: number; model: JobsModel }): JSX.Element {
   const { job, now, model } = props;
   const r = job.resources;
   const template = job.template?.name
     ? `${job.template.name}${job.template.version ? ` v${job.template.version}` : ''}`
     : '';
   const eta = etaSeconds(job, now);
+  const warning = mlflowWarning(job);
+  const registered = mlflowModelText(job);
   return (
     <dl className="trainorch-summary">
       <Field label="User" field="user">
@@ -1110,16 +1098,15 @@ function Summary(props: { job: IJobDetail; now: number; model: JobsModel }): JSX
         ) : (
           <span className="trainorch-muted">not tracked</span>
         )}
-        {job.mlflow?.warning && (
-          <div className="trainorch-notice" data-field="mlflow-warning" title={job.mlflow.warning}>
-            {job.mlflow.warning}
+        {warning && (
+          <div className="trainorch-notice" data-field="mlflow-warning" title={warning}>
+            {warning}
           </div>
         )}
       </Field>
-      {job.mlflow?.model && (
+      {registered && (
         <Field label="Model" field="model">
-          {job.mlflow.model.name} v{String(job.mlflow.model.version)}
-          {job.mlflow.model.alias ? ` @${job.mlflow.model.alias}` : ''}
+          {registered}
         </Field>
       )}
       {job.rerun_of && (
@@ -1396,10 +1383,10 @@ function LogView(props: { tail: LogTail; switcher: React.ReactNode }): JSX.Eleme
   );
 }
 
-function Spec(props: { job: IJobDetail }): JSX.Element {
+function Spec(props: { job: IJob }): JSX.Element {
   const spec = props.job.spec;
   const params = Object.entries(spec?.params ?? props.job.params ?? {});
-  const { source, command, ...rest } = spec ?? ({} as IJobDetail['spec']);
+  const { source, command, ...rest }: Partial<IJobSpec> = spec ?? {};
   return (
     <section className="trainorch-spec-section">
       <div className="trainorch-section-title">Params</div>
