@@ -6,7 +6,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from ..spec.model import MAX_NAME_CHARS, JobSpec, Resources, TemplateRef
 from .states import ALL_STATES
@@ -45,6 +45,7 @@ class Progress(Shape):
     fraction: float | None = None
     message: str | None = None
     metrics: dict[str, Any] | None = None
+    updated: Time | None = None
 
 
 class MlflowLinks(Shape):
@@ -53,6 +54,9 @@ class MlflowLinks(Shape):
     experiment_id: str | None = None
     run_id: str | None = None
     url: str | None = None
+    warning: str | None = Field(None, description="why tracking is incomplete, one sentence")
+    metrics: dict[str, float] | None = Field(None, description="the last attempt's final values")
+    model: Any = Field(None, description="the registered model version")
 
 
 class JobSummary(Shape):
@@ -102,6 +106,10 @@ class Job(JobSummary):
     rerun_of: str | None
     has_outputs: bool
     spec: JobSpec | None = None
+
+
+class JobView(RootModel[Job | QueueRow]):
+    """One job as the caller may see it: whole (owner, admin) or as a queue row."""
 
 
 class JobList(Shape):

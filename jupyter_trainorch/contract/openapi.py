@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, RootModel
 from pydantic.json_schema import models_json_schema
 
 from .. import __version__
@@ -37,7 +37,7 @@ class Operation:
     method: str
     path: str
     summary: str
-    response: type[BaseModel] | None
+    response: type[BaseModel] | type[RootModel[Any]] | None
     status: int = 200
     body: type[BaseModel] | None = None
     query: list[Query] = field(default_factory=list)
@@ -81,7 +81,7 @@ OPERATIONS = [
         status=201,
         body=jobs.SubmitRequest,
     ),  # fmt: skip
-    Operation("get", JOB, "A job", jobs.Job),
+    Operation("get", JOB, "A job", jobs.JobView),
     Operation("delete", JOB, "Cancel a job", jobs.Job, errors=(400, 403, 404, 409)),
     Operation(
         "patch",

@@ -94,6 +94,12 @@ class Change(Shape):
     time: Time
     user: str | None = None
     state: JobState | None = None
+    priority: int | None = None
+    attempt: int | None = None
+    lines: int | None = Field(None, description="kind logs: how many new lines")
+    progress: dict[str, Any] | None = None
+    mlflow: list[str] | None = Field(None, description="which mlflow fields changed")
+    delay: float | None = Field(None, description="state retrying: seconds of backoff")
 
 
 class ChangePage(Shape):

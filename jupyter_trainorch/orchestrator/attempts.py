@@ -37,6 +37,7 @@ from ..store import (
     JobRecord,
     JobStore,
 )
+from ..store.models import iso
 from .config import OrchestratorConfig
 from .feed import ChangeFeed
 from .tracking_bridge import TrackingBridge
@@ -217,7 +218,7 @@ class AttemptTracker:
             "fraction": fraction,
             "message": progress.get("message"),
             "metrics": progress.get("metrics") or {},
-            "updated": self.clock(),
+            "updated": iso(self.clock()),
         }
         self.store.update_job(run.job_id, progress=record)
         self.feed.publish("progress", run.job_id, user=run.user, progress=record)

@@ -132,16 +132,9 @@ export function etaSeconds(job: IJob, now: number): number | null {
   return Math.max(0, (1 - fraction) / rate - Math.max(0, now - updated));
 }
 
-/**
- * When the last progress report arrived, in epoch seconds. `updated` is not part of the
- * contract's `Progress` (an extra field): the service writes epoch seconds there today.
- */
+/** When the last progress report arrived, in epoch seconds. */
 function reportedAt(job: IJob): number | null {
-  const updated = job.progress.updated;
-  if (typeof updated === 'number') {
-    return Number.isFinite(updated) ? updated : null;
-  }
-  return typeof updated === 'string' ? toSeconds(updated) : null;
+  return toSeconds(job.progress.updated ?? null);
 }
 
 /** Run time for started jobs (to the end or to now), waiting time for the others. */

@@ -331,6 +331,17 @@ export interface components {
          * @description One entry of the change feed (``events`` and ``events/ws``).
          */
         Change: {
+            /**
+             * Attempt
+             * @default null
+             */
+            attempt?: number | null;
+            /**
+             * Delay
+             * @description state retrying: seconds of backoff
+             * @default null
+             */
+            delay?: number | null;
             /** Job Id */
             job_id: string;
             /**
@@ -338,6 +349,30 @@ export interface components {
              * @enum {string}
              */
             kind: "job" | "logs" | "progress";
+            /**
+             * Lines
+             * @description kind logs: how many new lines
+             * @default null
+             */
+            lines?: number | null;
+            /**
+             * Mlflow
+             * @description which mlflow fields changed
+             * @default null
+             */
+            mlflow?: string[] | null;
+            /**
+             * Priority
+             * @default null
+             */
+            priority?: number | null;
+            /**
+             * Progress
+             * @default null
+             */
+            progress?: {
+                [key: string]: unknown;
+            } | null;
             /** Seq */
             seq: number;
             /** @default null */
@@ -674,6 +709,11 @@ export interface components {
          * @enum {string}
          */
         JobState: "pending" | "queued" | "starting" | "running" | "retrying" | "preempted" | "succeeded" | "failed" | "cancelled";
+        /**
+         * JobView
+         * @description One job as the caller may see it: whole (owner, admin) or as a queue row.
+         */
+        JobView: components["schemas"]["Job"] | components["schemas"]["QueueRow"];
         /** LogLine */
         LogLine: {
             /** Attempt */
@@ -745,6 +785,20 @@ export interface components {
              */
             experiment_id?: string | null;
             /**
+             * Metrics
+             * @description the last attempt's final values
+             * @default null
+             */
+            metrics?: {
+                [key: string]: number;
+            } | null;
+            /**
+             * Model
+             * @description the registered model version
+             * @default null
+             */
+            model?: unknown;
+            /**
              * Run Id
              * @default null
              */
@@ -754,6 +808,12 @@ export interface components {
              * @default null
              */
             url?: string | null;
+            /**
+             * Warning
+             * @description why tracking is incomplete, one sentence
+             * @default null
+             */
+            warning?: string | null;
         } & {
             [key: string]: unknown;
         };
@@ -805,6 +865,11 @@ export interface components {
              * @default null
              */
             total?: number | null;
+            /**
+             * Updated
+             * @default null
+             */
+            updated?: string | null;
         } & {
             [key: string]: unknown;
         };
@@ -1463,7 +1528,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Job"];
+                    "application/json": components["schemas"]["JobView"];
                 };
             };
             /** @description Bad input: one sentence in message */
