@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -48,13 +49,17 @@ def _git_repo(folder: Path) -> Path:
     return folder
 
 
+TRACKED_SECRET = "tracked-secret-1234"
+
+
 def _run_flaky(host, tmp_path: Path, workdir: Path | None = None) -> object:
     source = (
         "def attempt_marker_count():\n    return 1 + pathlib.Path(marker_path).exists()\n"
         + FLAKY_TRAINING
     )
-    source = "import pathlib\n" + source
+    source = "import pathlib\nprint('key', __import__('os').environ['API_KEY'])\n" + source
     job_id = submit(host, name="tracked", source=source, user="ada", experiment="trainorch-tests",
+                    secret_env={"API_KEY": TRACKED_SECRET},
                     params={"marker_path": str(tmp_path / "marker"), "lr": 0.1},
                     retry=RetryPolicy(max_retries=1, backoff=0.1),
                     workdir=str(workdir) if workdir else None)  # fmt: skip
@@ -131,6 +136,12 @@ def test_a_job_is_a_run_with_a_nested_run_per_attempt(tmp_path):
         first.info.run_id, "trainorch/log.txt", str(tmp_path / "a1")
     )
     assert "RuntimeError: the first attempt fails" in Path(log_path).read_text()
+    # The secret reached the job, and MLflow holds only its name.
+    assert "key ***" in Path(log_path).read_text()
+    spec_path = client.download_artifacts(parent.info.run_id, "trainorch/spec.json", str(tmp_path))
+    spec_text = Path(spec_path).read_text()
+    assert json.loads(spec_text)["secret_env"] == {"API_KEY": "***"}
+    assert TRACKED_SECRET not in spec_text + Path(log_path).read_text()
 
 
 def test_an_unreachable_tracking_server_does_not_fail_the_job(tmp_path):

@@ -21,7 +21,7 @@ def job_json(
     return {
         "id": job_id, "name": name, "user": "ada", "state": state, "priority": 100,
         "priority_class": "normal", "resources": {"gpus": 1, "cpus": 1, "memory": 0},
-        "attempts": [{"n": n, "state": s} for n, s in attempts], "max_retries": 2,
+        "attempts": [{"n": n, "state": s} for n, s in attempts], "max_retries": 2, "attempts_allowed": 3,
         "progress": {"step": step, "total": total, "fraction": fraction, "message": None},
         "error": error, "created": "2026-01-02T03:04:05.123Z", "started": None, "ended": None, **extra,
     }  # fmt: skip

@@ -7,7 +7,6 @@ import sys
 from typing import Any
 
 PROG = "trainorch"
-FINAL_STATES = ("succeeded", "failed", "cancelled")
 
 # Exit codes: a job command that failed because of the user's input or the server's
 # answer is 2, like an argparse usage error; 1 is kept for "the job itself failed".
@@ -50,7 +49,9 @@ def _priority(job: dict[str, Any]) -> str:
 
 
 def _attempts(job: dict[str, Any]) -> str:
-    return f"{len(job.get('attempts') or [])}/{int(job.get('max_retries') or 0) + 1}"
+    from ..client.job import attempts_text
+
+    return attempts_text(job)
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:

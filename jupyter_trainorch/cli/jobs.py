@@ -8,10 +8,10 @@ import os
 import sys
 from typing import Any
 
+from ..contract.states import TERMINAL_STATES as FINAL_STATES
 from .common import (
     EXIT_JOB_FAILED,
     EXIT_OK,
-    FINAL_STATES,
     PROG,
     _attempts,
     _percent,

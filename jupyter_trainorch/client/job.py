@@ -6,10 +6,18 @@ import base64
 import sys
 from typing import Any, TextIO
 
+from ..contract.states import TERMINAL_STATES as FINAL_STATES
 from .transport import HTTPTransport, TrainOrchError, connect
 
-FINAL_STATES = ("succeeded", "failed", "cancelled")
 Transport = HTTPTransport
+
+
+def attempts_text(job: dict[str, Any]) -> str:
+    """``n/m``: the current attempt and the attempts the job may take (``attempts_allowed``,
+    sent by the service); a manual retry starts a fresh budget, so ``n`` can pass it."""
+    attempts = job.get("attempts") or []
+    n = int(attempts[-1].get("n") or len(attempts)) if attempts else 0
+    return f"{n}/{max(n, int(job.get('attempts_allowed') or 1))}"
 
 
 def model_text(job: dict[str, Any], escape: Any = str) -> str:
@@ -202,7 +210,7 @@ def _row(job: dict[str, Any]) -> dict[str, Any]:
         "state": job["state"],
         "priority": job["priority_class"],
         "gpus": job["resources"]["gpus"],
-        "attempts": f"{len(job['attempts'])}/{job['max_retries'] + 1}",
+        "attempts": attempts_text(job),
         "progress": None if fraction is None else round(fraction, 3),
         "created": job["created"],
         "started": job["started"],

@@ -14,12 +14,6 @@ from typing import Any
 
 from ..client.transport import TrainOrchError
 
-FINAL_STATES = ("succeeded", "failed", "cancelled")
-ALL_STATES = (
-    "pending", "queued", "starting", "running", "retrying", "preempted",
-    "succeeded", "failed", "cancelled",
-)  # fmt: skip
-
 Change = dict[str, Any]
 
 

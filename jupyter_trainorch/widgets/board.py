@@ -8,8 +8,11 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from ..client.job import attempts_text
 from ..client.transport import TrainOrchError
-from ._live import ALL_STATES, FINAL_STATES, Follower, first_line, number
+from ..contract.states import ALL_STATES
+from ..contract.states import TERMINAL_STATES as FINAL_STATES
+from ._live import Follower, first_line, number
 
 # (column, width); the cells of every row share these widths so the rows line up.
 COLUMNS = (
@@ -36,7 +39,7 @@ def row_cells(job: dict[str, Any]) -> dict[str, str]:
         "state": str(job.get("state", "")),
         "priority": str(job.get("priority_class", job.get("priority", ""))),
         "gpus": number((job.get("resources") or {}).get("gpus", 0)),
-        "attempts": f"{len(job.get('attempts') or [])}/{int(job.get('max_retries') or 0) + 1}",
+        "attempts": attempts_text(job),
         "progress": shown,
         "created": created.replace("T", " ")[:19],
     }

@@ -9,9 +9,10 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..client.job import model_text
+from ..client.job import attempts_text, model_text
 from ..client.transport import TrainOrchError
-from ._live import FINAL_STATES, Follower, first_line, progress_text, summary
+from ..contract.states import TERMINAL_STATES as FINAL_STATES
+from ._live import Follower, first_line, progress_text, summary
 
 _STATE_COLOURS = {
     "pending": "#757575",
@@ -144,14 +145,10 @@ class JobWidget(widgets.VBox):
             self.state_label.value = state
             self.state_label.style.text_color = _STATE_COLOURS.get(state, "")
             self._show_progress(state, job.get("progress") or {})
-            attempts = job.get("attempts") or []
-            allowed = int(job.get("max_retries") or 0) + 1
-            if attempts:
-                n = int(attempts[-1].get("n") or len(attempts))
-                # A manual retry starts a fresh budget, so the count can pass max_retries+1.
-                self.attempt_label.value = f"attempt {n} of {max(n, allowed)}"
+            if job.get("attempts"):
+                self.attempt_label.value = "attempt " + attempts_text(job).replace("/", " of ")
             else:
-                self.attempt_label.value = f"no attempt yet, up to {allowed}"
+                self.attempt_label.value = f"no attempt yet, up to {job.get('attempts_allowed', 1)}"
             self.cancel_button.disabled = state in FINAL_STATES
             error = job.get("error")
             self.error_label.value = (
