@@ -498,3 +498,70 @@ def test_inputs_resolve_against_the_template_folder(tmp_path, registry):
     template = registry.load_file(path)
     assert template.inputs == [str(tmp_path / "proj" / "data" / "*.csv")]
     assert template.input_files() == [str(tmp_path / "proj" / "data" / "a.csv")]
+
+
+def test_a_set_value_that_aliases_expand_is_refused():
+    levels = ["[1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [
+        "[" + ", ".join([f"*l{i}"] * 9) + "]" for i in range(5)
+    ]
+    bomb = "[" + ", ".join(f"&l{i} {level}" for i, level in enumerate(levels)) + "]"
+    with pytest.raises(SpecError) as err:
+        parse_set_values([f"x={bomb}"])
+    assert "expands to more than 10000 values" in one_sentence(err)
+
+
+def test_secret_pairs_are_literal_or_taken_from_the_environment(monkeypatch):
+    from jupyter_trainorch.spec import parse_secret_pairs
+
+    monkeypatch.setenv("FROM_ENV", "0123")
+    assert parse_secret_pairs(["A=007", "FROM_ENV", "B=x=y"]) == {
+        "A": "007", "FROM_ENV": "0123", "B": "x=y",
+    }  # fmt: skip
+    for pair, fragment in [("1A=x", "is not a name"), ("MISSING_VAR", "no environment variable")]:
+        with pytest.raises(SpecError) as err:
+            parse_secret_pairs([pair])
+        assert fragment in one_sentence(err)
+
+
+def test_rendering_allows_few_filters_and_bounded_output(registry):
+    template = registry.get("command")
+    for name, fragment in [
+        ("{{ 'x' | center(10**9) }}", "No filter named 'center'"),
+        ("{{ ('x' * 1000) | replace('x', 'y' * 1000) }}", "builds a value longer than"),
+        ("{{ 'x' * 10**7 }}", "builds a value longer than"),
+        ("{{ 2**99999999 }}", "uses a number that is too large"),
+    ]:
+        with pytest.raises(SpecError) as err:
+            render_spec(template, params={"cmd": "x"}, name=name)
+        assert fragment in one_sentence(err), name
+    assert (
+        render_spec(template, params={"cmd": "x"}, name="{{ 'run' | upper }}-{{ 2**10 }}").name
+        == "RUN-1024"
+    )
+
+
+def test_template_inputs_stay_inside_the_templates_folder(tmp_path):
+    folder = tmp_path / "templates"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "ok.csv").write_text("1\n")
+    (tmp_path / "outside.txt").write_text("secret\n")
+    (folder / "data" / "link.csv").symlink_to(tmp_path / "outside.txt")
+    (folder / "ship.yaml").write_text(
+        "version: 1\nkind: command\ncommand: ls\ninputs: [data/*.csv]\n"
+    )
+    (folder / "escape.yaml").write_text(
+        "version: 1\nkind: command\ncommand: ls\ninputs: [../outside.txt]\n"
+    )
+    registry = TemplateRegistry([folder])
+    assert [Path(p).name for p in registry.get("ship").input_files()] == ["ok.csv"]
+    assert (
+        "must be a path inside the template's folder"
+        in registry.errors[str(folder / "escape.yaml")]
+    )
+
+
+def test_secret_env_in_a_template_is_rendered_and_shown_by_name_only(registry):
+    template = registry.from_dict({"command": "train", "secret_env": {"TOKEN": "t-{{ 0 + 1 }}"}})
+    spec = render_spec(template, overrides={"secret_env": {"EXTRA": "e-2"}})
+    assert spec.secret_env == {"TOKEN": "t-1", "EXTRA": "e-2"}
+    assert template.to_dict()["secret_env"] == {"TOKEN": "***"}

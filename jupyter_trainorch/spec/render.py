@@ -16,8 +16,9 @@ from jinja2.sandbox import SecurityError
 from .errors import SpecError
 from .model import JobSpec, Resources, RetryPolicy
 from .sandbox import JINJA, render_bounded
-from .templates import Template, _Loader
+from .templates import Template
 from .units import parse_duration, parse_memory, parse_priority
+from .yaml_files import load_value
 
 
 def _one_line(text: str) -> str:
@@ -165,7 +166,7 @@ def parse_set_values(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key.isidentifier():
             raise SpecError(f"{pair!r} is not a key=value pair")
         try:
-            value = yaml.load(text, Loader=_Loader) if text.strip() else ""
+            value = load_value(text) if text.strip() else ""
         except yaml.YAMLError:
             value = text  # e.g. ``msg=a: b: c``: the user meant the text as written
         values[key] = value
