@@ -414,3 +414,13 @@ def test_a_real_job_shows_live_in_the_widget(monkeypatch: pytest.MonkeyPatch, tm
     finally:
         if widget is not None:
             widget.close()
+
+
+@pytest.mark.parametrize("value", ["lots", "nan", "0", "-1", "1e9"])
+def test_a_bad_capture_limit_is_one_sentence(monkeypatch, value):
+    from jupyter_trainorch.client.capture import capture_variables
+    from jupyter_trainorch.spec import SpecError
+
+    monkeypatch.setenv("TRAINORCH_MAX_CAPTURE_MB", value)
+    with pytest.raises(SpecError, match="^TRAINORCH_MAX_CAPTURE_MB must be a number of megabytes"):
+        capture_variables("print(x)", {"x": 1})

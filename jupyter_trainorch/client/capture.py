@@ -9,13 +9,36 @@ the cell may read it before binding it.
 from __future__ import annotations
 
 import builtins
+import math
+import os
 import symtable
 import types
 from typing import Any
 
 from ..spec import SpecError
 
-DEFAULT_MAX_BYTES = 64 * 2**20
+DEFAULT_MAX_MB = 64
+# A submit body is at most 128 MiB (contract.limits) and base64 adds a third.
+LIMIT_MAX_MB = 90
+
+
+def capture_limit() -> int:
+    """``TRAINORCH_MAX_CAPTURE_MB`` (a kernel-side setting) in bytes, or one sentence."""
+    raw = os.environ.get("TRAINORCH_MAX_CAPTURE_MB", "").strip()
+    if not raw:
+        return DEFAULT_MAX_MB * 2**20
+    try:
+        megabytes = float(raw)
+    except ValueError:
+        megabytes = math.nan
+    if not math.isfinite(megabytes) or not 0 < megabytes <= LIMIT_MAX_MB:
+        raise SpecError(
+            f"TRAINORCH_MAX_CAPTURE_MB must be a number of megabytes above 0 and at most "
+            f"{LIMIT_MAX_MB}, not {raw[:40]!r}"
+        )
+    return int(megabytes * 2**20)
+
+
 _KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "display"}
 
 
@@ -54,10 +77,13 @@ def capture_variables(
     source: str,
     namespace: dict[str, Any],
     exclude: set[str] | frozenset[str] = frozenset(),
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_bytes: int | None = None,
 ) -> dict[str, bytes]:
     """Pickle the kernel variables the cell needs; ``exclude`` holds injected params."""
     import cloudpickle
+
+    if max_bytes is None:
+        max_bytes = capture_limit()
 
     required, optional = free_names(source)
     captured: dict[str, bytes] = {}

@@ -171,11 +171,9 @@ class TrainMagics(Magics):
         from .job import submit
 
         body, outputs, wait = build_request(line, cell, self.shell.execution_count)
-        max_mb = float(os.environ.get("TRAINORCH_MAX_CAPTURE_MB", "64") or 64)
         try:
             variables = capture_variables(
                 cell, self.shell.user_ns, exclude=set(body["params"]) | set(body.get("sweep", {})),
-                max_bytes=int(max_mb * 2**20),
             )  # fmt: skip
             package = build_package(variables, meta=submission_meta(variables, self.shell.user_ns))
             if "sweep" in body:

@@ -249,12 +249,10 @@ class SubmitForm(widgets.VBox):
             "outputs": [],
             "workdir": os.getcwd(),
         }
-        max_mb = float(os.environ.get("TRAINORCH_MAX_CAPTURE_MB", "64") or 64)
         variables = capture_variables(
             self.source,
             self._variables_namespace(),
             exclude=set(params),
-            max_bytes=int(max_mb * 2**20),
         )
         return body, build_package(variables) if variables else None
 
