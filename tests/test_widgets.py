@@ -11,6 +11,8 @@ import pytest
 
 from jupyter_trainorch.client.job import Job
 from jupyter_trainorch.client.transport import TrainOrchError
+from jupyter_trainorch.contract.states import TERMINAL_STATES
+from jupyter_trainorch.orchestrator.access import Caller, actions
 from jupyter_trainorch.widgets import JobBoard, JobWidget, SubmitForm
 
 
@@ -23,7 +25,10 @@ def job_json(
         "priority_class": "normal", "resources": {"gpus": 1, "cpus": 1, "memory": 0},
         "attempts": [{"n": n, "state": s} for n, s in attempts], "max_retries": 2, "attempts_allowed": 3,
         "progress": {"step": step, "total": total, "fraction": fraction, "message": None},
-        "error": error, "created": "2026-01-02T03:04:05.123Z", "started": None, "ended": None, **extra,
+        "error": error, "created": "2026-01-02T03:04:05.123Z", "started": None, "ended": None,
+        # What the service works out for the caller, by its own rules.
+        "terminal": state in TERMINAL_STATES, "actions": actions(Caller("ada"), {"user": "ada", "state": state}),
+        **extra,
     }  # fmt: skip
 
 

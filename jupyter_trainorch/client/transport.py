@@ -195,7 +195,7 @@ class HTTPTransport:
         after = self.events()["last"]
         while True:
             job = self.get(job_id)
-            if job["state"] in ("succeeded", "failed", "cancelled"):
+            if job["terminal"]:
                 return job
             remaining = 20.0 if deadline is None else min(20.0, deadline - time.monotonic())
             if remaining <= 0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..store import PENDING, QUEUED, RETRYING, TERMINAL_STATES
+from ..store import CANCELLED, FAILED, PENDING, QUEUED, RETRYING, TERMINAL_STATES
 
 # What a non-owner sees of a job in the queue.
 QUEUE_VIEW_FIELDS = (
@@ -47,7 +47,7 @@ def actions(caller: Caller, job: dict[str, Any]) -> list[str]:
     allowed = ["read", "rerun"]
     if state not in TERMINAL_STATES:
         allowed.append("cancel")
-    if state in ("failed", "cancelled"):
+    if state in (FAILED, CANCELLED):
         allowed.append("retry")
     if state in (QUEUED, PENDING, RETRYING):
         allowed.append("set_priority")

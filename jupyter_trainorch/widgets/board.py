@@ -11,7 +11,6 @@ import ipywidgets as widgets
 from ..client.job import attempts_text
 from ..client.transport import TrainOrchError
 from ..contract.states import ALL_STATES
-from ..contract.states import TERMINAL_STATES as FINAL_STATES
 from ._live import Follower, first_line, number
 
 # (column, width); the cells of every row share these widths so the rows line up.
@@ -71,9 +70,9 @@ class JobRow(widgets.HBox):
         self.texts = row_cells(job)
         for name, text in self.texts.items():
             self.cells[name].value = html.escape(text)
-        state = self.texts["state"]
-        self.cancel_button.disabled = state in FINAL_STATES
-        self.retry_button.disabled = state not in ("failed", "cancelled")
+        may = job.get("actions") or []
+        self.cancel_button.disabled = "cancel" not in may
+        self.retry_button.disabled = "retry" not in may
 
     def close(self) -> None:
         for child in (*self.cells.values(), self.cancel_button, self.retry_button):

@@ -11,7 +11,6 @@ import ipywidgets as widgets
 
 from ..client.job import attempts_text, model_text
 from ..client.transport import TrainOrchError
-from ..contract.states import TERMINAL_STATES as FINAL_STATES
 from ._live import Follower, first_line, progress_text, summary
 
 _STATE_COLOURS = {
@@ -130,7 +129,7 @@ class JobWidget(widgets.VBox):
 
     @property
     def finished(self) -> bool:
-        return self.job_json.get("state") in FINAL_STATES
+        return bool(self.job_json.get("terminal"))
 
     def apply(self, job: dict[str, Any], new_lines: list[dict[str, Any]]) -> None:
         """Show ``job`` (the job JSON) and append ``new_lines`` (log line dicts) to the view."""
@@ -149,7 +148,7 @@ class JobWidget(widgets.VBox):
                 self.attempt_label.value = "attempt " + attempts_text(job).replace("/", " of ")
             else:
                 self.attempt_label.value = f"no attempt yet, up to {job.get('attempts_allowed', 1)}"
-            self.cancel_button.disabled = state in FINAL_STATES
+            self.cancel_button.disabled = "cancel" not in (job.get("actions") or [])
             error = job.get("error")
             self.error_label.value = (
                 str(error).splitlines()[-1] if error and state != "succeeded" else ""
@@ -197,7 +196,7 @@ class JobWidget(widgets.VBox):
             lines = (lines + fresh)[-self.max_lines :]
             self._cursor = chunk["next"]
         self.apply(job, lines)
-        return job.get("state") not in FINAL_STATES
+        return not job.get("terminal")
 
     def _report(self, message: str) -> None:
         self.notice_label.value = f"cannot update: {message}" if message else ""
