@@ -51,6 +51,13 @@ with open(stamp_file, "w") as _handle:
 """
 
 
+def epoch(iso_time: str) -> float:
+    """Seconds since the epoch of a change's ISO 8601 ``time``."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()
+
+
 def spawn_and_read_first_line(argv: list[str]) -> dict[str, float]:
     """Dask task of the baseline: spawn like the supervisor does, return the first line."""
     started = time.time()
@@ -115,8 +122,8 @@ def run_trainorch(host: Any, stamps: Path, index: int) -> dict[str, float]:
     return {
         "total": first - t0,
         "submit_call": submitted - t0,
-        "to_starting": seen["starting"]["time"] - t0,
-        "starting_to_spawn": spawned - seen["starting"]["time"],
+        "to_starting": epoch(seen["starting"]["time"]) - t0,
+        "starting_to_spawn": spawned - epoch(seen["starting"]["time"]),
         "spawn_to_first": first - spawned,
     }
 

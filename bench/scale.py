@@ -42,6 +42,13 @@ SUBMIT_CHUNK = 200
 SETTLE_SECONDS = 30.0
 
 
+def epoch(iso_time: str) -> float:
+    """Seconds since the epoch of a change's ISO 8601 ``time``."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()
+
+
 def policy_section() -> bool:
     r = policy_decisions.measure(10000, 64, 8)
     n, cluster = r["queue_size"], f"{r['workers']}x{r['gpus_per_worker']} GPUs"
@@ -87,10 +94,10 @@ class Recorder:
         state = change.get("state")
         if state == "starting":
             with self.lock:
-                self.starts.append(change["time"])
+                self.starts.append(epoch(change["time"]))
         elif state in TERMINAL:
             with self.lock:
-                self.ends.append(change["time"])
+                self.ends.append(epoch(change["time"]))
                 self.failed += state != "succeeded"
 
 
