@@ -28,7 +28,7 @@ from bisect import bisect_left, insort
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Placement", "QueuedJob", "WorkerView", "fit_error", "plan", "queue_key"]
+__all__ = ["Placement", "QueuedJob", "WorkerView", "fit_error", "plan", "queue_key", "wait_reasons"]
 
 # CPU claims are floats (``cpus=0.1``) and sums of them drift; without slack a
 # job could be refused over 1e-17 of a core.
@@ -221,20 +221,28 @@ def _clamp(cpus: float) -> float:
     return 0.0 if cpus <= _CPU_SLACK else cpus
 
 
-def plan(queue: Sequence[QueuedJob], workers: Sequence[WorkerView]) -> list[Placement]:
+def plan(
+    queue: Sequence[QueuedJob],
+    workers: Sequence[WorkerView],
+    reasons: dict[str, str] | None = None,
+    wanted: frozenset[str] | None = None,
+) -> list[Placement]:
     """Decide which queued jobs start now, where, and on which GPU ids.
 
     ``queue`` must already be in :func:`queue_key` order (the orchestrator
     keeps it sorted on insert); it is not re-sorted here. Jobs that cannot
-    start are simply absent from the result.
+    start are simply absent from the result; with ``reasons``, each of them (of
+    ``wanted`` only, past the point where the walk stops) gets the sentence why.
     """
     board = _Board(workers)
+    held_for: dict[int, QueuedJob] = {}  # reserved worker -> the job it is held for
     known: dict[_Shape, int] = {}
     # The smallest shapes found hopeless: anything at least as large in every
     # resource is hopeless too, which spares a scan per distinct shape.
     hopeless: list[_Shape] = []
     placements: list[Placement] = []
     last_cpu_free = -1  # index of the last job claiming no CPU, once needed
+    position = 0
     for position, job in enumerate(queue):
         if not board.unreserved:
             break
@@ -250,9 +258,13 @@ def plan(queue: Sequence[QueuedJob], workers: Sequence[WorkerView]) -> list[Plac
         shape = (gpus, cpus, memory)
         state = known.get(shape)
         if state == _HOPELESS:
+            if reasons is not None:
+                reasons[job.id] = _why_not(shape, workers, held_for)
             continue
         if state is None and _covers(hopeless, shape):
             known[shape] = _HOPELESS
+            if reasons is not None:
+                reasons[job.id] = _why_not(shape, workers, held_for)
             continue
         if state is None:
             index = board.fit(gpus, cpus, memory)
@@ -262,13 +274,80 @@ def plan(queue: Sequence[QueuedJob], workers: Sequence[WorkerView]) -> list[Plac
                 continue
         index = board.reservable(gpus, cpus, memory)
         if index is None:
+            # Larger than every worker, or every worker that could hold it is already held:
+            # either way nothing of this shape (or larger) starts in this call.
             known[shape] = _HOPELESS
             hopeless = [h for h in hopeless if not _covers([shape], h)]
             hopeless.append(shape)
+            if reasons is not None:
+                reasons[job.id] = _why_not(shape, workers, held_for)
         else:
             known[shape] = _NO_FIT_NOW
             board.reserve(index)
+            held_for[index] = job
+            if reasons is not None:
+                reasons[job.id] = (
+                    f"needs {_demand_text(shape)}, which no worker has free now; "
+                    f"{board.address[index]} is held for it and it starts there next"
+                )
+    else:
+        position = len(queue)
+    if reasons is not None:
+        for later, job in enumerate(queue[position:], start=position):
+            if wanted is None or job.id in wanted:
+                shape = (max(job.gpus, 0), max(float(job.cpus), 0.0), max(job.memory, 0))
+                reasons[job.id] = fit_error(*shape, workers) or _behind(later, board, held_for)
     return placements
+
+
+def wait_reasons(
+    queue: Sequence[QueuedJob],
+    workers: Sequence[WorkerView],
+    job_ids: Sequence[str] | None = None,
+) -> dict[str, str]:
+    """Why each queued job (of ``job_ids``) that would not start now waits: one sentence,
+    from the same walk as :func:`plan` (it does not start anything)."""
+    wanted = frozenset(job_ids) if job_ids is not None else None
+    reasons: dict[str, str] = {}
+    plan(queue, workers, reasons, wanted)
+    return {k: v for k, v in reasons.items() if wanted is None or k in wanted}
+
+
+def _demand_text(shape: _Shape) -> str:
+    gpus, cpus, memory = shape
+    wanted = [_plural(gpus, "GPU")] if gpus else []
+    wanted.append(_cpu_text(cpus))
+    if memory:
+        wanted.append(f"{_bytes_text(memory)} of memory")
+    return wanted[0] if len(wanted) == 1 else ", ".join(wanted[:-1]) + " and " + wanted[-1]
+
+
+def _why_not(shape: _Shape, workers: Sequence[WorkerView], held_for: dict[int, QueuedJob]) -> str:
+    return fit_error(*shape, workers) or _held_elsewhere(shape, held_for)
+
+
+def _held_elsewhere(shape: _Shape, held_for: dict[int, QueuedJob]) -> str:
+    ahead = sorted({job.id for job in held_for.values()})
+    if ahead:
+        names = ", ".join(ahead[:3]) + (" …" if len(ahead) > 3 else "")
+        return (
+            f"needs {_demand_text(shape)}; the workers that could hold it are busy or "
+            f"held for jobs ahead of it ({names})"
+        )
+    return f"needs {_demand_text(shape)}, which no worker has free now"
+
+
+def _behind(position: int, board: _Board, held_for: dict[int, QueuedJob]) -> str:
+    if board.unreserved:
+        why = "no worker has a free CPU (running jobs hold them all)"
+    else:
+        holds = [f"{board.address[i]} for {job.id}" for i, job in sorted(held_for.items())]
+        shown = ", ".join(holds[:3]) + (", …" if len(holds) > 3 else "")
+        why = f"every worker is busy or held ({shown})" if holds else "every worker is busy"
+    if position == 0:
+        return why
+    ahead = _plural(position, "job") + (" that goes first" if position == 1 else " that go first")
+    return f"behind {ahead}; {why}"
 
 
 def _covers(smaller: list[_Shape], shape: _Shape) -> bool:

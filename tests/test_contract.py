@@ -227,3 +227,34 @@ def test_a_body_over_the_cap_is_refused_without_being_read(api):
         status = "closed"  # tornado may answer by closing the connection
     assert status in (400, 413, "closed")
     assert call(api, "GET", "me")[0] == 200
+
+
+def test_a_waiting_job_says_why(api):
+    def submit(name, gpus=0, after=(), command="sleep 30"):
+        spec = {"name": name, "kind": "command", "command": command,
+                "resources": {"gpus": gpus}, "depends_on": list(after)}  # fmt: skip
+        status, job = call(api, "POST", "jobs", {"spec": spec})
+        assert status == 201, job
+        return job["id"]
+
+    holder = submit("holder", gpus=2)
+    wait_until(lambda: call(api, "GET", f"jobs/{holder}")[1]["state"] == "running", what="run")
+    big, small = submit("big", gpus=2), submit("small", gpus=1)
+    later = submit("later", after=[holder], command="true")
+    try:
+        views = {job_id: call(api, "GET", f"jobs/{job_id}")[1] for job_id in (big, small, later)}
+        assert views[big]["queue_position"] == 1
+        assert views[big]["wait_reason"].startswith("needs 2 GPUs and 1 CPU, which no worker has")
+        assert "is held for it and it starts there next" in views[big]["wait_reason"]
+        assert views[small]["wait_reason"].startswith(
+            "behind 1 job that goes first; every worker is busy or held"
+        )
+        assert f"for {big})" in views[small]["wait_reason"]
+        assert (
+            views[later]["wait_reason"] == f"waiting for dependency {holder} (running) to succeed"
+        )
+        listed = {j["id"]: j for j in call(api, "GET", "jobs")[1]["jobs"]}
+        assert listed[small]["wait_reason"] == views[small]["wait_reason"]
+    finally:
+        for job_id in (later, small, big, holder):
+            call(api, "DELETE", f"jobs/{job_id}")

@@ -321,6 +321,11 @@ def test_mine_filter_and_queue_position(lab, page):
         row.locator("[data-action='open']").click()
         detail = page.locator(f".trainorch-detail[data-detail-job-id='{waiter}']")
         detail.locator(".trainorch-queue-position", has_text="#1 in queue").wait_for(timeout=10_000)
+        # Why it waits, in the policy's words: the one GPU is taken and its worker held for it.
+        reason = detail.locator("[data-field='wait_reason']")
+        reason.wait_for(timeout=10_000)
+        assert reason.inner_text().startswith("needs 1 GPU and 1 CPU, which no worker has free now")
+        assert reason.inner_text() == lab.api(f"jobs/{waiter}")["wait_reason"]
     finally:
         for job_id in (waiter, blocker):
             lab.api(f"jobs/{job_id}", "DELETE")

@@ -14,6 +14,7 @@ from jupyter_trainorch.policy import (
     fit_error,
     plan,
     queue_key,
+    wait_reasons,
 )
 
 GIB = 2**30
@@ -436,3 +437,36 @@ def test_fit_error_agrees_with_plan_on_what_can_ever_run():
             ]
             runs_when_idle = bool(plan([job], idle))
             assert (fit_error(job.gpus, job.cpus, job.memory, workers) is None) == runs_when_idle
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_every_job_that_waits_has_one_reason_and_reasons_change_nothing(seed):
+    queue, workers = random_case(random.Random(seed))
+    reasons: dict[str, str] = {}
+    got = plan(queue, workers, reasons)
+    assert got == plan(queue, workers)
+    placed = {p.job_id for p in got}
+    assert set(reasons) == {job.id for job in queue} - placed
+    assert all(text and "\n" not in text for text in reasons.values())
+    some = [job.id for job in queue[::3]]
+    assert wait_reasons(queue, workers, some) == {k: reasons[k] for k in some if k in reasons}
+
+
+def test_wait_reasons_name_the_held_worker_the_jobs_ahead_and_the_impossible():
+    workers = [gpu_worker("tcp://a", 2, busy=("0", "1")), gpu_worker("tcp://b", 2, busy=("0",))]
+    queue = ordered(
+        QueuedJob("big", URGENT, 1, gpus=2),
+        QueuedJob("one", NORMAL, 2, gpus=1),
+        QueuedJob("cpu", NORMAL, 3, cpus=1),
+        QueuedJob("huge", NORMAL, 4, gpus=8),
+    )
+    reasons = wait_reasons(queue, workers)
+    assert reasons["big"] == (
+        "needs 2 GPUs and 1 CPU, which no worker has free now; tcp://b is held for it and it "
+        "starts there next"
+    )
+    assert reasons["one"].endswith("tcp://a is held for it and it starts there next")
+    assert reasons["cpu"] == (
+        "behind 2 jobs that go first; every worker is busy or held (tcp://a for one, tcp://b for big)"
+    )
+    assert reasons["huge"].startswith("the job asks for 8 GPUs but the largest worker has 2")

@@ -178,6 +178,8 @@ def _summary(job: dict[str, Any]) -> str:
         )
     if job.get("queue_position"):
         lines.append(f"  queue:      #{job['queue_position']}")
+    if job.get("wait_reason"):
+        lines.append(f"  waiting:    {job['wait_reason']}")
     if job.get("restricted"):
         lines.append("  (another user's job: only its owner and admins see its details)")
     for attempt in attempts:

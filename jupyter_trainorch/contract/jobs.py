@@ -74,6 +74,7 @@ class JobSummary(Shape):
     ended: Time | None
     terminal: bool
     queue_position: int | None = Field(None, description="1 = dispatched next")
+    wait_reason: str | None = Field(None, description="why a waiting job has not started")
     actions: list[Action] = Field(description="what the caller may do with it now")
 
 

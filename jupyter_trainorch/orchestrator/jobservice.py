@@ -19,7 +19,17 @@ from ..package import check_package
 from ..spec import JobSpec, SpecError
 from ..spec.model import validate
 from ..spec.secrets import public_spec
-from ..store import ALL_STATES, TERMINAL_STATES, JobRecord, JobStore
+from ..store import (
+    ALL_STATES,
+    PENDING,
+    PREEMPTED,
+    QUEUED,
+    RETRYING,
+    SUCCEEDED,
+    TERMINAL_STATES,
+    JobRecord,
+    JobStore,
+)
 from . import access
 from .access import Caller
 from .config import OrchestratorConfig
@@ -184,18 +194,38 @@ class JobService:
         if job is None:
             raise JobNotFound(job_id)
         data = {**job.to_dict(), "spec": public_spec(job.spec)}
-        data.update(self._placement([job_id]).get(job_id, {}))
+        data.update(self._placement([job]).get(job_id, {}))
         shown = access.view(caller, data, self.others_jobs)
         if shown is None:
             raise JobNotFound(job_id)
         return shown
 
-    def _placement(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Queue positions of waiting jobs (1 = dispatched next), from the live queue."""
-        if not self.started:
-            return {}
-        positions = self.host.call_sync(lambda o: o.queue.positions(job_ids))
-        return {job_id: {"queue_position": n} for job_id, n in positions.items()}
+    def _placement(self, jobs: list[JobRecord]) -> dict[str, dict[str, Any]]:
+        """For waiting jobs: ``queue_position`` (1 = dispatched next) and ``wait_reason``,
+        one sentence: the policy's for queued jobs, the dependency or the backoff else."""
+        found: dict[str, dict[str, Any]] = {}
+        if self.started:
+            queued = [j.id for j in jobs if j.state in (QUEUED, PREEMPTED)]
+            if queued:
+                found = self.host.call_sync(lambda o: o.waiting(queued))
+        now = time.time()
+        for job in jobs:
+            if job.state == PENDING:
+                found[job.id] = {"wait_reason": self._dependency_reason(job)}
+            elif job.state == RETRYING:
+                delay = max(0.0, (job.not_before or now) - now)
+                found[job.id] = {
+                    "wait_reason": f"retrying in {delay:.0f} s, after a failed attempt"
+                }
+        return found
+
+    def _dependency_reason(self, job: JobRecord) -> str:
+        for dep_id in job.depends_on:
+            dep = self.store.get_job(dep_id)
+            if dep is None or dep.state != SUCCEEDED:
+                state = dep.state if dep is not None else "gone"
+                return f"waiting for dependency {dep_id} ({state}) to succeed"
+        return "its dependencies succeeded; it is being queued"
 
     def get(self, caller: Caller, job_id: str) -> dict[str, Any]:
         return self._job_dict(caller, job_id)
@@ -234,7 +264,7 @@ class JobService:
             user = caller.name
         store = self.store
         jobs = store.list_jobs(states=states, user=user or None, limit=limit, offset=offset)
-        placement = self._placement([j.id for j in jobs])
+        placement = self._placement(jobs)
         shown = [
             access.view(caller, {**j.to_dict(), **placement.get(j.id, {})}, self.others_jobs)
             for j in jobs

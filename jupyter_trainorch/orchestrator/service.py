@@ -332,6 +332,18 @@ class Orchestrator:
         self.outcomes.publish(job, state, **data)
 
     # -- placing jobs ---------------------------------------------------------------
+    def waiting(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Queue positions (1 = dispatched next) and the policy's sentence why each queued
+        job of ``job_ids`` has not started."""
+        positions = self.queue.positions(job_ids)
+        if not positions:
+            return {}
+        reasons = policy.wait_reasons(self.queue.items, self._views(), list(positions))
+        return {
+            job_id: {"queue_position": n, "wait_reason": reasons.get(job_id, "starting now")}
+            for job_id, n in positions.items()
+        }
+
     def _views(self) -> list[policy.WorkerView]:
         held_gpus: dict[str, set[str]] = {}
         held_cpus: dict[str, float] = {}

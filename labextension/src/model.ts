@@ -548,10 +548,10 @@ export class JobsModel implements IDisposable {
           }
         }
         if (q.sort === 'priority') {
-          jobs = jobs
-            .map((job, index) => ({ job, index }))
-            .sort((a, b) => b.job.priority - a.job.priority || a.index - b.index)
-            .map(item => item.job);
+          // Dispatch order: higher priority first, then the earlier submission.
+          jobs = [...jobs].sort(
+            (a, b) => b.priority - a.priority || (a.created ?? '').localeCompare(b.created ?? '')
+          );
         }
         total = jobs.length;
         const start = q.page * this.pageSize;

@@ -524,6 +524,12 @@ export interface components {
             timeout: number | null;
             /** User */
             user: string;
+            /**
+             * Wait Reason
+             * @description why a waiting job has not started
+             * @default null
+             */
+            wait_reason?: string | null;
         };
         /** JobList */
         JobList: {
@@ -914,6 +920,12 @@ export interface components {
             terminal: boolean;
             /** User */
             user: string;
+            /**
+             * Wait Reason
+             * @description why a waiting job has not started
+             * @default null
+             */
+            wait_reason?: string | null;
         };
         /** RecoveryCounts */
         RecoveryCounts: {

@@ -670,7 +670,7 @@ function QueuePosition(props: { job: IJobRow }): JSX.Element | null {
     <span
       className="trainorch-queue-position"
       data-field="queue_position"
-      title="Place in the queue: #1 is dispatched next"
+      title={props.job.wait_reason || 'Place in the queue: #1 is dispatched next'}
     >
       {text}
     </span>
@@ -942,6 +942,11 @@ function JobDetail(props: { model: JobsModel; actions: IJobActions }): JSX.Eleme
       {header}
       <div className="trainorch-detail-body">
         {actionRow}
+        {job.wait_reason && (
+          <div className="trainorch-wait-reason" data-field="wait_reason">
+            {job.wait_reason}
+          </div>
+        )}
         <ProgressBar job={job} now={now} />
         {job.progress?.message && (
           <div className="trainorch-progress-message">{job.progress.message}</div>
