@@ -16,8 +16,10 @@ __all__ = ["__version__", "load_ipython_extension", "progress"]
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext jupyter_trainorch``: register ``%%train``, ``%jobs`` and ``%job``."""
     from .client.magics import register
+    from .package import warm_environment_snapshot
 
     register(ipython)
+    warm_environment_snapshot()
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:

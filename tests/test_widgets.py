@@ -429,3 +429,24 @@ def test_a_bad_capture_limit_is_one_sentence(monkeypatch, value):
     monkeypatch.setenv("TRAINORCH_MAX_CAPTURE_MB", value)
     with pytest.raises(SpecError, match="^TRAINORCH_MAX_CAPTURE_MB must be a number of megabytes"):
         capture_variables("print(x)", {"x": 1})
+
+
+def test_the_environment_snapshot_is_listed_once_until_packages_change(monkeypatch, tmp_path):
+    from importlib import metadata
+
+    import jupyter_trainorch.package as package
+
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(package, "_snapshot", None)
+    calls = []
+    real = metadata.distributions
+    monkeypatch.setattr(metadata, "distributions", lambda: calls.append(1) or real())
+    first = package.environment_snapshot()
+    assert package.environment_snapshot() is first and len(calls) == 1
+    (tmp_path / "notebook.txt").write_text("a file beside the notebook changes nothing")
+    assert package.environment_snapshot() is first and len(calls) == 1
+    time.sleep(0.01)
+    (site / "newpkg-1.0.dist-info").mkdir()  # what pip install leaves
+    assert package.environment_snapshot() == first and len(calls) == 2
