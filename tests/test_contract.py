@@ -258,3 +258,27 @@ def test_a_waiting_job_says_why(api):
     finally:
         for job_id in (later, small, big, holder):
             call(api, "DELETE", f"jobs/{job_id}")
+
+
+def test_jobs_can_be_searched_and_sorted_in_dispatch_order(api):
+    ids = {}
+    for name, priority in [("sweep-lr-a", "low"), ("sweep-lr-b", "urgent"), ("other", "high")]:
+        spec = {"name": name, "kind": "command", "command": "true", "priority": priority}
+        status, job = call(api, "POST", "jobs", {"spec": spec})
+        assert status == 201, job
+        ids[name] = job["id"]
+    status, page = call(api, "GET", "jobs?q=SWEEP-LR&sort=priority")
+    assert status == 200
+    names = [job["name"] for job in page["jobs"]]
+    assert names[:2] == ["sweep-lr-b", "sweep-lr-a"] and "other" not in names
+    assert page["total"] == len(page["jobs"]) >= 2
+    _, by_id = call(api, "GET", f"jobs?q={ids['other'][:6]}")
+    assert [job["id"] for job in by_id["jobs"]] == [ids["other"]]
+    _, oldest = call(api, "GET", "jobs?q=sweep-lr&sort=oldest")
+    assert [job["name"] for job in oldest["jobs"]][-2:] == ["sweep-lr-a", "sweep-lr-b"]
+    status, answer = call(api, "GET", "jobs?sort=fastest")
+    assert status == 400 and answer["message"].startswith(
+        "sort must be one of newest, oldest, priority"
+    )
+    _, literal = call(api, "GET", "jobs?q=%25")  # a % is a character to find, not a wildcard
+    assert literal["total"] == 0

@@ -113,8 +113,15 @@ def test_jobs_round_trip(store: JobStore) -> None:
     assert both["j1"][1] == b"package-1" and both["j2"][1] is None
     assert [j.id for j in store.list_jobs()] == ["j2", "j1"]
     assert [j.id for j in store.list_jobs(states=[RUNNING])] == ["j1"]
-    assert [j.id for j in store.list_jobs(user="grace", newest_first=False)] == ["j2"]
+    assert [j.id for j in store.list_jobs(user="grace", order="oldest")] == ["j2"]
     assert store.count_jobs() == 2 and store.count_jobs(states=[SUCCEEDED]) == 1
+    assert [j.id for j in store.list_jobs(text="JOB-J")] == ["j2", "j1"]
+    assert [j.id for j in store.list_jobs(text="j1")] == ["j1"]  # the name, and the id's start
+    assert store.list_jobs(text="%") == [] and store.count_jobs(text="job-j2") == 1
+    assert (
+        store.list_jobs(order="priority")[0].priority
+        >= store.list_jobs(order="priority")[1].priority
+    )
     assert store.existing_ids(["j1", "x"]) == {"j1"}
     assert store.get_outputs("j2") is None
 

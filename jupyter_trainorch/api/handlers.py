@@ -131,6 +131,8 @@ class JobsHandler(BaseHandler):
             user=self.get_query_argument("user", None),
             limit=self.int_arg("limit", 100, 1, MAX_LIST_LIMIT),
             offset=self.int_arg("offset", 0),
+            q=self.get_query_argument("q", None),
+            sort=self.get_query_argument("sort", "newest"),
         )
         self.write_json(result)
 

@@ -19,7 +19,7 @@ from pydantic.json_schema import models_json_schema
 from .. import __version__
 from ..spec.model import JOB_ID_PATTERN, JobSpec
 from . import jobs, service
-from .limits import MAX_LIST_LIMIT, MAX_WAIT_SECONDS
+from .limits import JOB_ORDERS, MAX_LIST_LIMIT, MAX_WAIT_SECONDS
 
 CHECKED_IN = Path(__file__).parent.parent / "api" / "openapi.json"
 API = "/trainorch/api"
@@ -71,6 +71,12 @@ OPERATIONS = [
             Query("user", {"type": "string", "maxLength": 200}),
             Query("limit", _int(1, MAX_LIST_LIMIT, 100)),
             Query("offset", _int(0, 2**62, 0)),
+            Query("q", {"type": "string", "maxLength": 200}, "part of the name, or the id's start"),
+            Query(
+                "sort",
+                {"type": "string", "enum": list(JOB_ORDERS), "default": "newest"},
+                "priority: dispatch order (higher priority, then earlier submission)",
+            ),
         ],
     ),  # fmt: skip
     Operation(

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from ..contract.jobs import SubmitRequest
-from ..contract.limits import MAX_LIST_LIMIT, MAX_WAIT_SECONDS
+from ..contract.limits import JOB_ORDERS, MAX_LIST_LIMIT, MAX_WAIT_SECONDS
 from ..package import check_package
 from ..spec import JobSpec, SpecError
 from ..spec.model import validate
@@ -246,8 +246,14 @@ class JobService:
 
     def list(
         self, caller: Caller, state: str | None = None, user: str | None = None,
-        limit: int = 100, offset: int = 0,
+        limit: int = 100, offset: int = 0, q: str | None = None, sort: str = "newest",
     ) -> dict[str, Any]:  # fmt: skip
+        """A page of jobs; ``q`` matches part of a name or the start of an id, ``sort`` is
+        newest (default), oldest or priority (dispatch order)."""
+        if sort not in JOB_ORDERS:
+            raise SpecError(f"sort must be one of {', '.join(JOB_ORDERS)}, not {sort[:40]!r}")
+        if q is not None and (len(q) > 200 or "\x00" in q):
+            raise SpecError("q must be at most 200 characters without NUL")
         states = None
         if state:
             states = [s.strip() for s in state.split(",") if s.strip()]
@@ -263,7 +269,8 @@ class JobService:
                 return {"jobs": [], "total": 0, "limit": limit, "offset": offset}
             user = caller.name
         store = self.store
-        jobs = store.list_jobs(states=states, user=user or None, limit=limit, offset=offset)
+        jobs = store.list_jobs(states=states, user=user or None, limit=limit, offset=offset,
+                               order=sort, text=q or None)  # fmt: skip
         placement = self._placement(jobs)
         shown = [
             access.view(caller, {**j.to_dict(), **placement.get(j.id, {})}, self.others_jobs)
@@ -271,7 +278,7 @@ class JobService:
         ]
         return {
             "jobs": [j for j in shown if j is not None],
-            "total": store.count_jobs(states=states, user=user or None),
+            "total": store.count_jobs(states=states, user=user or None, text=q or None),
             "limit": limit,
             "offset": offset,
         }

@@ -49,7 +49,7 @@ class Recovery:
 async def recover(orch: Orchestrator) -> Recovery:
     store, summary = orch.store, Recovery()
     unfinished = store.list_jobs(
-        states=[PENDING, QUEUED, RETRYING, PREEMPTED, *ACTIVE_STATES], newest_first=False
+        states=[PENDING, QUEUED, RETRYING, PREEMPTED, *ACTIVE_STATES], order="oldest"
     )
     active = [job for job in unfinished if job.state in ACTIVE_STATES and job.attempts]
     reports = await survey(orch.attempts, [job.attempts[-1] for job in active]) if active else {}

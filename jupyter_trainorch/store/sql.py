@@ -12,7 +12,7 @@ import socket
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker, undefer
 
@@ -68,6 +68,29 @@ def _job(row: JobRow, attempts: Sequence[AttemptRow]) -> JobRecord:
         idempotency_key=row.idempotency_key,
         request_hash=row.request_hash,
     )
+
+
+_ORDERS = {
+    "newest": (JobRow.seq.desc(),),
+    "oldest": (JobRow.seq.asc(),),
+    "priority": (JobRow.priority.desc(), JobRow.seq.asc()),
+}
+
+
+def _filtered(query: Any, states: Iterable[str] | None, user: str | None, text: str | None) -> Any:
+    if states:
+        query = query.where(JobRow.state.in_(list(states)))
+    if user:
+        query = query.where(JobRow.user == user)
+    if text:
+        needle = text.lower()
+        query = query.where(
+            or_(
+                func.lower(JobRow.name).contains(needle, autoescape=True),
+                JobRow.id.startswith(text, autoescape=True),
+            )
+        )
+    return query
 
 
 class JobStore:
@@ -160,15 +183,15 @@ class JobStore:
         user: str | None = None,
         limit: int | None = None,
         offset: int = 0,
-        newest_first: bool = True,
+        order: str = "newest",
+        text: str | None = None,
     ) -> list[JobRecord]:
+        """Jobs by ``order``: ``newest`` or ``oldest`` submitted first, or ``priority``
+        (dispatch order: higher priority, then earlier submission); ``text`` matches a
+        part of the name or the start of the id, ignoring case."""
         with self._session() as session:
-            query = select(JobRow)
-            if states:
-                query = query.where(JobRow.state.in_(list(states)))
-            if user:
-                query = query.where(JobRow.user == user)
-            query = query.order_by(JobRow.seq.desc() if newest_first else JobRow.seq.asc())
+            query = _filtered(select(JobRow), states, user, text)
+            query = query.order_by(*_ORDERS[order])
             if offset:
                 query = query.offset(offset)
             if limit is not None:
@@ -182,13 +205,11 @@ class JobStore:
                     by_job[attempt.job_id].append(attempt)
             return [_job(row, by_job[row.id]) for row in rows]
 
-    def count_jobs(self, states: Iterable[str] | None = None, user: str | None = None) -> int:
+    def count_jobs(
+        self, states: Iterable[str] | None = None, user: str | None = None, text: str | None = None
+    ) -> int:
         with self._session() as session:
-            query = select(func.count()).select_from(JobRow)
-            if states:
-                query = query.where(JobRow.state.in_(list(states)))
-            if user:
-                query = query.where(JobRow.user == user)
+            query = _filtered(select(func.count()).select_from(JobRow), states, user, text)
             return int(session.scalar(query) or 0)
 
     def count_reexecutions(self) -> int:

@@ -1398,6 +1398,10 @@ export interface operations {
                 user?: string;
                 limit?: number;
                 offset?: number;
+                /** @description part of the name, or the id's start */
+                q?: string;
+                /** @description priority: dispatch order (higher priority, then earlier submission) */
+                sort?: "newest" | "oldest" | "priority";
             };
             header?: never;
             path?: never;
@@ -2441,6 +2445,7 @@ type ReadonlyArray<T> = [
 ] extends [
     unknown[]
 ] ? Readonly<Exclude<T, undefined>> : Readonly<Exclude<T, undefined>[]>;
+export const pathsTrainorchApiJobsGetParametersQuerySortValues: ReadonlyArray<FlattenedDeepRequired<paths>["/trainorch/api/jobs"]["get"]["parameters"]["query"]["sort"]> = ["newest", "oldest", "priority"];
 export const changeKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Change"]["kind"]> = ["job", "logs", "progress"];
 export const jobActionsValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Job"]["actions"]> = ["read", "rerun", "cancel", "retry", "set_priority"];
 export const jobKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Job"]["kind"]> = ["python", "command"];
