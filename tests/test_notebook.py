@@ -110,7 +110,7 @@ ERROR_CELLS = [
         "%%train --out 1x\nx = 1",
         "UsageError: %%train: --out takes variable names, and '1x' is not one",
     ),
-    ("%job nosuchjob", "UsageError: there is no job 'nosuchjob'"),
+    ("%job nosuchjob", "UsageError: there is no job with id or name 'nosuchjob'"),
     ("%job", "UsageError: %job: usage is %job ID [status|logs|cancel|retry|wait]"),
 ]
 
@@ -142,7 +142,7 @@ def test_job_magic_cancels_waits_and_retries(tmp_path, kernel_env):
         "print(long.state, len(long.to_dict()['attempts']))",
         "%job {long.id} retry",
         "print(long.cancel() in ('running', 'starting', 'queued', 'cancelled'), long.wait(60))",
-        "%job {long.id}",
+        "%job long",  # by name: the newest job called long
         "try:\n    long.result()\nexcept Exception as err:\n    print(type(err).__name__, err)",
     ]
     notebook = nbformat.v4.new_notebook()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -54,7 +55,12 @@ def _attempts(job: dict[str, Any]) -> str:
     return attempts_text(job)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> str:
+    # Names from the store may predate the checks on submit: never echo terminal controls.
+    rows = [[_CONTROL.sub("?", cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]

@@ -177,9 +177,18 @@ def submit(
     return Job(info["id"], transport, info)
 
 
-def get_job(job_id: str) -> Job:
+def get_job(ref: str) -> Job:
+    """The job with this id, or else the newest job with this name (as ``--after`` takes)."""
     transport = connect()
-    return Job(job_id, transport, transport.get(job_id))
+    try:
+        return Job(ref, transport, transport.get(ref))
+    except TrainOrchError as err:
+        if err.status != 404:
+            raise
+    named = [j for j in transport.list(q=ref, limit=1000)["jobs"] if j["name"] == ref]
+    if not named:
+        raise TrainOrchError(f"there is no job with id or name {ref!r}", status=404)
+    return Job(named[0]["id"], transport, transport.get(named[0]["id"]))
 
 
 def jobs(state: str | None = None, user: str | None = None, limit: int = 100) -> Any:

@@ -145,11 +145,18 @@ class HTTPTransport:
         return self._request("POST", "/jobs", body, headers={"Idempotency-Key": key})
 
     def list(
-        self, state: str | None = None, user: str | None = None, limit: int = 100, offset: int = 0
-    ) -> dict[str, Any]:
-        return self._request(
-            "GET", "/jobs", query={"state": state, "user": user, "limit": limit, "offset": offset}
-        )
+        self, state: str | None = None, user: str | None = None, limit: int = 100,
+        offset: int = 0, q: str | None = None, sort: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        query = {
+            "state": state,
+            "user": user,
+            "limit": limit,
+            "offset": offset,
+            "q": q,
+            "sort": sort,
+        }
+        return self._request("GET", "/jobs", query=query)
 
     def get(self, job_id: str) -> dict[str, Any]:
         return self._request("GET", f"/jobs/{_quote(job_id)}")

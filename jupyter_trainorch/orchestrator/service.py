@@ -252,7 +252,8 @@ class Orchestrator:
         for ref in refs:
             job = self.store.get_job(ref)
             if job is None:
-                named = [j for j in self.store.list_jobs(limit=500) if j.name == ref]
+                matches = self.store.list_jobs(text=ref, limit=1000)
+                named = [j for j in matches if j.name == ref]
                 if not named:
                     raise SpecError(f"--after: there is no job with id or name {ref!r}")
                 job = named[0]
