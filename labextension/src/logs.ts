@@ -318,7 +318,8 @@ export interface IRenderedLine {
 export function renderLines(lines: readonly ILogLine[]): IRenderedLine[] {
   const converter = new AnsiUp();
   converter.escape_html = true;
-  // No links from job output (OSC 8 hyperlinks): they show as their text.
+  // No links from job output: ansi_up drops an OSC 8 hyperlink whose scheme is not allowed
+  // (its text too), so a job cannot put a link in the panel that navigates JupyterLab away.
   converter.url_allowlist = {};
   return lines.map(line => ({
     line,
