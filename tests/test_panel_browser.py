@@ -427,3 +427,120 @@ def test_panel_reconnects_after_the_service_restarts(lab, page):
         "id => document.querySelector(`[data-job-id='${id}']`)?.dataset.state === 'succeeded'", arg=job_id,
         timeout=60_000,
     )  # fmt: skip
+
+
+ANSI_SOURCE = (
+    "print('\\x1b[31mred\\x1b[0m plain', flush=True)\nprint('a second line', flush=True)\n"
+)
+
+
+def test_log_view_shows_ansi_colours_and_searches(lab, page):
+    """ANSI colour codes become coloured spans (ansi_up), no escape bytes; search finds a line."""
+    job_id = _submit(lab, "ansi-colours", ANSI_SOURCE)
+    _wait_api(lab, job_id, lambda j: j["state"] == "succeeded", "did not succeed")
+    assert any("\x1b[31m" in line for line in _log_lines(lab, job_id))
+
+    page.goto(f"{lab.url}/lab?token={lab.token}")
+    _open_panel(page)
+    row = page.locator(f"#trainorch-panel [data-job-id='{job_id}']")
+    row.wait_for(timeout=60_000)
+    row.locator("[data-action='open']").click()
+    detail = page.locator(f".trainorch-detail[data-detail-job-id='{job_id}']")
+    line = detail.locator(".trainorch-log-line", has_text="red plain")
+    line.wait_for(timeout=30_000)
+    red = line.locator("span[style*='color']")
+    assert red.count() == 1 and red.inner_text() == "red"
+    assert "rgb(187" in (red.get_attribute("style") or "")  # ansi_up's red
+    text = detail.locator(".trainorch-log").inner_text()
+    assert "\x1b" not in text and "[31m" not in text and "[0m" not in text
+    assert line.inner_text().strip() == "red plain"
+
+    # Search: the matching line is highlighted as the current match, and can be the only one shown.
+    detail.locator("[data-action='log-search']").fill("second")
+    detail.locator(".trainorch-log-match-current", has_text="a second line").wait_for(
+        timeout=10_000
+    )
+    assert detail.locator(".trainorch-log-match").count() == 1
+    assert detail.locator("[data-field='search-count']").inner_text().strip() == "1/1"
+    detail.locator("[data-action='log-filter']").check()
+    page.wait_for_function(
+        "id => document.querySelectorAll(`.trainorch-detail[data-detail-job-id='${id}'] .trainorch-log-line`).length === 1",
+        arg=job_id, timeout=10_000,
+    )  # fmt: skip
+    assert "a second line" in detail.locator(".trainorch-log-line").inner_text()
+
+
+def _toasts(page) -> list[str]:
+    return [t.inner_text() for t in page.locator(".Toastify__toast").all()]
+
+
+def test_notifications_only_for_the_users_own_jobs(lab, page):
+    """Another user's job that fails raises no notification; the user's own failed job does.
+
+    The other user's job reaches the panel as a change of the push channel (injected into
+    the real socket), as a shared hub's channel would carry it; the user's own jobs are
+    submitted through the API (not from this browser): with the default `notify` setting
+    only their failures are told about, not their successes.
+    """
+    me = lab.api("me")
+    sockets: list = []
+    last_seq = [0.0]
+
+    def events(ws):
+        server = ws.connect_to_server()
+
+        def forward(message):
+            try:
+                seq = json.loads(message).get("seq")
+                if isinstance(seq, (int, float)):
+                    last_seq[0] = max(last_seq[0], seq)
+            except (ValueError, AttributeError):
+                pass
+            ws.send(message)
+
+        server.on_message(forward)
+        sockets.append(ws)
+
+    page.route_web_socket(re.compile(r".*/trainorch/api/events/ws.*"), events)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    other = {
+        "id": "otheruser02", "name": "someone-elses-failure", "user": "bob", "state": "failed",
+        "priority": 50, "priority_class": "normal", "resources": {"gpus": 0, "cpus": 1, "memory": 0},
+        "created": now, "started": now, "ended": now, "terminal": True, "queue_position": None,
+        "actions": [], "restricted": True,
+    }  # fmt: skip
+    page.route(
+        re.compile(r".*/trainorch/api/jobs/otheruser02(\?.*)?$"),
+        lambda route: route.fulfill(json=other),
+    )
+    page.goto(f"{lab.url}/lab?token={lab.token}")
+    _open_panel(page)
+    panel = page.locator("#trainorch-panel")
+    panel.locator(".trainorch-connection[data-connection='live']").wait_for(timeout=60_000)
+    panel.locator(".trainorch-header [data-field='me']", has_text=me["name"]).wait_for(
+        timeout=30_000
+    )
+    assert sockets, "the panel's push channel did not go through the route"
+
+    # Another user's job fails: a change on the channel, between two real sequence numbers.
+    change = {
+        "seq": last_seq[0] + 0.5, "kind": "job", "job_id": "otheruser02", "state": "failed",
+        "user": "bob", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }  # fmt: skip
+    sockets[-1].send(json.dumps(change))
+    # One of the user's own jobs succeeds (submitted elsewhere): no notification either.
+    ok = _submit(lab, "mine-succeeds", "print('fine')")
+    _wait_api(lab, ok, lambda j: j["state"] == "succeeded", "did not succeed")
+    page.wait_for_timeout(5000)  # longer than the notifications' grouping window
+    toasts = _toasts(page)
+    assert not [t for t in toasts if "otheruser02" in t or "someone-elses" in t], toasts
+    assert not [t for t in toasts if ok in t or "mine-succeeds" in t], toasts
+
+    # One of the user's own jobs fails: one notification, naming it.
+    bad = _submit(lab, "mine-fails", "raise RuntimeError('boom')")
+    _wait_api(lab, bad, lambda j: j["state"] == "failed", "did not fail")
+    toast = page.locator(".Toastify__toast", has_text=bad)
+    toast.wait_for(timeout=30_000)
+    assert "mine-fails" in toast.inner_text() and "failed" in toast.inner_text()
+    toasts = _toasts(page)
+    assert not [t for t in toasts if "otheruser02" in t or "someone-elses" in t], toasts

@@ -7,7 +7,8 @@ import { ReadonlyPartialJSONObject } from '@lumino/coreutils';
 import { COMPARE_ID, createCompareTab } from './charts';
 import { cloneCellSource } from './format';
 import { trainorchIcon } from './icon';
-import { IJobNotice, JobsModel } from './model';
+import { JobsModel, NotifyMode } from './model';
+import { JobNotifier } from './notify';
 import { IJobActions, PANEL_ID, TrainorchPanel } from './panel';
 import { JobAction, isRestricted, may } from './types';
 
@@ -249,7 +250,22 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     });
 
-    model.notice.connect((_, notice: IJobNotice) => notify(notice, showJob, actions));
+    /** The jobs a grouped notification speaks of: the user's, all states, those ticked. */
+    const showJobs = (ids: string[]): void => {
+      if (ids.length === 1) {
+        showJob(ids[0]);
+        return;
+      }
+      model.select(null);
+      model.setQuery({ user: model.mineUser, state: 'all', search: '', page: 0 });
+      model.clearChecked();
+      for (const id of ids) {
+        model.setChecked(id, true);
+      }
+      shell.activateById(PANEL_ID);
+    };
+    const notifier = new JobNotifier({ showJob, showJobs, retry: actions.retry });
+    model.notice.connect((_, notice) => notifier.add(notice));
 
     const ready = settingRegistry
       ? settingRegistry
@@ -257,6 +273,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
           .then(settings => {
             const apply = (): void => {
               model.setRefreshInterval(settings.get('refreshInterval').composite as number);
+              model.setNotifyMode(settings.get('notify').composite as NotifyMode);
             };
             apply();
             settings.changed.connect(apply);
@@ -275,41 +292,5 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
   }
 };
-
-function notify(notice: IJobNotice, showJob: (id: string) => void, actions: IJobActions): void {
-  const { job, state } = notice;
-  const label = `${job.name} (${job.id})`;
-  const show = { label: 'Show', callback: () => showJob(job.id) };
-  switch (state) {
-    case 'succeeded':
-      Notification.success(`Training job ${label} succeeded.`, {
-        autoClose: 8000,
-        actions: [show]
-      });
-      break;
-    case 'failed':
-      Notification.error(`Training job ${label} failed${job.error ? `: ${job.error}` : '.'}`, {
-        autoClose: false,
-        actions: may(job, 'retry')
-          ? [show, { label: 'Retry', callback: () => actions.retry(job.id) }]
-          : [show]
-      });
-      break;
-    case 'retrying': {
-      const last = job.attempts[job.attempts.length - 1];
-      Notification.warning(
-        `Training job ${label}: attempt ${last ? last.n : '?'} failed; it will be retried.`,
-        { autoClose: 8000, actions: [show] }
-      );
-      break;
-    }
-    case 'cancelled':
-      Notification.info(`Training job ${label} was cancelled.`, {
-        autoClose: 5000,
-        actions: [show]
-      });
-      break;
-  }
-}
 
 export default plugin;

@@ -8,6 +8,8 @@
  */
 import { ServerConnection } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
+import { AnsiUp } from 'ansi_up';
+import stripAnsi from 'strip-ansi';
 
 import { isUnavailable, requestAPI, query } from './request';
 import { ILogLine, ILogPage } from './types';
@@ -142,6 +144,63 @@ export class LogTail {
     }
   }
 
+  /** Whether the whole log is in the window (`loadAll`): nothing is dropped any more. */
+  get complete(): boolean {
+    return this._complete;
+  }
+
+  /**
+   * Read the whole log (of the attempt shown) from its start: every page of
+   * `jobs/{id}/logs?attempt=&after=` until one comes back empty.
+   */
+  async readAll(): Promise<ILogLine[]> {
+    let lines: ILogLine[] = [];
+    let after = 0;
+    for (;;) {
+      const page = await this._fetch(after);
+      if (!page.lines.length) {
+        return lines;
+      }
+      lines = lines.concat(page.lines);
+      after = page.lines[page.lines.length - 1].id;
+    }
+  }
+
+  /**
+   * Put the whole log in the window, instead of a chunk of older lines per scroll; the
+   * window stops dropping lines (a long log then costs its length in memory and DOM).
+   */
+  async loadAll(): Promise<void> {
+    if (this._disposed || this._busy || this._complete) {
+      return;
+    }
+    this._busy = true;
+    this._changed.emit();
+    try {
+      const lines = await this.readAll();
+      if (this._disposed) {
+        return;
+      }
+      this._lines = lines;
+      this._older = [];
+      this._beforeFirst = 0;
+      this._maxLines = Number.POSITIVE_INFINITY;
+      this._complete = true;
+      this._atEnd = true;
+      this._error = null;
+    } catch (error) {
+      this._setError(error);
+    } finally {
+      this._busy = false;
+    }
+    this._changed.emit();
+    if (this._again) {
+      // Lines announced while the log was read: read them now.
+      this._again = false;
+      void this.fetchNewer();
+    }
+  }
+
   /** Load the chunk before the window; the window then drops lines at its end. */
   async loadOlder(): Promise<void> {
     if (this._disposed || this._busy || !this._older.length) {
@@ -219,6 +278,7 @@ export class LogTail {
   /** Cursors of dropped chunks; the last one is the chunk just before the window. */
   private _older: number[] = [];
   private _atEnd = false;
+  private _complete = false;
   private _following = true;
   private _finished = false;
   private _started = false;
@@ -240,4 +300,60 @@ export namespace LogTail {
     fetch?: LogFetcher;
     serverSettings?: ServerConnection.ISettings;
   }
+}
+
+/** A log line ready to show: its text as escaped HTML with ANSI colours, and as plain text. */
+export interface IRenderedLine {
+  line: ILogLine;
+  /** HTML from ansi_up with `escape_html` on: the job's own text can never become markup. */
+  html: string;
+  /** The text without its escape sequences: what search and download see. */
+  plain: string;
+}
+
+/**
+ * Render lines in order with one converter, so that a colour set on one line and reset
+ * on a later one carries over, as in a terminal.
+ */
+export function renderLines(lines: readonly ILogLine[]): IRenderedLine[] {
+  const converter = new AnsiUp();
+  converter.escape_html = true;
+  // No links from job output: ansi_up drops an OSC 8 hyperlink whose scheme is not allowed
+  // (its text too), so a job cannot put a link in the panel that navigates JupyterLab away.
+  converter.url_allowlist = {};
+  return lines.map(line => ({
+    line,
+    html: converter.ansi_to_html(line.text),
+    plain: stripAnsi(line.text)
+  }));
+}
+
+/**
+ * Lines that look like the start of an error: a Python traceback, or a word that names an
+ * error, exception or failed test. Case matters, so that `errors=0` or `failed: 0` in
+ * ordinary progress output are not taken for one.
+ */
+export const ERROR_PATTERN = /Traceback|Error|Exception|FAILED/;
+
+/** The first line that looks like an error (`ERROR_PATTERN`), or null. */
+export function firstErrorLine(lines: readonly ILogLine[]): ILogLine | null {
+  return lines.find(line => ERROR_PATTERN.test(stripAnsi(line.text))) ?? null;
+}
+
+/** Lines as a plain text file: escape sequences removed, one line each. */
+export function logFileText(lines: readonly ILogLine[]): string {
+  return lines.map(line => stripAnsi(line.text) + '\n').join('');
+}
+
+/** Save text as a file through the browser's download. */
+export function saveText(name: string, text: string): void {
+  const url = URL.createObjectURL(new Blob([text], { type: 'text/plain;charset=utf-8' }));
+  const link = document.createElement('a');
+  link.href = url;
+  link.download = name;
+  link.style.display = 'none';
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  window.setTimeout(() => URL.revokeObjectURL(url), 10000);
 }

@@ -61,7 +61,21 @@ export type Connection = 'connecting' | 'live' | 'polling' | 'reconnecting';
 export interface IJobNotice {
   job: IJob;
   state: Extract<JobState, 'succeeded' | 'failed' | 'cancelled' | 'retrying'>;
+  /** Whether the job was submitted or acted on from this browser (see `JobsModel.watch`). */
+  fromHere: boolean;
 }
+
+/**
+ * Which of the user's jobs raise a notification when they end (the `notify` setting):
+ * - `failures-and-mine`: failures of any of the user's jobs, plus every end (and retry) of
+ *   the jobs submitted or acted on from this browser;
+ * - `all-mine`: every end of any of the user's jobs (and retries of those from here);
+ * - `none`: no notification.
+ * Other users' jobs never notify, whatever the mode (an admin included).
+ */
+export type NotifyMode = 'failures-and-mine' | 'all-mine' | 'none';
+
+export const NOTIFY_MODES: readonly NotifyMode[] = ['failures-and-mine', 'all-mine', 'none'];
 
 /** The API's own cap on `limit`. */
 const MAX_LIMIT = 1000;
@@ -484,7 +498,19 @@ export class JobsModel implements IDisposable {
     this._expected.push(now);
   }
 
-  /** Tell the user when this job ends (if it is theirs: it was submitted or acted on from here). */
+  /** Which ends of the user's jobs are told about (the `notify` setting). */
+  get notifyMode(): NotifyMode {
+    return this._notifyMode;
+  }
+
+  setNotifyMode(mode: NotifyMode): void {
+    this._notifyMode = NOTIFY_MODES.includes(mode) ? mode : 'failures-and-mine';
+  }
+
+  /**
+   * This job was submitted or acted on from this browser: every end of it is told about
+   * (unless notifications are off), if it is the user's own.
+   */
   watch(id: string): void {
     this._watched.add(id);
   }
@@ -1021,9 +1047,14 @@ export class JobsModel implements IDisposable {
       this.serverNow() - time < EXPECT_MS / 1000;
     this._known.add(id);
     if (fresh) {
+      const now = Date.now();
+      this._expected = this._expected.filter(t => now - t < EXPECT_MS);
+      if (!this._expected.length) {
+        // No `%%train` cell of this JupyterLab waits for a job: not one submitted from here.
+        return;
+      }
       // Retries and re-queues also say `queued`: a new job was created when the change was
       // published (both are server times), an old one long before.
-      const visible = this.visible;
       void this.getJob(id)
         .then(job => {
           const created = toSeconds(job.created);
@@ -1040,18 +1071,24 @@ export class JobsModel implements IDisposable {
           if (this._expected.length) {
             this._expected.shift();
             this.watch(id);
-          } else if (visible) {
-            // Submitted elsewhere (a terminal, a script) while the panel was in view.
-            this.watch(id);
           }
+          // A job that appears while no `%%train` cell of this JupyterLab is waiting for one
+          // came from elsewhere (a terminal, a script, a batch): not watched, so only what
+          // the `notify` mode says about all of the user's jobs applies to it.
         })
         .catch(() => undefined);
       return;
     }
-    if (!this._watched.has(id)) {
+    if (state !== 'retrying' && !isTerminalState(state)) {
       return;
     }
-    if (state !== 'retrying' && !isTerminalState(state)) {
+    const fromHere = this._watched.has(id);
+    const mode = this._notifyMode;
+    // Decide on the change alone, so that ends nobody is told about cost no request.
+    const wanted =
+      mode !== 'none' &&
+      (fromHere || (state !== 'retrying' && (mode === 'all-mine' || state === 'failed')));
+    if (!wanted) {
       return;
     }
     void this.getJob(id)
@@ -1066,7 +1103,7 @@ export class JobsModel implements IDisposable {
         }
         this._notified.set(id, key);
         if (job.state === 'retrying' || job.terminal) {
-          this._notice.emit({ job, state: job.state as IJobNotice['state'] });
+          this._notice.emit({ job, state: job.state as IJobNotice['state'], fromHere });
         }
       })
       .catch(() => undefined);
@@ -1347,6 +1384,7 @@ export class JobsModel implements IDisposable {
   private _logTail: LogTail | null = null;
   private _known = new Set<string>();
   private _watched = new Set<string>();
+  private _notifyMode: NotifyMode = 'failures-and-mine';
   private _notified = new Map<string, string>();
   private _expected: number[] = [];
   private _visible = false;

@@ -2,8 +2,9 @@
  * The sidebar's views. They render what JobsModel holds and hand user actions to
  * IJobActions (implemented by the plugin as commands); they fetch nothing themselves.
  *
- * Everything from the server (log lines, names, errors, params) goes into React text
- * nodes, never into HTML.
+ * Everything from the server (names, errors, params) goes into React text nodes, never
+ * into HTML; log lines go through ansi_up, which escapes their text and adds only its own
+ * colour spans.
  */
 import {
   Button,
@@ -41,7 +42,7 @@ import {
 } from './format';
 import { MetricCharts } from './charts';
 import { trainorchIcon } from './icon';
-import { LogTail } from './logs';
+import { IRenderedLine, LogTail, firstErrorLine, logFileText, renderLines, saveText } from './logs';
 import { Connection, JobsModel } from './model';
 import {
   IAttempt,
@@ -1278,6 +1279,17 @@ function attemptTitle(a: IAttempt, duration: string): string {
   return parts.filter(Boolean).join(' · ');
 }
 
+/** Ids of the rendered lines whose plain text contains `needle` (already lower-cased). */
+function matchIds(rendered: readonly IRenderedLine[], needle: string): number[] {
+  return needle
+    ? rendered.filter(r => r.plain.toLowerCase().includes(needle)).map(r => r.line.id)
+    : [];
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
 function LogView(props: { tail: LogTail; switcher: React.ReactNode }): JSX.Element {
   const { tail } = props;
   useSignal(tail.changed);
@@ -1285,11 +1297,38 @@ function LogView(props: { tail: LogTail; switcher: React.ReactNode }): JSX.Eleme
   // Set just before older lines are prepended: the line that was first, and how far
   // below the top of the view it was, so the reader's place survives the reload.
   const anchor = React.useRef<{ firstId: number; offset: number } | null>(null);
+  // A line to bring into view after the next render (a search match, the first error).
+  const reveal = React.useRef<number | null>(null);
   const lines = tail.lines;
+  // ANSI colours as escaped HTML (ansi_up escapes the job's text), and the plain text.
+  const rendered = React.useMemo(() => renderLines(lines), [lines]);
+  const [search, setSearch] = React.useState('');
+  const [current, setCurrent] = React.useState(0);
+  const [onlyMatches, setOnlyMatches] = React.useState(false);
+  const [wrap, setWrap] = React.useState(true);
+  const [errorId, setErrorId] = React.useState<number | null>(null);
+  const [note, setNote] = React.useState<string | null>(null);
+  const [downloading, setDownloading] = React.useState(false);
+
+  const needle = search.trim().toLowerCase();
+  const matches = React.useMemo(() => matchIds(rendered, needle), [rendered, needle]);
+  const index = matches.length ? Math.min(current, matches.length - 1) : -1;
+  const currentId = index >= 0 ? matches[index] : null;
+  const matchSet = React.useMemo(() => new Set(matches), [matches]);
+  const filtering = onlyMatches && needle !== '';
 
   React.useLayoutEffect(() => {
     const el = ref.current;
     if (!el) {
+      return;
+    }
+    if (reveal.current !== null) {
+      const node = el.querySelector<HTMLElement>(`[data-line-id="${reveal.current}"]`);
+      reveal.current = null;
+      anchor.current = null;
+      if (node) {
+        el.scrollTop = Math.max(0, node.offsetTop - el.clientHeight / 2);
+      }
       return;
     }
     const pending = anchor.current;
@@ -1311,7 +1350,15 @@ function LogView(props: { tail: LogTail; switcher: React.ReactNode }): JSX.Eleme
     }
     const atBottom = el.scrollHeight - el.scrollTop - el.clientHeight < 24;
     tail.setFollowing(atBottom);
-    if (el.scrollTop < 24 && tail.hasOlder && !tail.loading && !anchor.current && lines.length) {
+    if (
+      el.scrollTop < 24 &&
+      !filtering &&
+      tail.hasOlder &&
+      !tail.loading &&
+      !anchor.current &&
+      reveal.current === null &&
+      lines.length
+    ) {
       const node = el.querySelector<HTMLElement>(`[data-line-id="${lines[0].id}"]`);
       anchor.current = { firstId: lines[0].id, offset: (node?.offsetTop ?? 0) - el.scrollTop };
       void tail.loadOlder().then(() => {
@@ -1319,6 +1366,59 @@ function LogView(props: { tail: LogTail; switcher: React.ReactNode }): JSX.Eleme
           anchor.current = null; // nothing was added
         }
       });
+    }
+  };
+
+  /** Scroll to a line (and stop following the end, so it stays in view). */
+  const goTo = (id: number | null): void => {
+    if (id === null) {
+      return;
+    }
+    tail.setFollowing(false);
+    reveal.current = id;
+  };
+
+  const onSearch = (value: string): void => {
+    setSearch(value);
+    setCurrent(0);
+    goTo(matchIds(rendered, value.trim().toLowerCase())[0] ?? null);
+  };
+
+  const step = (by: number): void => {
+    if (!matches.length) {
+      return;
+    }
+    const next = (index + by + matches.length) % matches.length;
+    setCurrent(next);
+    goTo(matches[next]);
+  };
+
+  const jumpToError = async (): Promise<void> => {
+    setNote(null);
+    // The first error may lie before the window: read the whole log first.
+    if (tail.hasOlder && !tail.complete) {
+      await tail.loadAll();
+    }
+    const line = firstErrorLine(tail.lines);
+    setErrorId(line ? line.id : null);
+    if (line) {
+      goTo(line.id);
+    } else {
+      setNote('No line looks like an error.');
+    }
+  };
+
+  const download = async (): Promise<void> => {
+    setNote(null);
+    setDownloading(true);
+    try {
+      const all = await tail.readAll();
+      const name = `${tail.jobId}${tail.attempt !== null ? `-attempt-${tail.attempt}` : ''}.log`;
+      saveText(name, logFileText(all));
+    } catch (error) {
+      setNote(`Could not download the log: ${errorText(error)}`);
+    } finally {
+      setDownloading(false);
     }
   };
 
@@ -1338,32 +1438,158 @@ function LogView(props: { tail: LogTail; switcher: React.ReactNode }): JSX.Eleme
         </span>
         {props.switcher}
       </div>
+      <div className="trainorch-log-toolbar" role="toolbar" aria-label="Log tools">
+        <input
+          type="search"
+          className="trainorch-log-search"
+          data-action="log-search"
+          placeholder="Search the log"
+          aria-label="Search the log"
+          title={
+            tail.hasOlder
+              ? 'Searches the lines loaded; "load all" first to search the whole log. Enter: next match, Shift+Enter: previous.'
+              : 'Enter: next match, Shift+Enter: previous.'
+          }
+          value={search}
+          onChange={event => onSearch(event.target.value)}
+          onKeyDown={event => {
+            if (event.key === 'Enter') {
+              event.preventDefault();
+              step(event.shiftKey ? -1 : 1);
+            } else if (event.key === 'Escape') {
+              onSearch('');
+            }
+          }}
+        />
+        {needle && (
+          <span className="trainorch-muted trainorch-log-count" data-field="search-count">
+            {matches.length ? `${index + 1}/${matches.length}` : 'no match'}
+          </span>
+        )}
+        <Button
+          minimal
+          small
+          data-action="search-prev"
+          title="Previous match (Shift+Enter)"
+          disabled={!matches.length}
+          onClick={() => step(-1)}
+        >
+          ‹
+        </Button>
+        <Button
+          minimal
+          small
+          data-action="search-next"
+          title="Next match (Enter)"
+          disabled={!matches.length}
+          onClick={() => step(1)}
+        >
+          ›
+        </Button>
+        <label className="trainorch-log-option" title="Show only the lines that match the search">
+          <input
+            type="checkbox"
+            data-action="log-filter"
+            checked={onlyMatches}
+            onChange={event => setOnlyMatches(event.target.checked)}
+          />
+          only matches
+        </label>
+        <label className="trainorch-log-option" title="Wrap long lines">
+          <input
+            type="checkbox"
+            data-action="log-wrap"
+            checked={wrap}
+            onChange={event => setWrap(event.target.checked)}
+          />
+          wrap
+        </label>
+        <Button
+          minimal
+          small
+          data-action="log-first-error"
+          title="Jump to the first line containing Traceback, Error, Exception or FAILED (case-sensitive); reads the whole log when it is long"
+          disabled={tail.loading}
+          onClick={() => void jumpToError()}
+        >
+          first error
+        </Button>
+        {tail.hasOlder && !tail.complete && (
+          <Button
+            minimal
+            small
+            data-action="log-load-all"
+            title="Load the whole log instead of older lines a chunk at a time"
+            disabled={tail.loading}
+            onClick={() => void tail.loadAll()}
+          >
+            load all
+          </Button>
+        )}
+        <Button
+          minimal
+          small
+          data-action="log-download"
+          title={`Save the whole log${tail.attempt !== null ? ` of attempt ${tail.attempt}` : ''} as a text file`}
+          disabled={downloading}
+          onClick={() => void download()}
+        >
+          {downloading ? 'downloading…' : 'download'}
+        </Button>
+      </div>
       {tail.error && <div className="trainorch-error">{tail.error}</div>}
+      {note && (
+        <div className="trainorch-muted trainorch-log-note" data-field="log-note">
+          {note}
+        </div>
+      )}
       <div
-        className="trainorch-log"
+        className={`trainorch-log${wrap ? '' : ' trainorch-log-nowrap'}`}
         ref={ref}
         onScroll={onScroll}
         tabIndex={0}
         aria-label="Job log"
       >
-        {tail.hasOlder && <div className="trainorch-log-more">scroll up for older lines</div>}
+        {tail.hasOlder && !filtering && (
+          <div className="trainorch-log-more">scroll up for older lines</div>
+        )}
         {lines.length === 0 && !tail.loading && (
           <div className="trainorch-log-empty">No output yet.</div>
         )}
-        {lines.map(line => {
+        {filtering && !matches.length && lines.length > 0 && (
+          <div className="trainorch-log-empty">No line matches.</div>
+        )}
+        {rendered.map(({ line, html }) => {
           const first = previousAttempt !== null && line.attempt !== previousAttempt;
           previousAttempt = line.attempt;
+          const match = matchSet.has(line.id);
+          if (filtering && !match) {
+            return null;
+          }
+          const classes = ['trainorch-log-line'];
+          if (first) {
+            classes.push('trainorch-log-line-attempt');
+          }
+          if (match) {
+            classes.push('trainorch-log-match');
+          }
+          if (line.id === currentId) {
+            classes.push('trainorch-log-match-current');
+          }
+          if (line.id === errorId) {
+            classes.push('trainorch-log-error-line');
+          }
           return (
             <div
               key={line.id}
-              className={`trainorch-log-line${first ? ' trainorch-log-line-attempt' : ''}`}
+              className={classes.join(' ')}
               data-line-id={line.id}
               data-stream={line.stream}
               data-attempt={line.attempt}
               title={first ? `attempt ${line.attempt}` : undefined}
-            >
-              {line.text}
-            </div>
+              // ansi_up escapes the job's text (escape_html is on) and adds only its own spans.
+              dangerouslySetInnerHTML={{ __html: html }}
+            />
           );
         })}
       </div>
