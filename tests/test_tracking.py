@@ -19,6 +19,7 @@ import pathlib, mlflow, jupyter_trainorch
 for step in range(1, 4):
     jupyter_trainorch.progress(step, 3, loss=1.0 / step)
 mlflow.log_metric("accuracy", 0.25 * attempt_marker_count())
+mlflow.log_param("shuffle", shuffle)  # the same text the orchestrator wrote to the run
 marker = pathlib.Path(marker_path)
 if not marker.exists():
     marker.write_text("failed once")
@@ -60,7 +61,8 @@ def _run_flaky(host, tmp_path: Path, workdir: Path | None = None) -> object:
     source = "import pathlib\nprint('key', __import__('os').environ['API_KEY'])\n" + source
     job_id = submit(host, name="tracked", source=source, user="ada", experiment="trainorch-tests",
                     secret_env={"API_KEY": TRACKED_SECRET},
-                    params={"marker_path": str(tmp_path / "marker"), "lr": 0.1},
+                    params={"marker_path": str(tmp_path / "marker"), "lr": 0.1,
+                            "shuffle": True},
                     retry=RetryPolicy(max_retries=1, backoff=0.1),
                     workdir=str(workdir) if workdir else None)  # fmt: skip
     return wait_final(host, job_id, timeout=120)
@@ -101,7 +103,12 @@ def test_a_job_is_a_run_with_a_nested_run_per_attempt(tmp_path):
         [3, 1 / 3],
     ]
     assert client.get_experiment(job.mlflow["experiment_id"]).name == "trainorch-tests"
-    assert parent.data.params == {"lr": "0.1", "marker_path": str(tmp_path / "marker")}
+    params = {"lr": "0.1", "marker_path": str(tmp_path / "marker"), "shuffle": "True"}
+    assert parent.data.params == params
+    # The last attempt's final metrics, so MLflow's compare relates lr to loss.
+    assert parent.data.metrics == {"loss": pytest.approx(1 / 3), "accuracy": 0.5}
+    (parent_loss,) = client.get_metric_history(parent.info.run_id, "loss")
+    assert parent_loss.step == 3
     tags = parent.data.tags
     assert tags["mlflow.user"] == "ada" and tags["mlflow.runName"] == "tracked"
     assert tags["trainorch.job_id"] == job.id and tags["trainorch.priority"] == "normal"
@@ -127,6 +134,11 @@ def test_a_job_is_a_run_with_a_nested_run_per_attempt(tmp_path):
         first.data.tags["trainorch.attempt"] == "1" and second.data.tags["trainorch.attempt"] == "2"
     )
     assert first.data.metrics["accuracy"] == 0.25 and second.data.metrics["accuracy"] == 0.5
+    job_tags = {k: v for k, v in tags.items() if k.startswith("trainorch.")}
+    for child in (first, second):
+        assert child.data.params == params
+        assert child.data.tags.items() >= job_tags.items()
+        assert child.data.tags["mlflow.user"] == "ada"
     memory = client.get_metric_history(second.info.run_id, "system/memory_usage_megabytes")
     assert len(memory) >= 2 and all(m.value > 1 for m in memory)
     assert "system/cpu_utilization_percent" in second.data.metrics
@@ -142,6 +154,34 @@ def test_a_job_is_a_run_with_a_nested_run_per_attempt(tmp_path):
     spec_text = Path(spec_path).read_text()
     assert json.loads(spec_text)["secret_env"] == {"API_KEY": "***"}
     assert TRACKED_SECRET not in spec_text + Path(log_path).read_text()
+
+
+def test_a_job_without_an_experiment_keeps_its_artifacts_in_the_data_folder(tmp_path, monkeypatch):
+    # MLflow's "Default" experiment stores artifacts in ./mlruns of the folder the
+    # store was created from: here the user's folder, the service's cwd.
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    data = tmp_path / "data"
+    host = start_host(data)
+    try:
+        source = "import mlflow\nmlflow.log_text('hello', 'note.txt')\nprint('logged')"
+        job = wait_final(host, submit(host, name="no-experiment", source=source), timeout=120)
+        assert job.state == "succeeded", [line.text for line in host.store.read_logs(job.id)]
+        client = _client(f"sqlite:///{data / 'mlflow.db'}")
+        wait_until(lambda: client.get_run(job.mlflow["run_id"]).info.status == "FINISHED",
+                   timeout=30, what="the job's run to finish")  # fmt: skip
+    finally:
+        host.stop()
+    experiment = client.get_experiment(job.mlflow["experiment_id"])
+    assert experiment.name == "trainorch"
+    (attempt,) = _children(client, job)
+    for run_id in (job.mlflow["run_id"], attempt.info.run_id):
+        artifacts = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://"))
+        assert artifacts.is_relative_to(data.resolve()) and artifacts.is_dir()
+    assert (artifacts / "note.txt").read_text() == "hello"
+    assert (artifacts / "trainorch" / "log.txt").is_file()
+    assert list(cwd.iterdir()) == []
 
 
 def test_an_unreachable_tracking_server_does_not_fail_the_job(tmp_path):
