@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -10,7 +12,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port, start_host, stop_process_group, submit, wait_final, wait_until
+from conftest import (
+    free_port,
+    service_env,
+    start_host,
+    stop_process_group,
+    submit,
+    wait_final,
+    wait_until,
+)
 
 from jupyter_trainorch.spec import RetryPolicy
 
@@ -324,3 +334,48 @@ def test_autologging_in_the_cell_lands_in_the_attempt_run(tmp_path):
     assert run.data.tags["mlflow.parentRunId"] == job.mlflow["run_id"]
     assert run.data.params["fit_intercept"] == "True"
     assert run.data.metrics["training_score"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_mlflow_ui_answers_and_leaves_no_process_behind(tmp_path, sig):
+    import psutil
+
+    from jupyter_trainorch.processes import group_alive
+    from jupyter_trainorch.processes import stop_process_group as stop_group
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    port = free_port()
+    out = tmp_path / "mlflow-ui.log"
+    with open(out, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_trainorch.cli", "mlflow-ui", "--port", str(port)],
+            cwd=cwd, env=service_env(tmp_path), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    server_group = None
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_until(lambda: f"MLflow UI at {url}" in out.read_text() or proc.poll() is not None,
+                   timeout=120, what="the MLflow UI's URL")  # fmt: skip
+        assert proc.poll() is None, out.read_text()
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.status == 200
+        (server,) = psutil.Process(proc.pid).children()
+        started = [proc.pid, server.pid, *(p.pid for p in server.children(recursive=True))]
+        server_group = os.getpgid(server.pid)
+        assert server_group != os.getpgid(proc.pid)  # its own group, stopped as one
+        # One server worker, not MLflow's default of four, and no job runners.
+        assert len(server.children(recursive=True)) == 1, server.children(recursive=True)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == 0, out.read_text()
+        wait_until(lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status()
+                                   != psutil.STATUS_ZOMBIE for pid in started),
+                   timeout=10, what=f"the processes {started} to end")  # fmt: skip
+        assert not group_alive(server_group)
+        assert list(cwd.iterdir()) == []
+    finally:
+        if proc.poll() is None:
+            stop_process_group(proc)
+        if server_group is not None:  # a failed test leaves no server behind either
+            stop_group(server_group, grace=5)
