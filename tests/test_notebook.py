@@ -63,7 +63,7 @@ def test_quickstart_runs_in_a_plain_kernel(tmp_path, kernel_env):
 
     data = Path(os.environ["TRAINORCH_DATA_DIR"])
     client = MlflowClient(f"sqlite:///{data / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("Default")
+    experiment = client.get_experiment_by_name("trainorch")
     (run,) = client.search_runs(
         [experiment.experiment_id], filter_string="tags.`mlflow.runName` = 'capture'"
     )

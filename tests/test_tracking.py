@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -10,7 +12,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port, start_host, stop_process_group, submit, wait_final, wait_until
+from conftest import (
+    free_port,
+    service_env,
+    start_host,
+    stop_process_group,
+    submit,
+    wait_final,
+    wait_until,
+)
 
 from jupyter_trainorch.spec import RetryPolicy
 
@@ -19,6 +29,7 @@ import pathlib, mlflow, jupyter_trainorch
 for step in range(1, 4):
     jupyter_trainorch.progress(step, 3, loss=1.0 / step)
 mlflow.log_metric("accuracy", 0.25 * attempt_marker_count())
+mlflow.log_param("shuffle", shuffle)  # the same text the orchestrator wrote to the run
 marker = pathlib.Path(marker_path)
 if not marker.exists():
     marker.write_text("failed once")
@@ -60,7 +71,8 @@ def _run_flaky(host, tmp_path: Path, workdir: Path | None = None) -> object:
     source = "import pathlib\nprint('key', __import__('os').environ['API_KEY'])\n" + source
     job_id = submit(host, name="tracked", source=source, user="ada", experiment="trainorch-tests",
                     secret_env={"API_KEY": TRACKED_SECRET},
-                    params={"marker_path": str(tmp_path / "marker"), "lr": 0.1},
+                    params={"marker_path": str(tmp_path / "marker"), "lr": 0.1,
+                            "shuffle": True},
                     retry=RetryPolicy(max_retries=1, backoff=0.1),
                     workdir=str(workdir) if workdir else None)  # fmt: skip
     return wait_final(host, job_id, timeout=120)
@@ -101,7 +113,12 @@ def test_a_job_is_a_run_with_a_nested_run_per_attempt(tmp_path):
         [3, 1 / 3],
     ]
     assert client.get_experiment(job.mlflow["experiment_id"]).name == "trainorch-tests"
-    assert parent.data.params == {"lr": "0.1", "marker_path": str(tmp_path / "marker")}
+    params = {"lr": "0.1", "marker_path": str(tmp_path / "marker"), "shuffle": "True"}
+    assert parent.data.params == params
+    # The last attempt's final metrics, so MLflow's compare relates lr to loss.
+    assert parent.data.metrics == {"loss": pytest.approx(1 / 3), "accuracy": 0.5}
+    (parent_loss,) = client.get_metric_history(parent.info.run_id, "loss")
+    assert parent_loss.step == 3
     tags = parent.data.tags
     assert tags["mlflow.user"] == "ada" and tags["mlflow.runName"] == "tracked"
     assert tags["trainorch.job_id"] == job.id and tags["trainorch.priority"] == "normal"
@@ -127,6 +144,11 @@ def test_a_job_is_a_run_with_a_nested_run_per_attempt(tmp_path):
         first.data.tags["trainorch.attempt"] == "1" and second.data.tags["trainorch.attempt"] == "2"
     )
     assert first.data.metrics["accuracy"] == 0.25 and second.data.metrics["accuracy"] == 0.5
+    job_tags = {k: v for k, v in tags.items() if k.startswith("trainorch.")}
+    for child in (first, second):
+        assert child.data.params == params
+        assert child.data.tags.items() >= job_tags.items()
+        assert child.data.tags["mlflow.user"] == "ada"
     memory = client.get_metric_history(second.info.run_id, "system/memory_usage_megabytes")
     assert len(memory) >= 2 and all(m.value > 1 for m in memory)
     assert "system/cpu_utilization_percent" in second.data.metrics
@@ -142,6 +164,34 @@ def test_a_job_is_a_run_with_a_nested_run_per_attempt(tmp_path):
     spec_text = Path(spec_path).read_text()
     assert json.loads(spec_text)["secret_env"] == {"API_KEY": "***"}
     assert TRACKED_SECRET not in spec_text + Path(log_path).read_text()
+
+
+def test_a_job_without_an_experiment_keeps_its_artifacts_in_the_data_folder(tmp_path, monkeypatch):
+    # MLflow's "Default" experiment stores artifacts in ./mlruns of the folder the
+    # store was created from: here the user's folder, the service's cwd.
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    data = tmp_path / "data"
+    host = start_host(data)
+    try:
+        source = "import mlflow\nmlflow.log_text('hello', 'note.txt')\nprint('logged')"
+        job = wait_final(host, submit(host, name="no-experiment", source=source), timeout=120)
+        assert job.state == "succeeded", [line.text for line in host.store.read_logs(job.id)]
+        client = _client(f"sqlite:///{data / 'mlflow.db'}")
+        wait_until(lambda: client.get_run(job.mlflow["run_id"]).info.status == "FINISHED",
+                   timeout=30, what="the job's run to finish")  # fmt: skip
+    finally:
+        host.stop()
+    experiment = client.get_experiment(job.mlflow["experiment_id"])
+    assert experiment.name == "trainorch"
+    (attempt,) = _children(client, job)
+    for run_id in (job.mlflow["run_id"], attempt.info.run_id):
+        artifacts = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://"))
+        assert artifacts.is_relative_to(data.resolve()) and artifacts.is_dir()
+    assert (artifacts / "note.txt").read_text() == "hello"
+    assert (artifacts / "trainorch" / "log.txt").is_file()
+    assert list(cwd.iterdir()) == []
 
 
 def test_an_unreachable_tracking_server_does_not_fail_the_job(tmp_path):
@@ -284,3 +334,49 @@ def test_autologging_in_the_cell_lands_in_the_attempt_run(tmp_path):
     assert run.data.tags["mlflow.parentRunId"] == job.mlflow["run_id"]
     assert run.data.params["fit_intercept"] == "True"
     assert run.data.metrics["training_score"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_mlflow_ui_answers_and_leaves_no_process_behind(tmp_path, sig):
+    import psutil
+
+    from jupyter_trainorch.processes import group_alive
+    from jupyter_trainorch.processes import stop_process_group as stop_group
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    port = free_port()
+    out = tmp_path / "mlflow-ui.log"
+    with open(out, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_trainorch.cli", "mlflow-ui", "--port", str(port)],
+            cwd=cwd, env=service_env(tmp_path), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    server_group = None
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_until(lambda: f"MLflow UI at {url}" in out.read_text() or proc.poll() is not None,
+                   timeout=120, what="the MLflow UI's URL")  # fmt: skip
+        assert proc.poll() is None, out.read_text()
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.status == 200
+        (server,) = psutil.Process(proc.pid).children()
+        started = [proc.pid, server.pid, *(p.pid for p in server.children(recursive=True))]
+        server_group = os.getpgid(server.pid)
+        assert server_group != os.getpgid(proc.pid)  # its own group, stopped as one
+        # One server worker, not MLflow's default of four, and no job runners.
+        assert len(server.children(recursive=True)) == 1, server.children(recursive=True)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == 0, out.read_text()
+        wait_until(lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status()
+                                   != psutil.STATUS_ZOMBIE for pid in started),
+                   timeout=10, what=f"the processes {started} to end")  # fmt: skip
+        assert not group_alive(server_group)
+        assert list(cwd.iterdir()) == []
+    finally:
+        # A failed test leaves nothing behind either: what ignored SIGTERM gets SIGKILL.
+        for group in (proc.pid, server_group):
+            if group is not None:
+                stop_group(group, grace=5)
+        proc.wait(timeout=10)

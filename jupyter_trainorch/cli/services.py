@@ -94,9 +94,17 @@ def _duration(seconds: float) -> str:
 
 
 def cmd_mlflow_ui(args: argparse.Namespace) -> int:
-    """The MLflow UI on the tracking store jobs log to (default: SQLite next to the job store)."""
+    """The MLflow UI on the tracking store jobs log to (default: SQLite next to the job store).
+
+    One server worker (MLflow's default of four took ~20 s to start and is more than one
+    person browsing needs), in its own process group, stopped as a whole on SIGTERM or
+    Ctrl-C so that no worker outlives the command.
+    """
+    import os
+    import signal
     import subprocess
 
+    from ..processes import stop_process_group
     from ..settings import TrainOrch
     from ..tracking import tracking_uri
 
@@ -109,7 +117,51 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     if uri.startswith(("http://", "https://")):
         print(f"{PROG}: jobs are tracked on the MLflow server at {uri}; open it there")
         return EXIT_OK
+    config.data_dir.mkdir(parents=True, exist_ok=True)  # SQLite creates the file, not the folder
+    # Experiments made in the UI keep their artifacts in the data folder (not ./mlartifacts
+    # of the cwd), as plain files, which jobs writing straight to SQLite can reach.
+    artifacts = (config.data_dir / "mlartifacts").resolve()
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-               "--host", args.host, "--port", str(args.port)]  # fmt: skip
-    print(f"MLflow UI for {uri} at http://{args.host}:{args.port}", flush=True)
-    return subprocess.call(command)
+               "--default-artifact-root", artifacts.as_uri(), "--no-serve-artifacts",
+               "--host", args.host, "--port", str(args.port), "--workers", "1"]  # fmt: skip
+    env = dict(os.environ)
+    # MLflow's server also starts job runners (GenAI evaluations, trace roll-ups): seven
+    # more processes that browsing training runs does not use.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    server = subprocess.Popen(command, env=env, start_new_session=True)
+    stopping: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    url = f"http://{host}:{args.port}/"
+    try:
+        print(f"starting the MLflow UI for {uri} …", flush=True)
+        answered = False
+        while not stopping and server.poll() is None:
+            if not answered and _answers(url):
+                answered = True
+                print(f"MLflow UI at {url}", flush=True)
+            time.sleep(0.2 if not answered else 0.5)
+        if not stopping:
+            # It ended by itself (its own error, e.g. a port in use, is above).
+            print(f"{PROG}: the MLflow UI stopped (exit code {server.returncode})")
+            return EXIT_ERROR
+        return EXIT_OK
+    finally:
+        stop_process_group(server.pid)
+        server.wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False

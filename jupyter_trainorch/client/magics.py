@@ -60,10 +60,10 @@ def _split_list(values: list[str]) -> list[str]:
 
 
 def _notebook_name() -> str:
-    """The MLflow experiment a notebook's jobs go to by default: the notebook's name."""
+    """The MLflow experiment a notebook's jobs go to by default: the notebook's name
+    (empty without one: the orchestrator's default experiment)."""
     path = os.environ.get("JPY_SESSION_NAME", "")
-    name = os.path.splitext(os.path.basename(path))[0]
-    return name or "Default"
+    return os.path.splitext(os.path.basename(path))[0]
 
 
 def build_request(

@@ -186,6 +186,14 @@ class TrackingHooks:
             parent = self._job_runs.pop(job_id, None) or stored
             last = self._last_attempt_run.pop(job_id, None) or attempt_run
             if parent.get("run_id"):
+                if last:
+                    # MLflow's compare relates a run's params to that run's own metrics,
+                    # so the job's run gets its last attempt's. Guarded on its own: the
+                    # run is closed even when this fails.
+                    self._guarded(
+                        job_id, "copying the final metrics", self.tracker.copy_final_metrics,
+                        last, parent["run_id"],
+                    )  # fmt: skip
                 self.tracker.end_job(parent["run_id"], state)
             if state == "succeeded" and register_model and last and parent.get("experiment_id"):
                 version = self._guarded(

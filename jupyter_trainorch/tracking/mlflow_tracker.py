@@ -8,7 +8,6 @@ MLflow's asynchronous logging drops points against a SQLite server.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -20,6 +19,9 @@ log = logging.getLogger(__name__)
 
 STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
 PARENT_TAG = "mlflow.parentRunId"
+# Jobs without an experiment go here, not to MLflow's "Default": that one was made with
+# the store and keeps its artifacts in ``./mlruns`` of whichever folder created the store.
+DEFAULT_EXPERIMENT = "trainorch"
 
 
 def _ms(seconds: float | None = None) -> int:
@@ -34,8 +36,36 @@ def _step(value: Any) -> int:
 
 
 def _param_text(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text[:6000]  # MLflow's limit on a param value
+    # str() as mlflow.log_param does: the job's code logging the same param into its
+    # attempt's run must write the same text, since MLflow refuses to change a param.
+    return str(value)[:6000]  # MLflow's limit on a param value
+
+
+def _params(job: dict[str, Any]) -> list[Any]:
+    from mlflow.entities import Param
+
+    return [Param(str(k), _param_text(v)) for k, v in sorted((job.get("params") or {}).items())]
+
+
+def _job_tags(job: dict[str, Any]) -> dict[str, str]:
+    """The trainorch tags a job's run and each attempt's run carry, so MLflow's search
+    and compare can group and filter attempts as well as jobs."""
+    template = job.get("template") or {}
+    tags = {
+        "mlflow.user": job.get("user") or "",
+        "trainorch.job_id": job["id"],
+        "trainorch.template.name": str(template.get("name", "")),
+        "trainorch.template.version": str(template.get("version", "")),
+        "trainorch.template.hash": str(template.get("hash", "")),
+        "trainorch.priority": str(job.get("priority_class", "")),
+        "trainorch.gpus": str((job.get("resources") or {}).get("gpus", 0)),
+        "trainorch.code_hash": str(job.get("code_hash") or ""),
+    }
+    if job.get("group"):
+        tags["trainorch.group"] = str(job["group"])
+    if job.get("rerun_of"):
+        tags["trainorch.rerun_of"] = str(job["rerun_of"])
+    return tags
 
 
 class MlflowTracker:
@@ -45,7 +75,10 @@ class MlflowTracker:
         self, tracking_uri: str, artifact_root: Path | None = None, ui_url: str | None = None
     ) -> None:
         self.tracking_uri = tracking_uri
-        self.artifact_root = artifact_root
+        # A tracking server keeps artifacts where it is configured to; a path of this
+        # machine would be wrong there (and unreachable from other hosts).
+        remote = tracking_uri.startswith(("http://", "https://", "databricks"))
+        self.artifact_root = None if remote else artifact_root
         self.ui_url = ui_url.rstrip("/") if ui_url else None
         self._client: Any = None
         self._experiments: dict[str, str] = {}
@@ -88,35 +121,23 @@ class MlflowTracker:
     # -- the job's run ---------------------------------------------------------------
     def start_job(self, job: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
         """Create the job's run with its params and tags (what attempts' runs wait for)."""
-        experiment = str(spec.get("experiment") or "Default")
-        experiment_id = self._experiment(experiment)
+        experiment = str(spec.get("experiment") or "")
+        # Older kernels name MLflow's "Default" when a notebook has no name.
+        experiment_id = self._experiment(
+            experiment if experiment not in ("", "Default") else DEFAULT_EXPERIMENT
+        )
         template = spec.get("template") or {}
         tags = {
-            "mlflow.user": job.get("user") or "",
+            **_job_tags(job),
             "mlflow.runName": job["name"],
             "mlflow.source.name": f"jupyter-trainorch:{template.get('name', '')}",
             "mlflow.source.type": "JOB",
-            "trainorch.job_id": job["id"],
-            "trainorch.template.name": str(template.get("name", "")),
-            "trainorch.template.version": str(template.get("version", "")),
-            "trainorch.template.hash": str(template.get("hash", "")),
-            "trainorch.priority": str(job.get("priority_class", "")),
-            "trainorch.gpus": str((spec.get("resources") or {}).get("gpus", 0)),
-            "trainorch.code_hash": str(job.get("code_hash") or ""),
         }
-        if spec.get("group"):
-            tags["trainorch.group"] = str(spec["group"])
-        if job.get("rerun_of"):
-            tags["trainorch.rerun_of"] = str(job["rerun_of"])
         run = self.client.create_run(
             experiment_id, start_time=_ms(), tags=tags, run_name=job["name"]
         )
         run_id = run.info.run_id
-        from mlflow.entities import Param
-
-        params = [
-            Param(str(k), _param_text(v)) for k, v in sorted((spec.get("params") or {}).items())
-        ]
+        params = _params(job)
         if params:
             self.client.log_batch(run_id, params=params, synchronous=True)
         return {
@@ -162,10 +183,9 @@ class MlflowTracker:
         gpu_ids: list[str],
     ) -> str:
         tags = {
+            **_job_tags(job),
             PARENT_TAG: parent_run_id,
-            "mlflow.user": job.get("user") or "",
             "mlflow.runName": f"{job['name']} attempt {n}",
-            "trainorch.job_id": job["id"],
             "trainorch.attempt": str(n),
             "trainorch.worker": worker,
             "trainorch.gpu_ids": ",".join(gpu_ids),
@@ -173,6 +193,10 @@ class MlflowTracker:
         run = self.client.create_run(
             experiment_id, start_time=_ms(), tags=tags, run_name=f"{job['name']} attempt {n}"
         )
+        params = _params(job)
+        if params:
+            # Before the job's process can log into the run (it waits for this id).
+            self.client.log_batch(run.info.run_id, params=params, synchronous=True)
         return run.info.run_id
 
     def log_metrics(self, run_id: str, points: list[dict[str, Any]]) -> None:
@@ -192,6 +216,20 @@ class MlflowTracker:
         """The last value of every metric of a run (system metrics left out)."""
         metrics = self.client.get_run(run_id).data.metrics
         return {k: v for k, v in metrics.items() if not k.startswith("system/")}
+
+    def copy_final_metrics(self, from_run: str, to_run: str) -> None:
+        """The latest point of each metric of ``from_run`` (system metrics left out), with
+        its step and time, logged to ``to_run`` in batches."""
+        from mlflow.entities import Metric
+
+        data = self.client.get_run(from_run).data.to_proto()
+        batch = [
+            Metric(m.key, m.value, m.timestamp, m.step)
+            for m in data.metrics
+            if not m.key.startswith("system/")
+        ]
+        for start in range(0, len(batch), 1000):
+            self.client.log_batch(to_run, metrics=batch[start : start + 1000], synchronous=True)
 
     def register_model(self, target: str, experiment_id: str, run_id: str) -> dict[str, Any]:
         """Register the model ``run_id`` logged as ``NAME`` (and point ``@alias`` at it).
