@@ -105,15 +105,21 @@ def environment_snapshot() -> str:
     with _snapshot_lock:
         if _snapshot is not None and _snapshot[0] == key:
             return _snapshot[1]
-        packages = sorted(
-            {f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions()
-             if d.metadata["Name"]},
-            key=str.lower,
-        )  # fmt: skip
+        packages = sorted(filter(None, map(_pinned, metadata.distributions())), key=str.lower)
         header = f"# python {platform.python_version()} on {platform.platform()}\n"
         text = header + "\n".join(packages) + "\n"
         _snapshot = (key, text)
         return text
+
+
+def _pinned(distribution: Any) -> str | None:
+    """``name==version``, or None for a broken install (a ``*.dist-info`` folder without
+    its metadata must not stop a submit)."""
+    try:
+        name = distribution.metadata["Name"]
+        return f"{name}=={distribution.version}" if name else None
+    except Exception:  # noqa: BLE001 - whatever a broken folder raises, it is not listed
+        return None
 
 
 def warm_environment_snapshot() -> None:

@@ -448,5 +448,9 @@ def test_the_environment_snapshot_is_listed_once_until_packages_change(monkeypat
     (tmp_path / "notebook.txt").write_text("a file beside the notebook changes nothing")
     assert package.environment_snapshot() is first and len(calls) == 1
     time.sleep(0.01)
-    (site / "newpkg-1.0.dist-info").mkdir()  # what pip install leaves
-    assert package.environment_snapshot() == first and len(calls) == 2
+    (site / "broken-0.1.dist-info").mkdir()  # a folder without metadata is skipped
+    installed = site / "newpkg-1.0.dist-info"  # what pip install leaves
+    installed.mkdir()
+    (installed / "METADATA").write_text("Metadata-Version: 2.1\nName: newpkg\nVersion: 1.0\n")
+    again = package.environment_snapshot()
+    assert len(calls) == 2 and "newpkg==1.0" in again.splitlines() and "newpkg" not in first
