@@ -454,3 +454,16 @@ def test_the_environment_snapshot_is_listed_once_until_packages_change(monkeypat
     (installed / "METADATA").write_text("Metadata-Version: 2.1\nName: newpkg\nVersion: 1.0\n")
     again = package.environment_snapshot()
     assert len(calls) == 2 and "newpkg==1.0" in again.splitlines() and "newpkg" not in first
+
+
+def test_an_open_file_is_refused_not_copied(tmp_path):
+    from jupyter_trainorch.client.capture import capture_variables
+    from jupyter_trainorch.spec import SpecError
+
+    with open(tmp_path / "data.txt", "w+") as handle:
+        with pytest.raises(SpecError) as err:
+            capture_variables("handle.write('x')", {"handle": handle})
+    assert str(err.value) == (
+        "variable 'handle' is an open file, which cannot be sent to the worker; "
+        "open it inside the cell instead"
+    )

@@ -9,6 +9,7 @@ the cell may read it before binding it.
 from __future__ import annotations
 
 import builtins
+import io
 import math
 import os
 import symtable
@@ -93,6 +94,13 @@ def capture_variables(
         value = namespace[name]
         if isinstance(value, types.ModuleType) and name in dir(builtins):
             continue
+        if isinstance(value, io.IOBase):
+            # cloudpickle would send a snapshot of the file's contents, read in the kernel,
+            # not the file: the job would silently write nowhere or read stale data.
+            raise SpecError(
+                f"variable {name!r} is an open file, which cannot be sent to the worker; "
+                "open it inside the cell instead"
+            )
         try:
             blob = cloudpickle.dumps(value)
         except Exception as err:  # noqa: BLE001 - any pickling failure is the user's to fix
