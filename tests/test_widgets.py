@@ -467,3 +467,23 @@ def test_an_open_file_is_refused_not_copied(tmp_path):
         "variable 'handle' is an open file, which cannot be sent to the worker; "
         "open it inside the cell instead"
     )
+
+
+def test_a_job_whose_log_was_printed_is_shown_without_it(monkeypatch):
+    """``%%train --wait`` prints the whole log; the handle it returns then shows as text,
+    not as a widget with the log's tail again."""
+    import jupyter_trainorch.widgets as live
+    from jupyter_trainorch.client.job import Job
+
+    widgets_shown = []
+    monkeypatch.setattr(live, "show_job", lambda job: widgets_shown.append(job.id) or True)
+
+    class Answers:
+        def get(self, job_id):
+            return job_json("succeeded", job_id=job_id)
+
+    printed, fresh = Job("j1", Answers()), Job("j2", Answers())
+    printed.log_printed = True
+    printed._ipython_display_()
+    fresh._ipython_display_()
+    assert widgets_shown == ["j2"]

@@ -43,6 +43,8 @@ class Job:
         self._transport = transport
         self._info = info or {}
         self._outputs: dict[str, Any] | None = None
+        # Set once ``follow`` printed the whole log: showing it shows no log tail again.
+        self.log_printed = False
 
     @property
     def transport(self) -> Transport:
@@ -156,7 +158,7 @@ class Job:
         try:
             from ..widgets import show_job
 
-            if show_job(self):
+            if not self.log_printed and show_job(self):
                 return
         except ImportError:
             pass  # no ipywidgets: the text below says everything

@@ -183,6 +183,7 @@ class TrainMagics(Magics):
             raise UsageError(str(err)) from None
         if wait:
             state = job.follow()
+            job.log_printed = True
             info = job.refresh()
             if state == "succeeded":
                 self._bring_back(job, outputs)
