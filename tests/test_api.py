@@ -24,8 +24,11 @@ pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 
 @pytest.fixture
-def jp_server_config():
-    return {"ServerApp": {"jpserver_extensions": {"jupyter_trainorch": True}}}
+def jp_server_config(request):
+    extensions = {"jupyter_trainorch": True}
+    if "dashboard" in request.node.name:
+        extensions["jupyter_server_proxy"] = True
+    return {"ServerApp": {"jpserver_extensions": extensions}}
 
 
 @pytest.fixture(autouse=True)
@@ -322,3 +325,13 @@ async def test_long_polls_hold_no_thread_and_numbers_must_be_finite(jp_fetch, jp
     assert code == 400 and message == "wait must be a number of seconds from 0 to 60, not 'nan'"
     code, message = await _error(jp_fetch, "jobs", offset="1e20")
     assert code == 400 and message.startswith("offset must be a whole number")
+
+
+async def test_the_dask_dashboard_link_goes_through_the_server(jp_fetch, jp_serverapp, jp_base_url):
+    with pytest.raises(tornado.httpclient.HTTPClientError) as redirect:
+        await jp_fetch("trainorch", "dashboard", follow_redirects=False)
+    assert redirect.value.code == 302
+    location = redirect.value.response.headers["Location"]
+    assert re.fullmatch(re.escape(jp_base_url) + r"proxy/\d+/status", location), location
+    page = await jp_fetch(*location[len(jp_base_url) :].split("/"))
+    assert page.code == 200 and b"Dask" in page.body

@@ -307,6 +307,13 @@ def test_mine_filter_and_queue_position(lab, page):
             "name => document.querySelector('.trainorch-filter-user').value === name", arg=me["name"], timeout=10_000,
         )  # fmt: skip
         assert "trainorch-mod-active" in (mine.get_attribute("class") or "")
+        # The Dask dashboard link goes through this server (jupyter-server-proxy) and answers.
+        link = panel.locator("[data-field='dashboard']")
+        link.wait_for(timeout=30_000)
+        href = link.get_attribute("href") or ""
+        assert href.endswith("/trainorch/dashboard"), href
+        dashboard = page.request.get(href)
+        assert dashboard.status == 200 and "/proxy/" in dashboard.url and "Dask" in dashboard.text()
 
         row = panel.locator(f"[data-job-id='{waiter}']")
         row.wait_for(timeout=30_000)

@@ -163,6 +163,50 @@ class ForwardHandler(APIHandler):
         self.finish(json.dumps({"message": message, "reason": None}))
 
 
+class DashboardHandler(ForwardHandler):
+    """``trainorch/dashboard``: the Dask dashboard, through this server when it can be.
+
+    The scheduler's own address (``http://127.0.0.1:8787/status``) only works in a browser
+    on the same machine. When the dashboard listens on this machine, the link goes through
+    jupyter-server-proxy (``<base_url>proxy/<port>/status``), so it works behind a hub or a
+    tunnel too; otherwise to the address the scheduler gives.
+    """
+
+    @web.authenticated
+    async def get(self) -> None:  # type: ignore[override]
+        info = await self._service()
+        request = httpclient.HTTPRequest(
+            url_path_join(info.url, "trainorch/api/cluster"),
+            headers={"Authorization": f"token {info.token}"}, request_timeout=30,
+        )  # fmt: skip
+        try:
+            response = await self.client().fetch(request)
+            address = json.loads(response.body).get("dashboard")
+        except Exception as err:  # noqa: BLE001 - said in one sentence below
+            raise web.HTTPError(
+                502, f"the trainorch service did not say where the dashboard is ({err})"
+            ) from None
+        if not address:
+            raise web.HTTPError(404, "the cluster has no dashboard (install bokeh where it runs)")
+        parsed = urllib.parse.urlsplit(address)
+        if (
+            parsed.hostname in _LOOPBACK
+            and parsed.port
+            and "jupyter_server_proxy" in self._extensions()
+        ):
+            path = parsed.path.lstrip("/") or "status"
+            self.redirect(url_path_join(self.base_url, f"proxy/{parsed.port}", path))
+        else:
+            self.redirect(address)
+
+    def _extensions(self) -> set[str]:
+        enabled = self.settings.get("serverapp").extension_manager.extensions  # type: ignore[union-attr]
+        return {name for name, ext in enabled.items() if ext.enabled}
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 class EventsSocketProxy(PushSocket):
     """The push channel, relayed from the service's own websocket."""
 
@@ -206,5 +250,6 @@ class EventsSocketProxy(PushSocket):
 def front_handlers(base_url: str) -> list[tuple[str, type[JupyterHandler]]]:
     return [
         (url_path_join(base_url, "trainorch/api/events/ws"), EventsSocketProxy),
+        (url_path_join(base_url, "trainorch/dashboard"), DashboardHandler),
         (url_path_join(base_url, r"trainorch/(?P<path>api/.*|metrics)"), ForwardHandler),
     ]

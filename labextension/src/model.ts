@@ -114,6 +114,11 @@ export class JobsModel implements IDisposable {
   // -- signals ---------------------------------------------------------------------
 
   /** The page of jobs, its total or the query changed. */
+
+  /** The Dask dashboard, through this server (see the server's `trainorch/dashboard`). */
+  get dashboardUrl(): string {
+    return URLExt.join(this._serverSettings.baseUrl, 'trainorch/dashboard');
+  }
   get listChanged(): ISignal<this, void> {
     return this._listChanged;
   }

@@ -293,7 +293,8 @@ function ClusterStrip(props: { model: JobsModel }): JSX.Element {
       {cluster.dashboard && (
         <a
           className="trainorch-cluster-item trainorch-link"
-          href={cluster.dashboard}
+          href={model.dashboardUrl}
+          title={`Through this server when it can (the scheduler says ${cluster.dashboard})`}
           target="_blank"
           rel="noopener noreferrer"
           data-field="dashboard"
