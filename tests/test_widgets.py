@@ -189,10 +189,11 @@ def test_cancel_calls_the_transport_and_disables_the_button() -> None:
     stream = FakeStream()
     widget = view(stream)
     widget.apply(job_json("running", step=1, total=3), [])
-    assert not widget.cancel_button.disabled
+    assert not widget.cancel_button.disabled and widget.cancel_button.layout.display == ""
     widget.cancel_button.click()
     assert stream.calls == [("cancel", "j1")]
     assert widget.state_label.value == "cancelled" and widget.cancel_button.disabled
+    assert widget.cancel_button.layout.display == "none"  # nothing left to cancel
 
 
 def test_a_failed_cancel_is_one_sentence() -> None:

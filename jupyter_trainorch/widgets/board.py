@@ -57,10 +57,9 @@ class JobRow(widgets.HBox):
     def __init__(self, board: JobBoard, job: dict[str, Any]) -> None:
         self.job_id = str(job["id"])
         self.cells = {name: _cell("", width) for name, width in COLUMNS}
-        self.cancel_button = widgets.Button(
-            description="Cancel", layout=widgets.Layout(width="6em")
-        )
-        self.retry_button = widgets.Button(description="Retry", layout=widgets.Layout(width="6em"))
+        # Wide enough for their words with JupyterLab's padding ("Cancel" was cut to "Ca…").
+        self.cancel_button = widgets.Button(description="Cancel", layout=_button_layout())
+        self.retry_button = widgets.Button(description="Retry", layout=_button_layout())
         self.cancel_button.on_click(lambda _b: board.act("cancel", self.job_id))
         self.retry_button.on_click(lambda _b: board.act("retry", self.job_id))
         super().__init__([*self.cells.values(), self.cancel_button, self.retry_button])
@@ -200,3 +199,7 @@ class JobBoard(widgets.VBox):
         for row in getattr(self, "rows", {}).values():
             row.close()
         super().close()
+
+
+def _button_layout() -> widgets.Layout:
+    return widgets.Layout(width="auto", min_width="6.5em", flex="0 0 auto")

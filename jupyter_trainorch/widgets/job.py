@@ -80,8 +80,9 @@ class JobWidget(widgets.VBox):
         self.progress_bar = widgets.FloatProgress(
             value=0.0, min=0.0, max=1.0, layout=widgets.Layout(width="14em")
         )
-        self.progress_text = widgets.Label("")
-        self.attempt_label = widgets.Label("")
+        # Labels take the width of their text ("attempt 2 of 3" was cut to "attempt 2 of").
+        self.progress_text = widgets.Label("", layout=widgets.Layout(flex="0 0 auto"))
+        self.attempt_label = widgets.Label("", layout=widgets.Layout(flex="0 0 auto"))
         self.cancel_button = widgets.Button(
             description="Cancel", icon="stop", layout=widgets.Layout(width="7em")
         )
@@ -98,7 +99,7 @@ class JobWidget(widgets.VBox):
                 self.attempt_label,
                 self.cancel_button,
             ],
-            layout=widgets.Layout(align_items="center"),
+            layout=widgets.Layout(align_items="center", flex_flow="row wrap"),
         )
         super().__init__(
             [self.title, row, self.error_label, self.log_view, self.notice_label], **kwargs
@@ -148,7 +149,10 @@ class JobWidget(widgets.VBox):
                 self.attempt_label.value = "attempt " + attempts_text(job).replace("/", " of ")
             else:
                 self.attempt_label.value = f"no attempt yet, up to {job.get('attempts_allowed', 1)}"
-            self.cancel_button.disabled = "cancel" not in (job.get("actions") or [])
+            cancellable = "cancel" in (job.get("actions") or [])
+            self.cancel_button.disabled = not cancellable
+            # A finished job has nothing to cancel: no greyed-out button either.
+            self.cancel_button.layout.display = "" if cancellable else "none"
             error = job.get("error")
             self.error_label.value = (
                 str(error).splitlines()[-1] if error and state != "succeeded" else ""
