@@ -31,9 +31,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from harness import percentile  # noqa: E402 - after the path
+
+from jupyter_trainorch.contract.states import TERMINAL_STATES  # noqa: E402
+
 TARGET_RATIO = 1.2
 TARGET_P50_MS = 150.0
-TERMINAL = {"succeeded", "failed", "cancelled"}
+
 
 # Mirrors what ``python -m jupyter_trainorch.runner.child`` pays before the cell's
 # first line: interpreter start, the package and the child module (json, subprocess,
@@ -75,13 +79,6 @@ def spawn_and_read_first_line(argv: list[str]) -> dict[str, float]:
     return {"task_started": started, "first_line": float(line)}
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, -(-int(q * len(ordered)) // 100))
-    return ordered[min(len(ordered), rank) - 1]
-
-
 def wait_terminal(feed: Any, job_id: str, after: int, timeout: float = 120.0) -> dict[str, dict]:
     """The job's state changes seen on the feed, up to a terminal one, by state."""
     seen: dict[str, dict] = {}
@@ -92,7 +89,7 @@ def wait_terminal(feed: Any, job_id: str, after: int, timeout: float = 120.0) ->
             after = max(after, change["seq"])
             if change["job_id"] == job_id and change["kind"] == "job":
                 seen.setdefault(change["state"], change)
-                if change["state"] in TERMINAL:
+                if change["state"] in TERMINAL_STATES:
                     return seen
     raise TimeoutError(f"job {job_id} did not finish within {timeout:g}s")
 

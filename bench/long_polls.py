@@ -13,28 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import secrets
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
+from harness import percentile, trainorch_service
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def run(url: str, token: str, waiters: int, reads: int) -> dict[str, float]:
@@ -73,8 +55,8 @@ async def run(url: str, token: str, waiters: int, reads: int) -> dict[str, float
     await call(f"jobs/{job['id']}", "DELETE")
     await asyncio.gather(*polls, return_exceptions=True)
     return {
-        "idle_p50": percentile(idle, 0.5), "idle_p95": percentile(idle, 0.95),
-        "busy_p50": percentile(busy, 0.5), "busy_p95": percentile(busy, 0.95),
+        "idle_p50": percentile(idle, 50), "idle_p95": percentile(idle, 95),
+        "busy_p50": percentile(busy, 50), "busy_p95": percentile(busy, 95),
         "still_waiting": still_waiting,
     }  # fmt: skip
 
@@ -84,29 +66,8 @@ def main() -> int:
     parser.add_argument("--waiters", type=int, default=200)
     parser.add_argument("--reads", type=int, default=100)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="trainorch-bench-"))
-    port, token = free_port(), secrets.token_hex(8)
-    env = {**os.environ, "TRAINORCH_DATA_DIR": str(root), "TRAINORCH_WORKERS": "1",
-           "TRAINORCH_MLFLOW": "off", "JUPYTER_CONFIG_DIR": str(root / "config")}  # fmt: skip
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_trainorch.cli", "serve", f"--port={port}",
-         "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}", "--allow-root"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 120
-        while not (root / "service.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        figures = asyncio.run(run(url, token, args.waiters, args.reads))
-    finally:
-        subprocess.run([sys.executable, "-m", "jupyter_trainorch.cli", "service", "stop",
-                        "--force"], env=env, capture_output=True, timeout=60)  # fmt: skip
-        server.wait(timeout=60)
-        cluster = root / "cluster.json"
-        if cluster.exists():
-            os.kill(json.loads(cluster.read_text())["pid"], 15)
-        shutil.rmtree(root, ignore_errors=True)
+    with trainorch_service() as service:
+        figures = asyncio.run(run(service.url, service.token, args.waiters, args.reads))
     print(
         f"GET jobs, no waiters:         p50 {figures['idle_p50']:.1f} ms, p95 {figures['idle_p95']:.1f} ms"
     )

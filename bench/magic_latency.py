@@ -12,33 +12,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
-import secrets
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from harness import percentile, trainorch_service  # noqa: E402 - after the path
+
 CELL = """%%train --name bench-cell --timeout 60
 total = scale(sum(values))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> int:
@@ -49,39 +34,18 @@ def main() -> int:
         help="list the installed packages on every submit (the behaviour before the cache)",
     )  # fmt: skip
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="trainorch-bench-"))
-    port, token = free_port(), secrets.token_hex(8)
-    env = {**os.environ, "TRAINORCH_DATA_DIR": str(root), "TRAINORCH_WORKERS": "1",
-           "TRAINORCH_MLFLOW": "off", "JUPYTER_CONFIG_DIR": str(root / "config")}  # fmt: skip
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_trainorch.cli", "serve", f"--port={port}",
-         "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}", "--allow-root"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while not (root / "cluster.json").exists() or not (root / "service.json").exists():
-            assert time.monotonic() < deadline, "the service did not start"
-            time.sleep(0.2)
-        os.environ.update(TRAINORCH_URL=f"http://127.0.0.1:{port}/", TRAINORCH_TOKEN=token)
+    with trainorch_service() as service:
+        os.environ.update(TRAINORCH_URL=service.url, TRAINORCH_TOKEN=service.token)
         if args.uncached:
             import jupyter_trainorch.package as package
 
             package._environment_fingerprint = object  # a new key each time: never a hit
-        magic, raw = measure(args.cells, json.loads((root / "cluster.json").read_text()))
-    finally:
-        subprocess.run([sys.executable, "-m", "jupyter_trainorch.cli", "service", "stop",
-                        "--force"], env=env, capture_output=True, timeout=60)  # fmt: skip
-        server.wait(timeout=60)
-        cluster = root / "cluster.json"
-        if cluster.exists():
-            os.kill(json.loads(cluster.read_text())["pid"], 15)
-        shutil.rmtree(root, ignore_errors=True)
-    print(f"%%train -> job handle:   p50 {percentile(magic, 0.5):.1f} ms, "
-          f"p95 {percentile(magic, 0.95):.1f} ms ({len(magic)} cells)")  # fmt: skip
-    print(f"Client.submit -> future: p50 {percentile(raw, 0.5):.1f} ms, "
-          f"p95 {percentile(raw, 0.95):.1f} ms ({len(raw)} calls)")  # fmt: skip
-    print(f"target %%train p50 <= 50 ms: {'PASS' if percentile(magic, 0.5) <= 50 else 'MISS'}")
+        magic, raw = measure(args.cells, service.cluster)
+    print(f"%%train -> job handle:   p50 {percentile(magic, 50):.1f} ms, "
+          f"p95 {percentile(magic, 95):.1f} ms ({len(magic)} cells)")  # fmt: skip
+    print(f"Client.submit -> future: p50 {percentile(raw, 50):.1f} ms, "
+          f"p95 {percentile(raw, 95):.1f} ms ({len(raw)} calls)")  # fmt: skip
+    print(f"target %%train p50 <= 50 ms: {'PASS' if percentile(magic, 50) <= 50 else 'MISS'}")
     return 0
 
 

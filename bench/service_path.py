@@ -24,7 +24,6 @@ import os
 import random
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness import free_port, percentile  # noqa: E402 - after the path
 
 JOB_SOURCE = """\
 _first_line_at = __import__("time").time()
@@ -49,18 +50,6 @@ def spawn_bare_child(argv: list[str]) -> float:
     proc.wait()
     proc.stdout.close()
     return float(line)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    rank = max(1, -(-int(q * len(ordered)) // 100))
-    return ordered[min(len(ordered), rank) - 1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_stamp(path: Path, timeout: float = 120.0) -> float:
