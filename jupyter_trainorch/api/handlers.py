@@ -17,7 +17,7 @@ from typing import Any
 
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.utils import url_path_join
-from tornado import web, websocket
+from tornado import httputil, web, websocket
 
 from ..contract.limits import MAX_LIST_LIMIT, MAX_WAIT_SECONDS
 from ..contract.openapi import CHECKED_IN as OPENAPI_FILE
@@ -31,9 +31,6 @@ from .identity import caller_of
 from .socket import PushSocket
 
 API = "trainorch/api"
-HTTP_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-                405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large",
-                500: "Internal Server Error", 503: "Service Unavailable"}  # fmt: skip
 STARTED = time.time()
 
 
@@ -75,7 +72,7 @@ class BaseHandler(CallerMixin, APIHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Every error is ``{"message": one sentence, "reason"}``: never a traceback."""
         error = (kwargs.get("exc_info") or (None, None, None))[1]
-        reason = HTTP_REASONS.get(status_code, "Error")
+        reason = httputil.responses.get(status_code, "Error")
         if isinstance(error, web.HTTPError) and error.log_message:
             message = error.log_message % error.args if error.args else error.log_message
         elif status_code >= 500:

@@ -30,6 +30,7 @@ from .units import (
     parse_duration,
     parse_memory,
     parse_priority,
+    short_repr,
 )
 
 MAX_NAME_CHARS = 200
@@ -42,7 +43,7 @@ MAX_ENV_VALUE_CHARS = 32 * 2**10
 MAX_PARAMS_BYTES = 2**20
 MAX_LIST_ITEMS = 1000
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -95,7 +96,7 @@ def _env(value: Any) -> dict[str, str]:
         raise ValueError(f"must have at most {MAX_ENV_ENTRIES} variables")
     env: dict[str, str] = {}
     for key, raw in value.items():
-        if not isinstance(key, str) or not _ENV_KEY.fullmatch(key):
+        if not isinstance(key, str) or not ENV_NAME.fullmatch(key):
             raise ValueError(
                 f"has the name {str(key)[:40]!r}, which is not a variable name "
                 "(letters, digits and _, not starting with a digit)"
@@ -138,7 +139,7 @@ Label = Annotated[str, Field(max_length=MAX_TEXT_CHARS), AfterValidator(_no_cont
 Env = Annotated[
     dict[str, str],
     BeforeValidator(_env, json_schema_input_type=dict[str, str | int | float]),
-    Field(json_schema_extra={"propertyNames": {"pattern": _ENV_KEY.pattern}}),
+    Field(json_schema_extra={"propertyNames": {"pattern": ENV_NAME.pattern}}),
 ]
 Seconds = Annotated[
     float | None,
@@ -325,10 +326,5 @@ def sentence(err: ValidationError, prefix: str = "") -> str:
     shown = (
         "" if kind in ("missing", "extra_forbidden") or isinstance(value, (dict, list)) else value
     )
-    suffix = f", not {_short(shown)}" if shown != "" and shown is not None else ""
+    suffix = f", not {short_repr(shown)}" if shown != "" and shown is not None else ""
     return f"{where or 'the value'} {predicate}{suffix}"
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

@@ -12,7 +12,6 @@ import glob
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 from jinja2 import TemplateSyntaxError
 
 from .errors import SpecError
-from .model import Resources, RetryPolicy, TemplateRef
+from .model import ENV_NAME, Resources, RetryPolicy, TemplateRef
 from .sandbox import JINJA
 from .units import JOB_KINDS, PRIORITY_CLASSES, parse_duration, parse_priority
 from .yaml_files import Where as _Where
@@ -47,7 +46,6 @@ _MAPPING_FIELDS = ("resources", "env", "secret_env", "params")
 # would not point ``gpu`` at ``resources``.
 _HINTS = {k: "resources" for k in ("gpu", "gpus", "cpu", "cpus", "memory", "mem")}
 _HINTS.update(defaults="params", retry="retries", vars="params", variables="params")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -218,7 +216,7 @@ def _check_fields(raw: dict[str, Any], where: _Where, folder: Path | None) -> di
         elif key in ("env", "secret_env"):
             env = {}
             for name, text in value.items():
-                if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+                if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
                     raise where.error(
                         f"{key}.{name}", f"{key}: {name!r} is not a valid variable name"
                     )

@@ -40,7 +40,8 @@ MAX_MEMORY = 2**50  # 1 PiB
 MAX_DURATION = 366 * 86400.0
 
 
-def _short(value: Any) -> str:
+def short_repr(value: Any) -> str:
+    """``repr`` cut to 40 characters, for quoting a bad value in a sentence."""
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -71,7 +72,7 @@ def parse_priority(value: Any, field_name: str = "priority") -> int:
     if number is None:
         raise SpecError(
             f"{field_name} must be one of low, normal, high, urgent or an integer, "
-            f"not {_short(value)}"
+            f"not {short_repr(value)}"
         )
     if abs(number) > MAX_PRIORITY:
         raise SpecError(f"{field_name} must be between -{MAX_PRIORITY} and {MAX_PRIORITY}")
@@ -98,11 +99,11 @@ def parse_memory(value: Any, field_name: str = "memory") -> int:
         match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value)[:100])
         if not match or match.group(2).lower() not in _MEMORY_UNITS:
             raise SpecError(
-                f"{field_name} must be a size such as 16GiB or 512MB, not {_short(value)}"
+                f"{field_name} must be a size such as 16GiB or 512MB, not {short_repr(value)}"
             )
         number = float(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()]
     if not math.isfinite(number) or number < 0 or number > MAX_MEMORY:
-        raise SpecError(f"{field_name} must be a size between 0 and 1 PiB, not {_short(value)}")
+        raise SpecError(f"{field_name} must be a size between 0 and 1 PiB, not {short_repr(value)}")
     return int(number)
 
 
@@ -118,11 +119,11 @@ def parse_duration(value: Any, field_name: str = "timeout") -> float | None:
         match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value)[:100])
         if not match or match.group(2).lower() not in _DURATION_UNITS:
             raise SpecError(
-                f"{field_name} must be a duration such as 90s, 15m or 2h, not {_short(value)}"
+                f"{field_name} must be a duration such as 90s, 15m or 2h, not {short_repr(value)}"
             )
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
     if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_DURATION:
         raise SpecError(
-            f"{field_name} must be a duration between 0 and 366 days, not {_short(value)}"
+            f"{field_name} must be a duration between 0 and 366 days, not {short_repr(value)}"
         )
     return seconds or None
