@@ -208,24 +208,20 @@ class JobService:
             queued = [j.id for j in jobs if j.state in (QUEUED, PREEMPTED)]
             if queued:
                 found = self.host.call_sync(lambda o: o.waiting(queued))
+        pending = [job for job in jobs if job.state == PENDING]
+        # One read for the dependencies of the whole page, not one per dependency.
+        deps = self.store.get_jobs([d for job in pending for d in job.depends_on])
+        states = {dep_id: record.state for dep_id, (record, _) in deps.items()}
         now = time.time()
         for job in jobs:
             if job.state == PENDING:
-                found[job.id] = {"wait_reason": self._dependency_reason(job)}
+                found[job.id] = {"wait_reason": _dependency_reason(job, states)}
             elif job.state == RETRYING:
                 delay = max(0.0, (job.not_before or now) - now)
                 found[job.id] = {
                     "wait_reason": f"retrying in {delay:.0f} s, after a failed attempt"
                 }
         return found
-
-    def _dependency_reason(self, job: JobRecord) -> str:
-        for dep_id in job.depends_on:
-            dep = self.store.get_job(dep_id)
-            if dep is None or dep.state != SUCCEEDED:
-                state = dep.state if dep is not None else "gone"
-                return f"waiting for dependency {dep_id} ({state}) to succeed"
-        return "its dependencies succeeded; it is being queued"
 
     def get(self, caller: Caller, job_id: str) -> dict[str, Any]:
         return self._job_dict(caller, job_id)
@@ -407,6 +403,15 @@ class JobService:
         from .metrics import render_metrics
 
         return render_metrics(self.host)
+
+
+def _dependency_reason(job: JobRecord, states: dict[str, str]) -> str:
+    """``states``: the current state of each dependency that still exists."""
+    for dep_id in job.depends_on:
+        state = states.get(dep_id, "gone")
+        if state != SUCCEEDED:
+            return f"waiting for dependency {dep_id} ({state}) to succeed"
+    return "its dependencies succeeded; it is being queued"
 
 
 def _idempotency_key(value: Any) -> str:
