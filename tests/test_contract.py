@@ -282,3 +282,17 @@ def test_jobs_can_be_searched_and_sorted_in_dispatch_order(api):
     )
     _, literal = call(api, "GET", "jobs?q=%25")  # a % is a character to find, not a wildcard
     assert literal["total"] == 0
+
+
+def test_every_route_the_service_answers_is_in_the_document():
+    import re
+
+    from jupyter_trainorch.api.handlers import ROUTES
+
+    served = {
+        openapi.API + re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", path)
+        for path, _handler in ROUTES
+        if not path.endswith("/ws")  # the websocket is no REST operation
+    }
+    documented = {op.path for op in openapi.OPERATIONS} - {"/trainorch/metrics"}
+    assert served == documented

@@ -157,6 +157,7 @@ OPERATIONS = [
         body=service.StopRequest,
         errors=(400, 403, 409),
     ),  # fmt: skip
+    Operation("get", API + "/openapi.json", "This document", None, errors=(403,)),
     Operation(
         "get", "/trainorch/metrics", "Prometheus metrics", None, content_type="text/plain"
     ),  # fmt: skip
@@ -203,7 +204,8 @@ def document() -> dict[str, Any]:
         if op.response is not None:
             content = {op.content_type: {"schema": refs[(op.response, "serialization")]}}
         else:
-            content = {op.content_type: {"schema": {"type": "string"}}}
+            kind = "object" if op.content_type == "application/json" else "string"
+            content = {op.content_type: {"schema": {"type": kind}}}
         responses: dict[str, Any] = {
             str(op.status): {"description": op.summary, "content": content}
         }
