@@ -6,6 +6,7 @@ import { MainAreaWidget } from '@jupyterlab/apputils';
 import { Button, ReactWidget, refreshIcon } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
+import { CheckboxOption } from './controls';
 import { mlflowMetrics } from './format';
 import { JobsModel } from './model';
 import { IJob, IMetricHistory, MetricPoint } from './types';
@@ -176,15 +177,14 @@ export function MetricCharts(props: {
         Metrics
         {attempt !== null && <span className="trainorch-muted"> #{attempt}</span>}
         {hasSystem && (
-          <label className="trainorch-system-toggle" title="Show system metrics (system/*)">
-            <input
-              type="checkbox"
-              data-action="system-metrics"
-              checked={system}
-              onChange={event => setSystem(event.target.checked)}
-            />
-            system
-          </label>
+          <CheckboxOption
+            className="trainorch-system-toggle"
+            action="system-metrics"
+            label="system"
+            title="Show system metrics (system/*)"
+            checked={system}
+            onChange={setSystem}
+          />
         )}
       </div>
       {history?.warning && (

@@ -22,6 +22,7 @@ import { Message } from '@lumino/messaging';
 import { ISignal } from '@lumino/signaling';
 import * as React from 'react';
 
+import { CheckboxOption } from './controls';
 import {
   attemptsText,
   currentAttempt,
@@ -1487,24 +1488,22 @@ function LogView(props: { tail: LogTail; switcher: React.ReactNode }): JSX.Eleme
         >
           ›
         </Button>
-        <label className="trainorch-log-option" title="Show only the lines that match the search">
-          <input
-            type="checkbox"
-            data-action="log-filter"
-            checked={onlyMatches}
-            onChange={event => setOnlyMatches(event.target.checked)}
-          />
-          only matches
-        </label>
-        <label className="trainorch-log-option" title="Wrap long lines">
-          <input
-            type="checkbox"
-            data-action="log-wrap"
-            checked={wrap}
-            onChange={event => setWrap(event.target.checked)}
-          />
-          wrap
-        </label>
+        <CheckboxOption
+          className="trainorch-log-option"
+          action="log-filter"
+          label="only matches"
+          title="Show only the lines that match the search"
+          checked={onlyMatches}
+          onChange={setOnlyMatches}
+        />
+        <CheckboxOption
+          className="trainorch-log-option"
+          action="log-wrap"
+          label="wrap"
+          title="Wrap long lines"
+          checked={wrap}
+          onChange={setWrap}
+        />
         <Button
           minimal
           small
