@@ -26,16 +26,17 @@ pytest_plugins = ["pytest_jupyter.jupyter_server"]
 @pytest.fixture
 def jp_server_config(request):
     extensions = {"jupyter_trainorch": True}
-    if "dashboard" in request.node.name:
+    if "dashboard" in request.node.name or "mlflow" in request.node.name:
         extensions["jupyter_server_proxy"] = True
     return {"ServerApp": {"jpserver_extensions": extensions}}
 
 
 @pytest.fixture(autouse=True)
-def _small_cluster(monkeypatch):
+def _small_cluster(monkeypatch, request, tmp_path):
     monkeypatch.setenv("TRAINORCH_WORKERS", "1")
     monkeypatch.setenv("TRAINORCH_GPUS_PER_WORKER", "1")
-    monkeypatch.setenv("TRAINORCH_MLFLOW", "off")
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}" if "mlflow" in request.node.name else "off"
+    monkeypatch.setenv("TRAINORCH_MLFLOW", tracking)
 
 
 async def _json(jp_fetch, *parts, method="GET", body=None, headers=None, **params):
@@ -335,3 +336,69 @@ async def test_the_dask_dashboard_link_goes_through_the_server(jp_fetch, jp_serv
     assert re.fullmatch(re.escape(jp_base_url) + r"proxy/\d+/status", location), location
     page = await jp_fetch(*location[len(jp_base_url) :].split("/"))
     assert page.code == 200 and b"Dask" in page.body
+
+
+async def test_mlflow_run_links_open_the_ui_this_server_starts(jp_fetch, jp_serverapp, jp_base_url):
+    run = "0123456789abcdef0123456789abcdef"
+    for query, message in (
+        ({"experiment": "1; drop"}, "experiment must be an MLflow experiment id (digits)"),
+        ({"experiment": "1", "run": "../x"}, "run must be an MLflow run id (32 hex digits)"),
+    ):
+        with pytest.raises(tornado.httpclient.HTTPClientError) as refused:
+            await jp_fetch("trainorch", "mlflow", params=query, follow_redirects=False)
+        assert refused.value.code == 400 and message in refused.value.response.body.decode()
+    with pytest.raises(tornado.httpclient.HTTPClientError) as redirect:
+        await jp_fetch(
+            "trainorch", "mlflow", params={"experiment": "0", "run": run}, follow_redirects=False
+        )
+    assert redirect.value.code == 302
+    location = redirect.value.response.headers["Location"]
+    assert location == f"{jp_base_url}mlflow/#/experiments/0/runs/{run}"
+    # The UI starts on this first request (jupyter-server-proxy) and answers through the server,
+    # its API included: the run search the UI makes is a POST.
+    try:
+        page = await jp_fetch("mlflow/", request_timeout=120)
+        assert page.code == 200 and b"<title>MLflow</title>" in page.body
+        found = await jp_fetch(
+            "mlflow", "ajax-api", "2.0", "mlflow", "runs", "search", method="POST",
+            body=json.dumps({"experiment_ids": ["0"]}), request_timeout=60,
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        assert found.code == 200 and isinstance(json.loads(found.body), dict)
+    finally:
+        # The proxied UI lives as long as the process that serves Jupyter: here, pytest.
+        stopped = await _stop_proxied_servers()
+    assert stopped, "the MLflow UI was not found among this process's children"
+
+
+async def _stop_proxied_servers() -> int:
+    """Stop what jupyter-server-proxy started: it restarts a process that dies of a signal,
+    and keeps it as long as the process serving Jupyter (here, pytest) lives."""
+    import gc
+
+    from simpervisor import SupervisedProcess
+
+    processes = [o for o in gc.get_objects() if isinstance(o, SupervisedProcess) and o.running]
+    for process in processes:
+        await process.terminate()
+    return len(processes)
+
+
+async def test_mlflow_links_go_to_a_configured_ui_or_tracking_server(jp_fetch, jp_serverapp):
+    from jupyter_trainorch.api.proxy import MlflowTarget
+
+    settings = jp_serverapp.web_app.settings
+    for target, expected in (
+        (MlflowTarget("https://mlflow.example/", "sqlite:///x.db"), "https://mlflow.example/#/experiments/3"),
+        (MlflowTarget("", "http://tracking.example:5000"), "http://tracking.example:5000/#/experiments/3"),
+    ):  # fmt: skip
+        settings["trainorch_mlflow"] = target
+        with pytest.raises(tornado.httpclient.HTTPClientError) as redirect:
+            await jp_fetch(
+                "trainorch", "mlflow", params={"experiment": "3"}, follow_redirects=False
+            )
+        assert redirect.value.response.headers["Location"] == expected
+    settings["trainorch_mlflow"] = MlflowTarget("", None)
+    with pytest.raises(tornado.httpclient.HTTPClientError) as off:
+        await jp_fetch("trainorch", "mlflow", params={"experiment": "3"})
+    assert off.value.code == 404 and "tracking is off" in off.value.response.body.decode()

@@ -20,7 +20,8 @@ from jupyter_server.extension.application import ExtensionApp
 
 from ..service import ServiceUnavailable
 from ..settings import SettingError, TrainOrch
-from .proxy import ServiceLink, front_handlers
+from ..tracking.hooks import tracking_uri
+from .proxy import MlflowTarget, ServiceLink, front_handlers
 
 
 class TrainOrchApp(ExtensionApp):
@@ -44,6 +45,10 @@ class TrainOrchApp(ExtensionApp):
             hub_token=os.environ.get("JUPYTERHUB_API_TOKEN", ""),
         )  # fmt: skip
         self.settings["trainorch_link"] = self.link
+        config = settings.to_config()
+        self.settings["trainorch_mlflow"] = MlflowTarget(
+            config.mlflow_ui_url, tracking_uri(config.mlflow, data_dir)
+        )
         # The port is final only once the server listens: finish when the loop runs.
         assert self.serverapp is not None
         self.serverapp.io_loop.add_callback(self._on_server_started)

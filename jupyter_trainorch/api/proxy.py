@@ -192,19 +192,62 @@ class DashboardHandler(ForwardHandler):
         if (
             parsed.hostname in _LOOPBACK
             and parsed.port
-            and "jupyter_server_proxy" in self._extensions()
+            and "jupyter_server_proxy" in _enabled_extensions(self)
         ):
             path = parsed.path.lstrip("/") or "status"
             self.redirect(url_path_join(self.base_url, f"proxy/{parsed.port}", path))
         else:
             self.redirect(address)
 
-    def _extensions(self) -> set[str]:
-        enabled = self.settings.get("serverapp").extension_manager.extensions  # type: ignore[union-attr]
-        return {name for name, ext in enabled.items() if ext.enabled}
-
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class MlflowLinkHandler(APIHandler):
+    """``trainorch/mlflow?experiment=E&run=R``: a run in the MLflow UI, wherever that is.
+
+    The UI named by ``TRAINORCH_MLFLOW_UI_URL``, else the tracking server itself, else (a
+    local SQLite store) the UI this server starts on first use at ``<base_url>mlflow/``
+    through jupyter-server-proxy, so the link needs no configuration and no open port.
+    """
+
+    @web.authenticated
+    async def get(self) -> None:
+        from ..tracking import ui
+
+        experiment = self.get_query_argument("experiment", "")
+        run = self.get_query_argument("run", "") or None
+        if not ui.EXPERIMENT_ID.fullmatch(experiment):
+            raise web.HTTPError(400, "experiment must be an MLflow experiment id (digits)")
+        if run is not None and not ui.RUN_ID.fullmatch(run):
+            raise web.HTTPError(400, "run must be an MLflow run id (32 hex digits)")
+        fragment = ui.run_fragment(experiment, run)
+        target: MlflowTarget = self.settings["trainorch_mlflow"]
+        if target.ui_url:
+            self.redirect(f"{target.ui_url.rstrip('/')}/{fragment}")
+        elif target.store_uri is None:
+            raise web.HTTPError(404, "tracking is off (TRAINORCH_MLFLOW=off)")
+        elif not ui.local_store(target.store_uri):
+            self.redirect(f"{target.store_uri.rstrip('/')}/{fragment}")
+        elif "jupyter_server_proxy" in _enabled_extensions(self):
+            self.redirect(url_path_join(self.base_url, ui.PROXY_NAME, "/") + fragment)
+        else:
+            raise web.HTTPError(
+                404, "the MLflow UI needs jupyter-server-proxy here; or run: trainorch mlflow-ui"
+            )
+
+
+class MlflowTarget:
+    """Where MLflow links of this server lead: a configured UI, or the tracking store."""
+
+    def __init__(self, ui_url: str, store_uri: str | None) -> None:
+        self.ui_url = ui_url
+        self.store_uri = store_uri
+
+
+def _enabled_extensions(handler: JupyterHandler) -> set[str]:
+    enabled = handler.settings["serverapp"].extension_manager.extensions
+    return {name for name, ext in enabled.items() if ext.enabled}
 
 
 class EventsSocketProxy(PushSocket):
@@ -251,5 +294,6 @@ def front_handlers(base_url: str) -> list[tuple[str, type[JupyterHandler]]]:
     return [
         (url_path_join(base_url, "trainorch/api/events/ws"), EventsSocketProxy),
         (url_path_join(base_url, "trainorch/dashboard"), DashboardHandler),
+        (url_path_join(base_url, "trainorch/mlflow"), MlflowLinkHandler),
         (url_path_join(base_url, r"trainorch/(?P<path>api/.*|metrics)"), ForwardHandler),
     ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import socket
-import sys
 import time
 
 from .common import EXIT_ERROR, EXIT_OK, PROG
@@ -100,13 +99,12 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     person browsing needs), in its own process group, stopped as a whole on SIGTERM or
     Ctrl-C so that no worker outlives the command.
     """
-    import os
     import signal
     import subprocess
 
     from ..processes import stop_process_group
     from ..settings import TrainOrch
-    from ..tracking import tracking_uri
+    from ..tracking import tracking_uri, ui
 
     config = TrainOrch().to_config()
     uri = tracking_uri(config.mlflow, config.data_dir)
@@ -114,21 +112,12 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> int:
         from ..spec.errors import SpecError
 
         raise SpecError("tracking is off (TRAINORCH_MLFLOW=off); there is no MLflow store to show")
-    if uri.startswith(("http://", "https://")):
+    if not ui.local_store(uri):
         print(f"{PROG}: jobs are tracked on the MLflow server at {uri}; open it there")
         return EXIT_OK
     config.data_dir.mkdir(parents=True, exist_ok=True)  # SQLite creates the file, not the folder
-    # Experiments made in the UI keep their artifacts in the data folder (not ./mlartifacts
-    # of the cwd), as plain files, which jobs writing straight to SQLite can reach.
-    artifacts = (config.data_dir / "mlartifacts").resolve()
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-               "--default-artifact-root", artifacts.as_uri(), "--no-serve-artifacts",
-               "--host", args.host, "--port", str(args.port), "--workers", "1"]  # fmt: skip
-    env = dict(os.environ)
-    # MLflow's server also starts job runners (GenAI evaluations, trace roll-ups): seven
-    # more processes that browsing training runs does not use.
-    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    server = subprocess.Popen(command, env=env, start_new_session=True)
+    command = ui.ui_command(uri, config.data_dir, args.host, args.port)
+    server = subprocess.Popen(command, env=ui.ui_environment(), start_new_session=True)
     stopping: list[int] = []
 
     def stop(signum: int, _frame: object) -> None:
