@@ -8,6 +8,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -296,3 +297,43 @@ def test_every_route_the_service_answers_is_in_the_document():
     }
     documented = {op.path for op in openapi.OPERATIONS} - {"/trainorch/metrics"}
     assert served == documented
+
+
+def test_queued_jobs_get_an_expected_start_from_past_runs(api):
+    def submit(name, command, gpus=2):
+        spec = {"name": name, "kind": "command", "command": command, "resources": {"gpus": gpus}}
+        status, job = call(api, "POST", "jobs", {"spec": spec})
+        assert status == 201, job
+        return job["id"]
+
+    def seconds(stamp):
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+    def state(job_id):
+        return call(api, "GET", f"jobs/{job_id}")[1]["state"]
+
+    for _ in range(2):  # the history: "tick" runs about 2 s
+        done = submit("tick", "sleep 2")
+        wait_until(lambda done=done: state(done) == "succeeded", timeout=60, what="tick")
+    holder = submit("tick", "sleep 30")
+    wait_until(lambda: state(holder) == "running", what="run")
+    waiter, unknown, behind = submit("tick", "true"), submit("new", "true"), submit("new", "true")
+    try:
+        time.sleep(3.5)  # past the forecast's cache
+        now = time.time()
+        views = {
+            job_id: call(api, "GET", f"jobs/{job_id}")[1]
+            for job_id in (holder, waiter, unknown, behind)
+        }
+        # The holder is expected to end about 2 s after it started (never in the past), the
+        # waiter to start then, and "new" after the waiter's 2 s; what comes after a job of
+        # unknown run time has no estimate.
+        end = seconds(views[holder]["estimated_end"])
+        assert now < end < now + 10
+        assert seconds(views[waiter]["estimated_start"]) == pytest.approx(end, abs=0.01)
+        assert seconds(views[unknown]["estimated_start"]) == pytest.approx(end + 2, abs=1)
+        assert views[behind].get("estimated_start") is None
+        assert views[behind]["wait_reason"]
+    finally:
+        for job_id in (behind, unknown, waiter, holder):
+            call(api, "DELETE", f"jobs/{job_id}")

@@ -180,6 +180,10 @@ def _summary(job: dict[str, Any]) -> str:
         lines.append(f"  queue:      #{job['queue_position']}")
     if job.get("wait_reason"):
         lines.append(f"  waiting:    {job['wait_reason']}")
+    if job.get("estimated_start"):
+        lines.append(f"  starts:     ~{_when(job['estimated_start'])} (from past runs)")
+    if job.get("estimated_end"):
+        lines.append(f"  ends:       ~{_when(job['estimated_end'])} (estimate)")
     if job.get("restricted"):
         lines.append("  (another user's job: only its owner and admins see its details)")
     for attempt in attempts:

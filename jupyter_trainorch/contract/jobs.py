@@ -75,6 +75,14 @@ class JobSummary(Shape):
     terminal: bool
     queue_position: int | None = Field(None, description="1 = dispatched next")
     wait_reason: str | None = Field(None, description="why a waiting job has not started")
+    estimated_start: Time | None = Field(
+        None, description="a queued job's expected start, where the run times of the jobs "
+        "ahead of it and holding what it needs are known (past runs of the same name)"
+    )  # fmt: skip
+    estimated_end: Time | None = Field(
+        None,
+        description="a running job's expected end (past runs of the same name, or its progress)",
+    )
     actions: list[Action] = Field(description="what the caller may do with it now")
 
 

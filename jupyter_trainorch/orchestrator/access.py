@@ -16,7 +16,8 @@ from ..store import CANCELLED, FAILED, PENDING, QUEUED, RETRYING, TERMINAL_STATE
 # What a non-owner sees of a job in the queue.
 QUEUE_VIEW_FIELDS = (
     "id", "name", "user", "state", "priority", "priority_class", "resources",
-    "created", "started", "ended", "terminal", "queue_position",
+    "created", "started", "ended", "terminal", "queue_position", "estimated_start",
+    "estimated_end",
 )  # fmt: skip
 OTHERS_JOBS = ("queue", "hidden")
 

@@ -25,6 +25,7 @@ from ..store import (
     PREEMPTED,
     QUEUED,
     RETRYING,
+    RUNNING,
     SUCCEEDED,
     TERMINAL_STATES,
     JobRecord,
@@ -202,12 +203,13 @@ class JobService:
 
     def _placement(self, jobs: list[JobRecord]) -> dict[str, dict[str, Any]]:
         """For waiting jobs: ``queue_position`` (1 = dispatched next) and ``wait_reason``,
-        one sentence: the policy's for queued jobs, the dependency or the backoff else."""
+        one sentence: the policy's for queued jobs, the dependency or the backoff else; and
+        ``estimated_start`` (queued) or ``estimated_end`` (running) where run times tell."""
         found: dict[str, dict[str, Any]] = {}
         if self.started:
-            queued = [j.id for j in jobs if j.state in (QUEUED, PREEMPTED)]
-            if queued:
-                found = self.host.call_sync(lambda o: o.waiting(queued))
+            asked = [j.id for j in jobs if j.state in (QUEUED, PREEMPTED, RUNNING)]
+            if asked:
+                found = self.host.call_sync(lambda o: o.waiting(asked))
         pending = [job for job in jobs if job.state == PENDING]
         # One read for the dependencies of the whole page, not one per dependency.
         deps = self.store.get_jobs([d for job in pending for d in job.depends_on])

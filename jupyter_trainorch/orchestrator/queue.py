@@ -25,6 +25,7 @@ def queued_job(job: JobRecord) -> policy.QueuedJob:
         cpus=float(resources.get("cpus", 1)),
         memory=int(resources.get("memory", 0)),
         user=job.user,
+        name=job.name,
     )
 
 

@@ -38,10 +38,12 @@ from ..store import (
     DuplicateSubmission,
     JobRecord,
     JobStore,
+    iso,
 )
 from .attempts import AttemptTracker, Running
 from .config import OrchestratorConfig
 from .errors import JobNotFound, JobStateError, OrchestratorBusy
+from .estimates import StartForecast
 from .feed import ChangeFeed
 from .outcomes import JobOutcomes
 from .queue import JobQueue
@@ -73,6 +75,7 @@ class Orchestrator:
         self.draining = False  # no new dispatches; running attempts finish
         self.recovery: Recovery | None = None
         self.queue = JobQueue(wake=self._wake.set)
+        self.forecast = StartForecast(store)
         self.tracking = TrackingBridge(store, self.feed, config)
         self.outcomes = JobOutcomes(
             store,
@@ -334,16 +337,28 @@ class Orchestrator:
 
     # -- placing jobs ---------------------------------------------------------------
     def waiting(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Queue positions (1 = dispatched next) and the policy's sentence why each queued
-        job of ``job_ids`` has not started."""
+        """For the queued jobs of ``job_ids``: the queue position (1 = dispatched next), the
+        policy's sentence why each has not started and, where run times tell, its expected
+        start; for the running ones, their expected end where it can be told."""
+        found: dict[str, dict[str, Any]] = {}
+        held = self.attempts.held()
+        running = {run.job_id for run in held} & set(job_ids)
+        if running:
+            ends = self.forecast.ends(self.queue.items, self._views, held)
+            found.update({j: {"estimated_end": iso(ends[j])} for j in running if j in ends})
         positions = self.queue.positions(job_ids)
         if not positions:
-            return {}
+            return found
         reasons = policy.wait_reasons(self.queue.items, self._views(), list(positions))
-        return {
-            job_id: {"queue_position": n, "wait_reason": reasons.get(job_id, "starting now")}
-            for job_id, n in positions.items()
-        }
+        starts = self.forecast.starts(self.queue.items, self._views, held)
+        for job_id, n in positions.items():
+            found[job_id] = {
+                "queue_position": n,
+                "wait_reason": reasons.get(job_id, "starting now"),
+            }
+            if job_id in starts:
+                found[job_id]["estimated_start"] = iso(starts[job_id])
+        return found
 
     def _views(self) -> list[policy.WorkerView]:
         held_gpus: dict[str, set[str]] = {}

@@ -18,6 +18,7 @@ from .models import (
     JobRecord,
     Lease,
     LogLine,
+    iso,
 )
 from .sql import JobStore
 
@@ -40,4 +41,5 @@ __all__ = [
     "JobStore",
     "Lease",
     "LogLine",
+    "iso",
 ]

@@ -19,7 +19,7 @@ from sqlalchemy.orm import sessionmaker, undefer
 from ..processes import pid_alive
 from .engine import insert_ignoring_duplicates, make_engine
 from .migrations import ensure_schema
-from .models import AttemptRecord, DuplicateSubmission, JobRecord, Lease, LogLine
+from .models import SUCCEEDED, AttemptRecord, DuplicateSubmission, JobRecord, Lease, LogLine
 from .orm import AttemptRow, JobRow, LeaseRow, LogRow
 
 _LEASE_NAME = "orchestrator"
@@ -211,6 +211,34 @@ class JobStore:
         with self._session() as session:
             query = _filtered(select(func.count()).select_from(JobRow), states, user, text)
             return int(session.scalar(query) or 0)
+
+    def recent_runtimes(
+        self, keys: Iterable[tuple[str, str]], per_key: int = 5, scan: int = 500
+    ) -> dict[tuple[str, str], list[float]]:
+        """Run times (seconds from start to end) of the latest succeeded jobs of each
+        ``(user, name)``, newest first, at most ``per_key`` each, from the ``scan`` newest."""
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        with self._session() as session:
+            query = (
+                select(JobRow.user, JobRow.name, JobRow.started, JobRow.ended)
+                .where(
+                    JobRow.state == SUCCEEDED,
+                    JobRow.name.in_({name for _, name in wanted}),
+                    JobRow.user.in_({user for user, _ in wanted}),
+                    JobRow.started.is_not(None),
+                    JobRow.ended.is_not(None),
+                )
+                .order_by(JobRow.ended.desc())
+                .limit(scan)
+            )
+            found: dict[tuple[str, str], list[float]] = {}
+            for user, name, started, ended in session.execute(query):
+                runs = found.setdefault((user, name), [])
+                if (user, name) in wanted and len(runs) < per_key:
+                    runs.append(max(0.0, ended - started))
+            return {key: runs for key, runs in found.items() if runs}
 
     def count_reexecutions(self) -> int:
         """Attempts whose code had started and that ended for a reason not the job's own

@@ -489,6 +489,18 @@ export interface components {
             ended: string | null;
             /** Error */
             error: string | null;
+            /**
+             * Estimated End
+             * @description a running job's expected end (past runs of the same name, or its progress)
+             * @default null
+             */
+            estimated_end?: string | null;
+            /**
+             * Estimated Start
+             * @description a queued job's expected start, where the run times of the jobs ahead of it and holding what it needs are known (past runs of the same name)
+             * @default null
+             */
+            estimated_start?: string | null;
             /** Experiment */
             experiment: string;
             /** Group */
@@ -910,6 +922,18 @@ export interface components {
             created: string | null;
             /** Ended */
             ended: string | null;
+            /**
+             * Estimated End
+             * @description a running job's expected end (past runs of the same name, or its progress)
+             * @default null
+             */
+            estimated_end?: string | null;
+            /**
+             * Estimated Start
+             * @description a queued job's expected start, where the run times of the jobs ahead of it and holding what it needs are known (past runs of the same name)
+             * @default null
+             */
+            estimated_start?: string | null;
             /** Id */
             id: string;
             /** Name */

@@ -48,6 +48,7 @@ class QueuedJob:
     cpus: float = 1.0
     memory: int = 0  # bytes, 0 = no claim
     user: str = ""
+    name: str = ""  # jobs of one user and name are expected to run about as long
 
 
 @dataclass(frozen=True, slots=True)
