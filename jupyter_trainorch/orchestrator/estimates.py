@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from ..policy import QueuedJob, WorkerView
 from ..policy.forecast import Holding, estimate_starts
@@ -24,43 +25,29 @@ TTL_S = 3.0
 MIN_FRACTION = 0.02
 
 
+class Forecast(NamedTuple):
+    starts: dict[str, float]  # queued job -> expected start
+    ends: dict[str, float]  # running job -> expected end
+
+
 class StartForecast:
     def __init__(self, store: JobStore, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
         self._made = -TTL_S
-        self._starts: dict[str, float] = {}
-        self._ends: dict[str, float] = {}
+        self._forecast = Forecast({}, {})
 
-    def starts(
+    def current(
         self,
         queue: Sequence[QueuedJob],
         views: Callable[[], list[WorkerView]],
         held: Sequence[Running],
-    ) -> dict[str, float]:
-        """Expected start (epoch seconds) of the queued jobs whose start can be told."""
-        self._refresh(queue, views, held)
-        return self._starts
-
-    def ends(
-        self,
-        queue: Sequence[QueuedJob],
-        views: Callable[[], list[WorkerView]],
-        held: Sequence[Running],
-    ) -> dict[str, float]:
-        """Expected end (epoch seconds) of the running jobs whose end can be told."""
-        self._refresh(queue, views, held)
-        return self._ends
-
-    def _refresh(
-        self,
-        queue: Sequence[QueuedJob],
-        views: Callable[[], list[WorkerView]],
-        held: Sequence[Running],
-    ) -> None:
+    ) -> Forecast:
+        """Expected starts of queued jobs and ends of running ones (epoch seconds), of those
+        that can be told; made anew at most every ``TTL_S``."""
         now = self.clock()
         if now - self._made < TTL_S:
-            return
+            return self._forecast
         records = {
             job_id: record
             for job_id, (record, _) in self.store.get_jobs([r.job_id for r in held]).items()
@@ -83,9 +70,9 @@ class StartForecast:
             for job in queue
             if (job.user, job.name) in history
         }
-        self._starts = estimate_starts(queue, views(), holdings, runtimes, now)
-        self._ends = ends
+        self._forecast = Forecast(estimate_starts(queue, views(), holdings, runtimes, now), ends)
         self._made = now
+        return self._forecast
 
 
 def _expected_end(

@@ -344,13 +344,13 @@ class Orchestrator:
         held = self.attempts.held()
         running = {run.job_id for run in held} & set(job_ids)
         if running:
-            ends = self.forecast.ends(self.queue.items, self._views, held)
+            ends = self.forecast.current(self.queue.items, self._views, held).ends
             found.update({j: {"estimated_end": iso(ends[j])} for j in running if j in ends})
         positions = self.queue.positions(job_ids)
         if not positions:
             return found
         reasons = policy.wait_reasons(self.queue.items, self._views(), list(positions))
-        starts = self.forecast.starts(self.queue.items, self._views, held)
+        starts = self.forecast.current(self.queue.items, self._views, held).starts
         for job_id, n in positions.items():
             found[job_id] = {
                 "queue_position": n,
