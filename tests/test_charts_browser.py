@@ -2,7 +2,8 @@
 
 A job's chart shows the values at the cursor in its legend, zooms on a drag and resets on a
 double-click, and switches its y axis to a log scale (refused for a metric with values <= 0).
-The compare tab marks the best final value of each metric and sorts by any column.
+The compare tab marks the best final value of each metric and sorts by any column; the
+charts redraw in the colours of a new theme.
 """
 
 from __future__ import annotations
@@ -23,6 +24,15 @@ TRAINING = (
 
 def _canvas(chart) -> str:
     return chart.locator("canvas").evaluate("canvas => canvas.toDataURL()")
+
+
+def _wait_canvas(page, chart: str, before: str, same: bool = False) -> None:  # noqa: F811
+    """Until the chart's canvas (found again each time: a redraw may replace it) differs
+    from ``before``, or with ``same``, until it equals it."""
+    page.wait_for_function(
+        "([chart, before, same]) => (document.querySelector(chart + ' canvas').toDataURL() === before) === same",
+        arg=[chart, before, same], timeout=10_000,
+    )  # fmt: skip
 
 
 def _submit_and_finish(lab, runs: dict[str, float]) -> dict[str, str]:  # noqa: F811
@@ -47,7 +57,8 @@ def test_chart_hover_zoom_and_log_scale_and_the_compare_table(lab, page):  # noq
         panel.locator(f"[data-job-id='{job_id}']").wait_for(timeout=60_000)
 
     panel.locator(f"[data-job-id='{ids['curve-a']}'] [data-action='open']").click()
-    chart = page.locator(".trainorch-detail .trainorch-chart[data-metric='loss']")
+    loss_chart = ".trainorch-detail .trainorch-chart[data-metric='loss']"
+    chart = page.locator(loss_chart)
     chart.locator(".u-legend [data-attempt='1'][data-points='20']").wait_for(timeout=60_000)
     plot = chart.locator(".u-over")
     box = plot.bounding_box()
@@ -71,21 +82,17 @@ def test_chart_hover_zoom_and_log_scale_and_the_compare_table(lab, page):  # noq
     page.mouse.down()
     plot.hover(position={"x": box["width"] * 0.6, "y": box["height"] / 2})
     page.mouse.up()
-    page.wait_for_function("([c, before]) => c.toDataURL() !== before",
-                           arg=[chart.locator("canvas").element_handle(), whole], timeout=5_000)  # fmt: skip
+    _wait_canvas(page, loss_chart, whole)
     plot.dblclick(position={"x": box["width"] / 2, "y": box["height"] / 2})
-    page.wait_for_function("([c, before]) => c.toDataURL() === before",
-                           arg=[chart.locator("canvas").element_handle(), whole], timeout=5_000)  # fmt: skip
+    _wait_canvas(page, loss_chart, whole, same=True)
 
     # The log toggle redraws the loss on a log scale; a metric below 0 cannot have one.
     assert chart.get_attribute("data-scale") == "linear"
     chart.locator("input[data-action='log-scale']").check()
-    page.wait_for_function(
-        "() => document.querySelector(\".trainorch-detail .trainorch-chart[data-metric='loss']\").dataset.scale === 'log'",
-        timeout=5_000,
-    )  # fmt: skip
+    page.wait_for_function("chart => document.querySelector(chart).dataset.scale === 'log'",
+                           arg=loss_chart, timeout=5_000)  # fmt: skip
     chart.locator(".u-legend [data-attempt='1'][data-points='20']").wait_for(timeout=10_000)
-    assert _canvas(chart) != whole
+    _wait_canvas(page, loss_chart, whole)
     margin = page.locator(".trainorch-detail .trainorch-chart[data-metric='margin']")
     assert margin.locator("input[data-action='log-scale']").is_disabled()
 
@@ -116,8 +123,17 @@ def test_chart_hover_zoom_and_log_scale_and_the_compare_table(lab, page):  # noq
     assert order() == [ids["curve-b"], ids["curve-a"]]
     assert table.locator("th[data-column='param:lr']").get_attribute("aria-sort") == "descending"
 
-    compare_chart = page.locator(".trainorch-compare .trainorch-chart[data-metric='loss']")
+    compare_loss = ".trainorch-compare .trainorch-chart[data-metric='loss']"
+    compare_chart = page.locator(compare_loss)
     for job_id in ids.values():
         compare_chart.locator(f".u-legend [data-job-id='{job_id}'][data-points='20']").wait_for(
             timeout=30_000
         )
+
+    # A new theme redraws the chart in its colours.
+    before = _canvas(compare_chart)
+    page.locator("#jp-MainMenu").get_by_text("Settings", exact=True).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Theme$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^JupyterLab Dark$")).click()
+    page.wait_for_function("() => document.body.dataset.jpThemeName === 'JupyterLab Dark'")
+    _wait_canvas(page, compare_loss, before)
