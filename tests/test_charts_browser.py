@@ -68,12 +68,17 @@ def test_chart_hover_zoom_and_log_scale_and_the_compare_table(lab, page):  # noq
     )
     assert chart.locator("canvas").bounding_box()["height"] == pytest.approx(200, abs=2)
 
-    # Hovering shows the step and the loss there in the legend: loss = lr / step.
-    plot.hover(position={"x": box["width"] / 2, "y": box["height"] / 2})
-    step_text = chart.locator(".u-legend .u-series").first.locator(".u-value").inner_text()
-    value_text = chart.locator(".u-legend [data-attempt='1'] .u-value").inner_text()
-    assert re.fullmatch(r"\d+", step_text), step_text
-    assert float(value_text) == pytest.approx(0.1 / int(step_text), rel=1e-3), value_text
+    # At rest the legend shows the latest loss; hovering, the step and the loss there.
+    step = chart.locator(".u-legend .u-series").first.locator(".u-value")
+    loss = chart.locator(".u-legend [data-attempt='1'] .u-value")
+    assert (step.inner_text(), loss.inner_text()) == ("latest", "0.005")
+    hovered = []
+    for share in (0.25, 0.75):
+        plot.hover(position={"x": box["width"] * share, "y": box["height"] / 2})
+        assert re.fullmatch(r"\d+", step.inner_text()), step.inner_text()
+        hovered.append(int(step.inner_text()))
+        assert float(loss.inner_text()) == pytest.approx(0.1 / hovered[-1], rel=1e-3)
+    assert hovered[0] < hovered[1] < 20, hovered
 
     # Drag to zoom on the steps, double-click to see them all again.
     page.mouse.move(0, 0)

@@ -102,6 +102,16 @@ function useAlignedData(series: readonly ISeries[]): uPlot.AlignedData {
   return cache.current!.data;
 }
 
+function lastValue(values: ArrayLike<number | null | undefined>): number | null {
+  for (let i = values.length - 1; i >= 0; i--) {
+    const value = values[i];
+    if (value !== null && value !== undefined) {
+      return value;
+    }
+  }
+  return null;
+}
+
 function numberText(value: number | null): string {
   return value === null || value === undefined ? '–' : formatNumber(value);
 }
@@ -127,15 +137,20 @@ function options(
     height,
     scales: { x: { time: false }, y: log ? { distr: 3, log: 10 } : {} },
     axes: [axis, { ...axis, size: Y_AXIS_WIDTH }],
+    // Off the plot, the legend shows each line's latest value.
     series: [
-      { label: 'step', value: (_plot, step) => numberText(step) },
+      {
+        label: 'step',
+        value: (_plot, step, _series, index) => (index === null ? 'latest' : numberText(step))
+      },
       ...series.map(s => ({
         label: s.label,
         stroke: themeValue(s.colour),
         width: 1.5,
         // Series of other attempts or jobs leave gaps on the shared step axis.
         spanGaps: true,
-        value: (_plot: uPlot, value: number | null) => numberText(value)
+        value: (plot: uPlot, value: number | null, series: number, index: number | null) =>
+          numberText(index === null ? lastValue(plot.data[series]) : value)
       }))
     ],
     cursor: { drag: { x: true, y: false } },
@@ -159,7 +174,7 @@ function markLegend(
   });
 }
 
-/** One metric: a line per series, the latest value, and a log-scale toggle. */
+/** One metric: a line per series, their latest values in the legend, and a log-scale toggle. */
 export function LineChart(props: {
   metric: string;
   series: ISeries[];
@@ -214,20 +229,12 @@ export function LineChart(props: {
     }
   }, [data]);
 
-  // With several lines, the legend tells their values apart on hover instead.
-  const only = drawn.length === 1 ? drawn[0].points : [];
-  const last = only.length ? only[only.length - 1] : null;
   return (
     <div className="trainorch-chart" data-metric={metric} data-scale={log ? 'log' : 'linear'}>
       <div className="trainorch-chart-head">
         <span className="trainorch-chart-title" title={metric}>
           {metric}
         </span>
-        {last && (
-          <span className="trainorch-chart-latest" title={`step ${last[0]}`}>
-            {formatNumber(last[1])}
-          </span>
-        )}
         <CheckboxOption
           className="trainorch-log-toggle"
           action="log-scale"
