@@ -121,7 +121,8 @@ function options(
   log: boolean,
   width: number,
   height: number,
-  element: HTMLElement
+  element: HTMLElement,
+  sync: string | undefined
 ): uPlot.Options {
   const style = getComputedStyle(element);
   const grid = themeValue('var(--jp-border-color2)');
@@ -153,9 +154,19 @@ function options(
           numberText(index === null ? lastValue(plot.data[series]) : value)
       }))
     ],
-    cursor: { drag: { x: true, y: false } },
+    cursor: { drag: { x: true, y: false }, sync: sync ? { key: sync } : undefined },
     legend: { live: true }
   };
+}
+
+/** Whether the steps shown are fewer than the data's: the user dragged to zoom. */
+function isZoomed(plot: uPlot): boolean {
+  const steps = plot.data[0];
+  const { min, max } = plot.scales.x;
+  if (!steps.length || min === undefined || max === undefined) {
+    return false;
+  }
+  return min > steps[0] || max < steps[steps.length - 1];
 }
 
 /** Each legend row names its series and how many points it draws (the browser tests read them). */
@@ -181,6 +192,8 @@ export function LineChart(props: {
   seriesAttr: 'data-attempt' | 'data-job-id';
   /** Of the plot area in CSS pixels, without the legend. */
   height?: number;
+  /** Charts with the same key show the cursor at the same step. */
+  sync?: string;
 }): JSX.Element {
   const { metric, seriesAttr } = props;
   const height = props.height ?? HEIGHT;
@@ -201,7 +214,7 @@ export function LineChart(props: {
       return;
     }
     const created = new uPlot(
-      options(drawn, log, element.clientWidth, height, element),
+      options(drawn, log, element.clientWidth, height, element, props.sync),
       data,
       element
     );
@@ -219,12 +232,13 @@ export function LineChart(props: {
       plot.current = null;
     };
     // New data goes to the plot below, without building it again (which would lose the zoom).
-  }, [look, log, theme, height, seriesAttr]);
+  }, [look, log, theme, height, seriesAttr, props.sync]);
 
   React.useEffect(() => {
     const current = plot.current;
     if (current && current.data !== data) {
-      current.setData(data);
+      // A running job's new points must not undo the user's zoom.
+      current.setData(data, !isZoomed(current));
       markLegend(current, drawn, seriesAttr);
     }
   }, [data]);
@@ -258,12 +272,13 @@ export function LineChart(props: {
   );
 }
 
-/** A chart per metric, one under the other. */
+/** A chart per metric, one under the other, their cursors at the same step. */
 export function ChartList(props: {
   metrics: readonly string[];
   seriesAttr: 'data-attempt' | 'data-job-id';
   seriesOf: (metric: string) => ISeries[];
 }): JSX.Element {
+  const sync = React.useId();
   return (
     <div className="trainorch-charts">
       {props.metrics.map(metric => (
@@ -272,6 +287,7 @@ export function ChartList(props: {
           metric={metric}
           seriesAttr={props.seriesAttr}
           series={props.seriesOf(metric)}
+          sync={sync}
         />
       ))}
     </div>
