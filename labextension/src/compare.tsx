@@ -143,7 +143,10 @@ function HeaderCell(props: {
   );
 }
 
-function CompareTable(props: { jobs: readonly IJob[]; finals: Record<string, unknown>[] }) {
+function CompareTable(props: {
+  jobs: readonly IJob[];
+  finals: Record<string, unknown>[];
+}): JSX.Element {
   const { jobs, finals } = props;
   const [sort, setSort] = React.useState<ISort | null>(null);
   const columns = columnsOf(jobs, finals);

@@ -150,8 +150,8 @@ function options(
         width: 1.5,
         // Series of other attempts or jobs leave gaps on the shared step axis.
         spanGaps: true,
-        value: (plot: uPlot, value: number | null, series: number, index: number | null) =>
-          numberText(index === null ? lastValue(plot.data[series]) : value)
+        value: (plot: uPlot, value: number | null, seriesIndex: number, index: number | null) =>
+          numberText(index === null ? lastValue(plot.data[seriesIndex]) : value)
       }))
     ],
     cursor: { drag: { x: true, y: false }, sync: sync ? { key: sync } : undefined },
