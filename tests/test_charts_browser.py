@@ -3,7 +3,7 @@
 A job's chart shows the values at the cursor in its legend, zooms on a drag and resets on a
 double-click, and switches its y axis to a log scale (refused for a metric with values <= 0).
 The compare tab marks the best final value of each metric and sorts by any column; the
-charts redraw in the colours of a new theme.
+charts redraw in the colours of a new theme and follow the width of their container.
 """
 
 from __future__ import annotations
@@ -142,3 +142,12 @@ def test_chart_hover_zoom_and_log_scale_and_the_compare_table(lab, page):  # noq
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^JupyterLab Dark$")).click()
     page.wait_for_function("() => document.body.dataset.jpThemeName === 'JupyterLab Dark'")
     _wait_canvas(page, compare_loss, before)
+
+    # A narrower window narrows the charts with their container.
+    wide = compare_chart.locator(".uplot").bounding_box()["width"]
+    page.set_viewport_size({"width": 1000, "height": 900})
+    page.wait_for_function(
+        "([chart, wide]) => { const c = document.querySelector(chart); const w = c.querySelector('.uplot').offsetWidth;"
+        " return Math.abs(w - c.offsetWidth) <= 2 && w < wide - 300; }",
+        arg=[compare_loss, wide], timeout=10_000,
+    )  # fmt: skip
