@@ -245,26 +245,21 @@ def test_metric_charts_and_the_compare_view(lab, page):
 
     # The job's loss curve, drawn from its MLflow attempt run: one line of 20 points.
     panel.locator(f"[data-job-id='{ids[0]}'] [data-action='open']").click()
-    line = page.locator(
-        ".trainorch-detail .trainorch-chart[data-metric='loss'] polyline[data-attempt='1']"
-    )
-    line.wait_for(timeout=60_000)
-    page.wait_for_function(
-        "() => { const p = document.querySelector(\".trainorch-detail .trainorch-chart[data-metric='loss'] polyline\");"
-        " return p && p.getAttribute('points').trim().split(/\\s+/).length === 20; }",
-        timeout=30_000,
-    )  # fmt: skip
+    page.locator(
+        ".trainorch-detail .trainorch-chart[data-metric='loss'] .u-legend [data-attempt='1'][data-points='20']"
+    ).wait_for(timeout=60_000)
 
     for job_id in ids:
         panel.locator(f"[data-job-id='{job_id}'] input[data-action='select']").check()
     panel.locator("[data-action='compare']").click()
     compare = page.locator(".trainorch-compare")
-    compare.locator("table").wait_for(timeout=30_000)
-    lr_row = compare.locator("tr[data-row='param:lr']")
-    assert "0.1" in lr_row.inner_text() and "0.5" in lr_row.inner_text()
-    compare.locator(".trainorch-chart polyline[data-job-id]").first.wait_for(timeout=30_000)
-    assert {compare.locator(".trainorch-chart polyline[data-job-id]").nth(i).get_attribute("data-job-id")
-            for i in range(compare.locator(".trainorch-chart polyline[data-job-id]").count())} >= set(ids)  # fmt: skip
+    compare.locator(".trainorch-compare-table").wait_for(timeout=30_000)
+    lr = compare.locator("td[data-column='param:lr']").all_inner_texts()
+    assert "0.1" in lr and "0.5" in lr
+    for job_id in ids:
+        compare.locator(f".trainorch-chart .u-legend [data-job-id='{job_id}']").wait_for(
+            timeout=30_000
+        )
     page.screenshot(path=str(DOCS / "compare.png"))
 
 

@@ -11,6 +11,7 @@ export function CheckboxOption(props: {
   checked: boolean;
   onChange: (checked: boolean) => void;
   className: string;
+  disabled?: boolean;
 }): JSX.Element {
   return (
     <label className={props.className} title={props.title}>
@@ -18,6 +19,7 @@ export function CheckboxOption(props: {
         type="checkbox"
         data-action={props.action}
         checked={props.checked}
+        disabled={props.disabled}
         onChange={event => props.onChange(event.target.checked)}
       />
       {props.label}

@@ -1,8 +1,85 @@
 /**
- * Pure helpers for the views: times, progress, attempts and the `%%train` text of
- * clone-to-cell. No DOM and no requests here.
+ * Pure helpers for the views: numbers, times, progress, attempts, sweep labels and the
+ * `%%train` text of clone-to-cell. No DOM and no requests here.
  */
-import { ACTIVE_STATES, IAttempt, IJob, IJobRow } from './types';
+import { ACTIVE_STATES, IAttempt, IJob, IJobRow, isRestricted } from './types';
+
+// -- numbers ------------------------------------------------------------------------------
+
+/**
+ * The one number format of the charts, the compare table and the sweep labels: up to 4
+ * significant digits, exponent notation below 1e-3 and from 1e6 on (`1.235e-5`). Integers
+ * below 1e6 stay exact, so steps and epochs are not rounded. Never localised: the numbers
+ * read as the Python values a user types in `%%train` (`lr=0.001`, not `0,001`).
+ */
+export function formatNumber(value: number): string {
+  if (!Number.isFinite(value)) {
+    return String(value);
+  }
+  const size = Math.abs(value);
+  if (Number.isInteger(value) && size < 1e6) {
+    return String(value);
+  }
+  const rounded = Number(value.toPrecision(4));
+  return size !== 0 && (size < 1e-3 || size >= 1e6) ? rounded.toExponential() : String(rounded);
+}
+
+/** A param or metric value as text: numbers in the one number format, strings as they are. */
+export function valueText(value: unknown): string {
+  if (value === undefined || value === null) {
+    return '';
+  }
+  if (typeof value === 'number') {
+    return formatNumber(value);
+  }
+  return typeof value === 'string' ? value : JSON.stringify(value);
+}
+
+const SWEEP_KEYS_SHOWN = 3;
+const SWEEP_VALUES_LISTED = 3;
+
+/** `lr=0.001…0.1` for numbers, `opt=adam|sgd` for a few other values, `seed: 12 values`. */
+function sweepRange(key: string, values: unknown[]): string {
+  if (values.every(v => typeof v === 'number')) {
+    const numbers = values as number[];
+    return `${key}=${formatNumber(Math.min(...numbers))}…${formatNumber(Math.max(...numbers))}`;
+  }
+  const distinct = [...new Set(values.map(valueText))];
+  return distinct.length <= SWEEP_VALUES_LISTED
+    ? `${key}=${distinct.join('|')}`
+    : `${key}: ${distinct.length} values`;
+}
+
+/**
+ * A sweep group's label: the params that differ between its jobs and how many jobs it has,
+ * e.g. `lr=0.001…0.1, 4 jobs`. With no differing param, the jobs' shared name, else `group`
+ * (the group's id).
+ */
+export function sweepLabel(group: string, jobs: readonly IJobRow[]): string {
+  const count = `${jobs.length} job${jobs.length === 1 ? '' : 's'}`;
+  const params = jobs.map(job => (isRestricted(job) ? {} : (job.params ?? {})));
+  const keys = [...new Set(params.flatMap(p => Object.keys(p)))].sort();
+  const differing = keys.filter(
+    key => new Set(params.map(p => JSON.stringify(p[key] ?? null))).size > 1
+  );
+  if (differing.length === 0) {
+    const names = new Set(jobs.map(job => job.name));
+    return `${names.size === 1 ? jobs[0].name : group}, ${count}`;
+  }
+  const shown = differing.slice(0, SWEEP_KEYS_SHOWN).map(key =>
+    sweepRange(
+      key,
+      params.map(p => p[key]).filter(v => v !== undefined)
+    )
+  );
+  const more = differing.length - SWEEP_KEYS_SHOWN;
+  if (more > 0) {
+    shown.push(`+${more} more`);
+  }
+  return `${shown.join(', ')}, ${count}`;
+}
+
+// -- times ------------------------------------------------------------------------------
 
 /** Epoch seconds of an ISO 8601 time (the API's `…Z` strings); null for anything else. */
 export function toSeconds(value: string | null | undefined): number | null {
