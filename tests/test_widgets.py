@@ -162,6 +162,29 @@ def test_state_progress_and_attempts_follow_the_stream() -> None:
     assert "<b>demo</b>" in widget.title.value and "j1" in widget.title.value
 
 
+def test_a_waiting_job_says_where_it_stands_and_when_it_should_start() -> None:
+    from datetime import datetime, timezone
+
+    from jupyter_trainorch.client.job import schedule_text
+
+    widget = view()
+    start = datetime(2026, 12, 6, 14, 5, 10, tzinfo=timezone.utc)
+    local = start.astimezone().strftime("%H:%M:%S")
+    waiting = {"state": "queued", "name": "demo", "queue_position": 3,
+               "estimated_start": "2026-12-06T14:05:10Z",
+               "wait_reason": "behind 2 jobs that go first; <every> worker is busy"}  # fmt: skip
+    widget.apply(waiting, [])
+    expected = (
+        f"#3 in the queue, starts ~{local}: behind 2 jobs that go first; <every> worker is busy"
+    )
+    assert schedule_text(waiting) == expected
+    assert widget.schedule_label.value == expected.replace("<", "&lt;").replace(">", "&gt;")
+    widget.apply({"state": "running", "name": "demo", "estimated_end": "2026-12-06T14:05:10Z"}, [])
+    assert widget.schedule_label.value == f"ends ~{local}"
+    widget.apply({"state": "succeeded", "name": "demo"}, [])
+    assert widget.schedule_label.value == ""
+
+
 def test_the_error_of_a_retrying_job_is_shown_until_it_succeeds() -> None:
     widget = view()
     widget.apply(STREAM[3][0], [])

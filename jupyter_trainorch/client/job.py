@@ -29,6 +29,34 @@ def model_text(job: dict[str, Any], escape: Any = str) -> str:
     return escape(f", model {model['name']} v{model['version']}{alias}")
 
 
+def schedule_text(job: dict[str, Any]) -> str:
+    """Where a waiting job stands and when it should start, or when a running one should
+    end: ``#3 in the queue, starts ~14:05:10: behind 2 jobs of higher priority``."""
+    parts = []
+    if job.get("queue_position"):
+        parts.append(f"#{job['queue_position']} in the queue")
+    if job.get("estimated_start"):
+        parts.append(f"starts ~{_clock(job['estimated_start'])}")
+    if job.get("estimated_end"):
+        parts.append(f"ends ~{_clock(job['estimated_end'])}")
+    text = ", ".join(parts)
+    if job.get("wait_reason"):
+        text = f"{text}: {job['wait_reason']}" if text else str(job["wait_reason"])
+    return text
+
+
+def _clock(stamp: str) -> str:
+    """An ISO UTC time of the job JSON as the local time of day."""
+    from datetime import datetime
+
+    try:
+        return (
+            datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone().strftime("%H:%M:%S")
+        )
+    except ValueError:
+        return stamp
+
+
 class JobFailed(TrainOrchError):
     """``Job.result()`` of a job that did not succeed."""
 
@@ -141,10 +169,12 @@ class Job:
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         info = self.refresh()
         attempts = info.get("attempts") or []
+        schedule = schedule_text(info)
         printer.text(
             f"Job {self.id} '{info['name']}': {info['state']}, priority {info['priority_class']}, "
             f"{len(attempts)} attempt(s), {info['max_retries']} retries allowed" + model_text(info)
-        )
+            + (f"\n  {schedule}" if schedule else "")
+        )  # fmt: skip
 
     @property
     def model(self) -> dict[str, Any] | None:

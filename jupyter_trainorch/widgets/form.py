@@ -156,6 +156,9 @@ class SubmitForm(widgets.VBox):
         self.submit_button.on_click(lambda _b: self.submit())
         self.error_label = widgets.Label(self.problem or listing_error)
         self.error_label.style.text_color = "#c62828"
+        self.error_label.add_class(
+            "trainorch-wrap"
+        )  # the panel's stylesheet: a long sentence wraps
         self.jobs_box = widgets.VBox([])
         fields = self.resource_fields
         super().__init__(
@@ -169,7 +172,7 @@ class SubmitForm(widgets.VBox):
                 self.after,
                 widgets.HBox(
                     [self.submit_button, self.error_label],
-                    layout=widgets.Layout(align_items="center"),
+                    layout=widgets.Layout(align_items="center", flex_flow="row wrap"),
                 ),
                 self.jobs_box,
             ],

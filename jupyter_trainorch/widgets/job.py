@@ -9,7 +9,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..client.job import attempts_text, model_text
+from ..client.job import attempts_text, model_text, schedule_text
 from ..client.transport import TrainOrchError
 from ._live import Follower, first_line, progress_text, summary
 
@@ -89,7 +89,13 @@ class JobWidget(widgets.VBox):
         self.cancel_button.on_click(self._on_cancel)
         self.error_label = widgets.Label("")
         self.error_label.style.text_color = _STATE_COLOURS["failed"]
+        self.error_label.add_class(
+            "trainorch-wrap"
+        )  # the panel's stylesheet: a long sentence wraps
         self.notice_label = widgets.Label("")
+        # Why it waits and when it should start (or end); HTML, which wraps a long reason
+        # where a Label would cut it.
+        self.schedule_label = widgets.HTML("")
         self.log_view = widgets.HTML(log_html([]))
         row = widgets.HBox(
             [
@@ -102,7 +108,15 @@ class JobWidget(widgets.VBox):
             layout=widgets.Layout(align_items="center", flex_flow="row wrap"),
         )
         super().__init__(
-            [self.title, row, self.error_label, self.log_view, self.notice_label], **kwargs
+            [
+                self.title,
+                row,
+                self.schedule_label,
+                self.error_label,
+                self.log_view,
+                self.notice_label,
+            ],
+            **kwargs,
         )
         info = getattr(job, "_info", None)
         if info and info.get("state"):
@@ -149,6 +163,7 @@ class JobWidget(widgets.VBox):
                 self.attempt_label.value = "attempt " + attempts_text(job).replace("/", " of ")
             else:
                 self.attempt_label.value = f"no attempt yet, up to {job.get('attempts_allowed', 1)}"
+            self.schedule_label.value = html.escape(schedule_text(job))
             cancellable = "cancel" in (job.get("actions") or [])
             self.cancel_button.disabled = not cancellable
             # A finished job has nothing to cancel: no greyed-out button either.
