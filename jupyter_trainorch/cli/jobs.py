@@ -176,14 +176,12 @@ def _summary(job: dict[str, Any]) -> str:
         lines.append(
             f"  re-run:     {job['reexecutions']} time(s) after a lost worker or a stopped service"
         )
-    if job.get("queue_position"):
-        lines.append(f"  queue:      #{job['queue_position']}")
-    if job.get("wait_reason"):
-        lines.append(f"  waiting:    {job['wait_reason']}")
-    if job.get("estimated_start"):
-        lines.append(f"  starts:     ~{_when(job['estimated_start'])} (from past runs)")
-    if job.get("estimated_end"):
-        lines.append(f"  ends:       ~{_when(job['estimated_end'])} (estimate)")
+    from ..client.job import schedule_text
+
+    schedule = schedule_text(job)
+    if schedule:
+        label = "waiting:" if job.get("queue_position") or job.get("wait_reason") else "expected:"
+        lines.append(f"  {label:<12}{schedule}")
     if job.get("restricted"):
         lines.append("  (another user's job: only its owner and admins see its details)")
     for attempt in attempts:
