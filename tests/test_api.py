@@ -28,7 +28,37 @@ def jp_server_config(request):
     extensions = {"jupyter_trainorch": True}
     if "dashboard" in request.node.name or "mlflow" in request.node.name:
         extensions["jupyter_server_proxy"] = True
-    return {"ServerApp": {"jpserver_extensions": extensions}}
+    config = {"ServerApp": {"jpserver_extensions": extensions}}
+    if "another_host" in request.node.name:
+        config["ServerProxy"] = {"host_allowlist": ["localhost", "127.0.0.1", FAR_HOST]}
+    return config
+
+
+# Another host for the scheduler: a second loopback address, which is not one of the names
+# the dashboard link treats as this machine.
+FAR_HOST = "127.0.0.2"
+
+
+@pytest.fixture
+def far_scheduler(tmp_path):
+    """A ``dask scheduler`` whose dashboard listens on ``FAR_HOST``."""
+    import subprocess
+
+    from conftest import dask_executable, free_port
+
+    port, dashboard = free_port(), free_port()
+    log = open(tmp_path / "scheduler.log", "w")  # noqa: SIM115
+    scheduler = subprocess.Popen(
+        [*dask_executable("scheduler"), "--host", FAR_HOST, "--port", str(port),
+         "--dashboard-address", f"{FAR_HOST}:{dashboard}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        yield f"tcp://{FAR_HOST}:{port}"
+    finally:
+        scheduler.terminate()
+        scheduler.wait(timeout=15)
+        log.close()
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +67,8 @@ def _small_cluster(monkeypatch, request, tmp_path):
     monkeypatch.setenv("TRAINORCH_GPUS_PER_WORKER", "1")
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}" if "mlflow" in request.node.name else "off"
     monkeypatch.setenv("TRAINORCH_MLFLOW", tracking)
+    if "another_host" in request.node.name:
+        monkeypatch.setenv("TRAINORCH_CLUSTER", request.getfixturevalue("far_scheduler"))
 
 
 async def _json(jp_fetch, *parts, method="GET", body=None, headers=None, **params):
@@ -335,6 +367,19 @@ async def test_the_dask_dashboard_link_goes_through_the_server(jp_fetch, jp_serv
     location = redirect.value.response.headers["Location"]
     assert re.fullmatch(re.escape(jp_base_url) + r"proxy/\d+/status", location), location
     page = await jp_fetch(*location[len(jp_base_url) :].split("/"))
+    assert page.code == 200 and b"Dask" in page.body
+
+
+async def test_the_dashboard_of_a_scheduler_on_another_host_goes_through_the_server(
+    jp_fetch, jp_serverapp, jp_base_url, http_server_client, jp_auth_header
+):
+    with pytest.raises(tornado.httpclient.HTTPClientError) as redirect:
+        await jp_fetch("trainorch", "dashboard", follow_redirects=False, request_timeout=60)
+    location = redirect.value.response.headers["Location"]
+    pattern = re.escape(f"{jp_base_url}proxy/{FAR_HOST}:") + r"\d+/status"
+    assert re.fullmatch(pattern, location), location
+    # As the browser asks for it (jp_fetch would escape the colon).
+    page = await http_server_client.fetch(location, headers=jp_auth_header)
     assert page.code == 200 and b"Dask" in page.body
 
 

@@ -189,15 +189,23 @@ class DashboardHandler(ForwardHandler):
         if not address:
             raise web.HTTPError(404, "the cluster has no dashboard (install bokeh where it runs)")
         parsed = urllib.parse.urlsplit(address)
-        if (
-            parsed.hostname in _LOOPBACK
-            and parsed.port
-            and "jupyter_server_proxy" in _enabled_extensions(self)
-        ):
-            path = parsed.path.lstrip("/") or "status"
+        path = parsed.path.lstrip("/") or "status"
+        proxied = parsed.port and "jupyter_server_proxy" in _enabled_extensions(self)
+        if proxied and parsed.hostname in _LOOPBACK:
             self.redirect(url_path_join(self.base_url, f"proxy/{parsed.port}", path))
+        elif proxied and parsed.hostname and self._may_proxy(parsed.hostname):
+            # A scheduler on another host, which the admin let jupyter-server-proxy reach
+            # (c.ServerProxy.host_allowlist): through this server too.
+            where = f"proxy/{parsed.hostname}:{parsed.port}"
+            self.redirect(url_path_join(self.base_url, where, path))
         else:
             self.redirect(address)
+
+    def _may_proxy(self, host: str) -> bool:
+        from jupyter_server_proxy.config import ServerProxy
+
+        allowed = ServerProxy(config=self.settings["serverapp"].config).host_allowlist
+        return bool(allowed(self, host)) if callable(allowed) else host in allowed
 
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
