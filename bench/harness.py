@@ -14,16 +14,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile, ``q`` in percent."""
-    ordered = sorted(values)
-    rank = max(1, -(-int(q * len(ordered)) // 100))
-    return ordered[min(len(ordered), rank) - 1]
+# The nearest-rank percentile the simulator reports with, so benches and `trainorch simulate`
+# count alike.
+from jupyter_trainorch.policy.simulate import percentile  # noqa: E402
+
+__all__ = ["free_port", "percentile", "trainorch_service"]
 
 
 def free_port() -> int:

@@ -25,6 +25,7 @@ from .jobs import (
     cmd_submit,
 )
 from .services import cmd_mlflow_ui, cmd_serve, cmd_service_status, cmd_service_stop
+from .simulate import cmd_simulate
 from .templates import cmd_templates_list, cmd_templates_show, cmd_templates_validate
 
 
@@ -128,6 +129,23 @@ def build_parser() -> argparse.ArgumentParser:
     mlflow_ui = verb("mlflow-ui", cmd_mlflow_ui, "Open the MLflow UI on the jobs' tracking store.")
     mlflow_ui.add_argument("--host", default="127.0.0.1")
     mlflow_ui.add_argument("--port", type=int, default=5000)
+
+    simulate = verb(
+        "simulate",
+        cmd_simulate,
+        "Replay a job trace (CSV: job_id,num_gpu,submit_time,duration[,priority,user]) through "
+        "the placement policy on a virtual clock and print JCT, queueing delay, utilisation.",
+    )
+    simulate.add_argument("trace", metavar="TRACE.csv")
+    simulate.add_argument(
+        "--cluster", default="4x8", metavar="WORKERSxGPUS", help="e.g. 32x4 (default: 4x8)"
+    )
+    simulate.add_argument(
+        "--policy", default="priority", choices=("priority", "fifo"),
+        help="priority: what the service does (default); fifo: submission order only",
+    )  # fmt: skip
+    simulate.add_argument("--json", action="store_true", help="print the figures as JSON")
+    simulate.add_argument("--plot", metavar="OUT.png", help="GPUs busy and queue length over time")
 
     templates = verbs.add_parser("templates", help="List, show or check job templates.")
     actions = templates.add_subparsers(dest="action", metavar="ACTION")

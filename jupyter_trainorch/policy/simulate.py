@@ -1,0 +1,211 @@
+"""Replays a job trace on a virtual clock through the very placement the orchestrator runs.
+
+Pure: trace rows and a cluster shape in, per-job start/end times and summary figures out.
+Each moment something happens (jobs arrive, jobs end) the queue and the free resources go
+to :func:`~.placement.plan`, exactly as the scheduling loop hands them over, and the jobs it
+places start then. Policies:
+
+* ``priority`` — the default: strict priority classes, FIFO inside a class, best fit and
+  reservation (what ``trainorch serve`` does).
+* ``fifo`` — the baseline a shared queue without priorities gives: every job in the same
+  class, so submission order alone decides.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from .placement import Placement, QueuedJob, WorkerView, plan, queue_key
+
+POLICIES = ("priority", "fifo")
+_FIFO_PRIORITY = 100
+
+
+@dataclass(frozen=True, slots=True)
+class TraceJob:
+    job_id: str
+    gpus: int
+    submit: float  # seconds from the trace's start
+    duration: float  # seconds it runs once started
+    priority: int = 100
+    user: str = ""
+
+
+@dataclass(slots=True)
+class Outcome:
+    job: TraceJob
+    start: float = math.nan
+    end: float = math.nan
+
+    @property
+    def wait(self) -> float:
+        return self.start - self.job.submit
+
+    @property
+    def completion(self) -> float:
+        return self.end - self.job.submit
+
+
+@dataclass(slots=True)
+class Simulation:
+    outcomes: list[Outcome]
+    gpus: int
+    decisions: int = 0  # moments something happened (jobs arrived or ended)
+    inversions: int = 0  # a lower-priority job started while a higher one that fitted waited
+    busy: list[tuple[float, int, int]] = field(default_factory=list)  # (time, GPUs busy, queued)
+
+
+def simulate(
+    trace: Sequence[TraceJob], workers: int, gpus_per_worker: int, policy: str = "priority"
+) -> Simulation:
+    """Run ``trace`` on ``workers`` identical workers of ``gpus_per_worker`` GPUs each."""
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {', '.join(POLICIES)}, not {policy!r}")
+    ids = tuple(str(n) for n in range(gpus_per_worker))
+    # CPUs are not what a GPU trace is about: each worker has as many as the queue can use.
+    views = {
+        f"w{n:04d}": WorkerView(f"w{n:04d}", ids, ids, cpus=float(len(trace) or 1),
+                                free_cpus=float(len(trace) or 1))
+        for n in range(workers)
+    }  # fmt: skip
+    arrivals = sorted(range(len(trace)), key=lambda i: (trace[i].submit, i))
+    outcomes = [Outcome(job) for job in trace]
+    by_id = {str(i): i for i in range(len(trace))}
+    queue: list[QueuedJob] = []  # in queue_key order, as the orchestrator keeps it
+    keys: list[tuple[int, int]] = []
+    ends: list[tuple[float, int, str, tuple[str, ...]]] = []
+    result = Simulation(outcomes, workers * gpus_per_worker)
+    busy = 0
+    next_arrival = 0
+    while next_arrival < len(arrivals) or ends:
+        now = min(
+            trace[arrivals[next_arrival]].submit if next_arrival < len(arrivals) else math.inf,
+            ends[0][0] if ends else math.inf,
+        )
+        while ends and ends[0][0] <= now:
+            _, index, worker, gpu_ids = heapq.heappop(ends)
+            views[worker] = _give_back(views[worker], gpu_ids)
+            busy -= len(gpu_ids)
+        while next_arrival < len(arrivals) and trace[arrivals[next_arrival]].submit <= now:
+            index = arrivals[next_arrival]
+            next_arrival += 1
+            if trace[index].gpus > gpus_per_worker:
+                continue  # refused at submit, as the service refuses it (policy.fit_error)
+            job = _queued(trace[index], index, policy)
+            at = bisect.bisect(keys, queue_key(job))
+            keys.insert(at, queue_key(job))
+            queue.insert(at, job)
+        # With every GPU taken nothing of a GPU trace can start: no decision to make.
+        placements = plan(queue, list(views.values())) if busy < result.gpus else []
+        result.decisions += 1
+        if placements:
+            started = set()
+            for placement in placements:
+                index = by_id[placement.job_id]
+                outcome = outcomes[index]
+                outcome.start, outcome.end = now, now + outcome.job.duration
+                views[placement.worker] = _take(views[placement.worker], placement.gpu_ids)
+                heapq.heappush(ends, (outcome.end, index, placement.worker, placement.gpu_ids))
+                busy += len(placement.gpu_ids)
+                started.add(placement.job_id)
+            kept = [i for i, job in enumerate(queue) if job.id not in started]
+            queue, keys = [queue[i] for i in kept], [keys[i] for i in kept]
+            result.inversions += _inversions(queue, views, placements, trace)
+        result.busy.append((now, busy, len(queue)))
+        if not ends and queue and next_arrival >= len(arrivals):
+            break  # what is left can never start (larger than every worker)
+    return result
+
+
+def _queued(job: TraceJob, index: int, policy: str) -> QueuedJob:
+    priority = _FIFO_PRIORITY if policy == "fifo" else job.priority
+    # A trace's GPU jobs claim no CPU, so that GPUs alone decide, as the trace means.
+    return QueuedJob(str(index), priority, index, gpus=job.gpus, cpus=0.0, user=job.user)
+
+
+def _take(view: WorkerView, gpu_ids: tuple[str, ...]) -> WorkerView:
+    return replace(view, free_gpu_ids=tuple(g for g in view.free_gpu_ids if g not in gpu_ids))
+
+
+def _give_back(view: WorkerView, gpu_ids: tuple[str, ...]) -> WorkerView:
+    freed = set(view.free_gpu_ids) | set(gpu_ids)
+    return replace(view, free_gpu_ids=tuple(g for g in view.gpu_ids if g in freed))
+
+
+def _inversions(
+    waiting: Sequence[QueuedJob],
+    views: dict[str, WorkerView],
+    placements: Sequence[Placement],
+    trace: Sequence[TraceJob],
+) -> int:
+    """Jobs just started where a waiting job of a higher (trace) priority would have fitted
+    had they not: each took a place that a job which goes first could have had."""
+    smallest: dict[int, int] = {}  # priority -> the fewest GPUs a waiting job of it needs
+    for job in waiting:
+        priority = trace[int(job.id)].priority
+        smallest[priority] = min(smallest.get(priority, job.gpus), job.gpus)
+    count = 0
+    for placement in placements:
+        started = trace[int(placement.job_id)]
+        room = len(views[placement.worker].free_gpu_ids) + len(placement.gpu_ids)
+        if any(p > started.priority and g <= room for p, g in smallest.items()):
+            count += 1
+    return count
+
+
+def percentile(values: Sequence[float], percent: float) -> float:
+    """Nearest-rank percentile (``percent`` from 0 to 100); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(percent / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summary(result: Simulation, classes: dict[int, str] | None = None) -> dict[str, object]:
+    """The figures of a run: JCT and queueing delay (mean, p95) overall, per priority class
+    and per user; GPU utilisation over the makespan; preemptions; priority inversions."""
+    done = [o for o in result.outcomes if not math.isnan(o.end)]
+    never = len(result.outcomes) - len(done)
+    first = min((o.job.submit for o in result.outcomes), default=0.0)
+    last = max((o.end for o in done), default=first)
+    makespan = last - first
+    gpu_seconds = sum(o.job.gpus * o.job.duration for o in done)
+    names = classes or {}
+
+    def figures(outcomes: Iterable[Outcome]) -> dict[str, float]:
+        waits = [o.wait for o in outcomes]
+        jcts = [o.completion for o in outcomes if not math.isnan(o.end)]
+        return {
+            "jobs": len(waits),
+            "wait_mean": sum(waits) / len(waits) if waits else math.nan,
+            "wait_p95": percentile(waits, 95),
+            "jct_mean": sum(jcts) / len(jcts) if jcts else math.nan,
+            "jct_p95": percentile(jcts, 95),
+        }
+
+    by_class: dict[int, list[Outcome]] = {}
+    by_user: dict[str, list[Outcome]] = {}
+    for outcome in done:
+        by_class.setdefault(outcome.job.priority, []).append(outcome)
+        by_user.setdefault(outcome.job.user or "-", []).append(outcome)
+    return {
+        **figures(done),
+        "jobs": len(result.outcomes),
+        "never_started": never,
+        "makespan": makespan,
+        "gpu_utilisation": gpu_seconds / (result.gpus * makespan) if makespan > 0 else 0.0,
+        "preemptions": 0,
+        "priority_inversions": result.inversions,
+        "decisions": result.decisions,
+        # Highest class first, named where the class has a name.
+        "per_class": {
+            names.get(priority, str(priority)): figures(by_class[priority])
+            for priority in sorted(by_class, reverse=True)
+        },
+        "per_user": {k: figures(v) for k, v in sorted(by_user.items())},
+    }

@@ -1,0 +1,104 @@
+"""The trace simulator: the placement policy replayed on a virtual clock, and its CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jupyter_trainorch.cli import main
+from jupyter_trainorch.policy.simulate import TraceJob, percentile, simulate, summary
+
+LOW, NORMAL, URGENT = 0, 100, 300
+
+
+def trace():
+    return [
+        TraceJob("a", gpus=2, submit=0, duration=10, priority=LOW),
+        TraceJob("b", gpus=1, submit=1, duration=5, priority=NORMAL),
+        TraceJob("c", gpus=2, submit=2, duration=5, priority=URGENT),
+    ]
+
+
+def starts(result):
+    return {o.job.job_id: (o.start, o.end) for o in result.outcomes}
+
+
+def test_priority_lets_the_urgent_job_go_first_and_fifo_does_not():
+    by_priority = simulate(trace(), workers=1, gpus_per_worker=2)
+    assert starts(by_priority) == {"a": (0, 10), "c": (10, 15), "b": (15, 20)}
+    assert by_priority.inversions == 0
+    by_arrival = simulate(trace(), workers=1, gpus_per_worker=2, policy="fifo")
+    # b takes one of the two freed GPUs, so c waits for b: the inversion priorities prevent.
+    assert starts(by_arrival) == {"a": (0, 10), "b": (10, 15), "c": (15, 20)}
+    assert by_arrival.inversions == 1
+
+
+def test_the_figures_of_a_run():
+    figures = summary(simulate(trace(), 1, 2), {LOW: "low", NORMAL: "normal", URGENT: "urgent"})
+    assert figures["jobs"] == 3 and figures["never_started"] == 0
+    assert figures["makespan"] == 20
+    # 2x10 + 1x5 + 2x5 GPU-seconds over 2 GPUs x 20 s.
+    assert figures["gpu_utilisation"] == pytest.approx(35 / 40)
+    assert figures["wait_mean"] == pytest.approx((0 + 14 + 8) / 3)
+    assert list(figures["per_class"]) == ["urgent", "normal", "low"]
+    assert figures["per_class"]["urgent"]["wait_p95"] == 8
+    assert figures["priority_inversions"] == 0 and figures["preemptions"] == 0
+    assert percentile([3, 1, 2, 4], 50) == 2 and percentile([], 95) != percentile([], 95)
+
+
+def test_a_job_larger_than_every_worker_is_refused_not_waited_for():
+    jobs = [TraceJob("big", gpus=8, submit=0, duration=5), TraceJob("small", 1, 1, 5)]
+    result = simulate(jobs, workers=2, gpus_per_worker=4)
+    assert starts(result)["small"] == (1, 6)
+    assert summary(result)["never_started"] == 1
+
+
+def test_an_unknown_policy_is_one_sentence():
+    with pytest.raises(ValueError, match="policy must be one of priority, fifo, not 'lifo'"):
+        simulate(trace(), 1, 2, policy="lifo")
+
+
+def write(tmp_path, text):
+    path = tmp_path / "trace.csv"
+    path.write_text(text)
+    return str(path)
+
+
+def test_the_cli_prints_the_figures_as_text_json_and_a_plot(tmp_path, capsys):
+    path = write(tmp_path, "job_id,num_gpu,submit_time,duration,priority,user,ignored\n"
+                           "a,2,0,10,low,ann,x\nb,1,1,5,normal,bob,y\nc,2,2,5,urgent,ann,z\n")  # fmt: skip
+    assert main(["simulate", path, "--cluster", "1x2", "--plot", str(tmp_path / "t.png")]) == 0
+    text = capsys.readouterr().out
+    assert "policy priority on 1x2: 3 jobs" in text and "priority inversions 0" in text
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["simulate", path, "--cluster", "1x2", "--policy", "fifo", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["policy"] == "fifo" and figures["priority_inversions"] == 1
+    assert set(figures["per_user"]) == {"ann", "bob"}
+
+
+@pytest.mark.parametrize(
+    ("text", "args", "message"),
+    [
+        ("job_id,num_gpu,submit_time\na,1,0\n", [], "the trace needs the column(s) duration"),
+        ("job_id,num_gpu,submit_time,duration\na,1.5,0,3\n", [],
+         "line 2: num_gpu must be a whole number of 0 or more, not '1.5'"),
+        ("job_id,num_gpu,submit_time,duration\na,1,nan,3\n", [],
+         "line 2: submit_time must be a number of seconds of 0 or more, not 'nan'"),
+        ("job_id,num_gpu,submit_time,duration,priority\na,1,0,3,asap\n", [], "line 2: priority"),
+        ("job_id,num_gpu,submit_time,duration\n", ["--cluster", "4"],
+         "--cluster must be WORKERSxGPUS, e.g. 32x4, not '4'"),
+        ("job_id,num_gpu,submit_time,duration\n", ["--cluster", "0x4"],
+         "--cluster needs 1 to 100000 workers"),
+    ],
+)  # fmt: skip
+def test_trace_and_flag_mistakes_are_one_sentence(tmp_path, capsys, text, args, message):
+    assert main(["simulate", write(tmp_path, text), *args]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1 and "Traceback" not in error
+
+
+def test_a_missing_trace_is_one_sentence(tmp_path, capsys):
+    assert main(["simulate", str(tmp_path / "nope.csv")]) == 2
+    assert "cannot read the trace" in capsys.readouterr().err
