@@ -139,6 +139,14 @@ class TrainOrch(Configurable):
         help="A local cluster with no client, no task and no uncollected outcome ends after "
         "this many seconds (0: never).",
     )
+    fair_share_half_life = Seconds(
+        4 * 3600.0,
+        min=0,
+        env="TRAINORCH_FAIR_SHARE_HALF_LIFE",
+        help="Fair share inside a priority class: users take turns, weighted by their GPU use, "
+        "which stops counting with this half-life in seconds (0: off, first come first served "
+        "inside a class).",
+    )
     cluster_backend_class = Subclass(
         None,
         klass="jupyter_trainorch.cluster.ClusterBackend",
@@ -247,6 +255,7 @@ class TrainOrch(Configurable):
     _gpus_per_worker_default = _from_environment("gpus_per_worker")
     _slots_per_worker_default = _from_environment("slots_per_worker")
     _cluster_idle_timeout_default = _from_environment("cluster_idle_timeout")
+    _fair_share_half_life_default = _from_environment("fair_share_half_life")
     _cluster_backend_class_default = _from_environment("cluster_backend_class")
     _data_dir_default = _from_environment("data_dir")
     _db_default = _from_environment("db")

@@ -128,3 +128,29 @@ def test_a_job_never_sees_the_services_credentials(tmp_path):
         "TRAINORCH_ATTEMPT", "TRAINORCH_CHECKPOINT_DIR", "TRAINORCH_JOB_ID", "TRAINORCH_JOB_NAME",
         "TRAINORCH_PROGRESS_FD",
     ]  # fmt: skip
+
+
+def test_fair_share_puts_a_single_job_of_another_user_before_a_sweep(tmp_path):
+    config = TrainOrch(data_dir=str(tmp_path), workers=1, gpus_per_worker=1, mlflow="off")
+    service = JobService(config.to_config())
+    try:
+        holder = _submit(service, ALICE, "holder", source=HOLD, resources={"gpus": 1})
+        wait_until(lambda: service.get(ALICE, holder["id"])["state"] == "running", what="run")
+        sweep = [_submit(service, ALICE, f"trial-{n}", resources={"gpus": 1}) for n in range(3)]
+        mine = _submit(service, BOB, "single", resources={"gpus": 1})
+        # Alice holds the GPU and has three jobs queued: Bob's one job goes first.
+        assert service.get(BOB, mine["id"])["queue_position"] == 1
+        assert [service.get(ALICE, j["id"])["queue_position"] for j in sweep] == [2, 3, 4]
+        reason = service.get(ALICE, sweep[0]["id"])["wait_reason"]
+        assert reason.startswith("behind 1 job that goes first"), reason
+        service.cancel(ALICE, holder["id"])
+        jobs = [mine, *sweep]
+        wait_until(
+            lambda: all(service.get(ADMIN, j["id"])["state"] == "succeeded" for j in jobs),
+            timeout=90, what="the queue to drain",
+        )  # fmt: skip
+        started = [service.get(ADMIN, j["id"])["started"] for j in jobs]
+        assert started == sorted(started), started  # Bob's first, then the sweep in order
+    finally:
+        service.stop(detach=False)
+        stop_services_under(tmp_path)

@@ -46,6 +46,7 @@ EXAMPLES: dict[str, tuple[str, object]] = {
     "gpus_per_worker": ("2", 2),
     "slots_per_worker": ("7", 7),
     "cluster_idle_timeout": ("30.5", 30.5),
+    "fair_share_half_life": ("3600", 3600.0),
     "cluster_backend_class": ("test_settings.RecordingBackend", RecordingBackend),
     "data_dir": ("/srv/trainorch-data", "/srv/trainorch-data"),
     "db": (

@@ -55,7 +55,7 @@ def test_a_job_larger_than_every_worker_is_refused_not_waited_for():
 
 
 def test_an_unknown_policy_is_one_sentence():
-    with pytest.raises(ValueError, match="policy must be one of priority, fifo, not 'lifo'"):
+    with pytest.raises(ValueError, match="policy must be one of fair, priority, fifo, not 'lifo'"):
         simulate(trace(), 1, 2, policy="lifo")
 
 
@@ -70,7 +70,7 @@ def test_the_cli_prints_the_figures_as_text_json_and_a_plot(tmp_path, capsys):
                            "a,2,0,10,low,ann,x\nb,1,1,5,normal,bob,y\nc,2,2,5,urgent,ann,z\n")  # fmt: skip
     assert main(["simulate", path, "--cluster", "1x2", "--plot", str(tmp_path / "t.png")]) == 0
     text = capsys.readouterr().out
-    assert "policy priority on 1x2: 3 jobs" in text and "priority inversions 0" in text
+    assert "policy fair on 1x2: 3 jobs" in text and "priority inversions 0" in text
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["simulate", path, "--cluster", "1x2", "--policy", "fifo", "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)
@@ -102,3 +102,16 @@ def test_trace_and_flag_mistakes_are_one_sentence(tmp_path, capsys, text, args, 
 def test_a_missing_trace_is_one_sentence(tmp_path, capsys):
     assert main(["simulate", str(tmp_path / "nope.csv")]) == 2
     assert "cannot read the trace" in capsys.readouterr().err
+
+
+def test_fair_share_lets_a_small_users_job_past_another_users_sweep():
+    sweep = [TraceJob(f"s{n}", 1, submit=0, duration=100, user="sweeper") for n in range(10)]
+    single = TraceJob("mine", 1, submit=1, duration=100, user="small")
+    by_share = starts(simulate([*sweep, single], workers=1, gpus_per_worker=2, policy="fair"))
+    by_class = starts(simulate([*sweep, single], workers=1, gpus_per_worker=2, policy="priority"))
+    # Two sweep jobs hold both GPUs; the small user's job takes the first GPU that frees.
+    assert by_share["mine"] == (100, 200)
+    assert by_class["mine"] == (500, 600)
+    # A higher class still goes first: fair share only orders inside a class.
+    urgent = TraceJob("urgent", 1, submit=2, duration=10, priority=URGENT, user="sweeper")
+    assert starts(simulate([*sweep, single, urgent], 1, 2, "fair"))["urgent"] == (100, 110)

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from ..policy.simulate import DEFAULT_HALF_LIFE, POLICIES
 from .common import EXIT_ERROR, EXIT_OK, PROG
 from .jobs import (
     cmd_cancel,
@@ -141,8 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--cluster", default="4x8", metavar="WORKERSxGPUS", help="e.g. 32x4 (default: 4x8)"
     )
     simulate.add_argument(
-        "--policy", default="priority", choices=("priority", "fifo"),
-        help="priority: what the service does (default); fifo: submission order only",
+        "--policy", default="fair", choices=POLICIES,
+        help="fair: what the service does (default), priority classes with fair share inside "
+        "each; priority: without fair share; fifo: submission order only",
+    )  # fmt: skip
+    simulate.add_argument(
+        "--half-life", dest="half_life", type=float, default=DEFAULT_HALF_LIFE, metavar="SECONDS",
+        help="how fast past GPU use stops counting for fair share (default: 4 hours)",
     )  # fmt: skip
     simulate.add_argument("--json", action="store_true", help="print the figures as JSON")
     simulate.add_argument("--plot", metavar="OUT.png", help="GPUs busy and queue length over time")

@@ -24,8 +24,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from ..spec.units import PRIORITY_CLASSES
 
     workers, gpus = parse_cluster(args.cluster)
+    if not math.isfinite(args.half_life) or not 1 <= args.half_life <= 366 * 86400:
+        raise SpecError(f"--half-life must be 1 to 31622400 seconds, not {args.half_life!r}")
     trace = read_trace(Path(args.trace))
-    result = simulate.simulate(trace, workers, gpus, args.policy)
+    result = simulate.simulate(trace, workers, gpus, args.policy, args.half_life)
     figures = simulate.summary(result, {v: k for k, v in PRIORITY_CLASSES.items()})
     figures = {"policy": args.policy, "cluster": f"{workers}x{gpus}", **figures}
     if args.plot:

@@ -50,6 +50,7 @@ class OrchestratorConfig:
     system_metrics_interval: float
     audit_interval: float
     cluster_idle_timeout: float
+    fair_share_half_life: float
     max_log_bytes: int
     cluster_backend_class: type[ClusterBackend] | None
     store_class: type[JobStore]

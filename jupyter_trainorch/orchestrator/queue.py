@@ -55,13 +55,6 @@ class JobQueue:
     def get(self, job_id: str) -> policy.QueuedJob:
         return self._by_id[job_id]
 
-    def positions(self, job_ids: list[str]) -> dict[str, int]:
-        """1-based places in dispatch order of those of ``job_ids`` that are queued."""
-        wanted = self._by_id.keys() & set(job_ids)
-        if not wanted:
-            return {}
-        return {item.id: i + 1 for i, item in enumerate(self._items) if item.id in wanted}
-
     def add(self, job: JobRecord) -> None:
         if job.id in self._by_id:
             return

@@ -49,6 +49,7 @@ from .outcomes import JobOutcomes
 from .queue import JobQueue
 from .reattach import audit
 from .recovery import Recovery, recover
+from .shares import FairShare
 from .tracking_bridge import TrackingBridge
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class Orchestrator:
         self.recovery: Recovery | None = None
         self.queue = JobQueue(wake=self._wake.set)
         self.forecast = StartForecast(store)
+        self.shares = FairShare(store, config.fair_share_half_life)
         self.tracking = TrackingBridge(store, self.feed, config)
         self.outcomes = JobOutcomes(
             store,
@@ -344,13 +346,17 @@ class Orchestrator:
         held = self.attempts.held()
         running = {run.job_id for run in held} & set(job_ids)
         if running:
-            ends = self.forecast.current(self.queue.items, self._views, held).ends
+            ends = self.forecast.current(
+                self.shares.order(self.queue.items), self._views, held
+            ).ends
             found.update({j: {"estimated_end": iso(ends[j])} for j in running if j in ends})
-        positions = self.queue.positions(job_ids)
-        if not positions:
+        if not any(job_id in self.queue for job_id in job_ids):
             return found
-        reasons = policy.wait_reasons(self.queue.items, self._views(), list(positions))
-        starts = self.forecast.current(self.queue.items, self._views, held).starts
+        order = self.shares.order(self.queue.items)
+        wanted = set(job_ids)
+        positions = {job.id: n for n, job in enumerate(order, 1) if job.id in wanted}
+        reasons = policy.wait_reasons(order, self._views(), list(positions))
+        starts = self.forecast.current(order, self._views, held).starts
         for job_id, n in positions.items():
             found[job_id] = {
                 "queue_position": n,
@@ -399,7 +405,7 @@ class Orchestrator:
     def _schedule(self) -> None:
         if not len(self.queue) or not self.backend.workers or self.draining:
             return
-        placements = policy.plan(self.queue.items, self._views())
+        placements = policy.plan(self.shares.order(self.queue.items), self._views())
         if not placements:
             return
         chosen = [(p, self.queue.get(p.job_id)) for p in placements]

@@ -7,6 +7,8 @@ places start then. Policies:
 
 * ``priority`` — the default: strict priority classes, FIFO inside a class, best fit and
   reservation (what ``trainorch serve`` does).
+* ``fair`` — ``priority`` with fair share inside each class (:mod:`.fairshare`): users take
+  turns, weighted by their GPU use over the last ``half_life`` seconds.
 * ``fifo`` — the baseline a shared queue without priorities gives: every job in the same
   class, so submission order alone decides.
 """
@@ -19,9 +21,11 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+from .fairshare import FairQueue
 from .placement import Placement, QueuedJob, WorkerView, plan, queue_key
 
-POLICIES = ("priority", "fifo")
+POLICIES = ("fair", "priority", "fifo")
+DEFAULT_HALF_LIFE = 4 * 3600.0
 _FIFO_PRIORITY = 100
 
 
@@ -60,7 +64,11 @@ class Simulation:
 
 
 def simulate(
-    trace: Sequence[TraceJob], workers: int, gpus_per_worker: int, policy: str = "priority"
+    trace: Sequence[TraceJob],
+    workers: int,
+    gpus_per_worker: int,
+    policy: str = "fair",
+    half_life: float = DEFAULT_HALF_LIFE,
 ) -> Simulation:
     """Run ``trace`` on ``workers`` identical workers of ``gpus_per_worker`` GPUs each."""
     if policy not in POLICIES:
@@ -75,35 +83,36 @@ def simulate(
     arrivals = sorted(range(len(trace)), key=lambda i: (trace[i].submit, i))
     outcomes = [Outcome(job) for job in trace]
     by_id = {str(i): i for i in range(len(trace))}
-    queue: list[QueuedJob] = []  # in queue_key order, as the orchestrator keeps it
-    keys: list[tuple[int, int]] = []
+    queue = _Queue(fair=policy == "fair")
     ends: list[tuple[float, int, str, tuple[str, ...]]] = []
     result = Simulation(outcomes, workers * gpus_per_worker)
     busy = 0
     next_arrival = 0
+    usage = _Usage(half_life)
     while next_arrival < len(arrivals) or ends:
         now = min(
             trace[arrivals[next_arrival]].submit if next_arrival < len(arrivals) else math.inf,
             ends[0][0] if ends else math.inf,
         )
+        usage.advance(now)
         while ends and ends[0][0] <= now:
             _, index, worker, gpu_ids = heapq.heappop(ends)
             views[worker] = _give_back(views[worker], gpu_ids)
             busy -= len(gpu_ids)
+            usage.hold(trace[index].user, -len(gpu_ids))
         while next_arrival < len(arrivals) and trace[arrivals[next_arrival]].submit <= now:
             index = arrivals[next_arrival]
             next_arrival += 1
             if trace[index].gpus > gpus_per_worker:
                 continue  # refused at submit, as the service refuses it (policy.fit_error)
-            job = _queued(trace[index], index, policy)
-            at = bisect.bisect(keys, queue_key(job))
-            keys.insert(at, queue_key(job))
-            queue.insert(at, job)
+            queue.add(_queued(trace[index], index, policy))
         # With every GPU taken nothing of a GPU trace can start: no decision to make.
-        placements = plan(queue, list(views.values())) if busy < result.gpus else []
+        placements = []
+        if busy < result.gpus:
+            placements = plan(queue.ordered(usage.used), list(views.values()))
         result.decisions += 1
         if placements:
-            started = set()
+            started = []
             for placement in placements:
                 index = by_id[placement.job_id]
                 outcome = outcomes[index]
@@ -111,14 +120,85 @@ def simulate(
                 views[placement.worker] = _take(views[placement.worker], placement.gpu_ids)
                 heapq.heappush(ends, (outcome.end, index, placement.worker, placement.gpu_ids))
                 busy += len(placement.gpu_ids)
-                started.add(placement.job_id)
-            kept = [i for i, job in enumerate(queue) if job.id not in started]
-            queue, keys = [queue[i] for i in kept], [keys[i] for i in kept]
-            result.inversions += _inversions(queue, views, placements, trace)
+                usage.hold(outcome.job.user, len(placement.gpu_ids))
+                started.append(queue.get(placement.job_id))
+            queue.discard(started)
+            result.inversions += _inversions(queue.smallest_gpus(trace), views, placements, trace)
         result.busy.append((now, busy, len(queue)))
-        if not ends and queue and next_arrival >= len(arrivals):
+        if not ends and len(queue) and next_arrival >= len(arrivals):
             break  # what is left can never start (larger than every worker)
     return result
+
+
+class _Queue:
+    """The waiting jobs: in queue_key order (what the orchestrator keeps), or by class and
+    user for fair share, read in fair order lazily (:class:`.fairshare.FairQueue`)."""
+
+    def __init__(self, fair: bool) -> None:
+        self.fair = FairQueue() if fair else None
+        self.jobs: list[QueuedJob] = []
+        self.keys: list[tuple[int, int]] = []
+        self.by_id: dict[str, QueuedJob] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def get(self, job_id: str) -> QueuedJob:
+        return self.by_id[job_id]
+
+    def add(self, job: QueuedJob) -> None:
+        self.by_id[job.id] = job
+        if self.fair is not None:
+            self.fair.add(job)
+            return
+        at = bisect.bisect(self.keys, queue_key(job))
+        self.keys.insert(at, queue_key(job))
+        self.jobs.insert(at, job)
+
+    def discard(self, started: list[QueuedJob]) -> None:
+        for job in started:
+            del self.by_id[job.id]
+        if self.fair is not None:
+            self.fair.discard(started)
+            return
+        gone = {job.id for job in started}
+        kept = [i for i, job in enumerate(self.jobs) if job.id not in gone]
+        self.jobs, self.keys = [self.jobs[i] for i in kept], [self.keys[i] for i in kept]
+
+    def ordered(self, usage: dict[str, float]) -> Sequence[QueuedJob]:
+        return self.fair.ordered(usage) if self.fair is not None else self.jobs
+
+    def smallest_gpus(self, trace: Sequence[TraceJob]) -> dict[int, int]:
+        """Per trace priority (fifo flattens the queue's), the fewest GPUs a waiting job needs."""
+        smallest: dict[int, int] = {}
+        for job in self.by_id.values():
+            priority = trace[int(job.id)].priority
+            smallest[priority] = min(smallest.get(priority, job.gpus), job.gpus)
+        return smallest
+
+
+class _Usage:
+    """Decayed GPU-seconds per user, kept up as the clock moves (the closed form of
+    :func:`.fairshare.decayed_usage` for GPUs held at a constant count between events)."""
+
+    def __init__(self, half_life: float) -> None:
+        self.rate = math.log(2) / half_life
+        self.used: dict[str, float] = {}
+        self.held: dict[str, int] = {}
+        self.clock = 0.0
+
+    def advance(self, now: float) -> None:
+        elapsed = now - self.clock
+        if elapsed <= 0:
+            return
+        keep = math.exp(-self.rate * elapsed)
+        gained = (1 - keep) / self.rate
+        for user in self.used.keys() | self.held.keys():
+            self.used[user] = self.used.get(user, 0.0) * keep + self.held.get(user, 0) * gained
+        self.clock = now
+
+    def hold(self, user: str, gpus: int) -> None:
+        self.held[user] = self.held.get(user, 0) + gpus
 
 
 def _queued(job: TraceJob, index: int, policy: str) -> QueuedJob:
@@ -137,17 +217,14 @@ def _give_back(view: WorkerView, gpu_ids: tuple[str, ...]) -> WorkerView:
 
 
 def _inversions(
-    waiting: Sequence[QueuedJob],
+    smallest: dict[int, int],
     views: dict[str, WorkerView],
     placements: Sequence[Placement],
     trace: Sequence[TraceJob],
 ) -> int:
     """Jobs just started where a waiting job of a higher (trace) priority would have fitted
-    had they not: each took a place that a job which goes first could have had."""
-    smallest: dict[int, int] = {}  # priority -> the fewest GPUs a waiting job of it needs
-    for job in waiting:
-        priority = trace[int(job.id)].priority
-        smallest[priority] = min(smallest.get(priority, job.gpus), job.gpus)
+    had they not: each took a place that a job which goes first could have had.
+    ``smallest``: per trace priority, the fewest GPUs a waiting job of it needs."""
     count = 0
     for placement in placements:
         started = trace[int(placement.job_id)]

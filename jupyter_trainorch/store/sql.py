@@ -240,6 +240,24 @@ class JobStore:
                     runs.append(max(0.0, ended - started))
             return {key: runs for key, runs in found.items() if runs}
 
+    def gpu_holdings(self, since: float) -> list[tuple[str, int, float, float | None]]:
+        """``(user, GPUs, start, end)`` of the attempts that held GPUs after ``since`` (end
+        None while running): what fair share weighs."""
+        with self._session() as session:
+            query = (
+                select(JobRow.user, AttemptRow.gpu_ids, AttemptRow.started, AttemptRow.ended)
+                .join(JobRow, JobRow.id == AttemptRow.job_id)
+                .where(
+                    AttemptRow.started.is_not(None),
+                    or_(AttemptRow.ended.is_(None), AttemptRow.ended >= since),
+                )
+            )
+            return [
+                (user, len(gpu_ids or []), started, ended)
+                for user, gpu_ids, started, ended in session.execute(query)
+                if gpu_ids
+            ]
+
     def count_reexecutions(self) -> int:
         """Attempts whose code had started and that ended for a reason not the job's own
         (a lost worker, a stopped service): each one's job ran its code again."""
