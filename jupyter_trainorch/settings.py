@@ -93,6 +93,19 @@ class ClusterAddress(Text):
         return value in ("local", "local-cuda") or "://" in value
 
 
+class QuotaTable(Text):
+    info_text = 'a JSON object such as {"alice": {"gpus": 16, "queued": 1000}}'
+
+    def acceptable(self, value: str) -> bool:
+        from .orchestrator.quotas import parse_user_quotas
+
+        try:
+            parse_user_quotas(value)
+        except ValueError:
+            return False
+        return True
+
+
 class Choice(_Setting, Enum):  # type: ignore[misc]
     def info(self) -> str:
         return "one of " + ", ".join(repr(value) for value in self.values or ())
@@ -146,6 +159,24 @@ class TrainOrch(Configurable):
         help="Fair share inside a priority class: users take turns, weighted by their GPU use, "
         "which stops counting with this half-life in seconds (0: off, first come first served "
         "inside a class).",
+    )
+    gpu_quota = Count(
+        0,
+        min=0,
+        env="TRAINORCH_GPU_QUOTA",
+        help="GPUs one user's running jobs may hold at once (0: no limit); a job past it waits.",
+    )
+    queue_quota = Count(
+        0,
+        min=0,
+        env="TRAINORCH_QUEUE_QUOTA",
+        help="Jobs one user may have waiting at once (0: no limit); a submit past it is refused.",
+    )
+    user_quotas = QuotaTable(
+        "",
+        env="TRAINORCH_USER_QUOTAS",
+        help="Per-user quotas replacing gpu_quota/queue_quota, as JSON: "
+        '{"alice": {"gpus": 16, "queued": 1000}}.',
     )
     cluster_backend_class = Subclass(
         None,
@@ -256,6 +287,9 @@ class TrainOrch(Configurable):
     _slots_per_worker_default = _from_environment("slots_per_worker")
     _cluster_idle_timeout_default = _from_environment("cluster_idle_timeout")
     _fair_share_half_life_default = _from_environment("fair_share_half_life")
+    _gpu_quota_default = _from_environment("gpu_quota")
+    _queue_quota_default = _from_environment("queue_quota")
+    _user_quotas_default = _from_environment("user_quotas")
     _cluster_backend_class_default = _from_environment("cluster_backend_class")
     _data_dir_default = _from_environment("data_dir")
     _db_default = _from_environment("db")

@@ -154,3 +154,40 @@ def test_fair_share_puts_a_single_job_of_another_user_before_a_sweep(tmp_path):
     finally:
         service.stop(detach=False)
         stop_services_under(tmp_path)
+
+
+def test_quotas_hold_a_users_jobs_back_and_refuse_a_submit_past_the_queue_limit(tmp_path):
+    from jupyter_trainorch.orchestrator.quotas import QuotaExceeded
+
+    config = TrainOrch(
+        data_dir=str(tmp_path), workers=1, gpus_per_worker=2, mlflow="off",
+        gpu_quota=1, user_quotas='{"alice": {"queued": 1}}',
+    ).to_config()  # fmt: skip
+    service = JobService(config)
+    try:
+        holder = _submit(service, ALICE, "holder", source=HOLD, resources={"gpus": 1})
+        wait_until(lambda: service.get(ALICE, holder["id"])["state"] == "running", what="run")
+        second = _submit(service, ALICE, "second", source=HOLD, resources={"gpus": 1})
+        with pytest.raises(QuotaExceeded) as refused:
+            _submit(service, ALICE, "third", resources={"gpus": 1})
+        assert str(refused.value) == (
+            "alice has 1 jobs waiting, the most the queue quota allows; "
+            "submit again once some have started"
+        )
+        # One GPU is free, but Alice holds her one: her second job waits; Bob's starts.
+        theirs = _submit(service, BOB, "bobs", source=HOLD, resources={"gpus": 1})
+        wait_until(lambda: service.get(BOB, theirs["id"])["state"] == "running", what="bob")
+        view = service.get(ALICE, second["id"])
+        assert view["state"] == "queued"
+        assert view["wait_reason"].startswith("alice may hold 1 GPUs at once (quota) and holds 1")
+        assert service.me(ALICE, "hub")["quota"] == {
+            "gpus": 1, "queued": 1, "gpus_held": 1, "waiting": 1,
+        }  # fmt: skip
+        assert service.me(BOB, "hub")["quota"] == {
+            "gpus": 1, "queued": None, "gpus_held": 1, "waiting": 0,
+        }  # fmt: skip
+        for job in (holder, second, theirs):
+            service.cancel(ADMIN, job["id"])
+    finally:
+        service.stop(detach=False)
+        stop_services_under(tmp_path)

@@ -470,3 +470,22 @@ def test_wait_reasons_name_the_held_worker_the_jobs_ahead_and_the_impossible():
         "behind 2 jobs that go first; every worker is busy or held (tcp://a for one, tcp://b for big)"
     )
     assert reasons["huge"].startswith("the job asks for 8 GPUs but the largest worker has 2")
+
+
+def test_a_user_at_the_gpu_quota_waits_and_others_go_past():
+    workers = [gpu_worker("tcp://a", 4)]
+    queue = ordered(
+        QueuedJob("a1", NORMAL, 1, gpus=2, user="ann"),
+        QueuedJob("a2", NORMAL, 2, gpus=1, user="ann"),
+        QueuedJob("b1", NORMAL, 3, gpus=1, user="bob"),
+    )
+    caps, held = {"ann": 2}, {"ann": 0}
+    # a1 takes Ann to her quota within the call; a2 waits, reserving nothing, and b1 starts.
+    assert [p.job_id for p in plan(queue, workers, gpu_caps=caps, gpus_held=held)] == ["a1", "b1"]
+    reasons = wait_reasons(queue, workers, gpu_caps=caps, gpus_held={"ann": 2})
+    assert reasons["a1"] == "ann may hold 2 GPUs at once (quota) and holds 2; it needs 2 GPUs"
+    assert reasons["a2"] == "ann may hold 2 GPUs at once (quota) and holds 2; it needs 1 GPU"
+    assert "b1" not in reasons
+    # A job needing no GPU is not held back by a GPU quota.
+    cpu_only = ordered(QueuedJob("c", NORMAL, 4, gpus=0, user="ann"))
+    assert plan(cpu_only, workers, gpu_caps=caps, gpus_held={"ann": 2})[0].job_id == "c"

@@ -47,6 +47,9 @@ EXAMPLES: dict[str, tuple[str, object]] = {
     "slots_per_worker": ("7", 7),
     "cluster_idle_timeout": ("30.5", 30.5),
     "fair_share_half_life": ("3600", 3600.0),
+    "gpu_quota": ("8", 8),
+    "queue_quota": ("500", 500),
+    "user_quotas": ('{"alice": {"gpus": 16}}', '{"alice": {"gpus": 16}}'),
     "cluster_backend_class": ("test_settings.RecordingBackend", RecordingBackend),
     "data_dir": ("/srv/trainorch-data", "/srv/trainorch-data"),
     "db": (

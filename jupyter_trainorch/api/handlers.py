@@ -24,6 +24,7 @@ from ..contract.openapi import CHECKED_IN as OPENAPI_FILE
 from ..contract.service import StopRequest
 from ..orchestrator import JobNotFound, JobStateError, OrchestratorBusy
 from ..orchestrator.access import Caller, Forbidden, visible_change
+from ..orchestrator.quotas import QuotaExceeded
 from ..spec import SpecError
 from ..spec.model import validate
 from ..store.models import iso
@@ -68,6 +69,8 @@ class BaseHandler(CallerMixin, APIHandler):
             raise web.HTTPError(409, str(err)) from None
         except OrchestratorBusy as err:
             raise web.HTTPError(503, str(err)) from None
+        except QuotaExceeded as err:
+            raise web.HTTPError(429, str(err)) from None
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Every error is ``{"message": one sentence, "reason"}``: never a traceback."""

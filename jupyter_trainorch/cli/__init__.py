@@ -25,7 +25,13 @@ from .jobs import (
     cmd_status,
     cmd_submit,
 )
-from .services import cmd_mlflow_ui, cmd_serve, cmd_service_status, cmd_service_stop
+from .services import (
+    cmd_mlflow_ui,
+    cmd_quota,
+    cmd_serve,
+    cmd_service_status,
+    cmd_service_stop,
+)
 from .simulate import cmd_simulate
 from .templates import cmd_templates_list, cmd_templates_show, cmd_templates_validate
 
@@ -130,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     mlflow_ui = verb("mlflow-ui", cmd_mlflow_ui, "Open the MLflow UI on the jobs' tracking store.")
     mlflow_ui.add_argument("--host", default="127.0.0.1")
     mlflow_ui.add_argument("--port", type=int, default=5000)
+
+    quota = verb("quota", cmd_quota, "Show your quota (GPUs at once, jobs waiting) and its use.")
+    quota.add_argument("--json", action="store_true", help="print it as JSON")
 
     simulate = verb(
         "simulate",

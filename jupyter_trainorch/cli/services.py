@@ -86,6 +86,27 @@ def cmd_service_stop(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_quota(args: argparse.Namespace) -> int:
+    """Your quota on the service you use, and what your jobs use of it now."""
+    import json
+
+    from ..client.transport import connect
+
+    me = connect().me()
+    quota = me.get("quota") or {}
+    if args.json:
+        print(json.dumps({"user": me.get("name"), **quota}, indent=2))
+        return EXIT_OK
+
+    def limit(value: object) -> str:
+        return "no limit" if value is None else str(value)
+
+    print(f"quota of {me.get('name')}:")
+    print(f"  GPUs held at once:  {quota.get('gpus_held', 0)} of {limit(quota.get('gpus'))}")
+    print(f"  jobs waiting:       {quota.get('waiting', 0)} of {limit(quota.get('queued'))}")
+    return EXIT_OK
+
+
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)

@@ -86,6 +86,7 @@ OPERATIONS = [
         jobs.Job,
         status=201,
         body=jobs.SubmitRequest,
+        errors=(400, 403, 404, 429),
     ),  # fmt: skip
     Operation("get", JOB, "A job", jobs.JobView),
     Operation("delete", JOB, "Cancel a job", jobs.Job, errors=(400, 403, 404, 409)),
@@ -180,7 +181,8 @@ def _schemas() -> tuple[dict[Any, Any], dict[str, Any]]:
 
 def _error(status: int, refs: dict[Any, Any]) -> dict[str, Any]:
     what = {400: "Bad input", 403: "Not allowed", 404: "No such job", 409: "Not in this state",
-            401: "Not authenticated", 413: "Body too large", 500: "Service error"}  # fmt: skip
+            401: "Not authenticated", 413: "Body too large", 429: "Past the queue quota",
+            500: "Service error"}  # fmt: skip
     return {
         "description": f"{what.get(status, 'Error')}: one sentence in message",
         "content": {"application/json": {"schema": refs[(service.Error, "serialization")]}},

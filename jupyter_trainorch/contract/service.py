@@ -115,12 +115,22 @@ class Permissions(Shape):
     stop_service: bool
 
 
+class Quota(Shape):
+    gpus: int | None = Field(
+        description="GPUs the user's running jobs may hold at once; null: no limit"
+    )
+    queued: int | None = Field(description="jobs the user may have waiting at once; null: no limit")
+    gpus_held: int = Field(description="GPUs the user's running jobs hold now")
+    waiting: int = Field(description="the user's jobs waiting now")
+
+
 class Me(Shape):
     name: str
     admin: bool
     mode: Literal["single-user", "hub"]
     others_jobs: Literal["queue", "hidden", "all"]
     may: Permissions
+    quota: Quota
 
 
 class ServiceStatus(Shape):

@@ -51,6 +51,9 @@ class OrchestratorConfig:
     audit_interval: float
     cluster_idle_timeout: float
     fair_share_half_life: float
+    gpu_quota: int
+    queue_quota: int
+    user_quotas: str
     max_log_bytes: int
     cluster_backend_class: type[ClusterBackend] | None
     store_class: type[JobStore]

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..contract.jobs import SubmitRequest
 from ..contract.limits import JOB_ORDERS, MAX_LIST_LIMIT, MAX_WAIT_SECONDS
+from ..contract.states import WAITING_STATES
 from ..package import check_package
 from ..spec import JobSpec, SpecError
 from ..spec.model import validate
@@ -36,6 +37,7 @@ from .access import Caller
 from .config import OrchestratorConfig
 from .errors import JobNotFound, JobStateError
 from .host import OrchestratorHost
+from .quotas import QuotaExceeded, Quotas
 
 
 class JobService:
@@ -54,6 +56,7 @@ class JobService:
         self._lock = threading.Lock()
         self._registry: Any = None
         self._metrics_reader: Any = None
+        self.quotas = Quotas(config.gpu_quota, config.queue_quota, config.user_quotas)
 
     # -- lifecycle -----------------------------------------------------------------
     @property
@@ -134,11 +137,24 @@ class JobService:
         else:
             raise SpecError("the request must contain either spec or template")
         spec.user = caller.name
+        if key is None or self.store.find_by_idempotency_key(caller.name, key) is None:
+            self._check_queue_quota(caller.name)  # a replayed submit was counted already
         if key is None:
             record, created = self.host.call(lambda o: o.submit(spec, package)), True
         else:
             record, created = self.host.call(lambda o: o.submit_once(spec, package, key, digest))
         return self._job_dict(caller, record.id), created
+
+    def _check_queue_quota(self, user: str) -> None:
+        limit = self.quotas.of(user).queued
+        if limit and self._waiting(user) >= limit:
+            raise QuotaExceeded(
+                f"{user} has {limit} jobs waiting, the most the queue quota allows; "
+                "submit again once some have started"
+            )
+
+    def _waiting(self, user: str) -> int:
+        return self.store.count_jobs(states=WAITING_STATES, user=user)
 
     def _render(self, template: Any, body: dict[str, Any]) -> JobSpec:
         from ..spec.render import render_spec
@@ -240,6 +256,20 @@ class JobService:
                 "see_others_jobs": caller.admin or self.others_jobs != "hidden",
                 "stop_service": caller.admin,
             },
+            "quota": self.quota(caller),
+        }
+
+    def quota(self, caller: Caller) -> dict[str, Any]:
+        """The caller's limits (None: no limit) and what they use of them now."""
+        quota = self.quotas.of(caller.name)
+        held = (
+            self.host.call_sync(lambda o: o.gpus_held()).get(caller.name, 0) if self.started else 0
+        )
+        return {
+            "gpus": quota.gpus or None,
+            "queued": quota.queued or None,
+            "gpus_held": held,
+            "waiting": self._waiting(caller.name),
         }
 
     def list(

@@ -47,6 +47,7 @@ from .estimates import StartForecast
 from .feed import ChangeFeed
 from .outcomes import JobOutcomes
 from .queue import JobQueue
+from .quotas import Quotas
 from .reattach import audit
 from .recovery import Recovery, recover
 from .shares import FairShare
@@ -78,6 +79,7 @@ class Orchestrator:
         self.queue = JobQueue(wake=self._wake.set)
         self.forecast = StartForecast(store)
         self.shares = FairShare(store, config.fair_share_half_life)
+        self.quotas = Quotas(config.gpu_quota, config.queue_quota, config.user_quotas)
         self.tracking = TrackingBridge(store, self.feed, config)
         self.outcomes = JobOutcomes(
             store,
@@ -355,7 +357,7 @@ class Orchestrator:
         order = self.shares.order(self.queue.items)
         wanted = set(job_ids)
         positions = {job.id: n for n, job in enumerate(order, 1) if job.id in wanted}
-        reasons = policy.wait_reasons(order, self._views(), list(positions))
+        reasons = policy.wait_reasons(order, self._views(), list(positions), **self._gpu_quotas())
         starts = self.forecast.current(order, self._views, held).starts
         for job_id, n in positions.items():
             found[job_id] = {
@@ -365,6 +367,17 @@ class Orchestrator:
             if job_id in starts:
                 found[job_id]["estimated_start"] = iso(starts[job_id])
         return found
+
+    def gpus_held(self) -> dict[str, int]:
+        """GPUs each user's running attempts hold."""
+        held: dict[str, int] = {}
+        for run in self.attempts.held():
+            held[run.user] = held.get(run.user, 0) + len(run.gpu_ids)
+        return held
+
+    def _gpu_quotas(self) -> dict[str, Any]:
+        caps = self.quotas.gpu_caps({job.user for job in self.queue.items})
+        return {"gpu_caps": caps, "gpus_held": self.gpus_held()} if caps else {}
 
     def _views(self) -> list[policy.WorkerView]:
         held_gpus: dict[str, set[str]] = {}
@@ -405,7 +418,9 @@ class Orchestrator:
     def _schedule(self) -> None:
         if not len(self.queue) or not self.backend.workers or self.draining:
             return
-        placements = policy.plan(self.shares.order(self.queue.items), self._views())
+        placements = policy.plan(
+            self.shares.order(self.queue.items), self._views(), **self._gpu_quotas()
+        )
         if not placements:
             return
         chosen = [(p, self.queue.get(p.job_id)) for p in placements]

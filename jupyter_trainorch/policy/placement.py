@@ -25,7 +25,7 @@ The rules, by precedence:
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = ["Placement", "QueuedJob", "WorkerView", "fit_error", "plan", "queue_key", "wait_reasons"]
@@ -227,15 +227,20 @@ def plan(
     workers: Sequence[WorkerView],
     reasons: dict[str, str] | None = None,
     wanted: frozenset[str] | None = None,
+    gpu_caps: Mapping[str, int] | None = None,
+    gpus_held: Mapping[str, int] | None = None,
 ) -> list[Placement]:
     """Decide which queued jobs start now, where, and on which GPU ids.
 
-    ``queue`` must already be in :func:`queue_key` order (the orchestrator
-    keeps it sorted on insert); it is not re-sorted here. Jobs that cannot
-    start are simply absent from the result; with ``reasons``, each of them (of
-    ``wanted`` only, past the point where the walk stops) gets the sentence why.
+    ``queue`` must already be in dispatch order (:func:`queue_key`, or fair
+    share's); it is not re-sorted here. Jobs that cannot start are simply
+    absent from the result; with ``reasons``, each of them (of ``wanted``
+    only, past the point where the walk stops) gets the sentence why.
+    ``gpu_caps``: GPUs a user's jobs may hold at once (a quota), against
+    ``gpus_held`` now; a job past its user's cap waits and reserves nothing.
     """
     board = _Board(workers)
+    held = dict(gpus_held or {})  # user -> GPUs held, as this call places jobs
     held_for: dict[int, QueuedJob] = {}  # reserved worker -> the job it is held for
     known: dict[_Shape, int] = {}
     # The smallest shapes found hopeless: anything at least as large in every
@@ -256,6 +261,15 @@ def plan(
         gpus = job.gpus if job.gpus > 0 else 0
         cpus = float(job.cpus) if job.cpus > 0 else 0.0
         memory = job.memory if job.memory > 0 else 0
+        if gpus and gpu_caps and job.user in gpu_caps:
+            cap = gpu_caps[job.user]
+            if held.get(job.user, 0) + gpus > cap:
+                if reasons is not None:
+                    reasons[job.id] = (
+                        f"{job.user} may hold {cap} GPUs at once (quota) and holds "
+                        f"{held.get(job.user, 0)}; it needs {_plural(gpus, 'GPU')}"
+                    )
+                continue
         shape = (gpus, cpus, memory)
         state = known.get(shape)
         if state == _HOPELESS:
@@ -272,6 +286,7 @@ def plan(
             if index is not None:
                 taken = board.take(index, gpus, cpus, memory)
                 placements.append(Placement(job.id, board.address[index], taken))
+                held[job.user] = held.get(job.user, 0) + gpus
                 continue
         index = board.reservable(gpus, cpus, memory)
         if index is None:
@@ -305,12 +320,14 @@ def wait_reasons(
     queue: Sequence[QueuedJob],
     workers: Sequence[WorkerView],
     job_ids: Sequence[str] | None = None,
+    gpu_caps: Mapping[str, int] | None = None,
+    gpus_held: Mapping[str, int] | None = None,
 ) -> dict[str, str]:
     """Why each queued job (of ``job_ids``) that would not start now waits: one sentence,
     from the same walk as :func:`plan` (it does not start anything)."""
     wanted = frozenset(job_ids) if job_ids is not None else None
     reasons: dict[str, str] = {}
-    plan(queue, workers, reasons, wanted)
+    plan(queue, workers, reasons, wanted, gpu_caps, gpus_held)
     return {k: v for k, v in reasons.items() if wanted is None or k in wanted}
 
 

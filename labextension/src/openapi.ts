@@ -799,6 +799,7 @@ export interface components {
              * @enum {string}
              */
             others_jobs: "queue" | "hidden" | "all";
+            quota: components["schemas"]["Quota"];
         };
         /** MetricHistory */
         MetricHistory: {
@@ -967,6 +968,29 @@ export interface components {
              * @default null
              */
             wait_reason?: string | null;
+        };
+        /** Quota */
+        Quota: {
+            /**
+             * Gpus
+             * @description GPUs the user's running jobs may hold at once; null: no limit
+             */
+            gpus: number | null;
+            /**
+             * Gpus Held
+             * @description GPUs the user's running jobs hold now
+             */
+            gpus_held: number;
+            /**
+             * Queued
+             * @description jobs the user may have waiting at once; null: no limit
+             */
+            queued: number | null;
+            /**
+             * Waiting
+             * @description the user's jobs waiting now
+             */
+            waiting: number;
         };
         /** RecoveryCounts */
         RecoveryCounts: {
@@ -1559,6 +1583,15 @@ export interface operations {
             };
             /** @description No such job: one sentence in message */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Past the queue quota: one sentence in message */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
