@@ -6,12 +6,11 @@
  * that chunk started after. Memory stays at `maxLines` lines plus one number per
  * dropped chunk, however long the log.
  */
-import { ServerConnection } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
 import { AnsiUp } from 'ansi_up';
 import stripAnsi from 'strip-ansi';
 
-import { isUnavailable, requestAPI, query } from './request';
+import { isUnavailable } from './request';
 import { ILogLine, ILogPage } from './types';
 
 export type LogFetcher = (after: number) => Promise<ILogPage>;
@@ -25,14 +24,7 @@ export class LogTail {
     this.attempt = options.attempt ?? null;
     this._maxLines = Math.max(options.maxLines ?? 500, 20);
     this._chunk = Math.max(1, Math.min(options.chunk ?? 100, Math.floor(this._maxLines / 2)));
-    this._fetch =
-      options.fetch ??
-      ((after: number) =>
-        requestAPI<ILogPage>(
-          `jobs/${encodeURIComponent(this.jobId)}/logs${query({ attempt: this.attempt, after })}`,
-          {},
-          options.serverSettings
-        ));
+    this._fetch = options.fetch;
   }
 
   readonly jobId: string;
@@ -297,8 +289,8 @@ export namespace LogTail {
     maxLines?: number;
     /** Lines dropped or reloaded at a time when scrolling through a long log. */
     chunk?: number;
-    fetch?: LogFetcher;
-    serverSettings?: ServerConnection.ISettings;
+    /** Reads the lines after a cursor (of the attempt shown). */
+    fetch: LogFetcher;
   }
 }
 
