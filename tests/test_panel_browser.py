@@ -348,6 +348,17 @@ def test_mine_filter_and_queue_position(lab, page):
         assert row.locator("[data-action='retry']").count() == 0
         assert row.locator("[data-action='priority']").count() >= 1
         assert panel.locator(f"[data-job-id='{blocker}'] .trainorch-queue-position").count() == 0
+        # No text below the theme's small size (0.8333 of --jp-ui-font-size1), the priority
+        # select of a row included.
+        sizes = page.evaluate(
+            """() => [...document.querySelectorAll('#trainorch-panel *')]
+                .filter(e => [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()))
+                .map(e => parseFloat(getComputedStyle(e).fontSize))"""
+        )
+        base = page.evaluate(
+            "() => parseFloat(getComputedStyle(document.body).getPropertyValue('--jp-ui-font-size1'))"
+        )
+        assert min(sizes) >= base * 0.8333 - 0.05, (min(sizes), base)
 
         row.locator("[data-action='open']").click()
         detail = page.locator(f".trainorch-detail[data-detail-job-id='{waiter}']")

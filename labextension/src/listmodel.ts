@@ -81,10 +81,6 @@ export class JobListModel implements IDisposable {
     return this._loaded;
   }
 
-  get loading(): boolean {
-    return this._promise !== null;
-  }
-
   get error(): string | null {
     return this._error;
   }
@@ -157,7 +153,6 @@ export class JobListModel implements IDisposable {
       return this._promise;
     }
     this._promise = this._refreshLoop();
-    this._changed.emit();
     try {
       return await this._promise;
     } finally {

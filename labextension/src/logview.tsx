@@ -16,7 +16,7 @@ import * as React from 'react';
 
 import { errorMessage } from './api';
 import { CheckboxOption, useSignal } from './controls';
-import { IRenderedLine, LogTail, firstErrorLine, logFileText, renderLines, saveText } from './logs';
+import { IRenderedLine, LogRenderer, LogTail, firstErrorLine, logFileText, saveText } from './logs';
 
 /** The height of an unwrapped row, before rows are measured. */
 const ROW_PX = 18;
@@ -26,6 +26,18 @@ const OVERSCAN = 30;
 const EDGE_PX = 24;
 /** Scroll events this soon after the view scrolled itself are its own, not the reader's. */
 const OWN_SCROLL_MS = 200;
+
+/**
+ * A log row's content: ansi_up's HTML for a line with colours (ansi_up escapes the job's
+ * text, escape_html being on, and adds only its own spans), else its text as a text node.
+ */
+export function lineContent(
+  rendered: IRenderedLine
+): Pick<React.HTMLAttributes<HTMLDivElement>, 'children' | 'dangerouslySetInnerHTML'> {
+  return rendered.html === null
+    ? { children: rendered.line.text }
+    : { dangerouslySetInnerHTML: { __html: rendered.html } };
+}
 
 /** Ids of the rendered lines whose plain text contains `needle` (already lower-cased). */
 function matchIds(rendered: readonly IRenderedLine[], needle: string): number[] {
@@ -50,7 +62,8 @@ export function LogView(props: { tail: LogTail; switcher: React.ReactNode }): JS
   useSignal(tail.changed);
   const scrollRef = React.useRef<HTMLDivElement>(null);
   const lines = tail.lines;
-  const rendered = React.useMemo(() => renderLines(lines), [lines]);
+  const [renderer] = React.useState(() => new LogRenderer());
+  const rendered = React.useMemo(() => renderer.render(lines), [renderer, lines]);
   const starts = React.useMemo(() => attemptStarts(rendered), [rendered]);
   const [search, setSearch] = React.useState('');
   const [current, setCurrent] = React.useState(0);
@@ -85,6 +98,8 @@ export function LogView(props: { tail: LogTail; switcher: React.ReactNode }): JS
   // The line at the top of the view when older lines were asked for: it stays there.
   const anchor = React.useRef<number | null>(null);
   const ownScroll = React.useRef(0);
+  // How many rows there were when the view last kept to the end.
+  const followed = React.useRef(0);
   const scrollTo = (row: number, align: 'start' | 'center' | 'end'): void => {
     ownScroll.current = Date.now();
     virtualizer.scrollToIndex(row, { align });
@@ -112,9 +127,11 @@ export function LogView(props: { tail: LogTail; switcher: React.ReactNode }): JS
       }
       return;
     }
-    if (tail.following && rows.length) {
+    // Only when lines came: renders of the reader's own scrolling must leave the view be.
+    if (tail.following && rows.length && rows.length !== followed.current) {
       scrollTo(rows.length - 1, 'end');
     }
+    followed.current = rows.length;
   });
 
   const onScroll = (): void => {
@@ -336,7 +353,7 @@ export function LogView(props: { tail: LogTail; switcher: React.ReactNode }): JS
       >
         <div className="trainorch-log-rows" style={{ height: virtualizer.getTotalSize() }}>
           {virtualizer.getVirtualItems().map(item => {
-            const { line, html } = rows[item.index];
+            const { line } = rows[item.index];
             const classes = ['trainorch-log-line'];
             if (starts.has(line.id)) {
               classes.push('trainorch-log-line-attempt');
@@ -361,8 +378,7 @@ export function LogView(props: { tail: LogTail; switcher: React.ReactNode }): JS
                 data-stream={line.stream}
                 data-attempt={line.attempt}
                 title={starts.has(line.id) ? `attempt ${line.attempt}` : undefined}
-                // ansi_up escapes the job's text (escape_html is on) and adds only its own spans.
-                dangerouslySetInnerHTML={{ __html: html }}
+                {...lineContent(rows[item.index])}
               />
             );
           })}

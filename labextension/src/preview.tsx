@@ -15,6 +15,7 @@ import {
   StateChip
 } from './jobparts';
 import { LogTail, renderLines } from './logs';
+import { lineContent } from './logview';
 import { TrainorchModel } from './model';
 import { isRestricted } from './types';
 
@@ -108,13 +109,12 @@ function LastLines(props: { tail: LogTail }): JSX.Element {
   return (
     <div className="trainorch-preview-log" aria-label="Last log lines">
       {rendered.length === 0 && <div className="trainorch-log-empty">No output yet.</div>}
-      {rendered.map(({ line, html }) => (
+      {rendered.map(r => (
         <div
-          key={line.id}
+          key={r.line.id}
           className="trainorch-log-line"
-          data-line-id={line.id}
-          // ansi_up escapes the job's text (escape_html is on) and adds only its own spans.
-          dangerouslySetInnerHTML={{ __html: html }}
+          data-line-id={r.line.id}
+          {...lineContent(r)}
         />
       ))}
     </div>
