@@ -84,9 +84,9 @@ export function Header(props: { model: TrainorchModel; actions: IJobActions }): 
 /** Workers, GPUs and the queue; while the service does not answer, says so instead. */
 export function ClusterStrip(props: { model: TrainorchModel }): JSX.Element {
   const { model } = props;
-  useSignal(model.list.clusterChanged);
+  useSignal(model.cluster.changed);
   useSignal(model.client.availabilityChanged);
-  const cluster = model.list.cluster;
+  const cluster = model.cluster.cluster;
   if (model.client.unavailable !== null) {
     return (
       <div

@@ -121,7 +121,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     commands.addCommand(CommandIDs.refresh, {
       label: 'Refresh Training Jobs',
       caption: 'Read the job list and the cluster again',
-      execute: () => model.list.refresh()
+      execute: () => Promise.all([model.list.refresh(), model.cluster.refresh()])
     });
 
     commands.addCommand(CommandIDs.cancelJob, {

@@ -1,5 +1,5 @@
 /**
- * JobListModel: the sidebar's page of jobs, its query and the cluster strip.
+ * JobListModel: the sidebar's page of jobs and its query.
  *
  * The server filters, searches and sorts (`GET jobs?state=&user=&q=&sort=`); the model
  * keeps one page. Changes patch the rows they name (a new object per changed row, so
@@ -10,14 +10,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 
 import { SortKey, TrainorchClient, errorMessage } from './api';
 import { changeExtra } from './changes';
-import {
-  IChange,
-  ICluster,
-  IJobRow,
-  UNFINISHED_STATES,
-  isRestricted,
-  isTerminalState
-} from './types';
+import { IChange, IJobRow, UNFINISHED_STATES, isRestricted, isTerminalState } from './types';
 
 export interface IQuery {
   /** `all`, `active` or one job state. */
@@ -31,10 +24,8 @@ export interface IQuery {
   page: number;
 }
 
-const CLUSTER_MS = 15000;
 /** Re-reads of the page that changes call for are at least this far apart. */
 const LIST_GAP_MS = 500;
-const CLUSTER_GAP_MS = 1000;
 
 export class JobListModel implements IDisposable {
   constructor(options: JobListModel.IOptions) {
@@ -54,10 +45,6 @@ export class JobListModel implements IDisposable {
   /** The page of jobs, its total, the query or the ticked jobs changed. */
   get changed(): ISignal<this, void> {
     return this._changed;
-  }
-
-  get clusterChanged(): ISignal<this, void> {
-    return this._clusterChanged;
   }
 
   get jobs(): readonly IJobRow[] {
@@ -85,10 +72,6 @@ export class JobListModel implements IDisposable {
     return this._error;
   }
 
-  get cluster(): ICluster | null {
-    return this._cluster;
-  }
-
   /** Ids ticked in the list for comparison. */
   get checked(): ReadonlySet<string> {
     return this._checked;
@@ -100,12 +83,6 @@ export class JobListModel implements IDisposable {
 
   start(): void {
     void this.refresh();
-    // Workers come and go without job changes (adaptive scaling): re-read the strip now and then.
-    this._clusterInterval = window.setInterval(() => {
-      if (this._visible) {
-        this._scheduleCluster();
-      }
-    }, CLUSTER_MS);
   }
 
   dispose(): void {
@@ -113,9 +90,7 @@ export class JobListModel implements IDisposable {
       return;
     }
     this._disposed = true;
-    window.clearInterval(this._clusterInterval);
     window.clearTimeout(this._refreshTimer);
-    window.clearTimeout(this._clusterTimer);
     Signal.clearData(this);
   }
 
@@ -136,13 +111,18 @@ export class JobListModel implements IDisposable {
     if (JSON.stringify(next) === JSON.stringify(this._query)) {
       return;
     }
+    const narrowed = next.page === this._query.page && next.sort === this._query.sort;
     this._query = next;
+    if (narrowed) {
+      // Answer at once from the rows shown; the server's answer, over every job, follows.
+      this._setJobs(this._jobs.filter(job => matches(job, next)));
+    }
     this._changed.emit();
     void this.refresh();
   }
 
   /**
-   * Re-read the page and the cluster; calls made meanwhile share one more read.
+   * Re-read the page; calls made meanwhile share one more read.
    * Resolves to whether the page could be read (the error is in `error`).
    */
   async refresh(): Promise<boolean> {
@@ -234,14 +214,12 @@ export class JobListModel implements IDisposable {
     }
     if (stateMoved) {
       this._scheduleRefresh();
-      this._scheduleCluster();
     }
   }
 
-  /** Read the page and the strip again (the service restarted, or came back). */
+  /** Read the page again soon (the service restarted, or came back, or an action answered). */
   resync(): void {
     this._scheduleRefresh();
-    this._scheduleCluster();
   }
 
   private async _refreshLoop(): Promise<boolean> {
@@ -249,7 +227,7 @@ export class JobListModel implements IDisposable {
     do {
       this._again = false;
       this._lastRead = Date.now();
-      [ok] = await Promise.all([this._loadPage(), this._loadCluster()]);
+      ok = await this._loadPage();
     } while (this._again && !this._disposed);
     return ok;
   }
@@ -258,8 +236,7 @@ export class JobListModel implements IDisposable {
     const q = this._query;
     try {
       const result = await this._client.listJobs({
-        state:
-          q.state === 'all' ? '' : q.state === 'active' ? UNFINISHED_STATES.join(',') : q.state,
+        state: (statesOf(q) ?? []).join(','),
         user: q.user.trim(),
         q: q.search.trim(),
         sort: q.sort,
@@ -304,19 +281,6 @@ export class JobListModel implements IDisposable {
     });
   }
 
-  private async _loadCluster(): Promise<void> {
-    try {
-      const cluster = await this._client.cluster();
-      if (!this._disposed) {
-        this._cluster = cluster;
-        this._clusterChanged.emit();
-      }
-    } catch {
-      // The strip says the service is away; other failures leave the last figures.
-    }
-    this._lastClusterRead = Date.now();
-  }
-
   /** Re-read the page soon, folding bursts of changes into one request. */
   private _scheduleRefresh(): void {
     if (!this._visible) {
@@ -330,17 +294,6 @@ export class JobListModel implements IDisposable {
     this._refreshTimer = window.setTimeout(() => {
       this._refreshTimer = 0;
       void this.refresh();
-    }, wait);
-  }
-
-  private _scheduleCluster(): void {
-    if (!this._visible || this._clusterTimer) {
-      return;
-    }
-    const wait = Math.max(200, this._lastClusterRead + CLUSTER_GAP_MS - Date.now());
-    this._clusterTimer = window.setTimeout(() => {
-      this._clusterTimer = 0;
-      void this._loadCluster();
     }, wait);
   }
 
@@ -364,7 +317,6 @@ export class JobListModel implements IDisposable {
   private _total = 0;
   private _loaded = false;
   private _error: string | null = null;
-  private _cluster: ICluster | null = null;
   private _checked: ReadonlySet<string> = new Set();
   private _visible = false;
   private _stale = false;
@@ -372,12 +324,25 @@ export class JobListModel implements IDisposable {
   private _promise: Promise<boolean> | null = null;
   private _again = false;
   private _lastRead = 0;
-  private _lastClusterRead = 0;
   private _refreshTimer = 0;
-  private _clusterTimer = 0;
-  private _clusterInterval = 0;
   private _changed = new Signal<this, void>(this);
-  private _clusterChanged = new Signal<this, void>(this);
+}
+
+/** The states the query asks for, or null for every state. */
+function statesOf(q: IQuery): readonly string[] | null {
+  return q.state === 'all' ? null : q.state === 'active' ? UNFINISHED_STATES : [q.state];
+}
+
+/** Whether a job shown passes the query, as the server decides (`GET jobs`'s `q=`: part of the name, or the id's start). */
+function matches(job: IJobRow, q: IQuery): boolean {
+  const needle = q.search.trim().toLowerCase();
+  const user = q.user.trim();
+  const states = statesOf(q);
+  return (
+    (!needle || job.name.toLowerCase().includes(needle) || job.id.startsWith(q.search.trim())) &&
+    (!user || job.user === user) &&
+    (!states || states.includes(job.state))
+  );
 }
 
 export namespace JobListModel {

@@ -2,8 +2,9 @@
  * TrainorchModel: the panel's models, wired together.
  *
  * One API client (every REST call), one change stream (socket, or the polled feed), and
- * the models that hold what views show: the sidebar's list, the detail of each job shown
- * (the sidebar's preview and each job's main-area tab), the comparison and the notices.
+ * the models that hold what views show: the sidebar's list and cluster strip, the detail
+ * of each job shown (the sidebar's preview and each job's main-area tab), the comparison
+ * and the notices.
  * Each batch of changes goes to each model once. Views read the models and listen to
  * their signals; they never fetch by themselves.
  */
@@ -13,6 +14,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 
 import { TrainorchClient } from './api';
 import { ChangeStream } from './changes';
+import { ClusterModel } from './clustermodel';
 import { CompareModel } from './comparemodel';
 import { JobDetailModel } from './detailmodel';
 import { JobListModel } from './listmodel';
@@ -33,6 +35,7 @@ export class TrainorchModel implements IDisposable {
     this.client = client;
     this.changes = new ChangeStream({ client, refreshInterval: options.refreshInterval });
     this.list = new JobListModel({ client, pageSize: options.pageSize });
+    this.cluster = new ClusterModel({ client });
     this.compare = new CompareModel({ client, checked: () => this.list.checked });
     this.notices = new NoticeModel({
       client,
@@ -47,6 +50,7 @@ export class TrainorchModel implements IDisposable {
   readonly client: TrainorchClient;
   readonly changes: ChangeStream;
   readonly list: JobListModel;
+  readonly cluster: ClusterModel;
   readonly compare: CompareModel;
   readonly notices: NoticeModel;
 
@@ -90,6 +94,7 @@ export class TrainorchModel implements IDisposable {
     this._started = true;
     this.changes.start();
     this.list.start();
+    this.cluster.start();
     void this._loadMe();
   }
 
@@ -100,6 +105,7 @@ export class TrainorchModel implements IDisposable {
     this._disposed = true;
     this.changes.dispose();
     this.list.dispose();
+    this.cluster.dispose();
     this._preview?.dispose();
     for (const detail of this._details) {
       detail.dispose();
@@ -111,6 +117,7 @@ export class TrainorchModel implements IDisposable {
   setVisible(visible: boolean): void {
     this._visible = visible;
     this.list.setVisible(visible);
+    this.cluster.setVisible(visible);
     this._updateStreamVisibility();
   }
 
@@ -191,6 +198,7 @@ export class TrainorchModel implements IDisposable {
 
   private _onChanges(_: ChangeStream, changes: readonly IChange[]): void {
     this.list.applyChanges(changes);
+    this.cluster.applyChanges(changes);
     this.notices.applyChanges(changes);
     for (const detail of [this._preview, ...this._details]) {
       detail?.applyChanges(changes);
@@ -199,6 +207,7 @@ export class TrainorchModel implements IDisposable {
 
   private _onResync(): void {
     this.list.resync();
+    this.cluster.resync();
     for (const detail of [this._preview, ...this._details]) {
       detail?.resync();
     }
