@@ -3,6 +3,7 @@
  * change state, and now and then for workers that come and go without any job change.
  */
 import { IDisposable } from '@lumino/disposable';
+import { Throttler } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { TrainorchClient } from './api';
@@ -10,8 +11,8 @@ import { IChange, ICluster } from './types';
 
 /** Workers come and go without job changes (adaptive scaling): read this often anyway. */
 const CLUSTER_MS = 15000;
-/** Reads that changes call for are at least this far apart. */
-const CLUSTER_GAP_MS = 1000;
+/** Changes call for a read this long after the first of a burst. */
+const CLUSTER_DELAY_MS = 500;
 
 export class ClusterModel implements IDisposable {
   constructor(options: { client: TrainorchClient }) {
@@ -41,7 +42,7 @@ export class ClusterModel implements IDisposable {
     }
     this._disposed = true;
     window.clearInterval(this._interval);
-    window.clearTimeout(this._timer);
+    this._soon.dispose();
     Signal.clearData(this);
   }
 
@@ -60,7 +61,6 @@ export class ClusterModel implements IDisposable {
     } catch {
       // The strip says the service is away; other failures leave the last figures.
     }
-    this._lastRead = Date.now();
   }
 
   applyChanges(changes: readonly IChange[]): void {
@@ -71,22 +71,21 @@ export class ClusterModel implements IDisposable {
 
   /** Read the figures soon, folding bursts of calls into one request. */
   resync(): void {
-    if (!this._visible || this._timer) {
-      return;
+    if (this._visible) {
+      void this._soon.invoke().catch(() => undefined);
     }
-    const wait = Math.max(200, this._lastRead + CLUSTER_GAP_MS - Date.now());
-    this._timer = window.setTimeout(() => {
-      this._timer = 0;
-      void this.refresh();
-    }, wait);
   }
 
   private _client: TrainorchClient;
   private _cluster: ICluster | null = null;
   private _visible = false;
   private _disposed = false;
-  private _lastRead = 0;
-  private _timer = 0;
+  // Not awaited: a throttler drops calls while its function runs, and a change that comes
+  // during a read must still bring another one.
+  private _soon = new Throttler(() => void this.refresh(), {
+    limit: CLUSTER_DELAY_MS,
+    edge: 'trailing'
+  });
   private _interval = 0;
   private _changed = new Signal<this, void>(this);
 }

@@ -4,6 +4,7 @@
  * histories, kept current by the changes that name the job.
  */
 import { IDisposable } from '@lumino/disposable';
+import { Throttler } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { TrainorchClient, errorMessage } from './api';
@@ -66,7 +67,7 @@ export class JobDetailModel implements IDisposable {
       return;
     }
     this._disposed = true;
-    window.clearTimeout(this._loadTimer);
+    this._soon.dispose();
     window.clearTimeout(this._metricsTimer);
     this._logTail?.dispose();
     Signal.clearData(this);
@@ -142,7 +143,7 @@ export class JobDetailModel implements IDisposable {
           void tail.fetchNewer();
         }
       } else if (change.kind === 'job') {
-        this._scheduleLoad();
+        void this._soon.invoke().catch(() => undefined);
       }
     }
     if (changed) {
@@ -152,7 +153,7 @@ export class JobDetailModel implements IDisposable {
 
   /** Read everything again (the service restarted, or came back). */
   resync(): void {
-    this._scheduleLoad();
+    void this._soon.invoke().catch(() => undefined);
     void this._logTail?.fetchNewer();
     if (this._logTail) {
       void this._loadMetrics();
@@ -187,16 +188,6 @@ export class JobDetailModel implements IDisposable {
     if (tail) {
       void tail.start();
     }
-  }
-
-  private _scheduleLoad(): void {
-    if (this._loadTimer) {
-      return;
-    }
-    this._loadTimer = window.setTimeout(() => {
-      this._loadTimer = 0;
-      void this.load();
-    }, DETAIL_DELAY_MS);
   }
 
   private async _loadMetrics(): Promise<void> {
@@ -278,7 +269,12 @@ export class JobDetailModel implements IDisposable {
   private _error: string | null = null;
   private _logTail: LogTail | null = null;
   private _metrics: IMetricHistory | null = null;
-  private _loadTimer = 0;
+  // Not awaited: a throttler drops calls while its function runs, and a change that comes
+  // during a read must still bring another one.
+  private _soon = new Throttler(() => void this.load(), {
+    limit: DETAIL_DELAY_MS,
+    edge: 'trailing'
+  });
   private _metricsTimer = 0;
   private _lastMetricsRead = 0;
   private _disposed = false;

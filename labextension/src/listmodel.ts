@@ -6,6 +6,7 @@
  * that a view re-renders that row only) and schedule one coalesced re-read of the page.
  */
 import { IDisposable } from '@lumino/disposable';
+import { Throttler } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { SortKey, TrainorchClient, errorMessage } from './api';
@@ -24,8 +25,8 @@ export interface IQuery {
   page: number;
 }
 
-/** Re-reads of the page that changes call for are at least this far apart. */
-const LIST_GAP_MS = 500;
+/** Changes call for a re-read of the page this long after the first of a burst. */
+const LIST_DELAY_MS = 300;
 
 export class JobListModel implements IDisposable {
   constructor(options: JobListModel.IOptions) {
@@ -90,7 +91,7 @@ export class JobListModel implements IDisposable {
       return;
     }
     this._disposed = true;
-    window.clearTimeout(this._refreshTimer);
+    this._soon.dispose();
     Signal.clearData(this);
   }
 
@@ -126,8 +127,6 @@ export class JobListModel implements IDisposable {
    * Resolves to whether the page could be read (the error is in `error`).
    */
   async refresh(): Promise<boolean> {
-    window.clearTimeout(this._refreshTimer);
-    this._refreshTimer = 0;
     if (this._promise) {
       this._again = true;
       return this._promise;
@@ -226,7 +225,6 @@ export class JobListModel implements IDisposable {
     let ok = false;
     do {
       this._again = false;
-      this._lastRead = Date.now();
       ok = await this._loadPage();
     } while (this._again && !this._disposed);
     return ok;
@@ -287,14 +285,7 @@ export class JobListModel implements IDisposable {
       this._stale = true;
       return;
     }
-    if (this._refreshTimer) {
-      return;
-    }
-    const wait = Math.max(150, this._lastRead + LIST_GAP_MS - Date.now());
-    this._refreshTimer = window.setTimeout(() => {
-      this._refreshTimer = 0;
-      void this.refresh();
-    }, wait);
+    void this._soon.invoke().catch(() => undefined);
   }
 
   private _setJobs(jobs: IJobRow[]): void {
@@ -323,8 +314,12 @@ export class JobListModel implements IDisposable {
   private _disposed = false;
   private _promise: Promise<boolean> | null = null;
   private _again = false;
-  private _lastRead = 0;
-  private _refreshTimer = 0;
+  // Not awaited: a throttler drops calls while its function runs, and a change that comes
+  // during a read must still bring another one.
+  private _soon = new Throttler(() => void this.refresh(), {
+    limit: LIST_DELAY_MS,
+    edge: 'trailing'
+  });
   private _changed = new Signal<this, void>(this);
 }
 
