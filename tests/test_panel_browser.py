@@ -520,6 +520,13 @@ def test_log_view_shows_ansi_colours_and_searches(lab, page):
     preview = page.locator(f"#trainorch-panel .trainorch-preview[data-preview-job-id='{job_id}']")
     preview.locator(".trainorch-log-line", has_text="a second line").wait_for(timeout=10_000)
     assert preview.locator("[data-action='open']").count() == 1
+    # The command palette's "Open Selected Training Job" opens the previewed job's tab again.
+    page.locator(f".lm-TabBar-tab[title*='{job_id}'] .lm-TabBar-tabCloseIcon").click()
+    tab.wait_for(state="detached", timeout=10_000)
+    page.keyboard.press("Control+Shift+C")
+    page.locator(".lm-CommandPalette-input").fill("Open Selected Training Job")
+    page.keyboard.press("Enter")
+    tab.wait_for(timeout=10_000)
 
 
 LONG_LOG = 100_000
