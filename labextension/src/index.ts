@@ -54,7 +54,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const { commands, shell } = app;
     const model = new TrainorchModel({ serverSettings: app.serviceManager.serverSettings });
 
-    /** The job a command acts on: its `id` argument, else the one in the detail view. */
+    /** The job a command acts on: its `id` argument, else the one previewed in the sidebar. */
     const targetId = (args: ReadonlyPartialJSONObject): string | null =>
       typeof args.id === 'string' && args.id ? args.id : model.selectedId;
 
@@ -64,8 +64,6 @@ const plugin: JupyterFrontEndPlugin<void> = {
       const job = id ? model.findJob(id) : null;
       return !!id && (!job || may(job, action));
     };
-
-    const showJob = (id: string): void => void commands.execute(CommandIDs.openJob, { id });
 
     /** Open jobs' tabs, by job id: opening a job again activates its tab. */
     const detailTabs = new Map<string, MainAreaWidget<JobDetailWidget>>();
@@ -304,7 +302,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     /** The jobs a grouped notification speaks of: the user's, all states, those ticked. */
     const showJobs = (ids: string[]): void => {
       if (ids.length === 1) {
-        showJob(ids[0]);
+        actions.open(ids[0]);
         return;
       }
       model.select(null);
@@ -312,7 +310,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       model.list.setAllChecked(ids);
       shell.activateById(PANEL_ID);
     };
-    const notifier = new JobNotifier({ showJob, showJobs, retry: actions.retry });
+    const notifier = new JobNotifier({ showJob: actions.open, showJobs, retry: actions.retry });
     model.notices.notice.connect((_, notice) => notifier.add(notice));
 
     const ready = settingRegistry
