@@ -1,7 +1,7 @@
 /**
  * Small controls and hooks the panel's views share.
  */
-import { ISignal } from '@lumino/signaling';
+import { ISignal, Signal } from '@lumino/signaling';
 import * as React from 'react';
 
 /** Re-render when `signal` fires. */
@@ -16,6 +16,13 @@ export function useSignal(signal: ISignal<unknown, unknown>): void {
   }, [signal]);
 }
 
+const CLOCK_SENDER = {};
+
+/** One timer for every clock on screen, so that they all move in one render a second. */
+const clock = new Signal<typeof CLOCK_SENDER, void>(CLOCK_SENDER);
+let clockUsers = 0;
+let clockTimer = 0;
+
 /** Re-render every second while `active`, so elapsed times and ETAs move. */
 export function useTick(active: boolean): void {
   const [, setCount] = React.useState(0);
@@ -23,9 +30,30 @@ export function useTick(active: boolean): void {
     if (!active) {
       return;
     }
-    const timer = window.setInterval(() => setCount(count => count + 1), 1000);
-    return () => window.clearInterval(timer);
+    const slot = (): void => setCount(count => count + 1);
+    clock.connect(slot);
+    if (clockUsers++ === 0) {
+      clockTimer = window.setInterval(() => clock.emit(), 1000);
+    }
+    return () => {
+      clock.disconnect(slot);
+      if (--clockUsers === 0) {
+        window.clearInterval(clockTimer);
+      }
+    };
   }, [active]);
+}
+
+/**
+ * Content that changes with the time (an elapsed time, an ETA), rendered again every
+ * second while `active` without rendering its parent again.
+ */
+export function EverySecond(props: {
+  active: boolean;
+  children: () => React.ReactNode;
+}): JSX.Element {
+  useTick(props.active);
+  return <>{props.children()}</>;
 }
 
 /** Typing pauses this long before a filter is applied (one read per pause, not per key). */

@@ -121,8 +121,22 @@ export function PrioritySelect(props: {
   );
 }
 
-/** The priority: a select while the user may change it, else its label. */
-export function Priority(props: { job: IJobRow; actions: IJobActions }): JSX.Element {
+/**
+ * The priority: a select while the user may change it, else its label. Memoised on what
+ * it shows, since a row renders again on every change of its job.
+ */
+export const Priority = React.memo(PriorityView, (a, b) => {
+  const [x, y] = [a.job, b.job];
+  return (
+    a.actions === b.actions &&
+    x.id === y.id &&
+    x.priority_class === y.priority_class &&
+    x.priority === y.priority &&
+    may(x, 'set_priority') === may(y, 'set_priority')
+  );
+});
+
+function PriorityView(props: { job: IJobRow; actions: IJobActions }): JSX.Element {
   const { job, actions } = props;
   return may(job, 'set_priority') ? (
     <PrioritySelect job={job} actions={actions} className="trainorch-priority" />
@@ -196,8 +210,20 @@ function ActionButton(props: {
 /**
  * The buttons the job's `actions` allow (none for another user's job). A list row
  * (`compact`: icons only) leaves rerun to ended jobs, to keep room for the name.
+ * Memoised on what decides the buttons, since a row renders again on every change of its job.
  */
-export function JobActions(props: {
+export const JobActions = React.memo(
+  JobActionsView,
+  (a, b) =>
+    a.actions === b.actions &&
+    a.compact === b.compact &&
+    a.open === b.open &&
+    a.job.id === b.job.id &&
+    a.job.terminal === b.job.terminal &&
+    a.job.actions.join() === b.job.actions.join()
+);
+
+function JobActionsView(props: {
   job: IJobRow;
   actions: IJobActions;
   compact?: boolean;

@@ -8,7 +8,7 @@
 import { Button } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import { stopPropagation, useSignal, useTick } from './controls';
+import { EverySecond, stopPropagation, useSignal } from './controls';
 import { attemptsText, elapsedSeconds, formatDuration, gpusHeld } from './format';
 import {
   IJobActions,
@@ -55,8 +55,6 @@ export function JobList(props: { model: TrainorchModel; actions: IJobActions }):
   useSignal(list.changed);
   useSignal(model.selectionChanged);
   const jobs = list.jobs;
-  useTick(jobs.some(job => !job.terminal));
-  const now = model.changes.serverNow();
   const q = list.query;
   const first = list.total ? q.page * list.pageSize + 1 : 0;
   const last = Math.min(list.total, (q.page + 1) * list.pageSize);
@@ -65,8 +63,6 @@ export function JobList(props: { model: TrainorchModel; actions: IJobActions }):
     <JobRow
       key={job.id}
       job={job}
-      // Ended jobs show no clock: their rows need not render every second.
-      now={job.terminal && job.ended ? 0 : now}
       selected={job.id === model.selectedId}
       checked={list.checked.has(job.id)}
       model={model}
@@ -234,13 +230,13 @@ function JobGroup(props: {
 
 const JobRow = React.memo(function JobRow(props: {
   job: IJobRow;
-  now: number;
   selected: boolean;
   checked: boolean;
   model: TrainorchModel;
   actions: IJobActions;
 }): JSX.Element {
-  const { job, now, selected, model, actions } = props;
+  const { job, selected, model, actions } = props;
+  const now = (): number => model.changes.serverNow();
   const select = (): void => model.select(selected ? null : job.id);
   const restricted = isRestricted(job);
   return (
@@ -283,14 +279,18 @@ const JobRow = React.memo(function JobRow(props: {
         </span>
         <JobActions job={job} actions={actions} compact open />
       </div>
-      {!restricted && <ProgressBar job={job} now={now} />}
+      {!restricted && (
+        <EverySecond active={job.state === 'running'}>
+          {() => <ProgressBar job={job} now={now()} />}
+        </EverySecond>
+      )}
       <JobMeta job={job} now={now} actions={actions} />
     </div>
   );
 });
 
 /** Who, where in the queue, GPUs, attempts, time and priority; less for another user's job. */
-function JobMeta(props: { job: IJobRow; now: number; actions: IJobActions }): JSX.Element {
+function JobMeta(props: { job: IJobRow; now: () => number; actions: IJobActions }): JSX.Element {
   const { job, now, actions } = props;
   return (
     <div className="trainorch-job-meta">
@@ -315,7 +315,7 @@ function AskedGpus(props: { job: IQueueRow }): JSX.Element | null {
 }
 
 /** The user's own job: GPUs held, attempt, and how long it has run or waited. */
-function RunFacts(props: { job: IJob; now: number }): JSX.Element {
+function RunFacts(props: { job: IJob; now: () => number }): JSX.Element {
   const { job, now } = props;
   const gpus = gpusHeld(job);
   return (
@@ -335,7 +335,9 @@ function RunFacts(props: { job: IJob; now: number }): JSX.Element {
         className="trainorch-elapsed"
         title={job.started ? 'Run time' : job.terminal ? 'Ended without running' : 'Waiting'}
       >
-        {formatDuration(elapsedSeconds(job, now))}
+        <EverySecond active={!job.terminal}>
+          {() => formatDuration(elapsedSeconds(job, now()))}
+        </EverySecond>
       </span>
     </>
   );
