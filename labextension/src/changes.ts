@@ -120,9 +120,16 @@ export class ChangeStream implements IDisposable {
   }
 
   private _frequency(): IPoll.Frequency {
-    return this._client.unavailable === null
-      ? { interval: this._refreshMs, backoff: true, max: Math.max(this._refreshMs * 12, 60000) }
-      : { interval: RECONNECT_MIN_MS, backoff: true, max: RECONNECT_MAX_MS };
+    if (this._client.unavailable === null) {
+      return {
+        interval: this._refreshMs,
+        backoff: true,
+        max: Math.max(this._refreshMs * 12, 60000)
+      };
+    }
+    // Never sooner than the service asked (its `Retry-After`).
+    const interval = Math.max(RECONNECT_MIN_MS, (this._client.retryAfter ?? 0) * 1000);
+    return { interval, backoff: true, max: Math.max(RECONNECT_MAX_MS, interval) };
   }
 
   private _onAvailability(): void {

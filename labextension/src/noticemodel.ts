@@ -69,10 +69,6 @@ export class NoticeModel {
     this._known.add(id);
   }
 
-  isWatched(id: string): boolean {
-    return this._watched.has(id);
-  }
-
   /** Jobs seen in a list: their first change is not a new submission. */
   know(ids: Iterable<string>): void {
     for (const id of ids) {
