@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -177,7 +178,8 @@ def test_panel_follows_a_notebook_job_and_cancels_it(lab, page, tmp_path):
     )  # fmt: skip
 
     row.locator("[data-action='open']").click()
-    detail = page.locator(".trainorch-detail")
+    # The detail opens in a main-area tab, not in the sidebar.
+    detail = page.locator("#jp-main-dock-panel .trainorch-detail")
     detail.locator(".trainorch-log-line", has_text="tick").first.wait_for(timeout=20_000)
     ticks_before = detail.locator(".trainorch-log-line", has_text="tick").count()
     page.wait_for_function(
@@ -193,7 +195,18 @@ def test_panel_follows_a_notebook_job_and_cancels_it(lab, page, tmp_path):
     page.screenshot(path=str(DOCS / "panel.png"))
 
     pid = [int(line.split()[1]) for line in _log_lines(lab, job_id) if line.startswith("pid ")][-1]
+    # Cancel asks first: keeping the job leaves it running; confirming cancels it.
     row.locator("[data-action='cancel']").click()
+    dialog = page.locator(".jp-Dialog")
+    dialog.wait_for(timeout=10_000)
+    assert "browser-demo" in dialog.inner_text()
+    dialog.locator(".jp-Dialog-button.jp-mod-reject").click()
+    dialog.wait_for(state="detached", timeout=10_000)
+    page.wait_for_timeout(1000)
+    assert lab.api(f"jobs/{job_id}")["state"] == "running"
+    assert pid_alive(pid)
+    row.locator("[data-action='cancel']").click()
+    dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
     page.wait_for_function(
         "id => document.querySelector(`[data-job-id='${id}'] .trainorch-state`)?.textContent.trim() === 'cancelled'",
         arg=job_id, timeout=30_000,
@@ -214,6 +227,17 @@ def _open_panel(page) -> None:
     if not page.locator("#trainorch-panel").is_visible():
         tab.click()
     page.locator("#trainorch-panel").wait_for(state="visible", timeout=30_000)
+
+
+def _open_job_tab(lab: Lab, page, job_id: str):
+    """Load JupyterLab, find the job's row in the panel and open its detail tab: (row, detail)."""
+    page.goto(f"{lab.url}/lab?token={lab.token}")
+    _open_panel(page)
+    row = page.locator(f"#trainorch-panel [data-job-id='{job_id}']")
+    row.wait_for(timeout=60_000)
+    row.locator("[data-action='open']").click()
+    detail = page.locator(f"#jp-main-dock-panel .trainorch-detail[data-detail-job-id='{job_id}']")
+    return row, detail
 
 
 def _log_lines(lab: Lab, job_id: str) -> list[str]:
@@ -248,6 +272,14 @@ def test_metric_charts_and_the_compare_view(lab, page):
     page.locator(
         ".trainorch-detail .trainorch-chart[data-metric='loss'] .u-legend [data-attempt='1'][data-points='20']"
     ).wait_for(timeout=60_000)
+    # Its MLflow run opens through this server, which starts the MLflow UI on first use.
+    job = lab.api(f"jobs/{ids[0]}")
+    link = page.locator(".trainorch-detail [data-field='mlflow'] a.trainorch-mlflow")
+    href = link.get_attribute("href") or ""
+    expected = f"/trainorch/mlflow?experiment={job['mlflow']['experiment_id']}&run={job['mlflow']['run_id']}"
+    assert href.endswith(expected), href
+    ui = page.request.get(href, timeout=120_000)
+    assert ui.status == 200 and "/mlflow/" in ui.url and "<title>MLflow</title>" in ui.text()
 
     for job_id in ids:
         panel.locator(f"[data-job-id='{job_id}'] input[data-action='select']").check()
@@ -319,6 +351,17 @@ def test_mine_filter_and_queue_position(lab, page):
         assert row.locator("[data-action='retry']").count() == 0
         assert row.locator("[data-action='priority']").count() >= 1
         assert panel.locator(f"[data-job-id='{blocker}'] .trainorch-queue-position").count() == 0
+        # No text below the theme's small size (0.8333 of --jp-ui-font-size1), the priority
+        # select of a row included.
+        sizes = page.evaluate(
+            """() => [...document.querySelectorAll('#trainorch-panel *')]
+                .filter(e => [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()))
+                .map(e => parseFloat(getComputedStyle(e).fontSize))"""
+        )
+        base = page.evaluate(
+            "() => parseFloat(getComputedStyle(document.body).getPropertyValue('--jp-ui-font-size1'))"
+        )
+        assert min(sizes) >= base * 0.8333 - 0.05, (min(sizes), base)
 
         row.locator("[data-action='open']").click()
         detail = page.locator(f".trainorch-detail[data-detail-job-id='{waiter}']")
@@ -403,6 +446,9 @@ def test_panel_reconnects_after_the_service_restarts(lab, page):
         "Reconnecting to the trainorch service"
         in panel.locator(".trainorch-reconnecting").inner_text()
     )
+    # The cluster strip says the figures are unknown rather than showing stale ones.
+    panel.locator("[data-field='cluster-unavailable']").wait_for(timeout=10_000)
+    assert panel.locator("[data-field='gpus']").count() == 0
     deadline = time.monotonic() + 60
     while pid_alive(old):
         assert time.monotonic() < deadline, "the service did not stop on SIGTERM"
@@ -442,12 +488,7 @@ def test_log_view_shows_ansi_colours_and_searches(lab, page):
     _wait_api(lab, job_id, lambda j: j["state"] == "succeeded", "did not succeed")
     assert any("\x1b[31m" in line for line in _log_lines(lab, job_id))
 
-    page.goto(f"{lab.url}/lab?token={lab.token}")
-    _open_panel(page)
-    row = page.locator(f"#trainorch-panel [data-job-id='{job_id}']")
-    row.wait_for(timeout=60_000)
-    row.locator("[data-action='open']").click()
-    detail = page.locator(f".trainorch-detail[data-detail-job-id='{job_id}']")
+    row, detail = _open_job_tab(lab, page, job_id)
     line = detail.locator(".trainorch-log-line", has_text="red plain")
     line.wait_for(timeout=30_000)
     red = line.locator("span[style*='color']")
@@ -470,6 +511,97 @@ def test_log_view_shows_ansi_colours_and_searches(lab, page):
         arg=job_id, timeout=10_000,
     )  # fmt: skip
     assert "a second line" in detail.locator(".trainorch-log-line").inner_text()
+
+    # The detail is a main-area tab, one per job: opening the job again activates it.
+    tab = page.locator(f"#jp-main-dock-panel #trainorch-job-{job_id}")
+    assert tab.count() == 1
+    row.locator("[data-action='open']").click()
+    page.wait_for_timeout(500)
+    assert tab.count() == 1 and tab.is_visible()
+    # The sidebar keeps a compact preview of the selected job, with its last log lines.
+    row.locator(".trainorch-job-name").click()
+    preview = page.locator(f"#trainorch-panel .trainorch-preview[data-preview-job-id='{job_id}']")
+    preview.locator(".trainorch-log-line", has_text="a second line").wait_for(timeout=10_000)
+    assert preview.locator("[data-action='open']").count() == 1
+    # The command palette's "Open Selected Training Job" opens the previewed job's tab again.
+    page.locator(f".lm-TabBar-tab[title*='{job_id}'] .lm-TabBar-tabCloseIcon").click()
+    tab.wait_for(state="detached", timeout=10_000)
+    page.keyboard.press("Control+Shift+C")
+    page.locator(".lm-CommandPalette-input").fill("Open Selected Training Job")
+    page.keyboard.press("Enter")
+    tab.wait_for(timeout=10_000)
+
+
+LONG_LOG = 100_000
+
+
+def test_a_long_log_is_virtualised(lab, page):
+    """A 100,000-line log keeps a bounded number of rows in the DOM; its end shows the last line.
+
+    The job is real; its log is served by a route (a job printing 100k lines would take
+    minutes to stream), in the API's pages of 1,000 lines.
+    """
+    job_id = _submit(lab, "long-log", "print('short')")
+    _wait_api(lab, job_id, lambda j: j["state"] == "succeeded", "did not succeed")
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    def logs(route):
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(route.request.url).query)
+        after = int(query.get("after", ["0"])[0])
+        ids = range(after + 1, min(after + 1000, LONG_LOG) + 1)
+        lines = [
+            {"id": i, "attempt": 1, "seq": i, "stream": "stdout", "text": f"line {i} of the long log", "time": now}
+            for i in ids
+        ]  # fmt: skip
+        next_ = lines[-1]["id"] if lines else after
+        route.fulfill(
+            json={
+                "job_id": job_id,
+                "state": "succeeded",
+                "lines": lines,
+                "next": next_,
+                "finished": True,
+            }
+        )
+
+    page.route(re.compile(rf".*/trainorch/api/jobs/{job_id}/logs(\?.*)?$"), logs)
+    _, detail = _open_job_tab(lab, page, job_id)
+    rows = f".trainorch-detail[data-detail-job-id='{job_id}'] .trainorch-log-line"
+    # The view follows the end: the last line is shown.
+    detail.locator(f".trainorch-log-line[data-line-id='{LONG_LOG}']").wait_for(timeout=120_000)
+    assert detail.locator(".trainorch-log-line").count() < 200
+
+    detail.locator("[data-action='log-load-all']").click()
+    detail.locator("[data-field='log-lines']", has_text="100,000 lines").wait_for(timeout=120_000)
+    log = detail.locator(".trainorch-log")
+    log.evaluate("el => { el.scrollTop = 0; }")
+    detail.locator(".trainorch-log-line[data-line-id='1']").wait_for(timeout=10_000)
+    assert page.locator(rows).count() < 200
+    log.evaluate("el => { el.scrollTop = el.scrollHeight; }")
+    last = detail.locator(f".trainorch-log-line[data-line-id='{LONG_LOG}']")
+    last.wait_for(timeout=10_000)
+    assert last.inner_text().strip() == f"line {LONG_LOG} of the long log"
+    assert page.locator(rows).count() < 200
+    # Search covers every line, not only those in the DOM.
+    detail.locator("[data-action='log-search']").fill("line 5000")
+    page.wait_for_function(
+        "() => /^1\\/\\d+$/.test(document.querySelector(\"[data-field='search-count']\")?.textContent.trim() ?? '')",
+        timeout=20_000,
+    )  # fmt: skip
+    assert detail.locator(".trainorch-log-match-current", has_text="line 5000").count() == 1
+
+
+def test_the_empty_panel_says_how_to_submit(lab, page):
+    """With no job at all, the list explains how to submit one instead of "No jobs match."."""
+    page.route(
+        re.compile(r".*/trainorch/api/jobs(\?.*)?$"),
+        lambda route: route.fulfill(json={"jobs": [], "total": 0, "offset": 0, "limit": 100}),
+    )
+    page.goto(f"{lab.url}/lab?token={lab.token}")
+    _open_panel(page)
+    intro = page.locator("#trainorch-panel [data-field='empty-intro']")
+    intro.wait_for(timeout=30_000)
+    assert "No training jobs yet" in intro.inner_text() and "%%train" in intro.inner_text()
 
 
 def _toasts(page) -> list[str]:

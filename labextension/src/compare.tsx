@@ -1,7 +1,7 @@
 /**
  * The compare tab: a table of the compared jobs (one row each) with their params and final
  * metrics, the best value of each metric marked and every column sortable, and a chart per
- * metric the jobs share. Presentational: data comes from JobsModel.
+ * metric the jobs share. Presentational: data comes from CompareModel.
  */
 import { MainAreaWidget } from '@jupyterlab/apputils';
 import { Button, ReactWidget, refreshIcon } from '@jupyterlab/ui-components';
@@ -16,7 +16,7 @@ import {
   lowerIsBetter,
   metricKeys
 } from './metrics';
-import { JobsModel } from './model';
+import { CompareModel } from './comparemodel';
 import { IJob } from './types';
 
 export const COMPARE_ID = 'trainorch-compare';
@@ -216,7 +216,7 @@ function CompareTable(props: {
   );
 }
 
-function CompareView(props: { model: JobsModel }): JSX.Element {
+function CompareView(props: { model: CompareModel }): JSX.Element {
   const { model } = props;
   const [, setCount] = React.useState(0);
   React.useEffect(() => {
@@ -265,7 +265,7 @@ function CompareView(props: { model: JobsModel }): JSX.Element {
 }
 
 export class CompareWidget extends ReactWidget {
-  constructor(private readonly _model: JobsModel) {
+  constructor(private readonly _model: CompareModel) {
     super();
     this.addClass('trainorch-compare-widget');
   }
@@ -276,7 +276,7 @@ export class CompareWidget extends ReactWidget {
 }
 
 /** The main-area tab; its id lets the plugin find and reuse it. */
-export function createCompareTab(model: JobsModel): MainAreaWidget<CompareWidget> {
+export function createCompareTab(model: CompareModel): MainAreaWidget<CompareWidget> {
   const widget = new MainAreaWidget({ content: new CompareWidget(model) });
   widget.id = COMPARE_ID;
   widget.title.label = 'Compare jobs';

@@ -1,7 +1,103 @@
 /**
- * Small controls the panel's views share.
+ * Small controls and hooks the panel's views share.
  */
+import { ISignal, Signal } from '@lumino/signaling';
 import * as React from 'react';
+
+/** Re-render when `signal` fires. */
+export function useSignal(signal: ISignal<unknown, unknown>): void {
+  const [, setCount] = React.useState(0);
+  React.useEffect(() => {
+    const slot = (): void => setCount(count => count + 1);
+    signal.connect(slot);
+    return () => {
+      signal.disconnect(slot);
+    };
+  }, [signal]);
+}
+
+const CLOCK_SENDER = {};
+
+/** One timer for every clock on screen, so that they all move in one render a second. */
+const clock = new Signal<typeof CLOCK_SENDER, void>(CLOCK_SENDER);
+let clockUsers = 0;
+let clockTimer = 0;
+
+/** Re-render every second while `active`, so elapsed times and ETAs move. */
+export function useTick(active: boolean): void {
+  const [, setCount] = React.useState(0);
+  React.useEffect(() => {
+    if (!active) {
+      return;
+    }
+    const slot = (): void => setCount(count => count + 1);
+    clock.connect(slot);
+    if (clockUsers++ === 0) {
+      clockTimer = window.setInterval(() => clock.emit(), 1000);
+    }
+    return () => {
+      clock.disconnect(slot);
+      if (--clockUsers === 0) {
+        window.clearInterval(clockTimer);
+      }
+    };
+  }, [active]);
+}
+
+/**
+ * Content that changes with the time (an elapsed time, an ETA), rendered again every
+ * second while `active` without rendering its parent again.
+ */
+export function EverySecond(props: {
+  active: boolean;
+  children: () => React.ReactNode;
+}): JSX.Element {
+  useTick(props.active);
+  return <>{props.children()}</>;
+}
+
+/** Typing pauses this long before a filter is applied (one read per pause, not per key). */
+const TYPING_PAUSE_MS = 80;
+
+/** A text input that reports its value once typing pauses. */
+export function DebouncedInput(props: {
+  value: string;
+  onChange: (value: string) => void;
+  placeholder: string;
+  className: string;
+  title?: string;
+}): JSX.Element {
+  const { value, onChange } = props;
+  const [text, setText] = React.useState(value);
+  React.useEffect(() => setText(value), [value]);
+  React.useEffect(() => {
+    if (text === value) {
+      return;
+    }
+    const timer = window.setTimeout(() => onChange(text), TYPING_PAUSE_MS);
+    return () => window.clearTimeout(timer);
+  }, [text, value, onChange]);
+  return (
+    <input
+      type="search"
+      className={`jp-mod-styled trainorch-input ${props.className}`}
+      placeholder={props.placeholder}
+      title={props.title}
+      value={text}
+      onChange={event => setText(event.target.value)}
+      onKeyDown={event => {
+        if (event.key === 'Enter') {
+          onChange(text);
+        }
+      }}
+    />
+  );
+}
+
+/** Keep a click inside a control from also selecting the row around it. */
+export function stopPropagation(event: React.SyntheticEvent): void {
+  event.stopPropagation();
+}
 
 /** A labelled checkbox; `action` goes to `data-action` (the browser tests find it so). */
 export function CheckboxOption(props: {

@@ -192,6 +192,12 @@ export function etaSeconds(job: IJob, now: number): number | null {
   if (job.state !== 'running') {
     return null;
   }
+  // The server's estimate is the whole job's (from past runs of its name); a progress bar's
+  // rate may be one epoch's.
+  const expectedEnd = toSeconds(job.estimated_end);
+  if (expectedEnd !== null) {
+    return Math.max(0, expectedEnd - now);
+  }
   const fraction = progressFraction(job);
   if (fraction === null || fraction <= 0) {
     return null;
@@ -264,10 +270,25 @@ export function priorityLabel(job: IJobRow): string {
   return job.priority_class || String(job.priority);
 }
 
-/** `#3 in queue` for a waiting job the server placed in its queue; empty otherwise. */
+/**
+ * `#3 in queue · starts ~14:05` for a waiting job the server placed in its queue (the
+ * expected start where past run times tell); empty otherwise.
+ */
 export function queueText(job: IJobRow): string {
   const n = job.queue_position;
-  return typeof n === 'number' && n > 0 ? `#${n} in queue` : '';
+  if (typeof n !== 'number' || n <= 0) {
+    return '';
+  }
+  const start = clockTime(job.estimated_start);
+  return start ? `#${n} in queue · starts ~${start}` : `#${n} in queue`;
+}
+
+/** `14:05` (local) for an ISO time; empty when there is none. */
+export function clockTime(value: string | null | undefined): string {
+  const s = toSeconds(value);
+  return s === null
+    ? ''
+    : new Date(s * 1000).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
 }
 
 /** `re-run 2× after a restart`, or empty when the job's code never had to run again. */

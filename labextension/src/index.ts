@@ -1,21 +1,32 @@
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { ICommandPalette, Notification } from '@jupyterlab/apputils';
+import {
+  Dialog,
+  ICommandPalette,
+  MainAreaWidget,
+  Notification,
+  showDialog
+} from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { ReadonlyPartialJSONObject } from '@lumino/coreutils';
 
+import { errorMessage } from './api';
 import { COMPARE_ID, createCompareTab } from './charts';
+import { JobDetailWidget, createDetailTab } from './detail';
 import { cloneCellSource } from './format';
 import { trainorchIcon } from './icon';
-import { JobsModel, NotifyMode } from './model';
+import { IJobActions } from './jobparts';
+import { TrainorchModel } from './model';
+import { NotifyMode } from './noticemodel';
 import { JobNotifier } from './notify';
-import { IJobActions, PANEL_ID, TrainorchPanel } from './panel';
+import { PANEL_ID, TrainorchPanel } from './panel';
 import { JobAction, isRestricted, may } from './types';
 
 const PLUGIN_ID = 'jupyter-trainorch:plugin';
 
 namespace CommandIDs {
   export const openPanel = 'trainorch:open-panel';
+  export const openJob = 'trainorch:open-job';
   export const refresh = 'trainorch:refresh';
   export const cancelJob = 'trainorch:cancel-job';
   export const retryJob = 'trainorch:retry-job';
@@ -26,10 +37,6 @@ namespace CommandIDs {
 }
 
 const CATEGORY = 'Training Jobs';
-
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
@@ -45,9 +52,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     palette: ICommandPalette | null
   ) => {
     const { commands, shell } = app;
-    const model = new JobsModel({ serverSettings: app.serviceManager.serverSettings });
+    const model = new TrainorchModel({ serverSettings: app.serviceManager.serverSettings });
 
-    /** The job a command acts on: its `id` argument, else the one in the detail view. */
+    /** The job a command acts on: its `id` argument, else the one previewed in the sidebar. */
     const targetId = (args: ReadonlyPartialJSONObject): string | null =>
       typeof args.id === 'string' && args.id ? args.id : model.selectedId;
 
@@ -58,12 +65,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
       return !!id && (!job || may(job, action));
     };
 
-    const showJob = (id: string): void => {
-      model.select(id);
-      shell.activateById(PANEL_ID);
-    };
+    /** Open jobs' tabs, by job id: opening a job again activates its tab. */
+    const detailTabs = new Map<string, MainAreaWidget<JobDetailWidget>>();
 
     const actions: IJobActions = {
+      open: id => void commands.execute(CommandIDs.openJob, { id }),
       cancel: id => void commands.execute(CommandIDs.cancelJob, { id }),
       retry: id => void commands.execute(CommandIDs.retryJob, { id }),
       clone: id => void commands.execute(CommandIDs.cloneJob, { id }),
@@ -89,10 +95,31 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: () => shell.activateById(PANEL_ID)
     });
 
+    commands.addCommand(CommandIDs.openJob, {
+      label: args => (args.id ? `Open Job ${args.id}` : 'Open Selected Training Job'),
+      caption: 'Open a training job in a tab: summary, attempts, metrics, spec and the whole log',
+      icon: trainorchIcon,
+      isEnabled: args => !!targetId(args),
+      execute: args => {
+        const id = targetId(args);
+        if (!id) {
+          return;
+        }
+        let tab = detailTabs.get(id);
+        if (!tab || tab.isDisposed) {
+          tab = createDetailTab(model, id, actions);
+          detailTabs.set(id, tab);
+          tab.disposed.connect(() => detailTabs.delete(id));
+          shell.add(tab, 'main');
+        }
+        shell.activateById(tab.id);
+      }
+    });
+
     commands.addCommand(CommandIDs.refresh, {
       label: 'Refresh Training Jobs',
       caption: 'Read the job list and the cluster again',
-      execute: () => model.refresh()
+      execute: () => Promise.all([model.list.refresh(), model.cluster.refresh()])
     });
 
     commands.addCommand(CommandIDs.cancelJob, {
@@ -104,17 +131,31 @@ const plugin: JupyterFrontEndPlugin<void> = {
         if (!id) {
           return;
         }
+        const job = model.findJob(id);
+        const answer = await showDialog({
+          title: 'Cancel training job?',
+          body: `${job ? `${job.name} (${id})` : `Job ${id}`} stops if it runs; its log and metrics so far are kept.`,
+          buttons: [
+            Dialog.cancelButton({ label: 'Keep running' }),
+            Dialog.warnButton({ label: 'Cancel job' })
+          ]
+        });
+        if (!answer.button.accept) {
+          return;
+        }
         try {
           await model.cancel(id);
         } catch (error) {
-          Notification.error(`Could not cancel job ${id}: ${message(error)}`, { autoClose: 8000 });
+          Notification.error(`Could not cancel job ${id}: ${errorMessage(error)}`, {
+            autoClose: 8000
+          });
         }
       }
     });
 
     commands.addCommand(CommandIDs.retryJob, {
       label: args => (args.id ? `Retry Job ${args.id}` : 'Retry Selected Training Job'),
-      caption: 'Queue a failed or cancelled training job again',
+      caption: 'Another attempt of a failed or cancelled training job (same job, same id)',
       isEnabled: args => allows(args, 'retry'),
       execute: async args => {
         const id = targetId(args);
@@ -124,14 +165,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
         try {
           await model.retry(id);
         } catch (error) {
-          Notification.error(`Could not retry job ${id}: ${message(error)}`, { autoClose: 8000 });
+          Notification.error(`Could not retry job ${id}: ${errorMessage(error)}`, {
+            autoClose: 8000
+          });
         }
       }
     });
 
     commands.addCommand(CommandIDs.rerunJob, {
       label: args => (args.id ? `Rerun Job ${args.id}` : 'Rerun Selected Training Job'),
-      caption: 'Submit a training job again, with the same code and params',
+      caption: 'A new training job from the same spec: same code and params, a new id',
       isEnabled: args => allows(args, 'rerun'),
       execute: async args => {
         const id = targetId(args);
@@ -142,7 +185,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
           await model.rerun(id);
           shell.activateById(PANEL_ID);
         } catch (error) {
-          Notification.error(`Could not rerun job ${id}: ${message(error)}`, { autoClose: 8000 });
+          Notification.error(`Could not rerun job ${id}: ${errorMessage(error)}`, {
+            autoClose: 8000
+          });
         }
       }
     });
@@ -150,22 +195,23 @@ const plugin: JupyterFrontEndPlugin<void> = {
     commands.addCommand(CommandIDs.compareJobs, {
       label: 'Compare Selected Training Jobs',
       caption: 'Params, final metrics and metric charts of the selected jobs side by side',
-      isEnabled: args => (Array.isArray(args.ids) ? args.ids.length : model.checked.size) >= 2,
+      isEnabled: args => (Array.isArray(args.ids) ? args.ids.length : model.list.checked.size) >= 2,
       execute: args => {
         const ids = Array.isArray(args.ids)
           ? args.ids.filter((id): id is string => typeof id === 'string')
-          : [...model.checked];
+          : [...model.list.checked];
         if (ids.length < 2) {
           return;
         }
         if (!compareTab || compareTab.isDisposed) {
-          compareTab = createCompareTab(model);
+          compareTab = createCompareTab(model.compare);
         }
         if (!compareTab.isAttached) {
           shell.add(compareTab, 'main');
         }
         shell.activateById(COMPARE_ID);
-        void model.loadCompare(ids);
+        model.list.setAllChecked(ids);
+        void model.compare.loadCompare(ids);
       }
     });
 
@@ -182,11 +228,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
         try {
           await model.setPriority(id, priority);
         } catch (error) {
-          Notification.error(`Could not change the priority of job ${id}: ${message(error)}`, {
+          Notification.error(`Could not change the priority of job ${id}: ${errorMessage(error)}`, {
             autoClose: 8000
           });
           // The select shows what was picked; put it back to what the server holds.
-          void model.refresh();
+          void model.list.refresh();
         }
       }
     });
@@ -209,13 +255,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
         let text: string;
         try {
-          const job = await model.getJob(id);
+          const job = await model.client.getJob(id);
           if (isRestricted(job)) {
             throw new Error(`it belongs to ${job.user}; only its owner and admins see its code`);
           }
           text = cloneCellSource(job);
         } catch (error) {
-          Notification.error(`Could not read job ${id}: ${message(error)}`, { autoClose: 8000 });
+          Notification.error(`Could not read job ${id}: ${errorMessage(error)}`, {
+            autoClose: 8000
+          });
           return;
         }
         const notebook = current.content;
@@ -232,6 +280,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     if (palette) {
       for (const command of [
         CommandIDs.openPanel,
+        CommandIDs.openJob,
         CommandIDs.refresh,
         CommandIDs.cancelJob,
         CommandIDs.retryJob,
@@ -246,40 +295,37 @@ const plugin: JupyterFrontEndPlugin<void> = {
     // A %%train cell run here: the job that appears next was submitted from this browser.
     NotebookActions.executionScheduled.connect((_, { cell }) => {
       if (cell.model.type === 'code' && /^\s*%%train\b/.test(cell.model.sharedModel.getSource())) {
-        model.expectSubmission();
+        model.notices.expectSubmission();
       }
     });
 
     /** The jobs a grouped notification speaks of: the user's, all states, those ticked. */
     const showJobs = (ids: string[]): void => {
       if (ids.length === 1) {
-        showJob(ids[0]);
+        actions.open(ids[0]);
         return;
       }
       model.select(null);
-      model.setQuery({ user: model.mineUser, state: 'all', search: '', page: 0 });
-      model.clearChecked();
-      for (const id of ids) {
-        model.setChecked(id, true);
-      }
+      model.list.setQuery({ user: model.mineUser, state: 'all', search: '', page: 0 });
+      model.list.setAllChecked(ids);
       shell.activateById(PANEL_ID);
     };
-    const notifier = new JobNotifier({ showJob, showJobs, retry: actions.retry });
-    model.notice.connect((_, notice) => notifier.add(notice));
+    const notifier = new JobNotifier({ showJob: actions.open, showJobs, retry: actions.retry });
+    model.notices.notice.connect((_, notice) => notifier.add(notice));
 
     const ready = settingRegistry
       ? settingRegistry
           .load(PLUGIN_ID)
           .then(settings => {
             const apply = (): void => {
-              model.setRefreshInterval(settings.get('refreshInterval').composite as number);
-              model.setNotifyMode(settings.get('notify').composite as NotifyMode);
+              model.changes.setRefreshInterval(settings.get('refreshInterval').composite as number);
+              model.notices.setNotifyMode(settings.get('notify').composite as NotifyMode);
             };
             apply();
             settings.changed.connect(apply);
             const state = settings.get('defaultStateFilter').composite as string;
-            if (state && state !== model.query.state) {
-              model.setQuery({ state });
+            if (state && state !== model.list.query.state) {
+              model.list.setQuery({ state });
             }
           })
           .catch(reason => {

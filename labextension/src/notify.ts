@@ -2,7 +2,7 @@
  * Notifications for the user's jobs that end, grouped so that a sweep or a burst of
  * jobs raises one notification, not one per job.
  *
- * Which jobs are told about is decided by the model (`JobsModel.notifyMode`: only the
+ * Which jobs are told about is decided by the model (`NoticeModel.notifyMode`: only the
  * user's own, never another user's); here notices are gathered for a short window and
  * shown: one job alone as before, several ending within `windowMs` of each other as one
  * summary ("5 training jobs ended: 4 succeeded, 1 failed"), and the jobs of one sweep
@@ -11,7 +11,7 @@
 import { Notification } from '@jupyterlab/apputils';
 import { IDisposable } from '@lumino/disposable';
 
-import { IJobNotice } from './model';
+import { IJobNotice } from './noticemodel';
 import { may } from './types';
 
 type NoticeState = IJobNotice['state'];
