@@ -432,6 +432,7 @@ async def _stop_proxied_servers() -> int:
 async def test_mlflow_links_go_to_a_configured_ui_or_tracking_server(jp_fetch, jp_serverapp):
     from jupyter_trainorch.api.proxy import MlflowTarget
 
+    _service()  # started with the server: wait for it, so that the test's end stops it
     settings = jp_serverapp.web_app.settings
     for target, expected in (
         (MlflowTarget("https://mlflow.example/", "sqlite:///x.db"), "https://mlflow.example/#/experiments/3"),
