@@ -66,10 +66,10 @@ OBSERVE = """() => {
 }"""
 ONLY_MATCHING = """([selector, fragment]) => {
   const rows = [...document.querySelectorAll(selector)];
-  return rows.length > 0 && rows.every(row => row.innerText.toLowerCase().includes(fragment));
+  return rows.length > 0 && rows.every(row => row.textContent.toLowerCase().includes(fragment));
 }"""
 UNFILTERED = """([selector, fragment]) => [...document.querySelectorAll(selector)].some(
-  row => !row.innerText.toLowerCase().includes(fragment))"""
+  row => !row.textContent.toLowerCase().includes(fragment))"""
 
 
 class Lab:

@@ -59,24 +59,33 @@ export function EverySecond(props: {
 /** Typing pauses this long before a filter is applied (one read per pause, not per key). */
 const TYPING_PAUSE_MS = 80;
 
-/** A text input that reports its value once typing pauses. */
+/**
+ * A text input that reports its value once typing pauses, or on every key with `immediate`
+ * (for a filter whose consumer answers from what it shows at once and reads the server
+ * at most once at a time).
+ */
 export function DebouncedInput(props: {
   value: string;
   onChange: (value: string) => void;
   placeholder: string;
   className: string;
   title?: string;
+  immediate?: boolean;
 }): JSX.Element {
-  const { value, onChange } = props;
+  const { value, onChange, immediate } = props;
   const [text, setText] = React.useState(value);
   React.useEffect(() => setText(value), [value]);
   React.useEffect(() => {
     if (text === value) {
       return;
     }
+    if (immediate) {
+      onChange(text);
+      return;
+    }
     const timer = window.setTimeout(() => onChange(text), TYPING_PAUSE_MS);
     return () => window.clearTimeout(timer);
-  }, [text, value, onChange]);
+  }, [text, value, onChange, immediate]);
   return (
     <input
       type="search"

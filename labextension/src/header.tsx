@@ -212,6 +212,7 @@ export function Filters(props: { model: TrainorchModel }): JSX.Element {
         placeholder="Search name or id"
         value={q.search}
         onChange={onSearch}
+        immediate
       />
     </div>
   );
