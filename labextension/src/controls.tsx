@@ -74,18 +74,30 @@ export function DebouncedInput(props: {
 }): JSX.Element {
   const { value, onChange, immediate } = props;
   const [text, setText] = React.useState(value);
-  React.useEffect(() => setText(value), [value]);
+  // What this input last reported: its echo back as `value` must not overwrite keys typed
+  // since (a fast typist's "pr" would become "p"); a value set elsewhere still shows.
+  const reported = React.useRef(value);
   React.useEffect(() => {
-    if (text === value) {
+    if (value !== reported.current) {
+      reported.current = value;
+      setText(value);
+    }
+  }, [value]);
+  React.useEffect(() => {
+    if (text === reported.current) {
       return;
     }
-    if (immediate) {
+    const report = (): void => {
+      reported.current = text;
       onChange(text);
+    };
+    if (immediate) {
+      report();
       return;
     }
-    const timer = window.setTimeout(() => onChange(text), TYPING_PAUSE_MS);
+    const timer = window.setTimeout(report, TYPING_PAUSE_MS);
     return () => window.clearTimeout(timer);
-  }, [text, value, onChange, immediate]);
+  }, [text, onChange, immediate]);
   return (
     <input
       type="search"
@@ -96,6 +108,7 @@ export function DebouncedInput(props: {
       onChange={event => setText(event.target.value)}
       onKeyDown={event => {
         if (event.key === 'Enter') {
+          reported.current = text;
           onChange(text);
         }
       }}

@@ -31,7 +31,7 @@ const LIST_DELAY_MS = 300;
 export class JobListModel implements IDisposable {
   constructor(options: JobListModel.IOptions) {
     this._client = options.client;
-    this.pageSize = options.pageSize ?? 100;
+    this.pageSize = options.pageSize ?? 40;
     this._query = {
       state: options.stateFilter ?? 'all',
       user: '',
