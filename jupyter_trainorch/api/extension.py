@@ -35,19 +35,18 @@ class TrainOrchApp(ExtensionApp):
     def initialize_settings(self) -> None:
         try:
             settings = TrainOrch(parent=self)
-            data_dir = settings.to_config().data_dir  # every setting checked now, not on use
+            config = settings.to_config()  # every setting checked now, not on use
         except SettingError as err:
             # JupyterLab itself goes on: only the trainorch API is missing, and the log says why.
             self.log.error("trainorch: a setting is wrong, so trainorch is off: %s", err)
             return
         self.link = ServiceLink(
-            data_dir, settings.to_env(), settings.service_url,
+            config.data_dir, settings.to_env(), settings.service_url,
             hub_token=os.environ.get("JUPYTERHUB_API_TOKEN", ""),
         )  # fmt: skip
         self.settings["trainorch_link"] = self.link
-        config = settings.to_config()
         self.settings["trainorch_mlflow"] = MlflowTarget(
-            config.mlflow_ui_url, tracking_uri(config.mlflow, data_dir)
+            config.mlflow_ui_url, tracking_uri(config.mlflow, config.data_dir)
         )
         # The port is final only once the server listens: finish when the loop runs.
         assert self.serverapp is not None

@@ -56,7 +56,7 @@ class JobService:
         self._lock = threading.Lock()
         self._registry: Any = None
         self._metrics_reader: Any = None
-        self.quotas = Quotas(config.gpu_quota, config.queue_quota, config.user_quotas)
+        self.quotas = Quotas.from_config(config)
 
     # -- lifecycle -----------------------------------------------------------------
     @property
@@ -137,17 +137,19 @@ class JobService:
         else:
             raise SpecError("the request must contain either spec or template")
         spec.user = caller.name
-        if key is None or self.store.find_by_idempotency_key(caller.name, key) is None:
-            self._check_queue_quota(caller.name)  # a replayed submit was counted already
+        self._check_queue_quota(caller.name, key)
         if key is None:
             record, created = self.host.call(lambda o: o.submit(spec, package)), True
         else:
             record, created = self.host.call(lambda o: o.submit_once(spec, package, key, digest))
         return self._job_dict(caller, record.id), created
 
-    def _check_queue_quota(self, user: str) -> None:
+    def _check_queue_quota(self, user: str, key: str | None) -> None:
         limit = self.quotas.of(user).queued
-        if limit and self._waiting(user) >= limit:
+        if not limit or self._waiting(user) < limit:
+            return
+        # A replayed submit returns the job it made, which was counted already.
+        if key is None or self.store.find_by_idempotency_key(user, key) is None:
             raise QuotaExceeded(
                 f"{user} has {limit} jobs waiting, the most the queue quota allows; "
                 "submit again once some have started"

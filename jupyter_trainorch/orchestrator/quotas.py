@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import OrchestratorConfig
 
 MAX_QUOTA = 1_000_000
 
@@ -53,6 +57,10 @@ class Quotas:
             user: Quota(**{"gpus": gpus, "queued": queued, **limits})
             for user, limits in parse_user_quotas(per_user).items()
         }
+
+    @classmethod
+    def from_config(cls, config: OrchestratorConfig) -> Quotas:
+        return cls(config.gpu_quota, config.queue_quota, config.user_quotas)
 
     def of(self, user: str) -> Quota:
         return self.users.get(user, self.default)

@@ -79,7 +79,7 @@ class Orchestrator:
         self.queue = JobQueue(wake=self._wake.set)
         self.forecast = StartForecast(store)
         self.shares = FairShare(store, config.fair_share_half_life)
-        self.quotas = Quotas(config.gpu_quota, config.queue_quota, config.user_quotas)
+        self.quotas = Quotas.from_config(config)
         self.tracking = TrackingBridge(store, self.feed, config)
         self.outcomes = JobOutcomes(
             store,
@@ -346,19 +346,21 @@ class Orchestrator:
         start; for the running ones, their expected end where it can be told."""
         found: dict[str, dict[str, Any]] = {}
         held = self.attempts.held()
-        running = {run.job_id for run in held} & set(job_ids)
-        if running:
-            ends = self.forecast.current(
-                self.shares.order(self.queue.items), self._views, held
-            ).ends
-            found.update({j: {"estimated_end": iso(ends[j])} for j in running if j in ends})
-        if not any(job_id in self.queue for job_id in job_ids):
+        wanted = set(job_ids)
+        running = {run.job_id for run in held} & wanted
+        queued = any(job_id in self.queue for job_id in wanted)
+        if not running and not queued:
             return found
         order = self.shares.order(self.queue.items)
-        wanted = set(job_ids)
+        forecast = self.forecast.current(order, self._views, held)
+        found.update(
+            {j: {"estimated_end": iso(forecast.ends[j])} for j in running if j in forecast.ends}
+        )
+        if not queued:
+            return found
         positions = {job.id: n for n, job in enumerate(order, 1) if job.id in wanted}
         reasons = policy.wait_reasons(order, self._views(), list(positions), **self._gpu_quotas())
-        starts = self.forecast.current(order, self._views, held).starts
+        starts = forecast.starts
         for job_id, n in positions.items():
             found[job_id] = {
                 "queue_position": n,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .git import git_info
+from .ui import local_store
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class MlflowTracker:
         self.tracking_uri = tracking_uri
         # A tracking server keeps artifacts where it is configured to; a path of this
         # machine would be wrong there (and unreachable from other hosts).
-        remote = tracking_uri.startswith(("http://", "https://", "databricks"))
+        remote = not local_store(tracking_uri)
         self.artifact_root = None if remote else artifact_root
         self.ui_url = ui_url.rstrip("/") if ui_url else None
         self._client: Any = None

@@ -56,26 +56,19 @@ def local_store(uri: str | None) -> bool:
     return bool(uri) and not str(uri).startswith(("http://", "https://", "databricks"))
 
 
-def _store_uri() -> str | None:
+def _proxy_command(port: int) -> list[str]:
     from ..settings import TrainOrch
     from .hooks import tracking_uri
 
     config = TrainOrch().to_config()
-    return tracking_uri(config.mlflow, config.data_dir)
-
-
-def _proxy_command(port: int) -> list[str]:
-    from ..settings import TrainOrch
-
-    uri = _store_uri()
+    uri = tracking_uri(config.mlflow, config.data_dir)
     if not local_store(uri):
         # Tracking is off or on an MLflow server: the link goes there (trainorch/mlflow);
         # say so rather than serve an empty store.
         message = "jobs are not tracked in a local store: trainorch/mlflow links to the server"
         return [sys.executable, "-c", f"import sys; sys.exit({message!r})"]
-    data_dir = TrainOrch().to_config().data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)  # SQLite creates the file, not the folder
-    return ui_command(str(uri), data_dir, "127.0.0.1", port)
+    config.data_dir.mkdir(parents=True, exist_ok=True)  # SQLite creates the file, not the folder
+    return ui_command(str(uri), config.data_dir, "127.0.0.1", port)
 
 
 def _proxy_environment() -> dict[str, str]:
