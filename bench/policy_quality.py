@@ -4,8 +4,9 @@ Run ``python bench/policy_quality.py``. Each trace is a shared 8x4-GPU cluster o
 day: one user's 200-job sweep lands in a burst, a team submits a 40-job sweep every hour, a
 small user submits a single job every 30 minutes and on-call engineers an urgent job every
 20 minutes. The same trace runs through ``trainorch simulate``'s engine with the service's
-policy (``fair``: priority classes, fair share inside each) and with ``fifo`` (submission order only, what a plain shared queue
-does), and the script prints the ratios the scheduling issue targets.
+policy (``fair``: priority classes, fair share inside each, backfill of the sweeps that state
+a timeout, urgent jobs preempting) and with ``fifo`` (submission order only, what a plain
+shared queue does), and the script prints the ratios the scheduling issue targets.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from jupyter_trainorch.policy import PreemptionRules  # noqa: E402
 from jupyter_trainorch.policy.simulate import (  # noqa: E402
     TraceJob,
     percentile,
@@ -33,8 +35,13 @@ def make_trace(seed: int) -> list[TraceJob]:
     jobs: list[TraceJob] = []
 
     def add(user: str, submit: float, gpus: int, minutes: float, priority: int) -> None:
+        # Sweeps state a timeout (twice their usual run time), which lets them backfill.
+        timeout = 2 * minutes * 60 if user in ("sweeper", "team") else None
         duration = max(30.0, rng.gauss(minutes, minutes / 4) * 60)
-        jobs.append(TraceJob(f"{user}-{len(jobs)}", gpus, submit, duration, priority, user))
+        duration = min(duration, timeout) if timeout else duration
+        jobs.append(
+            TraceJob(f"{user}-{len(jobs)}", gpus, submit, duration, priority, user, timeout)
+        )
 
     start = rng.uniform(0, 600)
     for n in range(200):  # the sweep: 200 one-GPU trials within two minutes
@@ -56,7 +63,10 @@ def make_trace(seed: int) -> list[TraceJob]:
 
 
 def figures(trace: list[TraceJob], policy: str, workers: int, gpus: int) -> dict[str, float]:
-    result = simulate(trace, workers, gpus, policy)
+    # The service's defaults: urgent jobs preempt jobs that ran 10 minutes; jobs are
+    # taken to checkpoint every 10 minutes.
+    result = simulate(trace, workers, gpus, policy, preemption=PreemptionRules(),
+                      checkpoint_every=600)  # fmt: skip
     overall = summary(result)
     waits = {
         user: [o.wait for o in result.outcomes if o.job.user == user]
@@ -68,6 +78,8 @@ def figures(trace: list[TraceJob], policy: str, workers: int, gpus: int) -> dict
         "small_p95": percentile(waits["small"], 95),
         "utilisation": float(overall["gpu_utilisation"]),  # type: ignore[arg-type]
         "inversions": float(overall["priority_inversions"]),  # type: ignore[arg-type]
+        "preemptions": float(result.preemptions),
+        "backfilled": float(result.backfilled),
     }
 
 
@@ -83,7 +95,7 @@ def main() -> int:
     workers, gpus = (int(part) for part in args.cluster.split("x"))
     print(f"policy quality on {args.cluster} GPUs, {args.traces} generated 8-hour traces")
     print(f"{'seed':>4} {'jobs':>5}  {'avg JCT':>9}  {'urgent p95':>10}  {'small p95':>9}  "
-          f"{'util':>6}  {'inversions':>10}")  # fmt: skip
+          f"{'util':>6}  {'inversions':>10}  {'preempted':>9}  {'backfilled':>10}")  # fmt: skip
     rows = []
     for seed in range(args.traces):
         trace = make_trace(seed)
@@ -97,10 +109,13 @@ def main() -> int:
             "small": ratio(ours["small_p95"], fifo["small_p95"]),
             "util": ours["utilisation"] - fifo["utilisation"],
             "inversions": ours["inversions"],
+            "preemptions": ours["preemptions"],
+            "backfilled": ours["backfilled"],
         }
         rows.append(row)
         print(f"{seed:>4} {len(trace):>5}  {row['jct']:>8.2f}x  {row['urgent']:>9.2f}x  "
-              f"{row['small']:>8.2f}x  {row['util'] * 100:>+5.1f}%  {row['inversions']:>10.0f}")  # fmt: skip
+              f"{row['small']:>8.2f}x  {row['util'] * 100:>+5.1f}%  {row['inversions']:>10.0f}"
+              f"  {row['preemptions']:>9.0f}  {row['backfilled']:>10.0f}")  # fmt: skip
     worst = {key: max(row[key] for row in rows) for key in ("jct", "urgent", "small")}
     util = min(row["util"] for row in rows)
     checks = [

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from jupyter_trainorch.cli import main
+from jupyter_trainorch.policy import PreemptionRules
 from jupyter_trainorch.policy.simulate import TraceJob, percentile, simulate, summary
 
 LOW, NORMAL, URGENT = 0, 100, 300
@@ -115,3 +116,50 @@ def test_fair_share_lets_a_small_users_job_past_another_users_sweep():
     # A higher class still goes first: fair share only orders inside a class.
     urgent = TraceJob("urgent", 1, submit=2, duration=10, priority=URGENT, user="sweeper")
     assert starts(simulate([*sweep, single, urgent], 1, 2, "fair"))["urgent"] == (100, 110)
+
+
+def preemption_trace(urgent_at):
+    return [
+        TraceJob("long", gpus=2, submit=0, duration=1000, priority=LOW),
+        TraceJob("urgent", gpus=2, submit=urgent_at, duration=100, priority=URGENT),
+    ]
+
+
+RULES = PreemptionRules(priority=URGENT, min_runtime=600)
+
+
+def test_an_urgent_job_preempts_and_the_victim_resumes_from_its_checkpoint():
+    result = simulate(preemption_trace(700), 1, 2, preemption=RULES, checkpoint_every=300)
+    # Saved at 600 of its 700 s: 400 s left when it resumes at 800.
+    assert starts(result) == {"long": (0, 1200), "urgent": (700, 800)}
+    assert result.preemptions == 1 and result.lost_gpu_seconds == 200
+    figures = summary(result)
+    assert figures["preemptions"] == 1 and figures["priority_inversions"] == 0
+    # Without checkpoints it starts over.
+    result = simulate(preemption_trace(700), 1, 2, preemption=RULES)
+    assert starts(result) == {"long": (0, 1800), "urgent": (700, 800)}
+
+
+def test_preemption_waits_for_the_minimum_run_time_and_fifo_never_preempts():
+    result = simulate(preemption_trace(100), 1, 2, preemption=RULES, checkpoint_every=300)
+    # Preempted at 600, just as it saved: it loses nothing and ends 100 s late.
+    assert starts(result) == {"long": (0, 1100), "urgent": (600, 700)}
+    assert result.lost_gpu_seconds == 0
+    result = simulate(preemption_trace(100), 1, 2, "fifo", preemption=RULES)
+    assert starts(result) == {"long": (0, 1000), "urgent": (1000, 1100)} and not result.preemptions
+
+
+def test_a_job_with_a_timeout_backfills_without_delaying_the_held_job():
+    jobs = [
+        TraceJob("running", gpus=1, submit=0, duration=100, timeout=100),
+        TraceJob("big", gpus=2, submit=1, duration=10, priority=URGENT),
+        TraceJob("short", gpus=1, submit=2, duration=50, timeout=60),
+        TraceJob("unbounded", gpus=1, submit=3, duration=5),
+    ]
+    result = simulate(jobs, 1, 2, "priority")
+    assert starts(result) == {
+        "running": (0, 100), "big": (100, 110), "short": (2, 52), "unbounded": (110, 115),
+    }  # fmt: skip
+    assert result.backfilled == 1 and result.inversions == 0
+    # FIFO knows no backfill: short waits behind big.
+    assert starts(simulate(jobs, 1, 2, "fifo"))["short"] == (110, 160)

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from ..policy.preemption import DEFAULT_MIN_RUNTIME
 from ..policy.simulate import DEFAULT_HALF_LIFE, POLICIES
 from .common import EXIT_ERROR, EXIT_OK, PROG
 from .jobs import (
@@ -143,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = verb(
         "simulate",
         cmd_simulate,
-        "Replay a job trace (CSV: job_id,num_gpu,submit_time,duration[,priority,user]) through "
-        "the placement policy on a virtual clock and print JCT, queueing delay, utilisation.",
+        "Replay a job trace (CSV: job_id,num_gpu,submit_time,duration[,priority,user,timeout]) "
+        "through the scheduling policy on a virtual clock and print JCT, queueing delay, "
+        "utilisation, preemptions.",
     )
     simulate.add_argument("trace", metavar="TRACE.csv")
     simulate.add_argument(
@@ -158,6 +160,20 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--half-life", dest="half_life", type=float, default=DEFAULT_HALF_LIFE, metavar="SECONDS",
         help="how fast past GPU use stops counting for fair share (default: 4 hours)",
+    )  # fmt: skip
+    simulate.add_argument(
+        "--min-runtime", dest="min_runtime", type=float, default=DEFAULT_MIN_RUNTIME,
+        metavar="SECONDS", help="how long a job runs before an urgent one may preempt it "
+        "(default: 600)",
+    )  # fmt: skip
+    simulate.add_argument(
+        "--checkpoint-every", dest="checkpoint_every", type=float, default=0.0,
+        metavar="SECONDS", help="how often jobs save a checkpoint, which a preempted job "
+        "resumes from (default: 0, never: it starts over)",
+    )  # fmt: skip
+    simulate.add_argument(
+        "--no-preemption", dest="preemption", action="store_false",
+        help="urgent jobs wait instead of preempting",
     )  # fmt: skip
     simulate.add_argument("--json", action="store_true", help="print the figures as JSON")
     simulate.add_argument("--plot", metavar="OUT.png", help="GPUs busy and queue length over time")

@@ -20,14 +20,21 @@ MAX_GPUS_PER_WORKER = 1024
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from ..policy import simulate
+    from ..policy import PreemptionRules, simulate
     from ..spec.units import PRIORITY_CLASSES
 
     workers, gpus = parse_cluster(args.cluster)
     if not math.isfinite(args.half_life) or not 1 <= args.half_life <= 366 * 86400:
         raise SpecError(f"--half-life must be 1 to 31622400 seconds, not {args.half_life!r}")
+    for flag, value in (("--min-runtime", args.min_runtime),
+                        ("--checkpoint-every", args.checkpoint_every)):  # fmt: skip
+        if not math.isfinite(value) or not 0 <= value <= 366 * 86400:
+            raise SpecError(f"{flag} must be 0 to 31622400 seconds, not {value!r}")
     trace = read_trace(Path(args.trace))
-    result = simulate.simulate(trace, workers, gpus, args.policy, args.half_life)
+    rules = PreemptionRules(min_runtime=args.min_runtime) if args.preemption else None
+    result = simulate.simulate(
+        trace, workers, gpus, args.policy, args.half_life, rules, args.checkpoint_every
+    )
     figures = simulate.summary(result, {v: k for k, v in PRIORITY_CLASSES.items()})
     figures = {"policy": args.policy, "cluster": f"{workers}x{gpus}", **figures}
     if args.plot:
@@ -55,7 +62,8 @@ def parse_cluster(text: str) -> tuple[int, int]:
 
 def read_trace(path: Path) -> list[Any]:
     """The trace's jobs; columns ``job_id,num_gpu,submit_time,duration`` and optionally
-    ``priority`` (a class name or a number) and ``user``; other columns are ignored."""
+    ``priority`` (a class name or a number), ``user`` and ``timeout`` (the run-time bound
+    the scheduler knows, which lets a job backfill); other columns are ignored."""
     from ..policy.simulate import TraceJob
     from ..spec.units import parse_priority
 
@@ -87,6 +95,9 @@ def read_trace(path: Path) -> list[Any]:
                         duration=_number(row, "duration", where),
                         priority=priority_value,
                         user=(row.get("user") or "").strip()[:200],
+                        timeout=_number(row, "timeout", where)
+                        if (row.get("timeout") or "").strip()
+                        else None,
                     )
                 )
         except (csv.Error, UnicodeDecodeError) as err:
@@ -128,7 +139,8 @@ def _text(figures: dict[str, Any]) -> str:
         f"  queueing delay mean {_seconds(figures['wait_mean'])}   p95 {_seconds(figures['wait_p95'])}",
         f"  GPU utilisation {figures['gpu_utilisation'] * 100:.1f} %   makespan "
         f"{_seconds(figures['makespan'])}",
-        f"  preemptions {figures['preemptions']}   priority inversions "
+        f"  preemptions {figures['preemptions']} ({figures['lost_gpu_hours']:,.1f} GPU-hours "
+        f"redone)   backfilled {figures['backfilled']}   priority inversions "
         f"{figures['priority_inversions']}",
     ]  # fmt: skip
     for title, key in (("per priority class", "per_class"), ("per user", "per_user")):

@@ -28,8 +28,9 @@ def fair_order(
     """``queue`` (in :func:`~.placement.queue_key` order) in the order fair share dispatches it.
 
     ``usage``: each user's decayed GPU-seconds (:func:`decayed_usage`); ``runtimes``: the
-    expected seconds of queued jobs by id, where known. Within a class, ties keep submission
-    order; a queue of one user comes back unchanged.
+    expected seconds of queued jobs by id, where known. Within a class, preempted jobs
+    (``resumes``) go first and ties keep submission order; a queue of one user comes back
+    unchanged.
     """
     if len({job.user for job in queue}) < 2:
         return list(queue)
@@ -40,7 +41,7 @@ def fair_order(
         turn = usage.get(job.user, 0.0) + ahead.get(slot, 0.0)
         seconds = (runtimes or {}).get(job.id, DEFAULT_JOB_SECONDS)
         ahead[slot] = ahead.get(slot, 0.0) + max(job.gpus, 1) * seconds
-        keyed.append(((-job.priority, turn, job.seq), job))
+        keyed.append(((-job.priority, 0 if job.resumes else 1, turn, job.seq), job))
     keyed.sort(key=lambda pair: pair[0])
     return [job for _, job in keyed]
 
@@ -55,19 +56,28 @@ class FairQueue(Sequence[QueuedJob]):
 
     def __init__(self) -> None:
         self._groups: dict[int, dict[str, list[QueuedJob]]] = {}  # class -> user -> by seq
+        self._resuming: dict[int, list[QueuedJob]] = {}  # class -> preempted jobs, by seq
         self._length = 0
         self._usage: Mapping[str, float] = {}
         self._order: list[QueuedJob] = []
         self._stream: Iterator[QueuedJob] = iter(())
 
     def add(self, job: QueuedJob) -> None:
-        jobs = self._groups.setdefault(job.priority, {}).setdefault(job.user, [])
+        if job.resumes:
+            jobs = self._resuming.setdefault(job.priority, [])
+            self._groups.setdefault(job.priority, {})
+        else:
+            jobs = self._groups.setdefault(job.priority, {}).setdefault(job.user, [])
         bisect.insort(jobs, job, key=lambda queued: queued.seq)
         self._length += 1
 
     def discard(self, started: Iterable[QueuedJob]) -> None:
         """Take out jobs that started (near the head of their user's list: cheap)."""
         for job in started:
+            if job.resumes:
+                self._resuming[job.priority].remove(job)
+                self._length -= 1
+                continue
             users = self._groups[job.priority]
             users[job.user].remove(job)
             if not users[job.user]:
@@ -76,11 +86,12 @@ class FairQueue(Sequence[QueuedJob]):
 
     def smallest_gpus(self) -> dict[int, int]:
         """Per class, the fewest GPUs a waiting job of it needs."""
-        return {
-            priority: min(job.gpus for jobs in users.values() for job in jobs)
-            for priority, users in self._groups.items()
-            if users
-        }
+        smallest: dict[int, int] = {}
+        for priority, users in self._groups.items():
+            for jobs in [*users.values(), self._resuming.get(priority, [])]:
+                for job in jobs:
+                    smallest[priority] = min(smallest.get(priority, job.gpus), job.gpus)
+        return smallest
 
     def ordered(self, usage: Mapping[str, float]) -> FairQueue:
         """Start reading the queue afresh in fair order for ``usage``."""
@@ -91,6 +102,7 @@ class FairQueue(Sequence[QueuedJob]):
 
     def _merge(self) -> Iterator[QueuedJob]:
         for priority in sorted(self._groups, reverse=True):
+            yield from list(self._resuming.get(priority, ()))
             heads = [
                 (self._usage.get(user, 0.0), jobs[0].seq, user, 0)
                 for user, jobs in self._groups[priority].items()

@@ -19,22 +19,40 @@ The rules, by precedence:
   lowest address), being the likeliest to free up first. No later job of the
   same call may start there, so a big job is not starved by a stream of small
   ones that keep taking the GPUs it waits for.
+* Backfill: a job may start on a worker held for another only when it is sure
+  to end before that job could start there anyway: its run time is known (its
+  timeout, or what its earlier runs took, in ``runtimes``) and the held job's
+  earliest start follows from the expected ends of what runs there (``running``).
+  Without run times nothing backfills, and no job ever starts on a held worker.
+* Jobs that were preempted (``resumes``) go first within their class.
 * A job larger than every worker reserves nothing; :func:`fit_error` says why.
 """
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, insort
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
-__all__ = ["Placement", "QueuedJob", "WorkerView", "fit_error", "plan", "queue_key", "wait_reasons"]
+from .backfill import BACKFILL_DEPTH, Releases, runtime_of
+from .wording import Shape, bytes_text, cpu_text, demand_text, names_text, plural
+
+__all__ = [
+    "Placement",
+    "QueuedJob",
+    "RunningJob",
+    "WorkerView",
+    "fit_error",
+    "plan",
+    "queue_key",
+    "wait_reasons",
+]
 
 # CPU claims are floats (``cpus=0.1``) and sums of them drift; without slack a
 # job could be refused over 1e-17 of a core.
 _CPU_SLACK = 1e-9
-_MIB = 2**20
-_GIB = 2**30
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +67,23 @@ class QueuedJob:
     memory: int = 0  # bytes, 0 = no claim
     user: str = ""
     name: str = ""  # jobs of one user and name are expected to run about as long
+    resumes: bool = False  # preempted: it goes first within its class
+
+
+@dataclass(frozen=True, slots=True)
+class RunningJob:
+    """A job that holds part of a worker now."""
+
+    id: str
+    worker: str
+    priority: int
+    gpus: int = 0
+    cpus: float = 1.0
+    memory: int = 0
+    user: str = ""
+    started: float = 0.0  # when it started running (the clock the caller passes in)
+    checkpointed: float | None = None  # its last checkpoint; None: none yet
+    ends: float | None = None  # when it is expected to end at the latest; None: unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,15 +106,17 @@ class Placement:
     job_id: str
     worker: str
     gpu_ids: tuple[str, ...]
+    backfill: bool = False  # on a worker held for a job ahead, ending before that one starts
 
 
-def queue_key(job: QueuedJob) -> tuple[int, int]:
-    """Sort key of the queue: higher priority first, then earlier submission."""
-    return (-job.priority, job.seq)
+def queue_key(job: QueuedJob) -> tuple[int, int, int]:
+    """Sort key of the queue: higher priority first, preempted jobs first within a
+    priority, then earlier submission."""
+    return (-job.priority, 0 if job.resumes else 1, job.seq)
 
 
-# A job's demand; equal shapes are interchangeable for placement.
-_Shape = tuple[int, float, int]
+# Equal shapes are interchangeable for placement.
+_Shape = Shape
 
 # What is already known about a shape within one ``plan`` call. The board only
 # ever loses free resources and candidate workers during a call, so a shape
@@ -217,6 +254,32 @@ class _Board:
         if self.free_cpus[index] > 0.0:
             self.open -= 1
 
+    def free(self, index: int) -> tuple[int, float, int]:
+        return len(self.free_ids[index]), self.free_cpus[index], self.free_memory[index]
+
+    def backfill_fit(self, held: Sequence[int], gpus: int, cpus: float, memory: int) -> int | None:
+        """Best fit among the held workers ``held`` for the demand now, or None."""
+        best: tuple[int, float, str, int] | None = None
+        for index in held:
+            free_gpus, free_cpus, free_memory = self.free(index)
+            if (
+                free_gpus >= gpus
+                and free_cpus + _CPU_SLACK >= cpus
+                and (not memory or not self.cap_memory[index] or free_memory >= memory)
+            ):
+                key = (free_gpus, free_cpus, self.address[index], index)
+                best = key if best is None or key < best else best
+        return None if best is None else best[3]
+
+    def take_held(self, index: int, gpus: int, cpus: float, memory: int) -> tuple[str, ...]:
+        """Consume the demand on a held worker (it is in no bucket)."""
+        ids = self.free_ids[index]
+        taken, self.free_ids[index] = ids[:gpus], ids[gpus:]
+        self.free_cpus[index] = _clamp(self.free_cpus[index] - cpus)
+        if memory and self.cap_memory[index]:
+            self.free_memory[index] -= memory
+        return taken
+
 
 def _clamp(cpus: float) -> float:
     return 0.0 if cpus <= _CPU_SLACK else cpus
@@ -229,6 +292,10 @@ def plan(
     wanted: frozenset[str] | None = None,
     gpu_caps: Mapping[str, int] | None = None,
     gpus_held: Mapping[str, int] | None = None,
+    *,
+    now: float = 0.0,
+    running: Sequence[RunningJob] = (),
+    runtimes: Mapping[str, float] | None = None,
 ) -> list[Placement]:
     """Decide which queued jobs start now, where, and on which GPU ids.
 
@@ -238,16 +305,61 @@ def plan(
     only, past the point where the walk stops) gets the sentence why.
     ``gpu_caps``: GPUs a user's jobs may hold at once (a quota), against
     ``gpus_held`` now; a job past its user's cap waits and reserves nothing.
+    ``runtimes``: the known run time (seconds) of queued jobs by id; with it, ``now`` and
+    the ``running`` jobs' expected ends, jobs backfill (see the module's rules).
     """
     board = _Board(workers)
     held = dict(gpus_held or {})  # user -> GPUs held, as this call places jobs
     held_for: dict[int, QueuedJob] = {}  # reserved worker -> the job it is held for
+    releases = None
+    if runtimes is not None:
+        index_of = {address: index for index, address in enumerate(board.address)}
+        releases = Releases(
+            ((r.worker, r.ends, (r.gpus, r.cpus, r.memory)) for r in running), index_of
+        )
     known: dict[_Shape, int] = {}
     # The smallest shapes found hopeless: anything at least as large in every
     # resource is hopeless too, which spares a scan per distinct shape.
     hopeless: list[_Shape] = []
     placements: list[Placement] = []
     last_cpu_free = -1  # index of the last job claiming no CPU, once needed
+
+    def over_quota(job: QueuedJob, gpus: int) -> bool:
+        if not (gpus and gpu_caps and job.user in gpu_caps):
+            return False
+        cap = gpu_caps[job.user]
+        if held.get(job.user, 0) + gpus <= cap:
+            return False
+        if reasons is not None:
+            reasons[job.id] = (
+                f"{job.user} may hold {cap} GPUs at once (quota) and holds "
+                f"{held.get(job.user, 0)}; it needs {plural(gpus, 'GPU')}"
+            )
+        return True
+
+    # Per shape, the shortest run time that found no room since the last new hold: held
+    # workers only lose free resources in a call, so anything as long fails too.
+    no_room: dict[_Shape, float] = {}
+
+    def backfill(job: QueuedJob, shape: _Shape) -> bool:
+        if releases is None:
+            return False
+        runtime = runtime_of(runtimes, job.id)
+        if runtime is None or runtime >= no_room.get(shape, math.inf):
+            return False
+        until = now + runtime
+        if until > releases.latest:
+            return False
+        room = [i for i, start in releases.start.items() if until <= start < math.inf]
+        index = board.backfill_fit(room, *shape) if room else None
+        if index is None:
+            no_room[shape] = runtime
+            return False
+        taken = board.take_held(index, *shape)
+        placements.append(Placement(job.id, board.address[index], taken, backfill=True))
+        held[job.user] = held.get(job.user, 0) + shape[0]
+        return True
+
     position = 0
     for position, job in enumerate(queue):
         if not board.unreserved:
@@ -259,36 +371,33 @@ def plan(
             if position > last_cpu_free:
                 break
         gpus = job.gpus if job.gpus > 0 else 0
-        cpus = float(job.cpus) if job.cpus > 0 else 0.0
-        memory = job.memory if job.memory > 0 else 0
-        if gpus and gpu_caps and job.user in gpu_caps:
-            cap = gpu_caps[job.user]
-            if held.get(job.user, 0) + gpus > cap:
-                if reasons is not None:
-                    reasons[job.id] = (
-                        f"{job.user} may hold {cap} GPUs at once (quota) and holds "
-                        f"{held.get(job.user, 0)}; it needs {_plural(gpus, 'GPU')}"
-                    )
-                continue
-        shape = (gpus, cpus, memory)
+        shape = (
+            gpus,
+            float(job.cpus) if job.cpus > 0 else 0.0,
+            job.memory if job.memory > 0 else 0,
+        )
+        if gpu_caps and over_quota(job, gpus):
+            continue
         state = known.get(shape)
+        if state is None and _covers(hopeless, shape):
+            state = known[shape] = _HOPELESS
+        if state is None:
+            index = board.fit(*shape)
+            if index is not None:
+                taken = board.take(index, *shape)
+                placements.append(Placement(job.id, board.address[index], taken))
+                held[job.user] = held.get(job.user, 0) + shape[0]
+                if releases is not None:
+                    runtime = runtime_of(runtimes, job.id)
+                    releases.add(index, math.inf if runtime is None else now + runtime, shape)
+                continue
+        if releases is not None and job.id in runtimes and backfill(job, shape):  # type: ignore[operator]
+            continue
         if state == _HOPELESS:
             if reasons is not None:
                 reasons[job.id] = _why_not(shape, workers, held_for)
             continue
-        if state is None and _covers(hopeless, shape):
-            known[shape] = _HOPELESS
-            if reasons is not None:
-                reasons[job.id] = _why_not(shape, workers, held_for)
-            continue
-        if state is None:
-            index = board.fit(gpus, cpus, memory)
-            if index is not None:
-                taken = board.take(index, gpus, cpus, memory)
-                placements.append(Placement(job.id, board.address[index], taken))
-                held[job.user] = held.get(job.user, 0) + gpus
-                continue
-        index = board.reservable(gpus, cpus, memory)
+        index = board.reservable(*shape)
         if index is None:
             # Larger than every worker, or every worker that could hold it is already held:
             # either way nothing of this shape (or larger) starts in this call.
@@ -299,21 +408,38 @@ def plan(
                 reasons[job.id] = _why_not(shape, workers, held_for)
         else:
             known[shape] = _NO_FIT_NOW
+            if releases is not None:
+                memory_counts = bool(board.cap_memory[index])
+                releases.hold(index, shape, board.free(index), memory_counts, now, _CPU_SLACK)
+                no_room.clear()
             board.reserve(index)
             held_for[index] = job
             if reasons is not None:
                 reasons[job.id] = (
-                    f"needs {_demand_text(shape)}, which no worker has free now; "
+                    f"needs {demand_text(shape)}, which no worker has free now; "
                     f"{board.address[index]} is held for it and it starts there next"
                 )
     else:
         position = len(queue)
+    started: set[str] = set()
+    if releases is not None and position < len(queue) and releases.open_until(now):
+        # Every worker is busy or held: the jobs just behind may still backfill.
+        for job in islice(queue, position, position + BACKFILL_DEPTH):
+            shape = _shape(job)
+            if not over_quota(job, shape[0]) and backfill(job, shape):
+                started.add(job.id)
     if reasons is not None:
         for later, job in enumerate(queue[position:], start=position):
-            if wanted is None or job.id in wanted:
-                shape = (max(job.gpus, 0), max(float(job.cpus), 0.0), max(job.memory, 0))
-                reasons[job.id] = fit_error(*shape, workers) or _behind(later, board, held_for)
+            if (wanted is None or job.id in wanted) and job.id not in started:
+                if job.id not in reasons:
+                    reasons[job.id] = fit_error(*_shape(job), workers) or _behind(
+                        later, board, held_for
+                    )
     return placements
+
+
+def _shape(job: QueuedJob) -> _Shape:
+    return (max(job.gpus, 0), max(float(job.cpus), 0.0), max(job.memory, 0))
 
 
 def wait_reasons(
@@ -331,15 +457,6 @@ def wait_reasons(
     return {k: v for k, v in reasons.items() if wanted is None or k in wanted}
 
 
-def _demand_text(shape: _Shape) -> str:
-    gpus, cpus, memory = shape
-    wanted = [_plural(gpus, "GPU")] if gpus else []
-    wanted.append(_cpu_text(cpus))
-    if memory:
-        wanted.append(f"{_bytes_text(memory)} of memory")
-    return wanted[0] if len(wanted) == 1 else ", ".join(wanted[:-1]) + " and " + wanted[-1]
-
-
 def _why_not(shape: _Shape, workers: Sequence[WorkerView], held_for: dict[int, QueuedJob]) -> str:
     return fit_error(*shape, workers) or _held_elsewhere(shape, held_for)
 
@@ -347,12 +464,12 @@ def _why_not(shape: _Shape, workers: Sequence[WorkerView], held_for: dict[int, Q
 def _held_elsewhere(shape: _Shape, held_for: dict[int, QueuedJob]) -> str:
     ahead = sorted({job.id for job in held_for.values()})
     if ahead:
-        names = ", ".join(ahead[:3]) + (" …" if len(ahead) > 3 else "")
+        names = names_text(ahead)
         return (
-            f"needs {_demand_text(shape)}; the workers that could hold it are busy or "
+            f"needs {demand_text(shape)}; the workers that could hold it are busy or "
             f"held for jobs ahead of it ({names})"
         )
-    return f"needs {_demand_text(shape)}, which no worker has free now"
+    return f"needs {demand_text(shape)}, which no worker has free now"
 
 
 def _behind(position: int, board: _Board, held_for: dict[int, QueuedJob]) -> str:
@@ -364,7 +481,7 @@ def _behind(position: int, board: _Board, held_for: dict[int, QueuedJob]) -> str
         why = f"every worker is busy or held ({shown})" if holds else "every worker is busy"
     if position == 0:
         return why
-    ahead = _plural(position, "job") + (" that goes first" if position == 1 else " that go first")
+    ahead = plural(position, "job") + (" that goes first" if position == 1 else " that go first")
     return f"behind {ahead}; {why}"
 
 
@@ -393,48 +510,28 @@ def fit_error(gpus: int, cpus: float, memory: int, workers: Sequence[WorkerView]
     if any(board._holds(index, gpus, cpus, memory) for index in range(count)):
         return None
     total_gpus = sum(board.cap_gpus)
-    cluster = f"cluster: {_plural(count, 'worker')}, {_plural(total_gpus, 'GPU')} in all"
+    cluster = f"cluster: {plural(count, 'worker')}, {plural(total_gpus, 'GPU')} in all"
     one_worker = "a job must fit on one worker"
     largest_gpus = max(board.cap_gpus)
     if gpus > largest_gpus:
         if not total_gpus:
-            return (
-                f"the job asks for {_plural(gpus, 'GPU')} but the cluster has no GPUs ({cluster})"
-            )
+            return f"the job asks for {plural(gpus, 'GPU')} but the cluster has no GPUs ({cluster})"
         return (
-            f"the job asks for {_plural(gpus, 'GPU')} but the largest worker has "
+            f"the job asks for {plural(gpus, 'GPU')} but the largest worker has "
             f"{largest_gpus} ({cluster}); {one_worker}"
         )
     largest_cpus = max(board.cap_cpus)
     if cpus > largest_cpus + _CPU_SLACK:
-        return f"the job asks for {_cpu_text(cpus)} but the largest worker has {largest_cpus:g}"
+        return f"the job asks for {cpu_text(cpus)} but the largest worker has {largest_cpus:g}"
     if memory and all(board.cap_memory):
         largest_memory = max(board.cap_memory)
         if memory > largest_memory:
             return (
-                f"the job asks for {_bytes_text(memory)} of memory but the largest worker "
-                f"has {_bytes_text(largest_memory)}"
+                f"the job asks for {bytes_text(memory)} of memory but the largest worker "
+                f"has {bytes_text(largest_memory)}"
             )
     # Each resource exists somewhere, only not all of them on one worker.
-    wanted = [_plural(gpus, "GPU")] if gpus else []
-    wanted.append(_cpu_text(cpus))
-    if memory:
-        wanted.append(f"{_bytes_text(memory)} of memory")
-    asked = wanted[0] if len(wanted) == 1 else ", ".join(wanted[:-1]) + " and " + wanted[-1]
     return (
-        f"the job asks for {asked} but no single worker has all of that ({cluster}); {one_worker}"
+        f"the job asks for {demand_text((gpus, cpus, memory))} but no single worker has all "
+        f"of that ({cluster}); {one_worker}"
     )
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
-def _cpu_text(cpus: float) -> str:
-    return f"{cpus:g} CPU" if cpus == 1 else f"{cpus:g} CPUs"
-
-
-def _bytes_text(size: int) -> str:
-    if size < _GIB // 10:
-        return f"{size / _MIB:.1f} MiB"
-    return f"{size / _GIB:.1f} GiB"

@@ -10,19 +10,25 @@ places start then. Policies:
 * ``fair`` — ``priority`` with fair share inside each class (:mod:`.fairshare`): users take
   turns, weighted by their GPU use over the last ``half_life`` seconds.
 * ``fifo`` — the baseline a shared queue without priorities gives: every job in the same
-  class, so submission order alone decides.
+  class, so submission order alone decides; no backfill, no preemption.
+
+``priority`` and ``fair`` backfill jobs whose trace gives a ``timeout`` and, given
+``PreemptionRules``, let urgent jobs preempt (:func:`~.decide.decide`, as the service).
 """
 
 from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+from .decide import decide
 from .fairshare import FairQueue
-from .placement import Placement, QueuedJob, WorkerView, plan, queue_key
+from .placement import Placement, QueuedJob, RunningJob, WorkerView, queue_key
+from .preemption import PreemptionRules
 
 POLICIES = ("fair", "priority", "fifo")
 DEFAULT_HALF_LIFE = 4 * 3600.0
@@ -37,6 +43,7 @@ class TraceJob:
     duration: float  # seconds it runs once started
     priority: int = 100
     user: str = ""
+    timeout: float | None = None  # the run-time bound the scheduler knows (backfill)
 
 
 @dataclass(slots=True)
@@ -44,6 +51,7 @@ class Outcome:
     job: TraceJob
     start: float = math.nan
     end: float = math.nan
+    preempted: int = 0  # times it was stopped for an urgent job
 
     @property
     def wait(self) -> float:
@@ -60,7 +68,21 @@ class Simulation:
     gpus: int
     decisions: int = 0  # moments something happened (jobs arrived or ended)
     inversions: int = 0  # a lower-priority job started while a higher one that fitted waited
+    backfilled: int = 0  # starts on a worker held for a job ahead, proven not to delay it
+    preemptions: int = 0  # running jobs stopped for an urgent one
+    lost_gpu_seconds: float = 0.0  # work preempted jobs did again (since their last checkpoint)
     busy: list[tuple[float, int, int]] = field(default_factory=list)  # (time, GPUs busy, queued)
+
+
+@dataclass(slots=True)
+class _Run:
+    index: int
+    worker: str
+    gpu_ids: tuple[str, ...]
+    start: float
+    end: float
+    token: int
+    view: RunningJob | None = None  # what the policy was last shown of it
 
 
 def simulate(
@@ -69,10 +91,19 @@ def simulate(
     gpus_per_worker: int,
     policy: str = "fair",
     half_life: float = DEFAULT_HALF_LIFE,
+    preemption: PreemptionRules | None = None,
+    checkpoint_every: float = 0.0,
 ) -> Simulation:
-    """Run ``trace`` on ``workers`` identical workers of ``gpus_per_worker`` GPUs each."""
+    """Run ``trace`` on ``workers`` identical workers of ``gpus_per_worker`` GPUs each.
+
+    ``preemption``: the rules by which urgent jobs stop running ones (not under ``fifo``);
+    a preempted job resumes from its last checkpoint, taken every ``checkpoint_every``
+    seconds of its run (0: it starts over). Jobs with a ``timeout`` may backfill.
+    """
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {', '.join(POLICIES)}, not {policy!r}")
+    if policy == "fifo":
+        preemption = None
     ids = tuple(str(n) for n in range(gpus_per_worker))
     # CPUs are not what a GPU trace is about: each worker has as many as the queue can use.
     views = {
@@ -82,62 +113,141 @@ def simulate(
     }  # fmt: skip
     arrivals = sorted(range(len(trace)), key=lambda i: (trace[i].submit, i))
     outcomes = [Outcome(job) for job in trace]
-    by_id = {str(i): i for i in range(len(trace))}
-    queue = _Queue(fair=policy == "fair")
-    ends: list[tuple[float, int, str, tuple[str, ...]]] = []
+    left = [job.duration for job in trace]  # run time still to do
+    queue = _Queue(fair=policy == "fair", preempting=preemption.priority if preemption else None)
+    runs: dict[int, _Run] = {}
+    ends: list[tuple[float, int, int]] = []  # (end, index, token): stale once preempted
+    tokens = itertools.count()
+    runtimes: dict[str, float] = {}  # queued jobs with a timeout: what backfill may use
+    wakes: list[float] = []  # when a running job becomes old enough to be preempted
     result = Simulation(outcomes, workers * gpus_per_worker)
     busy = 0
     next_arrival = 0
     usage = _Usage(half_life)
+
+    def start(placement: Placement, now: float) -> None:
+        nonlocal busy
+        index = int(placement.job_id)
+        outcome = outcomes[index]
+        if math.isnan(outcome.start):
+            outcome.start = now
+        run = _Run(index, placement.worker, placement.gpu_ids, now, now + left[index], next(tokens))
+        runs[index] = run
+        views[placement.worker] = _take(views[placement.worker], placement.gpu_ids)
+        heapq.heappush(ends, (run.end, index, run.token))
+        busy += len(placement.gpu_ids)
+        usage.hold(outcome.job.user, len(placement.gpu_ids))
+        runtimes.pop(placement.job_id, None)
+
+    def stop(index: int) -> _Run:
+        nonlocal busy
+        run = runs.pop(index)
+        views[run.worker] = _give_back(views[run.worker], run.gpu_ids)
+        busy -= len(run.gpu_ids)
+        usage.hold(trace[index].user, -len(run.gpu_ids))
+        return run
+
+    def enqueue(index: int, resumes: bool = False) -> None:
+        queue.add(_queued(trace[index], index, policy, resumes))
+        if trace[index].timeout is not None and policy != "fifo":
+            runtimes[str(index)] = trace[index].timeout
+
     while next_arrival < len(arrivals) or ends:
         now = min(
             trace[arrivals[next_arrival]].submit if next_arrival < len(arrivals) else math.inf,
             ends[0][0] if ends else math.inf,
+            wakes[0] if wakes else math.inf,
         )
+        while wakes and wakes[0] <= now:
+            heapq.heappop(wakes)
         usage.advance(now)
         while ends and ends[0][0] <= now:
-            _, index, worker, gpu_ids = heapq.heappop(ends)
-            views[worker] = _give_back(views[worker], gpu_ids)
-            busy -= len(gpu_ids)
-            usage.hold(trace[index].user, -len(gpu_ids))
+            _, index, token = heapq.heappop(ends)
+            if index in runs and runs[index].token == token:
+                outcomes[index].end = runs[index].end
+                stop(index)
         while next_arrival < len(arrivals) and trace[arrivals[next_arrival]].submit <= now:
             index = arrivals[next_arrival]
             next_arrival += 1
             if trace[index].gpus > gpus_per_worker:
                 continue  # refused at submit, as the service refuses it (policy.fit_error)
-            queue.add(_queued(trace[index], index, policy))
-        # With every GPU taken nothing of a GPU trace can start: no decision to make.
-        placements = []
-        if busy < result.gpus:
-            placements = plan(queue.ordered(usage.used), list(views.values()))
+            enqueue(index)
         result.decisions += 1
-        if placements:
-            started = []
-            for placement in placements:
-                index = by_id[placement.job_id]
-                outcome = outcomes[index]
-                outcome.start, outcome.end = now, now + outcome.job.duration
-                views[placement.worker] = _take(views[placement.worker], placement.gpu_ids)
-                heapq.heappush(ends, (outcome.end, index, placement.worker, placement.gpu_ids))
-                busy += len(placement.gpu_ids)
-                usage.hold(outcome.job.user, len(placement.gpu_ids))
-                started.append(queue.get(placement.job_id))
-            queue.discard(started)
-            result.inversions += _inversions(queue.smallest_gpus(trace), views, placements, trace)
+        # Two rounds at most: victims stop at once on a virtual clock, and what they free
+        # goes to the jobs they were stopped for in the same moment.
+        for _ in range(2):
+            # With every GPU taken nothing of a GPU trace can start, unless by preemption.
+            if busy >= result.gpus and not queue.urgent:
+                break
+            decision = decide(
+                queue.ordered(usage.used), list(views.values()), now=now,
+                running=[_running(trace[r.index], r, now, checkpoint_every) for r in runs.values()]
+                if (runtimes or queue.urgent) else (),
+                runtimes=runtimes or None, rules=preemption if queue.urgent else None,
+            )  # fmt: skip
+            placements = decision.placements
+            if placements:
+                for placement in placements:
+                    start(placement, now)
+                queue.discard([queue.get(p.job_id) for p in placements])
+                result.backfilled += sum(1 for p in placements if p.backfill)
+                result.inversions += _inversions(
+                    queue.smallest_gpus(trace), views,
+                    [p for p in placements if not p.backfill], trace,
+                )  # fmt: skip
+            if not decision.preemptions:
+                break
+            for preemption_ in decision.preemptions:
+                for victim in preemption_.victims:
+                    run = stop(int(victim))
+                    kept = _checkpointed(run.start, now, checkpoint_every) - run.start
+                    result.preemptions += 1
+                    result.lost_gpu_seconds += (now - run.start - kept) * len(run.gpu_ids)
+                    left[run.index] -= kept
+                    outcomes[run.index].preempted += 1
+                    enqueue(run.index, resumes=True)
+        if queue.urgent and preemption is not None:
+            # The service decides again when a running job reaches the minimum run time.
+            ripe = [r.start + preemption.min_runtime for r in runs.values()]
+            later = min((t for t in ripe if t > now), default=None)
+            if later is not None and (not wakes or later < wakes[0]):
+                heapq.heappush(wakes, later)
         result.busy.append((now, busy, len(queue)))
         if not ends and len(queue) and next_arrival >= len(arrivals):
             break  # what is left can never start (larger than every worker)
     return result
 
 
+def _checkpointed(started: float, now: float, every: float) -> float:
+    """When a job running since ``started`` last saved a checkpoint (``started``: never)."""
+    if every <= 0 or now - started < every:
+        return started
+    return started + math.floor((now - started) / every) * every
+
+
+def _running(job: TraceJob, run: _Run, now: float, every: float) -> RunningJob:
+    saved = _checkpointed(run.start, now, every)
+    checkpointed = saved if saved > run.start else None
+    if run.view is None or run.view.checkpointed != checkpointed:
+        run.view = RunningJob(
+            str(run.index), run.worker, job.priority, gpus=len(run.gpu_ids), cpus=0.0,
+            user=job.user, started=run.start, checkpointed=checkpointed,
+            ends=run.start + job.timeout if job.timeout is not None else None,
+        )  # fmt: skip
+    return run.view
+
+
 class _Queue:
     """The waiting jobs: in queue_key order (what the orchestrator keeps), or by class and
-    user for fair share, read in fair order lazily (:class:`.fairshare.FairQueue`)."""
+    user for fair share, read in fair order lazily (:class:`.fairshare.FairQueue`).
+    ``urgent``: how many of them may preempt."""
 
-    def __init__(self, fair: bool) -> None:
+    def __init__(self, fair: bool, preempting: int | None) -> None:
+        self.preempting = preempting
+        self.urgent = 0
         self.fair = FairQueue() if fair else None
         self.jobs: list[QueuedJob] = []
-        self.keys: list[tuple[int, int]] = []
+        self.keys: list[tuple[int, int, int]] = []
         self.by_id: dict[str, QueuedJob] = {}
 
     def __len__(self) -> int:
@@ -148,6 +258,8 @@ class _Queue:
 
     def add(self, job: QueuedJob) -> None:
         self.by_id[job.id] = job
+        if self.preempting is not None and job.priority >= self.preempting:
+            self.urgent += 1
         if self.fair is not None:
             self.fair.add(job)
             return
@@ -158,6 +270,8 @@ class _Queue:
     def discard(self, started: list[QueuedJob]) -> None:
         for job in started:
             del self.by_id[job.id]
+            if self.preempting is not None and job.priority >= self.preempting:
+                self.urgent -= 1
         if self.fair is not None:
             self.fair.discard(started)
             return
@@ -201,10 +315,12 @@ class _Usage:
         self.held[user] = self.held.get(user, 0) + gpus
 
 
-def _queued(job: TraceJob, index: int, policy: str) -> QueuedJob:
+def _queued(job: TraceJob, index: int, policy: str, resumes: bool = False) -> QueuedJob:
     priority = _FIFO_PRIORITY if policy == "fifo" else job.priority
     # A trace's GPU jobs claim no CPU, so that GPUs alone decide, as the trace means.
-    return QueuedJob(str(index), priority, index, gpus=job.gpus, cpus=0.0, user=job.user)
+    return QueuedJob(
+        str(index), priority, index, gpus=job.gpus, cpus=0.0, user=job.user, resumes=resumes
+    )
 
 
 def _take(view: WorkerView, gpu_ids: tuple[str, ...]) -> WorkerView:
@@ -276,7 +392,9 @@ def summary(result: Simulation, classes: dict[int, str] | None = None) -> dict[s
         "never_started": never,
         "makespan": makespan,
         "gpu_utilisation": gpu_seconds / (result.gpus * makespan) if makespan > 0 else 0.0,
-        "preemptions": 0,
+        "preemptions": result.preemptions,
+        "lost_gpu_hours": result.lost_gpu_seconds / 3600,
+        "backfilled": result.backfilled,
         "priority_inversions": result.inversions,
         "decisions": result.decisions,
         # Highest class first, named where the class has a name.
