@@ -106,6 +106,22 @@ class QuotaTable(Text):
         return True
 
 
+class PriorityClass(Text):
+    info_text = "a priority class (low, normal, high, urgent), an integer, or 'never'"
+
+    def acceptable(self, value: str) -> bool:
+        from .spec import SpecError
+        from .spec.units import parse_priority
+
+        if value.strip().lower() == "never":
+            return True
+        try:
+            parse_priority(value)
+        except SpecError:
+            return False
+        return True
+
+
 class Choice(_Setting, Enum):  # type: ignore[misc]
     def info(self) -> str:
         return "one of " + ", ".join(repr(value) for value in self.values or ())
@@ -177,6 +193,27 @@ class TrainOrch(Configurable):
         env="TRAINORCH_USER_QUOTAS",
         help="Per-user quotas replacing gpu_quota/queue_quota, as JSON: "
         '{"alice": {"gpus": 16, "queued": 1000}}.',
+    )
+    preemption_priority = PriorityClass(
+        "urgent",
+        env="TRAINORCH_PREEMPTION_PRIORITY",
+        help="Jobs of this priority or above that no worker has room for may preempt running "
+        "jobs of a lower priority ('never': no preemption). Victims get SIGTERM and the grace "
+        "period, then wait first in their class and resume from their checkpoint.",
+    )
+    preemption_min_runtime = Seconds(
+        600.0,
+        min=0,
+        env="TRAINORCH_PREEMPTION_MIN_RUNTIME",
+        help="Seconds a job runs before it may be preempted.",
+    )
+    checkpoint_root = Text(
+        "",
+        env="TRAINORCH_CHECKPOINT_ROOT",
+        help="Folder of the jobs' checkpoints (TRAINORCH_CHECKPOINT_DIR is a subfolder per "
+        "job, kept across attempts and preemptions, removed when the job succeeds or is "
+        "cancelled). For a job to resume on another host, every worker must see it at this "
+        "path (shared storage). Empty: checkpoints in data_dir.",
     )
     cluster_backend_class = Subclass(
         None,
@@ -290,6 +327,9 @@ class TrainOrch(Configurable):
     _gpu_quota_default = _from_environment("gpu_quota")
     _queue_quota_default = _from_environment("queue_quota")
     _user_quotas_default = _from_environment("user_quotas")
+    _preemption_priority_default = _from_environment("preemption_priority")
+    _preemption_min_runtime_default = _from_environment("preemption_min_runtime")
+    _checkpoint_root_default = _from_environment("checkpoint_root")
     _cluster_backend_class_default = _from_environment("cluster_backend_class")
     _data_dir_default = _from_environment("data_dir")
     _db_default = _from_environment("db")

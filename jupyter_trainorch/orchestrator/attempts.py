@@ -14,24 +14,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..cluster import ClusterBackend
-from ..runner.protocol import CHECKPOINTS_DIR, AttemptOutcome, AttemptRequest
+from ..runner.protocol import AttemptOutcome, AttemptRequest
 from ..runner.supervisor import (
     cancel_attempt,
     cancel_jobs,
     deliver_run_id,
     forget_attempts,
     read_log,
+    remove_checkpoints,
     run_attempt,
 )
 from ..store import (
     CANCELLED,
     FAILED,
+    PREEMPTED,
     RUNNING,
     SUCCEEDED,
     JobRecord,
@@ -55,6 +58,11 @@ class Running:
     memory: int
     key: str
     user: str = ""
+    priority: int = 100
+    started: float = 0.0  # when it was dispatched, on the orchestrator's clock
+    timeout: float | None = None  # the job's time limit: it ends by started + timeout
+    checkpointed: float | None = None  # the job's last checkpoint, as the job reported it
+    preempted_for: str | None = None  # being stopped so that this job can start
     future: Any = None
     started_running: bool = False
     cancel_requested: bool = False
@@ -151,7 +159,7 @@ class AttemptTracker:
             "system_metrics_interval": self.config.system_metrics_interval
             if self.tracking.enabled
             else 0,
-            "checkpoint_dir": str(self.config.data_dir / CHECKPOINTS_DIR / job.id),
+            "checkpoint_dir": str(self.config.checkpoint_folder(job.id)),
             "package": package,
             "max_log_bytes": self.config.max_log_bytes,
         }
@@ -179,6 +187,11 @@ class AttemptTracker:
             return  # a stale attempt's late message
         if message.get("type") == "started":
             self.mark_running(run, message.get("pid"), message.get("time"))
+            return
+        if message.get("type") == "checkpoint":
+            saved = message.get("time")
+            if isinstance(saved, (int, float)) and math.isfinite(saved):
+                run.checkpointed = min(float(saved), self.clock())
             return
         lines = message.get("lines") or []
         if lines:
@@ -233,7 +246,7 @@ class AttemptTracker:
                 raise
             outcome = {
                 "error": "the attempt's task was cancelled",
-                "infrastructure": not run.cancel_requested,
+                "infrastructure": not (run.cancel_requested or run.preempted_for),
             }
         except Exception as err:  # noqa: BLE001 - worker died (KilledWorker) or task failed
             outcome = {"error": f"{type(err).__name__}: {err}", "infrastructure": True}
@@ -251,7 +264,12 @@ class AttemptTracker:
         await self._fill_log_gap(run, outcome)
         exit_code = outcome.get("exit_code")
         succeeded = exit_code == 0 and not outcome.get("cancelled")
-        attempt_state = SUCCEEDED if succeeded else (CANCELLED if run.cancel_requested else FAILED)
+        if succeeded:
+            attempt_state = SUCCEEDED
+        elif run.cancel_requested:
+            attempt_state = CANCELLED
+        else:
+            attempt_state = PREEMPTED if run.preempted_for else FAILED
         fields: dict[str, Any] = {
             "state": attempt_state,
             "ended": self.clock(),
@@ -319,6 +337,15 @@ class AttemptTracker:
     async def stop(self, run: Running) -> None:
         """Cancel until the supervisor confirms, or the task never started."""
         run.cancel_requested = True
+        await self._halt(run)
+
+    async def preempt(self, run: Running, for_job: str) -> None:
+        """Stop the attempt (SIGTERM, grace, SIGKILL) so that ``for_job`` can start; the
+        job waits again, first in its class."""
+        run.preempted_for = for_job
+        await self._halt(run)
+
+    async def _halt(self, run: Running) -> None:
         for _ in range(60):
             if run.job_id not in self.running:
                 return
@@ -331,6 +358,18 @@ class AttemptTracker:
             if not run.started_running and run.future is not None:
                 await run.future.cancel()
             await asyncio.sleep(0.5)
+
+    async def drop_checkpoints(self, job: JobRecord) -> None:
+        """Remove a finished job's checkpoint folder, on the workers its attempts ran on
+        (each its own, or one shared folder)."""
+        folder = str(self.config.checkpoint_folder(job.id))
+        workers = sorted({a.worker for a in job.attempts if a.worker} & set(self.backend.workers))
+        if not workers or self.backend.client is None:
+            return
+        try:
+            await self.backend.client.run(remove_checkpoints, folder, workers=workers)
+        except Exception as err:  # noqa: BLE001 - the folder stays; nothing depends on it
+            log.debug("could not remove the checkpoints of %s: %s", job.id, err)
 
     async def stop_all(self, timeout: float) -> None:
         """Stop every attempt and wait (up to ``timeout``) for their outcomes."""

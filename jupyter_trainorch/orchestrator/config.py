@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..cluster import ClusterBackend
+    from ..policy import PreemptionRules
     from ..store import JobStore
     from ..tracking import MlflowTracker
 
@@ -54,6 +55,9 @@ class OrchestratorConfig:
     gpu_quota: int
     queue_quota: int
     user_quotas: str
+    preemption_priority: str
+    preemption_min_runtime: float
+    checkpoint_root: str
     max_log_bytes: int
     cluster_backend_class: type[ClusterBackend] | None
     store_class: type[JobStore]
@@ -62,3 +66,20 @@ class OrchestratorConfig:
     @property
     def db_url(self) -> str:
         return db_url(self.db, self.data_dir)
+
+    def checkpoint_folder(self, job_id: str) -> Path:
+        """A job's ``TRAINORCH_CHECKPOINT_DIR``."""
+        root = Path(self.checkpoint_root).expanduser() if self.checkpoint_root else None
+        return (root or self.data_dir / "checkpoints") / job_id
+
+    def preemption_rules(self) -> PreemptionRules | None:
+        """The rules urgent jobs preempt by, or None when preemption is off."""
+        from ..policy import PreemptionRules
+        from ..spec.units import parse_priority
+
+        if self.preemption_priority.strip().lower() == "never":
+            return None
+        return PreemptionRules(
+            parse_priority(self.preemption_priority, "preemption_priority"),
+            self.preemption_min_runtime,
+        )

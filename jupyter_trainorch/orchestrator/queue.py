@@ -12,11 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import policy
-from ..store import JobRecord
+from ..store import PREEMPTED, JobRecord
 
 
 def queued_job(job: JobRecord) -> policy.QueuedJob:
     resources = job.spec.get("resources", {})
+    last = job.attempts[-1] if job.attempts else None
     return policy.QueuedJob(
         id=job.id,
         priority=job.priority,
@@ -26,6 +27,7 @@ def queued_job(job: JobRecord) -> policy.QueuedJob:
         memory=int(resources.get("memory", 0)),
         user=job.user,
         name=job.name,
+        resumes=last is not None and last.state == PREEMPTED,
     )
 
 
@@ -36,6 +38,8 @@ class JobQueue:
         self._items: list[policy.QueuedJob] = []
         self._keys: list[tuple[Any, ...]] = []
         self._by_id: dict[str, policy.QueuedJob] = {}
+        # Queued jobs' time limits (seconds): what backfill may count on.
+        self.time_limits: dict[str, float] = {}
         self._waiting: dict[str, set[str]] = {}  # job -> unfinished dependencies
         self._dependents: dict[str, set[str]] = {}  # dependency -> jobs waiting on it
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -60,6 +64,9 @@ class JobQueue:
             return
         item = queued_job(job)
         self._by_id[item.id] = item
+        timeout = job.spec.get("timeout")
+        if isinstance(timeout, (int, float)) and timeout > 0:
+            self.time_limits[item.id] = float(timeout)
         key = policy.queue_key(item)
         index = bisect.bisect_right(self._keys, key)
         self._keys.insert(index, key)
@@ -68,6 +75,7 @@ class JobQueue:
 
     def remove(self, job_id: str) -> None:
         item = self._by_id.pop(job_id, None)
+        self.time_limits.pop(job_id, None)
         if item is None:
             return
         # Keys are unique (seq is), so bisect finds the one entry without a scan.

@@ -89,12 +89,15 @@ class Orchestrator:
             config,
             clock,
             stopping=lambda: self._stopping,
+            drop_checkpoints=lambda job: self._spawn(self.attempts.drop_checkpoints(job)),
         )
         self.attempts = AttemptTracker(
             store, backend, self.feed, config, self.tracking,
             spawn=self._spawn, on_end=self.outcomes.attempt_ended, wake=self._wake.set, clock=clock,
         )  # fmt: skip
         self._loop_task: asyncio.Task[None] | None = None
+        self.preemption = config.preemption_rules()
+        self._recheck: asyncio.TimerHandle | None = None  # when a victim becomes old enough
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self, url: str | None = None) -> None:
@@ -136,6 +139,8 @@ class Orchestrator:
 
     async def _close(self, close_cluster: bool) -> None:
         self.attempts.stopping = True
+        if self._recheck is not None:
+            self._recheck.cancel()
         try:
             await asyncio.wait_for(self.attempts.forget_collected(), timeout=5)
         except Exception:  # noqa: BLE001 - files stay until the worker goes
@@ -359,7 +364,7 @@ class Orchestrator:
         if not queued:
             return found
         positions = {job.id: n for n, job in enumerate(order, 1) if job.id in wanted}
-        reasons = policy.wait_reasons(order, self._views(), list(positions), **self._gpu_quotas())
+        reasons = self._decide(order, explain=list(positions)).reasons
         starts = forecast.starts
         for job_id, n in positions.items():
             found[job_id] = {
@@ -417,18 +422,67 @@ class Orchestrator:
                 log.exception("scheduling round failed")
             await asyncio.sleep(0)
 
+    def _decide(
+        self, order: list[policy.QueuedJob], explain: list[str] | None = None
+    ) -> policy.Decision:
+        """The policy's decision now: what starts where (with backfill on known time
+        limits), which running jobs are preempted for whom, why the rest waits."""
+        now = self.clock()
+        held = self.attempts.held()
+        return policy.decide(
+            order,
+            self._views(),
+            now=now,
+            running=[self._running_view(run) for run in held],
+            runtimes=self.queue.time_limits,
+            rules=self.preemption,
+            stopping={run.job_id for run in held if run.preempted_for},
+            explain=explain,
+            **self._gpu_quotas(),
+        )
+
+    @staticmethod
+    def _running_view(run: Running) -> policy.RunningJob:
+        return policy.RunningJob(
+            run.job_id, run.worker, run.priority, gpus=len(run.gpu_ids), cpus=run.cpus,
+            memory=run.memory, user=run.user, started=run.started,
+            checkpointed=run.checkpointed,
+            ends=run.started + run.timeout if run.timeout else None,
+        )  # fmt: skip
+
     def _schedule(self) -> None:
         if not len(self.queue) or not self.backend.workers or self.draining:
             return
-        placements = policy.plan(
-            self.shares.order(self.queue.items), self._views(), **self._gpu_quotas()
-        )
-        if not placements:
+        decision = self._decide(self.shares.order(self.queue.items))
+        for preemption in decision.preemptions:
+            for victim in preemption.victims:
+                run = self.attempts.running.get(victim)
+                if run is not None and not run.preempted_for:
+                    log.info("preempting %s on %s for %s", victim, run.worker, preemption.job_id)
+                    self._spawn(self.attempts.preempt(run, preemption.job_id))
+        self._recheck_when_preemptible()
+        if not decision.placements:
             return
-        chosen = [(p, self.queue.get(p.job_id)) for p in placements]
+        chosen = [(p, self.queue.get(p.job_id)) for p in decision.placements]
         for _, item in chosen:
             self.queue.remove(item.id)
         self._dispatch(chosen)
+
+    def _recheck_when_preemptible(self) -> None:
+        """Decide again when a running job reaches the minimum run time, if a job that may
+        preempt waits: no other event would come then."""
+        rules = self.preemption
+        # The queue runs highest priority first: its head says whether any job may preempt.
+        if rules is None or not len(self.queue) or self.queue.items[0].priority < rules.priority:
+            return
+        now = self.clock()
+        ripe = [run.started + rules.min_runtime for run in self.attempts.held()]
+        later = min((t for t in ripe if t > now), default=None)
+        if later is None:
+            return
+        if self._recheck is not None:
+            self._recheck.cancel()
+        self._recheck = asyncio.get_running_loop().call_later(later - now + 0.05, self._wake.set)
 
     def _dispatch(self, placements: list[tuple[policy.Placement, policy.QueuedJob]]) -> None:
         """Store every attempt first, then hand them to Dask: an attempt that runs is
@@ -448,6 +502,9 @@ class Orchestrator:
                 memory=item.memory,
                 key=attempt_key(job.id, n),
                 user=job.user,
+                priority=job.priority,
+                started=now,
+                timeout=job.spec.get("timeout"),
             )
             attempts.append(
                 AttemptRecord(

@@ -55,11 +55,16 @@ def _watch_parent(parent: int) -> None:
             os.killpg(0, signal.SIGKILL)
 
 
-def _forward_sigterm_to_group() -> None:
+def _forward_sigterm_to_group(kind: str) -> None:
+    """SIGTERM reaches the whole group (the job's own children too). A Python cell leaves
+    at once unless it listens (``checkpoint.should_stop`` replaces this handler); a command
+    is waited for, so that it can save its checkpoint within the grace period."""
+
     def handler(signum: int, _frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         os.killpg(0, signal.SIGTERM)
-        raise SystemExit(128 + signum)
+        if kind != "command":
+            raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
 
@@ -172,7 +177,7 @@ def main(argv: list[str]) -> int:
     attempt_dir = Path(argv[1])
     request: AttemptRequest = json.loads((attempt_dir / REQUEST_FILE).read_text())
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
-    _forward_sigterm_to_group()
+    _forward_sigterm_to_group(request["kind"])
     if os.environ.get(TRACKING_ENV):
         _await_tracking_run(attempt_dir)
     workdir = os.getcwd()

@@ -105,12 +105,15 @@ class Supervisor:
                 JOB_ID_ENV: req["job_id"],
                 JOB_NAME_ENV: req["name"],
                 ATTEMPT_ENV: str(req["attempt"]),
-                CHECKPOINT_DIR_ENV: req.get("checkpoint_dir") or str(self.dir / CHECKPOINTS_DIR),
+                CHECKPOINT_DIR_ENV: self._checkpoint_dir(),
                 PROGRESS_FD_ENV: str(progress_fd),
                 "PYTHONUNBUFFERED": "1",
             }
         )
         return env
+
+    def _checkpoint_dir(self) -> str:
+        return self.request.get("checkpoint_dir") or str(self.dir / CHECKPOINTS_DIR)
 
     def _workdir(self) -> str:
         wanted = self.request.get("workdir")
@@ -130,7 +133,7 @@ class Supervisor:
             extract_files(files, self.dir)
             self.has_inputs = bool(files)
         write_private(self.dir / REQUEST_FILE, json.dumps(req))
-        os.makedirs(self._environment(0)[CHECKPOINT_DIR_ENV], exist_ok=True)
+        os.makedirs(self._checkpoint_dir(), exist_ok=True)
         read_fd, write_fd = os.pipe()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyter_trainorch.runner.child", str(self.dir)],
@@ -170,6 +173,9 @@ class Supervisor:
                 try:
                     record = json.loads(raw)
                 except ValueError:
+                    continue
+                if isinstance(record, dict) and "checkpoint" in record:
+                    self.send({"type": "checkpoint", **self._ids(), "time": record["checkpoint"]})
                     continue
                 self.batcher.progress(record)
 
@@ -214,6 +220,10 @@ class Supervisor:
         for reader in self.readers:
             reader.join(timeout=5)
         self.batcher.close()
+        try:  # a job that saved nothing leaves no folder behind
+            os.rmdir(self._checkpoint_dir())
+        except OSError:
+            pass
         return self._result(exit_code, cancelled, timed_out)
 
     def _result(self, exit_code: int, cancelled: bool, timed_out: bool) -> AttemptOutcome:
@@ -362,6 +372,17 @@ def forget_attempts(keys: list[str], dask_worker: Any = None) -> int:
             shutil.rmtree(root / key, ignore_errors=True)
             removed += 1
     return removed
+
+
+def remove_checkpoints(folder: str) -> bool:
+    """Remove a finished job's checkpoint folder on this worker, if it is here."""
+    import shutil
+
+    path = Path(folder)
+    if not path.is_dir():
+        return False
+    shutil.rmtree(path, ignore_errors=True)
+    return True
 
 
 def cancel_jobs(job_ids: list[str]) -> list[str]:
