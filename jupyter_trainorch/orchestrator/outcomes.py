@@ -3,7 +3,7 @@
 An attempt that succeeded ends its job; one that failed is retried after a backoff
 (its own failures count against the job's retries, infrastructure failures such as a
 lost worker against a separate budget) or fails the job. Ending a job releases the
-jobs that wait on it, or fails them when it did not succeed.
+jobs that wait on it, or ends those it leaves with nothing to wait for (``dependencies``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ..store import (
 )
 from .attempts import AttemptEnd, tail
 from .config import OrchestratorConfig
+from .dependencies import settle_dependents
 from .errors import JobNotFound
 from .feed import ChangeFeed
 from .queue import JobQueue
@@ -118,13 +119,4 @@ class JobOutcomes:
         job = self._get(job_id)
         self.tracking.job_ended(job, state)
         self.publish(job, state)
-        for dependent in self.queue.take_dependents(job_id):
-            if state == SUCCEEDED:
-                if self.queue.dependency_met(dependent, job_id):
-                    self.store.update_job(dependent, state=QUEUED)
-                    queued = self._get(dependent)
-                    self.queue.add(queued)
-                    self.publish(queued, QUEUED)
-            else:
-                self.queue.forget(dependent)
-                self.end_job(dependent, FAILED, error=f"dependency {job_id} {state}")
+        settle_dependents(self, job_id, state)
