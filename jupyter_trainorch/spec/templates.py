@@ -89,14 +89,16 @@ class Template:
             # Names only: a secret's value never leaves the job, not even as a hash input.
             "secret_env": {name: "***" for name in self.secret_env}, "inputs": self.inputs, "outputs": self.outputs, "params": self.params,
             "experiment": self.experiment, "register_model": self.register_model,
-            "depends_on": self.dependencies,
+            # Only when set: templates without dependencies keep the hash they always had.
+            **({"depends_on": self.dependencies} if self.dependencies else {}),
         }  # fmt: skip
 
     def ref(self) -> TemplateRef:
         return TemplateRef(name=self.name, version=self.version, hash=self.hash)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self._content(), "path": self.path, "extends": self.extends, "hash": self.hash}
+        return {**self._content(), "depends_on": self.dependencies, "path": self.path,
+                "extends": self.extends, "hash": self.hash}  # fmt: skip
 
     def input_files(self) -> list[str]:
         """The files the ``inputs`` globs match now, sorted and without duplicates; only

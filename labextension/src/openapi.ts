@@ -1318,6 +1318,13 @@ export interface components {
         Template: {
             /** Command */
             command: string;
+            /**
+             * Depends On
+             * @description [{job, when}]: jobs to run after
+             */
+            depends_on: {
+                [key: string]: string;
+            }[];
             /** Description */
             description: string;
             /** Env */
