@@ -252,3 +252,52 @@ def test_the_batch_route_creates_a_group_or_answers_one_sentence(tmp_path):
         ]
     finally:
         server.stop()
+
+
+# -- the notebook surface --------------------------------------------------------------
+def test_train_magic_flags_become_conditions():
+    from jupyter_trainorch.client.magics import build_request
+
+    body, _, _ = build_request("--after a --after-any b,c --after-notok d", "x = 1", 3)
+    assert body["depends_on"] == ["a"]
+    assert body["dependencies"] == [
+        {"job": "b", "when": "any"}, {"job": "c", "when": "any"}, {"job": "d", "when": "notok"},
+    ]  # fmt: skip
+
+
+def test_pipeline_steps_are_checked_with_one_sentence():
+    from jupyter_trainorch import Pipeline, Step
+
+    with pytest.raises(ValueError, match=r"^step 'a': give either source \(Python\) or command$"):
+        Step("a")
+    with pytest.raises(ValueError, match=r"^step 'a': out takes variable names, and '1x' is not"):
+        Step("a", "x = 1", out="1x")
+    with pytest.raises(ValueError, match=r"^step 'a': gpu is not a step option"):
+        Step("a", "x = 1", gpu=1)
+    with pytest.raises(ValueError, match=r"^two steps are named 'a'"):
+        Pipeline([Step("a", "x = 1"), Step("a", "y = 2")])
+    with pytest.raises(ValueError, match=r"^the steps' dependencies form a cycle: a -> b -> a$"):
+        Pipeline([Step("a", "pass", after="b"), Step("b", "pass", after_notok="a")])
+    pipeline = Pipeline([Step("prep", "data = [factor]", out="data", variables={"factor": 3}),
+                         Step("fit", command="echo fit", after_any="prep", gpus=1)])  # fmt: skip
+    assert repr(pipeline) == "<Pipeline of 2 steps: <Step prep -> data>, <Step fit after prep>>"
+    body, package = pipeline.steps[0].request("g1")
+    assert body["outputs"] == ["data"] and body["group"] == "g1" and package
+    from jupyter_trainorch.package import read_package
+
+    assert set(read_package(package)[0]) == {"factor"}  # the step's free variable went along
+    body, package = pipeline.steps[1].request("g1")
+    assert (
+        package is None and body["template"] == "command" and body["params"] == {"cmd": "echo fit"}
+    )
+    assert body["dependencies"] == [{"job": "prep", "when": "any"}]
+    assert body["overrides"] == {"gpus": 1}
+
+
+def test_upstream_outside_a_job_says_so(monkeypatch):
+    import jupyter_trainorch
+    from jupyter_trainorch.upstream import UpstreamError
+
+    monkeypatch.delenv("TRAINORCH_UPSTREAM_DIR", raising=False)
+    with pytest.raises(UpstreamError, match="works inside a job that waits on other jobs"):
+        jupyter_trainorch.upstream("train")

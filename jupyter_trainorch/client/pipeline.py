@@ -25,8 +25,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from ..spec.dependencies import conditional, find_cycle
-from .job import Job
-from .transport import Transport, connect
+from .job import Job, Transport
+from .transport import connect
 
 _FLAGS = ("gpus", "cpus", "memory", "priority", "retries", "timeout", "experiment")
 
