@@ -301,3 +301,26 @@ def test_upstream_outside_a_job_says_so(monkeypatch):
     monkeypatch.delenv("TRAINORCH_UPSTREAM_DIR", raising=False)
     with pytest.raises(UpstreamError, match="works inside a job that waits on other jobs"):
         jupyter_trainorch.upstream("train")
+
+
+def test_upstream_values_are_bounded_and_carry_no_environment(tmp_path):
+    import cloudpickle
+
+    from jupyter_trainorch.orchestrator.upstream import upstream_jobs
+    from jupyter_trainorch.store import JobRecord, JobStore
+
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    for job_id, size in (("small", 10), ("big", 5000)):
+        spec = {"name": job_id, "outputs": ["x"], "env": {"A": "1"}, "secret_env": {"S": "hush"}}
+        store.create_job(JobRecord(job_id, 0, job_id, "alice", "succeeded", 100, spec), None)
+        store.update_job(job_id, outputs=cloudpickle.dumps({"x": "y" * size}), has_outputs=True)
+    spec = {"name": "down", "dependencies": [{"job": "small", "when": "ok"},
+                                             {"job": "big", "when": "any"}]}  # fmt: skip
+    down = JobRecord("down", 0, "down", "alice", "queued", 100, spec, depends_on=["small", "big"])
+    small, big = upstream_jobs(store, down, tmp_path, budget=1000)
+    assert cloudpickle.loads(small["outputs"]) == {"x": "y" * 10} and small["when"] == "ok"
+    assert big["outputs"] is None and big["when"] == "any"
+    assert big["outputs_note"] == "its --out values are too large, over what is passed to a job"
+    assert "hush" not in json.dumps({**small, "outputs": None}) + json.dumps(big)
+    assert not {"env", "secret_env", "spec"} & set(small)
+    store.close()

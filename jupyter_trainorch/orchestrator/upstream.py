@@ -31,8 +31,8 @@ def upstream_jobs(
         outputs = store.get_outputs(dep_id) if dep.has_outputs else None
         note = None
         if outputs is not None and len(outputs) > budget:
-            size = len(outputs) / 2**20
-            note = f"its --out values are {size:.1f} MiB, over what is passed to a job"
+            size = f"{len(outputs) / 2**20:.1f} MiB" if len(outputs) >= 2**20 else "too large"
+            note = f"its --out values are {size}, over what is passed to a job"
             outputs = None
         budget -= len(outputs or b"")
         upstream.append(
