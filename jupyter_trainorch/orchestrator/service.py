@@ -183,23 +183,16 @@ class Orchestrator:
 
     # -- commands ------------------------------------------------------------------
     async def submit(
-        self,
-        spec: JobSpec,
-        package: bytes | None = None,
-        rerun_of: str | None = None,
+        self, spec: JobSpec, package: bytes | None = None, rerun_of: str | None = None,
         admin: bool = False,
-    ) -> JobRecord:
+    ) -> JobRecord:  # fmt: skip
         """Queue a job; ``admin``: it may wait on other users' jobs."""
         return self._create(spec, package, rerun_of, admin=admin)
 
     async def submit_once(
-        self,
-        spec: JobSpec,
-        package: bytes | None,
-        idempotency_key: str,
-        request_hash: str,
+        self, spec: JobSpec, package: bytes | None, idempotency_key: str, request_hash: str,
         admin: bool = False,
-    ) -> tuple[JobRecord, bool]:
+    ) -> tuple[JobRecord, bool]:  # fmt: skip
         """Queue a job unless this user's ``idempotency_key`` made one already (a client
         retrying after a lost answer): then that job, never a second one. The flag says
         whether the job was made now."""
@@ -214,12 +207,9 @@ class Orchestrator:
         return earlier, False
 
     async def submit_group(
-        self,
-        jobs: list[tuple[JobSpec, bytes | None]],
-        admin: bool = False,
-        idempotency_key: str | None = None,
-        request_hash: str | None = None,
-    ) -> tuple[list[JobRecord], bool]:
+        self, jobs: list[tuple[JobSpec, bytes | None]], admin: bool = False,
+        idempotency_key: str | None = None, request_hash: str | None = None,
+    ) -> tuple[list[JobRecord], bool]:  # fmt: skip
         """Queue jobs that may wait on each other by name: all of them, or none."""
         return submit_group(self, jobs, admin, idempotency_key, request_hash)
 
@@ -232,23 +222,17 @@ class Orchestrator:
         request_hash: str | None = None,
         admin: bool = False,
     ) -> JobRecord:
-        record, unfinished = self.new_record(
-            spec, package, rerun_of, idempotency_key, request_hash, admin
-        )
+        record, unfinished = self.new_record(spec, package, rerun_of, idempotency_key,
+                                             request_hash, admin)  # fmt: skip
         self.store.create_job(record, package)
         self.enqueue(record, package, unfinished)
         return record
 
     def new_record(
-        self,
-        spec: JobSpec,
-        package: bytes | None,
-        rerun_of: str | None = None,
-        idempotency_key: str | None = None,
-        request_hash: str | None = None,
-        admin: bool = False,
-        group: dict[str, str] | None = None,
-    ) -> tuple[JobRecord, set[str]]:
+        self, spec: JobSpec, package: bytes | None, rerun_of: str | None = None,
+        idempotency_key: str | None = None, request_hash: str | None = None,
+        admin: bool = False, group: dict[str, str] | None = None,
+    ) -> tuple[JobRecord, set[str]]:  # fmt: skip
         """A checked, not yet stored job and the dependencies it must wait on (``group``:
         names of jobs submitted with it -> their ids)."""
         if self.backend.workers:
