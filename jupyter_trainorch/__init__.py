@@ -8,9 +8,20 @@ from __future__ import annotations
 from typing import Any
 
 from .progress import progress
+from .upstream import upstream, upstreams
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "load_ipython_extension", "progress"]
+__all__ = ["Pipeline", "Step", "__version__", "load_ipython_extension", "progress", "upstream",
+           "upstreams"]  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    # The pipeline API pulls in the client; job processes that only read upstreams must not.
+    if name in ("Pipeline", "Step"):
+        from .client import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython: Any) -> None:

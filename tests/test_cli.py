@@ -270,6 +270,22 @@ def test_after_runs_the_job_once_its_dependency_succeeded(server):
     assert "'nope'" in one_error(result)
 
 
+def test_after_any_and_after_notok_follow_how_the_dependency_ended(server):
+    broken = server.ok("submit", "-t", "command", "--set", "cmd=exit 3").strip()
+    result = server.run("submit", "-t", "command", "--set", "cmd=echo cleanup", "--after-any",
+                        broken, "--after-notok", broken, "--wait", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    cleanup = json.loads(result.stdout)
+    assert cleanup["state"] == "succeeded" and cleanup["depends_on"] == [broken]
+    # Named twice, the job keeps the last condition it was given.
+    assert cleanup["dependencies"] == [{"job_id": broken, "when": "notok"}]
+    assert f"after:      {broken} (notok)" in server.ok("status", cleanup["id"])
+    result = server.run("submit", "-t", "command", "--set", "cmd=echo x", "--after-notok",
+                        cleanup["id"])  # fmt: skip
+    assert result.returncode == 2
+    assert one_error(result).endswith("has already succeeded, so this job would never run")
+
+
 def test_too_many_gpus_is_one_sentence(server):
     result = server.run("submit", "--template", "command", "--set", "cmd=echo x", "--gpus", "16")
     assert result.returncode == 2

@@ -80,6 +80,20 @@ def test_quickstart_runs_in_a_plain_kernel(tmp_path, kernel_env):
     assert "cloudpickle==" in frozen
 
 
+def test_the_pipeline_example_passes_outputs_between_steps(tmp_path, kernel_env):
+    notebook = _run(nbformat.read(EXAMPLES / "pipeline.ipynb", as_version=4), tmp_path)
+    texts = [_text(c) for c in notebook.cells if c.cell_type == "code"]
+    assert "<Step train after preprocess -> model>" in texts[1]
+    assert " ".join(texts[2].split()) == (
+        "{'preprocess': 'succeeded', 'train': 'succeeded', 'evaluate': 'succeeded', "
+        "'alert': 'cancelled'}"
+    )
+    assert " ".join(texts[3].split()) == "({'model': {'w': 2.0, 'b': 1.0}}, {'error': 0.0})"
+    assert texts[4].startswith("cancelled - it was to run only if dependency ")
+    assert texts[4].rstrip().endswith("failed or was cancelled, and it succeeded")
+    assert "report: succeeded {'error': 0.0}" in texts[6]
+
+
 ERROR_CELLS = [
     ("%%train --gpu 2\nprint(1)", "UsageError: %%train: unknown flag --gpu (did you mean --gpus?)"),
     (

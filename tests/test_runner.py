@@ -28,6 +28,8 @@ from jupyter_trainorch.runner.protocol import (
     PROGRESS_FD_ENV,
     REQUEST_FILE,
     STATUS_FILE,
+    UPSTREAM_DIR,
+    UPSTREAM_INDEX,
     AttemptOutcome,
     AttemptRequest,
     attempt_key,
@@ -217,7 +219,10 @@ def test_a_jobs_secrets_are_masked_in_its_stored_log_and_error(orchestrator, tmp
     wait_until(lambda: "token ***" in log_text(orchestrator, job_id), what="the masked line")
     folder = orchestrator.config.data_dir / "attempts" / attempt_key(job_id, 1)
     request = json.loads((folder / REQUEST_FILE).read_text())
-    assert set(request) == set(AttemptRequest.__annotations__) - {"package"}
+    # The package and the upstream jobs' values lie in files of their own.
+    assert set(request) == set(AttemptRequest.__annotations__) - {"package", "upstream"}
+    upstream = json.loads((folder / UPSTREAM_DIR / UPSTREAM_INDEX).read_text())
+    assert [u["job_id"] for u in upstream] == [blocker] and SECRET not in json.dumps(upstream)
     assert request["secret_env"] == {"API_TOKEN": SECRET} and request["max_log_bytes"] == CAP
     assert stat.S_IMODE((folder / REQUEST_FILE).stat().st_mode) == 0o600
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700

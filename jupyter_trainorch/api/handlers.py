@@ -145,6 +145,19 @@ class JobsHandler(BaseHandler):
         self.write_json(job, status=201 if created else 200)
 
 
+class BatchHandler(BaseHandler):
+    """Several jobs at once, naming each other in their dependencies: all or none."""
+
+    @web.authenticated
+    async def post(self) -> None:
+        key = self.request.headers.get("Idempotency-Key")
+        body = self.json_body()
+        group, created = await self.run(self.service.submit_batch, self.caller, body, key)
+        if not created:
+            self.set_header("Idempotent-Replayed", "true")
+        self.write_json(group, status=201 if created else 200)
+
+
 class JobHandler(BaseHandler):
     @web.authenticated
     async def get(self, job_id: str) -> None:
@@ -357,6 +370,7 @@ JOB = r"/jobs/(?P<job_id>[^/]+)"
 # (path below trainorch/api, service handler); the server extension forwards the same paths.
 ROUTES: list[tuple[str, type[JupyterHandler]]] = [
     ("/jobs", JobsHandler),
+    ("/jobs/batch", BatchHandler),  # before JOB, which would take "batch" for an id
     (JOB, JobHandler),
     (JOB + "/retry", RetryHandler),
     (JOB + "/rerun", RerunHandler),

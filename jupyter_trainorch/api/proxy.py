@@ -115,12 +115,13 @@ class ForwardHandler(APIHandler):
             for name in FORWARDED_HEADERS
             if name in self.request.headers
         }
-        if method == "POST" and path == "api/jobs" and "Idempotency-Key" not in headers:
+        submit = path in ("api/jobs", "api/jobs/batch")
+        if method == "POST" and submit and "Idempotency-Key" not in headers:
             # A retry below must never submit twice: give the request a key if it has none.
             if not _client_token(self.request.body):
                 headers["Idempotency-Key"] = uuid.uuid4().hex
         # Submits carry a key by now; other POSTs (retry, rerun, stop) are not repeatable.
-        retry_safe = method != "POST" or path == "api/jobs"
+        retry_safe = method != "POST" or submit
         body = self.request.body if method in ("POST", "PATCH") else None
         for attempt in (1, 2):
             info = await self._service()

@@ -94,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--after", action="append", metavar="ID", help="run after this job succeeds (repeatable)"
     )
+    submit.add_argument(
+        "--after-any", dest="after_any", action="append", default=[], metavar="ID",
+        help="run after this job ends, however it ends (repeatable)",
+    )  # fmt: skip
+    submit.add_argument(
+        "--after-notok", dest="after_notok", action="append", default=[], metavar="ID",
+        help="run only if this job fails or is cancelled; cancelled if it succeeds (repeatable)",
+    )  # fmt: skip
     submit.add_argument("--name", metavar="NAME", help="the job's name")
     submit.add_argument(
         "--secret-env", dest="secret_env", action="append", default=[], metavar="NAME[=VALUE]",

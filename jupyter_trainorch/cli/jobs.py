@@ -53,7 +53,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise SpecError("give a template FILE or --template NAME (see: trainorch templates list)")
     params = parse_set_values(args.set or [])
     overrides = _overrides(args)
+    from ..spec.dependencies import conditional
+
     depends_on = list(args.after or [])
+    dependencies = conditional(args.after_any, args.after_notok)
     if args.file:
         # Rendered here, where the file and its relative inputs are, not on the server.
         template = TemplateRegistry().load_file(args.file)
@@ -62,6 +65,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             params=params,
             overrides=overrides,
             depends_on=depends_on,
+            dependencies=dependencies,
             workdir=os.getcwd(),
             name=args.name,
         )
@@ -75,6 +79,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             "params": params,
             "overrides": overrides,
             "depends_on": depends_on,
+            "dependencies": dependencies,
             "workdir": os.getcwd(),
         }
         if args.name is not None:
@@ -151,7 +156,10 @@ def _summary(job: dict[str, Any]) -> str:
     if template.get("name"):
         lines.append(f"  template:   {template['name']} (version {template.get('version')})")
     if job.get("depends_on"):
-        lines.append(f"  after:      {', '.join(job['depends_on'])}")
+        conditions = {d["job_id"]: d["when"] for d in job.get("dependencies") or []}
+        after = [f"{d} ({conditions[d]})" if conditions.get(d, "ok") != "ok" else d
+                 for d in job["depends_on"]]  # fmt: skip
+        lines.append(f"  after:      {', '.join(after)}")
     progress = job.get("progress") or {}
     if progress.get("fraction") is not None or progress.get("step") is not None:
         text = _percent(progress)

@@ -46,6 +46,8 @@ def _train_parser() -> _Parser:
     parser.add_argument("--experiment")
     parser.add_argument("--register-model", dest="register_model")
     parser.add_argument("--after", action="append", default=[])
+    parser.add_argument("--after-any", dest="after_any", action="append", default=[])
+    parser.add_argument("--after-notok", dest="after_notok", action="append", default=[])
     parser.add_argument("--out", default="")
     parser.add_argument("--env", action="append", default=[])
     parser.add_argument("--secret-env", dest="secret_env", action="append", default=[])
@@ -70,6 +72,7 @@ def build_request(
     line: str, cell: str, execution_count: int | None
 ) -> tuple[dict[str, Any], list[str], bool]:
     """The submit body for a ``%%train`` cell; also the ``--out`` names and ``--wait``."""
+    from ..spec.dependencies import conditional
     from ..spec.render import parse_secret_pairs, parse_set_values
 
     try:
@@ -114,6 +117,7 @@ def build_request(
         "overrides": overrides,
         "source": cell,
         "depends_on": _split_list(args.after),
+        "dependencies": conditional(_split_list(args.after_any), _split_list(args.after_notok)),
         "outputs": outputs,
         "workdir": os.getcwd(),
     }

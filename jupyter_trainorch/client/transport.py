@@ -144,6 +144,15 @@ class HTTPTransport:
         key = idempotency_key or uuid.uuid4().hex
         return self._request("POST", "/jobs", body, headers={"Idempotency-Key": key})
 
+    def submit_batch(
+        self, bodies: list[dict[str, Any]], idempotency_key: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Submit jobs that name each other, all or none; every retry carries the same key."""
+        key = idempotency_key or uuid.uuid4().hex
+        answer = self._request("POST", "/jobs/batch", {"jobs": bodies},
+                               headers={"Idempotency-Key": key})  # fmt: skip
+        return answer["jobs"]
+
     def list(
         self, state: str | None = None, user: str | None = None, limit: int = 100,
         offset: int = 0, q: str | None = None, sort: str | None = None,

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from ..spec.model import MAX_NAME_CHARS, JobSpec, Resources, TemplateRef
+from ..spec.model import MAX_NAME_CHARS, Dependency, JobSpec, Resources, TemplateRef
+from .limits import MAX_GROUP_JOBS
 from .states import ALL_STATES
 
 JobState = Enum("JobState", {state.upper(): state for state in ALL_STATES}, type=str)  # type: ignore[misc]
@@ -92,12 +93,21 @@ class QueueRow(JobSummary):
     restricted: Literal[True]
 
 
+class DependencyCondition(Shape):
+    job_id: str
+    when: Literal["ok", "any", "notok"] = Field(
+        description="run after it succeeded (ok), ended in any way (any), or failed or was "
+        "cancelled (notok)"
+    )
+
+
 class Job(JobSummary):
     """A job as its owner (or an admin) sees it. ``spec`` only in ``GET jobs/{id}``; its
     ``secret_env`` values are always ``***``."""
 
     kind: Literal["python", "command"]
-    depends_on: list[str]
+    depends_on: list[str] = Field(description="ids of the jobs it waits on, whatever the condition")
+    dependencies: list[DependencyCondition]
     template: TemplateRef
     params: dict[str, Any]
     attempts: list[Attempt]
@@ -168,13 +178,28 @@ class SubmitRequest(Shape):
         "secret_env, name, experiment, register_model",
     )  # fmt: skip
     source: str | None = None
-    depends_on: list[str] | None = None
+    depends_on: list[str] | None = Field(None, description="jobs (ids or names) to run after")
+    dependencies: list[Dependency] | None = Field(
+        None, description="jobs to wait on, with the condition: {job, when: ok|any|notok}"
+    )
     outputs: list[str] | None = None
     workdir: str | None = None
     name: str | None = None
     group: str | None = None
     package: str | None = Field(None, description="base64 zip of captured variables and files")
     client_token: str | None = Field(None, description="same as the Idempotency-Key header")
+
+
+class BatchRequest(Shape):
+    """Jobs submitted together: all are created or none. A job names another of the group
+    by its ``name`` in ``depends_on``/``dependencies`` (names must be unique in the group)."""
+
+    jobs: list[SubmitRequest] = Field(min_length=1, max_length=MAX_GROUP_JOBS)
+    client_token: str | None = Field(None, description="same as the Idempotency-Key header")
+
+
+class BatchAnswer(Shape):
+    jobs: list[Job] = Field(description="in the order of the request")
 
 
 class PriorityChange(Shape):

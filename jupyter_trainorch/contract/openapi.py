@@ -58,6 +58,7 @@ def _seconds(default: float) -> dict[str, Any]:
     return {"type": "number", "minimum": 0, "maximum": MAX_WAIT_SECONDS, "default": default}
 
 
+SUBMITS = (API + "/jobs", API + "/jobs/batch")  # the posts that take an Idempotency-Key
 AFTER = Query("after", _int(0, 2**62, 0), "return what came after this cursor")
 JOB = API + "/jobs/{job_id}"
 OPERATIONS = [
@@ -86,6 +87,16 @@ OPERATIONS = [
         jobs.Job,
         status=201,
         body=jobs.SubmitRequest,
+        errors=(400, 403, 404, 429),
+    ),  # fmt: skip
+    Operation(
+        "post",
+        API + "/jobs/batch",
+        "Submit jobs that name each other in their dependencies: all are created or none "
+        "(Idempotency-Key: a repeat returns 200 and the same jobs)",
+        jobs.BatchAnswer,
+        status=201,
+        body=jobs.BatchRequest,
         errors=(400, 403, 404, 429),
     ),  # fmt: skip
     Operation("get", JOB, "A job", jobs.JobView),
@@ -211,8 +222,8 @@ def document() -> dict[str, Any]:
         responses: dict[str, Any] = {
             str(op.status): {"description": op.summary, "content": content}
         }
-        if op.method == "post" and op.path == API + "/jobs":
-            responses["200"] = {"description": "The job an earlier request with this "
+        if op.method == "post" and op.path in SUBMITS:
+            responses["200"] = {"description": "What an earlier request with this "
                                 "Idempotency-Key created", "content": content}  # fmt: skip
         for status in (*op.errors, 401):
             responses[str(status)] = _error(status, refs)
@@ -228,7 +239,7 @@ def document() -> dict[str, Any]:
                 "required": True,
                 "content": {"application/json": {"schema": refs[(op.body, "validation")]}},
             }
-        if op.method == "post" and op.path == API + "/jobs":
+        if op.method == "post" and op.path in SUBMITS:
             entry["parameters"].append({
                 "name": "Idempotency-Key", "in": "header", "required": False,
                 "schema": {"type": "string", "minLength": 1, "maxLength": 128},

@@ -73,6 +73,7 @@ class Template(Shape):
     params: dict[str, Any]
     experiment: str
     register_model: str
+    depends_on: list[dict[str, str]] = Field(description="[{job, when}]: jobs to run after")
     path: str | None
     extends: str | None
     hash: str

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any
 
-from ..contract.jobs import SubmitRequest
+from ..contract.jobs import BatchRequest, SubmitRequest
 from ..contract.limits import JOB_ORDERS, MAX_LIST_LIMIT, MAX_WAIT_SECONDS
 from ..contract.states import WAITING_STATES
 from ..package import check_package
@@ -27,7 +27,6 @@ from ..store import (
     QUEUED,
     RETRYING,
     RUNNING,
-    SUCCEEDED,
     TERMINAL_STATES,
     JobRecord,
     JobStore,
@@ -35,6 +34,7 @@ from ..store import (
 from . import access
 from .access import Caller
 from .config import OrchestratorConfig
+from .dependencies import dependency_reason
 from .errors import JobNotFound, JobStateError
 from .host import OrchestratorHost
 from .quotas import QuotaExceeded, Quotas
@@ -110,14 +110,45 @@ class JobService:
         "overrides": {...}, "source": str?, "depends_on": [...]}``; the job belongs to the
         caller whatever the body says. Returns the job and whether it was created now
         (False: the key was seen before and this is that job)."""
+        spec, package = self._spec(caller, body)
+        key, digest = _key_and_hash(body, idempotency_key)
+        self._check_queue_quota(caller.name, key)
+        admin = caller.admin
+        if key is None:
+            record, created = self.host.call(lambda o: o.submit(spec, package, admin=admin)), True
+        else:
+            record, created = self.host.call(
+                lambda o: o.submit_once(spec, package, key, digest, admin)
+            )
+        return self._job_dict(caller, record.id), created
+
+    def submit_batch(
+        self, caller: Caller, body: dict[str, Any], idempotency_key: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """``{"jobs": [submit bodies]}``: jobs that may name each other in their
+        dependencies, all created or none (see ``orchestrator.groups``)."""
+        if not isinstance(body, dict):
+            raise SpecError("the request body must be a JSON object")
+        validate(BatchRequest, body)
+        jobs = []
+        for n, item in enumerate(body["jobs"]):
+            try:
+                jobs.append(self._spec(caller, item))
+            except SpecError as err:
+                raise SpecError(f"jobs[{n}]: {err}") from None
+        key, digest = _key_and_hash(body, idempotency_key, reserve=len("#999"))
+        self._check_queue_quota(caller.name, None if key is None else f"{key}#0", len(jobs))
+        admin = caller.admin
+        records, created = self.host.call(lambda o: o.submit_group(jobs, admin, key, digest))
+        return {"jobs": [self._job_dict(caller, r.id) for r in records]}, created
+
+    def _spec(self, caller: Caller, body: Any) -> tuple[JobSpec, bytes | None]:
+        """The caller's job spec and code package from one submit body."""
         if not isinstance(body, dict):
             raise SpecError("the request body must be a JSON object")
         if "user" in body:
             raise SpecError("user comes from authentication; leave it out of the request")
         validate(SubmitRequest, body)
-        key = idempotency_key or body.get("client_token")
-        if key is not None:
-            key, digest = _idempotency_key(key), _request_hash(body)
         package = None
         if body.get("package"):
             try:
@@ -137,21 +168,17 @@ class JobService:
         else:
             raise SpecError("the request must contain either spec or template")
         spec.user = caller.name
-        self._check_queue_quota(caller.name, key)
-        if key is None:
-            record, created = self.host.call(lambda o: o.submit(spec, package)), True
-        else:
-            record, created = self.host.call(lambda o: o.submit_once(spec, package, key, digest))
-        return self._job_dict(caller, record.id), created
+        return spec, package
 
-    def _check_queue_quota(self, user: str, key: str | None) -> None:
+    def _check_queue_quota(self, user: str, key: str | None, count: int = 1) -> None:
         limit = self.quotas.of(user).queued
-        if not limit or self._waiting(user) < limit:
+        if not limit or self._waiting(user) + count <= limit:
             return
         # A replayed submit returns the job it made, which was counted already.
         if key is None or self.store.find_by_idempotency_key(user, key) is None:
+            more = f" and {count} more would pass the {limit}" if count > 1 else f" {limit}"
             raise QuotaExceeded(
-                f"{user} has {limit} jobs waiting, the most the queue quota allows; "
+                f"{user} has{more} jobs waiting, the most the queue quota allows; "
                 "submit again once some have started"
             )
 
@@ -168,6 +195,7 @@ class JobService:
             source=body.get("source"),
             user="",
             depends_on=list(body.get("depends_on") or []),
+            dependencies=list(body.get("dependencies") or []),
             outputs=body.get("outputs"),
             workdir=body.get("workdir"),
             name=body.get("name"),
@@ -235,7 +263,7 @@ class JobService:
         now = time.time()
         for job in jobs:
             if job.state == PENDING:
-                found[job.id] = {"wait_reason": _dependency_reason(job, states)}
+                found[job.id] = {"wait_reason": dependency_reason(job, states)}
             elif job.state == RETRYING:
                 delay = max(0.0, (job.not_before or now) - now)
                 found[job.id] = {
@@ -439,19 +467,20 @@ class JobService:
         return render_metrics(self.host)
 
 
-def _dependency_reason(job: JobRecord, states: dict[str, str]) -> str:
-    """``states``: the current state of each dependency that still exists."""
-    for dep_id in job.depends_on:
-        state = states.get(dep_id, "gone")
-        if state != SUCCEEDED:
-            return f"waiting for dependency {dep_id} ({state}) to succeed"
-    return "its dependencies succeeded; it is being queued"
+def _key_and_hash(
+    body: dict[str, Any], header: str | None, reserve: int = 0
+) -> tuple[str | None, str | None]:
+    """The request's idempotency key (the header, else ``client_token``) and its hash."""
+    key = header or body.get("client_token")
+    if key is None:
+        return None, None
+    return _idempotency_key(key, 128 - reserve), _request_hash(body)
 
 
-def _idempotency_key(value: Any) -> str:
+def _idempotency_key(value: Any, most: int = 128) -> str:
     text = str(value)
-    if not 1 <= len(text) <= 128 or not text.isascii() or not text.isprintable():
-        raise SpecError("the Idempotency-Key must be 1 to 128 printable ASCII characters")
+    if not 1 <= len(text) <= most or not text.isascii() or not text.isprintable():
+        raise SpecError(f"the Idempotency-Key must be 1 to {most} printable ASCII characters")
     return text
 
 

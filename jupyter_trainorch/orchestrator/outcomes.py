@@ -3,7 +3,7 @@
 An attempt that succeeded ends its job; one that failed is retried after a backoff
 (its own failures count against the job's retries, infrastructure failures such as a
 lost worker against a separate budget) or fails the job. Ending a job releases the
-jobs that wait on it, or fails them when it did not succeed.
+jobs that wait on it, or ends those it leaves with nothing to wait for (``dependencies``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ..store import (
 )
 from .attempts import AttemptEnd, tail
 from .config import OrchestratorConfig
+from .dependencies import settle_dependents
 from .errors import JobNotFound
 from .feed import ChangeFeed
 from .queue import JobQueue
@@ -40,7 +41,6 @@ class JobOutcomes:
         config: OrchestratorConfig,
         clock: Callable[[], float],
         stopping: Callable[[], bool],
-        drop_checkpoints: Callable[[JobRecord], None] = lambda job: None,
     ) -> None:
         self.store = store
         self.queue = queue
@@ -49,7 +49,6 @@ class JobOutcomes:
         self.config = config
         self.clock = clock
         self.stopping = stopping
-        self.drop_checkpoints = drop_checkpoints
 
     def _get(self, job_id: str) -> JobRecord:
         job = self.store.get_job(job_id)
@@ -75,9 +74,6 @@ class JobOutcomes:
             # The service is being stopped: the job runs again at the next start.
             self.store.update_job(job.id, state=QUEUED, error="requeued: the service was stopped")
             return
-        if run.preempted_for:
-            self._resume_later(job, run.preempted_for)
-            return
         if (
             end.infrastructure
             and job.infrastructure_failures <= self.config.max_infrastructure_retries
@@ -88,14 +84,6 @@ class JobOutcomes:
             self._retry_later(job, delay=delay, error=end.error)
         else:
             self.end_job(run.job_id, FAILED, error=tail(end.error))
-
-    def _resume_later(self, job: JobRecord, for_job: str) -> None:
-        """A preempted job waits again, first in its class; the attempt is not a failure."""
-        self.publish(job, PREEMPTED, preempted_for=for_job)
-        self.store.update_job(job.id, state=QUEUED, not_before=None, error=None)
-        job = self._get(job.id)
-        self.queue.add(job)
-        self.publish(job, QUEUED)
 
     def _retry_later(self, job: JobRecord, delay: float, error: str | None) -> None:
         not_before = self.clock() + delay
@@ -131,15 +119,7 @@ class JobOutcomes:
         job = self._get(job_id)
         self.tracking.job_ended(job, state)
         self.publish(job, state)
-        if state in (SUCCEEDED, CANCELLED):
+        if state in (SUCCEEDED, CANCELLED) and not self.queue.has_dependents(job_id):
+            # Jobs that waited on it may read its checkpoints (``upstream(...).checkpoint_dir``).
             self.drop_checkpoints(job)
-        for dependent in self.queue.take_dependents(job_id):
-            if state == SUCCEEDED:
-                if self.queue.dependency_met(dependent, job_id):
-                    self.store.update_job(dependent, state=QUEUED)
-                    queued = self._get(dependent)
-                    self.queue.add(queued)
-                    self.publish(queued, QUEUED)
-            else:
-                self.queue.forget(dependent)
-                self.end_job(dependent, FAILED, error=f"dependency {job_id} {state}")
+        settle_dependents(self, job_id, state)

@@ -93,6 +93,9 @@ class JobQueue:
         for dep_id in dependencies:
             self._dependents.setdefault(dep_id, set()).add(job_id)
 
+    def has_dependents(self, dep_id: str) -> bool:
+        return bool(self._dependents.get(dep_id))
+
     def take_dependents(self, dep_id: str) -> list[str]:
         """The jobs that waited on ``dep_id`` (it has ended), oldest id order."""
         return sorted(self._dependents.pop(dep_id, set()))

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 from ..runner.protocol import attempt_key
 from ..store import (
     ACTIVE_STATES,
-    CANCELLED,
     FAILED,
     PENDING,
     PREEMPTED,
@@ -27,6 +26,7 @@ from ..store import (
     JobRecord,
 )
 from .attempts import AttemptEnd, Running
+from .dependencies import wait_again
 from .reattach import adopt, survey
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ async def recover(orch: Orchestrator) -> Recovery:
                 _settle_unknown_attempt(orch, job, last)
                 summary.lost += last is not None and last.ended is None
         elif job.state == PENDING:
-            _wait_again(orch, job)
+            wait_again(orch, job)
         else:
             orch.outcomes.requeue(job)
             summary.requeued += 1
@@ -90,19 +90,3 @@ def _settle_unknown_attempt(orch: Orchestrator, job: JobRecord, last: AttemptRec
             )  # fmt: skip
         end = AttemptEnd(run, False, True, True, LOST_WHILE_AWAY)
     orch.outcomes.attempt_ended(end)
-
-
-def _wait_again(orch: Orchestrator, job: JobRecord) -> None:
-    waiting = set()
-    for dep_id in job.depends_on:
-        dep = orch.store.get_job(dep_id)
-        if dep is None or dep.state in (FAILED, CANCELLED):
-            reason = "was lost" if dep is None else dep.state
-            orch.outcomes.end_job(job.id, FAILED, error=f"dependency {dep_id} {reason}")
-            return
-        if dep.state != SUCCEEDED:
-            waiting.add(dep_id)
-    if waiting:
-        orch.queue.wait_for(job.id, waiting)
-    else:
-        orch.outcomes.requeue(job)  # its dependencies succeeded while nobody listened

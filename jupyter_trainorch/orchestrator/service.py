@@ -32,7 +32,6 @@ from ..store import (
     QUEUED,
     RETRYING,
     STARTING,
-    SUCCEEDED,
     TERMINAL_STATES,
     AttemptRecord,
     DuplicateSubmission,
@@ -40,11 +39,13 @@ from ..store import (
     JobStore,
     iso,
 )
-from .attempts import AttemptTracker, Running
+from . import dependencies
+from .attempts import Running
 from .config import OrchestratorConfig
 from .errors import JobNotFound, JobStateError, OrchestratorBusy
 from .estimates import StartForecast
 from .feed import ChangeFeed
+from .groups import check_replay, submit_group
 from .outcomes import JobOutcomes
 from .queue import JobQueue
 from .quotas import Quotas
@@ -52,6 +53,7 @@ from .reattach import audit
 from .recovery import Recovery, recover
 from .shares import FairShare
 from .tracking_bridge import TrackingBridge
+from .upstream import UpstreamAttempts
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ class Orchestrator:
             stopping=lambda: self._stopping,
             drop_checkpoints=lambda job: self._spawn(self.attempts.drop_checkpoints(job)),
         )
-        self.attempts = AttemptTracker(
+        self.attempts = UpstreamAttempts(
             store, backend, self.feed, config, self.tracking,
             spawn=self._spawn, on_end=self.outcomes.attempt_ended, wake=self._wake.set, clock=clock,
         )  # fmt: skip
@@ -186,29 +188,35 @@ class Orchestrator:
 
     # -- commands ------------------------------------------------------------------
     async def submit(
-        self, spec: JobSpec, package: bytes | None = None, rerun_of: str | None = None
-    ) -> JobRecord:
-        """Queue a job."""
-        return self._create(spec, package, rerun_of)
+        self, spec: JobSpec, package: bytes | None = None, rerun_of: str | None = None,
+        admin: bool = False,
+    ) -> JobRecord:  # fmt: skip
+        """Queue a job; ``admin``: it may wait on other users' jobs."""
+        return self._create(spec, package, rerun_of, admin=admin)
 
     async def submit_once(
-        self, spec: JobSpec, package: bytes | None, idempotency_key: str, request_hash: str
-    ) -> tuple[JobRecord, bool]:
+        self, spec: JobSpec, package: bytes | None, idempotency_key: str, request_hash: str,
+        admin: bool = False,
+    ) -> tuple[JobRecord, bool]:  # fmt: skip
         """Queue a job unless this user's ``idempotency_key`` made one already (a client
         retrying after a lost answer): then that job, never a second one. The flag says
         whether the job was made now."""
         earlier = self.store.find_by_idempotency_key(spec.user, idempotency_key)
         if earlier is None:
             try:
-                return self._create(spec, package, None, idempotency_key, request_hash), True
+                record = self._create(spec, package, None, idempotency_key, request_hash, admin)
+                return record, True
             except DuplicateSubmission as err:  # the same key, at the same moment
                 earlier = self.get(err.job_id)
-        if earlier.request_hash and request_hash != earlier.request_hash:
-            raise SpecError(
-                f"the Idempotency-Key was already used for job {earlier.id} with a different "
-                "request; use a new key for a new job"
-            )
+        check_replay(earlier, request_hash)
         return earlier, False
+
+    async def submit_group(
+        self, jobs: list[tuple[JobSpec, bytes | None]], admin: bool = False,
+        idempotency_key: str | None = None, request_hash: str | None = None,
+    ) -> tuple[list[JobRecord], bool]:  # fmt: skip
+        """Queue jobs that may wait on each other by name: all of them, or none."""
+        return submit_group(self, jobs, admin, idempotency_key, request_hash)
 
     def _create(
         self,
@@ -217,23 +225,28 @@ class Orchestrator:
         rerun_of: str | None,
         idempotency_key: str | None = None,
         request_hash: str | None = None,
+        admin: bool = False,
     ) -> JobRecord:
+        record, unfinished = self.new_record(spec, package, rerun_of, idempotency_key,
+                                             request_hash, admin)  # fmt: skip
+        self.store.create_job(record, package)
+        self.enqueue(record, package, unfinished)
+        return record
+
+    def new_record(
+        self, spec: JobSpec, package: bytes | None, rerun_of: str | None = None,
+        idempotency_key: str | None = None, request_hash: str | None = None,
+        admin: bool = False, group: dict[str, str] | None = None,
+    ) -> tuple[JobRecord, set[str]]:  # fmt: skip
+        """A checked, not yet stored job and the dependencies it must wait on (``group``:
+        names of jobs submitted with it -> their ids)."""
         if self.backend.workers:
             problem = policy.fit_error(
                 spec.resources.gpus, spec.resources.cpus, spec.resources.memory, self._views()
             )
             if problem:
                 raise SpecError(problem)
-        depends_on = self._resolve_dependencies(spec.depends_on)
-        spec.depends_on = depends_on
-        unfinished = set()
-        for dep_id in depends_on:
-            dep = self.store.get_job(dep_id)
-            assert dep is not None
-            if dep.state in (FAILED, CANCELLED):
-                raise SpecError(f"--after: job {dep_id} ({dep.name}) has already {dep.state}")
-            if dep.state != SUCCEEDED:
-                unfinished.add(dep_id)
+        unfinished = dependencies.resolve(self.store, spec, admin, group)
         record = JobRecord(
             id=uuid.uuid4().hex[:10],
             seq=0,
@@ -242,36 +255,23 @@ class Orchestrator:
             state=PENDING if unfinished else QUEUED,
             priority=spec.priority,
             spec=spec.to_dict(),
-            depends_on=depends_on,
+            depends_on=list(spec.depends_on),
             created=self.clock(),
             code_hash=code_hash(spec.kind, spec.source, spec.command, package),
             rerun_of=rerun_of,
             idempotency_key=idempotency_key,
             request_hash=request_hash,
         )
-        self.store.create_job(record, package)
+        return record, unfinished
+
+    def enqueue(self, record: JobRecord, package: bytes | None, unfinished: set[str]) -> None:
+        """A stored new job: into the queue, or waiting on ``unfinished``."""
         self.tracking.submitted(record, package)
         if unfinished:
             self.queue.wait_for(record.id, unfinished)
         else:
             self.queue.add(record)
         self._publish(record, record.state)
-        return record
-
-    def _resolve_dependencies(self, refs: list[str]) -> list[str]:
-        """``--after`` takes job ids, or names of earlier jobs (the newest of that name)."""
-        resolved: list[str] = []
-        for ref in refs:
-            job = self.store.get_job(ref)
-            if job is None:
-                matches = self.store.list_jobs(text=ref, limit=1000)
-                named = [j for j in matches if j.name == ref]
-                if not named:
-                    raise SpecError(f"--after: there is no job with id or name {ref!r}")
-                job = named[0]
-            if job.id not in resolved:
-                resolved.append(job.id)
-        return resolved
 
     async def cancel(self, job_id: str) -> JobRecord:
         job = self.get(job_id)
@@ -292,10 +292,9 @@ class Orchestrator:
             raise JobStateError(
                 f"job {job_id} is {job.state}; only failed or cancelled jobs can be retried"
             )
-        for dep_id in job.depends_on:
-            dep = self.store.get_job(dep_id)
-            if dep is not None and dep.state != SUCCEEDED:
-                raise JobStateError(f"job {job_id} depends on {dep_id}, which has {dep.state}")
+        problem = dependencies.check_retry(self.store, job)
+        if problem:
+            raise JobStateError(problem)
         self.store.update_job(
             job_id,
             state=QUEUED,
@@ -316,7 +315,7 @@ class Orchestrator:
         if job_id not in found:
             raise JobNotFound(job_id)
         job, package = found[job_id]
-        spec = JobSpec.from_dict({**job.spec, "depends_on": []})
+        spec = JobSpec.from_dict({**job.spec, "depends_on": [], "dependencies": []})
         if user:
             spec.user = user
         return await self.submit(spec, package, rerun_of=job_id)

@@ -9,7 +9,7 @@ version wrote still reads. Standard library only: every job's process imports th
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 # Dask event topic of the supervisors' messages (output batches, "started").
 EVENT_TOPIC = "trainorch"
@@ -23,6 +23,8 @@ VARIABLES_FILE = "variables.zip"  # the captured variables the job starts with
 LOG_FILE = "log.jsonl"  # every output line, ``[seq, stream, text, time]``
 RUN_ID_FILE = "mlflow_run_id"  # the attempt's MLflow run id ("" for none)
 CHECKPOINTS_DIR = "checkpoints"  # when the orchestrator names no checkpoint folder
+UPSTREAM_DIR = "upstream"  # the jobs this one waited on: UPSTREAM_INDEX, ID/OUTPUTS_FILE
+UPSTREAM_INDEX = "upstream.json"  # [UpstreamJob without outputs], in dependency order
 
 # -- environment ----------------------------------------------------------------------
 # Of the worker: where attempts keep their folders (else the worker's local directory).
@@ -33,10 +35,28 @@ JOB_NAME_ENV = "TRAINORCH_JOB_NAME"
 ATTEMPT_ENV = "TRAINORCH_ATTEMPT"
 CHECKPOINT_DIR_ENV = "TRAINORCH_CHECKPOINT_DIR"
 PROGRESS_FD_ENV = "TRAINORCH_PROGRESS_FD"  # where ``progress()`` writes its JSON lines
+UPSTREAM_DIR_ENV = "TRAINORCH_UPSTREAM_DIR"  # set when the job has dependencies
 # Set by the orchestrator when tracking is on: the child waits for its run id.
 TRACKING_ENV = "TRAINORCH_TRACKING"
 # Set by the child to the attempt's run id (MLflow removes MLFLOW_RUN_ID once read).
 MLFLOW_RUN_ID_ENV = "TRAINORCH_MLFLOW_RUN_ID"
+
+
+class UpstreamJob(TypedDict):
+    """A job this one waited on, as its attempt is told (never its environment)."""
+
+    job_id: str
+    name: str
+    state: str
+    when: str  # the condition: ok, any or notok
+    error: str | None
+    output_names: list[str]
+    outputs: bytes | None  # its pickled --out values; None: none, or over the bound
+    outputs_note: str | None  # why outputs is None although it has some
+    workdir: str | None
+    checkpoint_dir: str
+    mlflow_run_id: str | None
+    mlflow_experiment_id: str | None
 
 
 class AttemptRequest(TypedDict):
@@ -60,6 +80,7 @@ class AttemptRequest(TypedDict):
     checkpoint_dir: str
     package: bytes | None  # captured variables and input files
     max_log_bytes: int  # output kept per attempt; 0: all of it
+    upstream: NotRequired[list[UpstreamJob]]  # only for a job with dependencies
 
 
 class AttemptOutcome(TypedDict, total=False):

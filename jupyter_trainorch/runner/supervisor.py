@@ -38,6 +38,9 @@ from .protocol import (
     REQUEST_FILE,
     RUN_ID_FILE,
     STATUS_FILE,
+    UPSTREAM_DIR,
+    UPSTREAM_DIR_ENV,
+    UPSTREAM_INDEX,
     VARIABLES_FILE,
     AttemptOutcome,
     AttemptReport,
@@ -110,6 +113,8 @@ class Supervisor:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if "upstream" in req:
+            env[UPSTREAM_DIR_ENV] = str(self.dir / UPSTREAM_DIR)
         return env
 
     def _checkpoint_dir(self) -> str:
@@ -124,6 +129,7 @@ class Supervisor:
     def start(self) -> None:
         req: dict[str, Any] = dict(self.request)
         package = req.pop("package", None)
+        self._write_upstream(req.pop("upstream", None))
         self.has_inputs = False
         if package:
             variables, files = read_package(package)
@@ -161,6 +167,21 @@ class Supervisor:
             self.proc.pid, list(self.request.get("gpu_ids") or []),
             float(self.request.get("system_metrics_interval") or 0), self.batcher.metrics_point,
         ).start()  # fmt: skip
+
+    def _write_upstream(self, upstream: list[dict[str, Any]] | None) -> None:
+        """The jobs this one waited on, for ``jupyter_trainorch.upstream``: an index, and
+        each one's pickled ``--out`` values in a folder named by its id."""
+        if upstream is None:
+            return
+        folder = self.dir / UPSTREAM_DIR
+        folder.mkdir(mode=0o700, exist_ok=True)
+        for entry in upstream:
+            outputs = entry.get("outputs")
+            if outputs is not None:
+                (folder / entry["job_id"]).mkdir(mode=0o700, exist_ok=True)
+                (folder / entry["job_id"] / OUTPUTS_FILE).write_bytes(outputs)
+        index = [{k: v for k, v in e.items() if k != "outputs"} for e in upstream]
+        write_private(folder / UPSTREAM_INDEX, json.dumps(index))
 
     def _pump(self, pipe: Any) -> None:
         # Read to the end even past the log cap: a child blocked on a full pipe never ends.

@@ -212,6 +212,27 @@ class TemplateRef(SpecModel):
         return self.model_dump(mode="json")
 
 
+def _dependency_entry(value: Any) -> Any:
+    """A bare string is a dependency on success (``--after``)."""
+    return {"job": value} if isinstance(value, str) else value
+
+
+class Dependency(SpecModel):
+    """A job to wait on (an id, or before submission also the name of a job) and when the
+    waiting job may run: ``ok`` (it succeeded), ``any`` (it ended) or ``notok`` (it
+    failed or was cancelled)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job: Name
+    when: Literal["ok", "any", "notok"] = "ok"
+
+
+DependencyEntry = Annotated[
+    Dependency, BeforeValidator(_dependency_entry, json_schema_input_type=str | Dependency)
+]
+
+
 class JobSpec(SpecModel):
     """A fully rendered job: everything the orchestrator and runner need."""
 
@@ -240,6 +261,13 @@ class JobSpec(SpecModel):
     depends_on: Annotated[list[JobId], Field(max_length=MAX_LIST_ITEMS)] = Field(
         default_factory=list
     )
+    dependencies: Annotated[
+        list[DependencyEntry],
+        Field(
+            max_length=MAX_LIST_ITEMS,
+            description="jobs to wait on, with the condition; depends_on entries wait on success",
+        ),
+    ] = Field(default_factory=list)
     outputs: Annotated[
         list[Annotated[str, Field(max_length=200)]],
         Field(max_length=100),
@@ -257,6 +285,13 @@ class JobSpec(SpecModel):
         if self.kind == "command" and not self.command.strip():
             raise ValueError("command must be set for a job of kind command")
         return self
+
+    def conditions(self) -> list[Dependency]:
+        """Every dependency once: ``dependencies``, then ``depends_on`` entries not among
+        them (on success); a job named in both keeps the condition ``dependencies`` gives."""
+        named = {dep.job for dep in self.dependencies}
+        extra = [Dependency(job=ref) for ref in dict.fromkeys(self.depends_on) if ref not in named]
+        return list({dep.job: dep for dep in [*self.dependencies, *extra]}.values())
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -92,6 +92,7 @@ def render_spec(
     source: str | None = None,
     user: str = "",
     depends_on: Iterable[str] = (),
+    dependencies: Iterable[Any] = (),
     outputs: list[str] | None = None,
     workdir: str | None = None,
     name: str | None = None,
@@ -146,6 +147,12 @@ def render_spec(
         env=env,
         secret_env=secrets,
         depends_on=[str(d) for d in depends_on],
+        # The template's own, then the caller's: a job named twice takes its last condition.
+        dependencies=[
+            *template.dependencies,
+            *({"job": str(d)} for d in depends_on),
+            *dependencies,
+        ],
         outputs=list(outputs) if outputs is not None else list(template.outputs),
         workdir=workdir,
         register_model=str(overrides.get("register_model") or template.register_model).strip(),

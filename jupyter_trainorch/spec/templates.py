@@ -19,7 +19,7 @@ from typing import Any
 from jinja2 import TemplateSyntaxError
 
 from .errors import SpecError
-from .model import ENV_NAME, Resources, RetryPolicy, TemplateRef
+from .model import ENV_NAME, Dependency, Resources, RetryPolicy, TemplateRef, validate
 from .sandbox import JINJA
 from .units import JOB_KINDS, PRIORITY_CLASSES, parse_duration, parse_priority
 from .yaml_files import Where as _Where
@@ -28,7 +28,7 @@ from .yaml_files import read_yaml as _read
 SCHEMA_VERSION = 1
 TEMPLATE_FIELDS = tuple(
     "version name description extends kind command source resources retries timeout priority "
-    "env secret_env inputs outputs params experiment register_model".split()
+    "env secret_env inputs outputs params experiment register_model depends_on".split()
 )
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 _TEXT_FIELDS = (
@@ -69,6 +69,7 @@ class Template:
     params: dict[str, Any] = field(default_factory=dict)
     experiment: str = ""
     register_model: str = ""
+    dependencies: list[dict[str, str]] = field(default_factory=list)  # {job, when}
     path: str | None = None
     extends: str | None = None
     hash: str = field(init=False, default="")
@@ -88,13 +89,16 @@ class Template:
             # Names only: a secret's value never leaves the job, not even as a hash input.
             "secret_env": {name: "***" for name in self.secret_env}, "inputs": self.inputs, "outputs": self.outputs, "params": self.params,
             "experiment": self.experiment, "register_model": self.register_model,
+            # Only when set: templates without dependencies keep the hash they always had.
+            **({"depends_on": self.dependencies} if self.dependencies else {}),
         }  # fmt: skip
 
     def ref(self) -> TemplateRef:
         return TemplateRef(name=self.name, version=self.version, hash=self.hash)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self._content(), "path": self.path, "extends": self.extends, "hash": self.hash}
+        return {**self._content(), "depends_on": self.dependencies, "path": self.path,
+                "extends": self.extends, "hash": self.hash}  # fmt: skip
 
     def input_files(self) -> list[str]:
         """The files the ``inputs`` globs match now, sorted and without duplicates; only
@@ -213,6 +217,8 @@ def _check_fields(raw: dict[str, Any], where: _Where, folder: Path | None) -> di
             data[key] = where.call(key, parse_duration, value, "timeout")
         elif key == "priority":
             data[key] = where.call(key, parse_priority, value, "priority")
+        elif key == "depends_on":
+            data[key] = where.call(key, _dependencies, value)
         elif key in ("env", "secret_env"):
             env = {}
             for name, text in value.items():
@@ -246,6 +252,21 @@ def _check_fields(raw: dict[str, Any], where: _Where, folder: Path | None) -> di
     if "command" in data and "kind" not in data:
         data["kind"] = "command"
     return data
+
+
+def _dependencies(value: Any) -> list[dict[str, str]]:
+    """``depends_on``: entries ``NAME|ID`` (on success) or ``{job: NAME|ID, when: ok|any|notok}``."""
+    items = [value] if isinstance(value, (str, dict)) else value
+    if not isinstance(items, list):
+        raise SpecError(
+            f"depends_on must be a list of job names or {{job, when}} entries, not {value!r}"
+        )
+    return [
+        validate(
+            Dependency, {"job": item} if isinstance(item, str) else item, f"depends_on[{i}]"
+        ).model_dump(mode="json")
+        for i, item in enumerate(items)
+    ]
 
 
 def _parse_doc(raw: Any, where: _Where, path: Path | None, default_name: str) -> _Doc:
@@ -291,6 +312,7 @@ def _build(doc: _Doc, data: dict[str, Any]) -> Template:
         params=dict(data.get("params", {})),
         experiment=data.get("experiment", ""),
         register_model=data.get("register_model", ""),
+        dependencies=list(data.get("depends_on", [])),
         path=doc.path,
         extends=doc.data.get("extends"),
     )

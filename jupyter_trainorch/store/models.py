@@ -91,6 +91,13 @@ class JobRecord:
         return int(self.spec.get("retries", {}).get("max", 0))
 
     @property
+    def conditions(self) -> dict[str, str]:
+        """Each dependency's id and when the job may run after it (``ok``, ``any``,
+        ``notok``); jobs stored before conditions existed wait on success."""
+        given = {d.get("job"): d.get("when", "ok") for d in self.spec.get("dependencies") or []}
+        return {dep_id: given.get(dep_id, "ok") for dep_id in self.depends_on}
+
+    @property
     def user_failures(self) -> int:
         return sum(
             1
@@ -132,6 +139,7 @@ class JobRecord:
                 "memory": resources.get("memory", 0),
             },
             "depends_on": list(self.depends_on),
+            "dependencies": [{"job_id": k, "when": v} for k, v in self.conditions.items()],
             "template": dict(spec.get("template", {})),
             "params": dict(spec.get("params", {})),
             "attempts": [a.to_dict() for a in self.attempts],

@@ -106,39 +106,39 @@ class JobStore:
     # -- jobs -------------------------------------------------------------
     def create_job(self, record: JobRecord, package: bytes | None) -> JobRecord:
         """Insert a new job; raise ``DuplicateSubmission`` if its user already used its key."""
-        try:
-            return self._insert_job(record, package)
-        except IntegrityError:
-            if record.idempotency_key is None:
-                raise
-            existing = self.find_by_idempotency_key(record.user, record.idempotency_key)
-            if existing is None:
-                raise  # some other constraint (a job id reused)
-            raise DuplicateSubmission(existing.id) from None
+        return self.create_jobs([(record, package)])[0]
 
-    def _insert_job(self, record: JobRecord, package: bytes | None) -> JobRecord:
+    def create_jobs(self, jobs: Sequence[tuple[JobRecord, bytes | None]]) -> list[JobRecord]:
+        """Insert new jobs in one transaction (all or none), numbered in the given order;
+        raise ``DuplicateSubmission`` if their user already used one of their keys."""
+        try:
+            return self._insert_jobs(jobs)
+        except IntegrityError:
+            for record, _ in jobs:
+                if record.idempotency_key is not None:
+                    existing = self.find_by_idempotency_key(record.user, record.idempotency_key)
+                    if existing is not None:
+                        raise DuplicateSubmission(existing.id) from None
+            raise  # some other constraint (a job id reused)
+
+    def _insert_jobs(self, jobs: Sequence[tuple[JobRecord, bytes | None]]) -> list[JobRecord]:
         with self._session.begin() as session:
-            row = JobRow(
-                id=record.id,
-                name=record.name,
-                user=record.user,
-                state=record.state,
-                priority=record.priority,
-                spec=record.spec,
-                depends_on=record.depends_on,
-                created=record.created,
-                code_hash=record.code_hash,
-                rerun_of=record.rerun_of,
-                idempotency_key=record.idempotency_key,
-                request_hash=record.request_hash,
-                progress={},
-                mlflow={},
-                package=package,
-            )
-            session.add(row)
-            session.flush()
-            record.seq = row.seq
-        return record
+            rows = [
+                JobRow(
+                    id=record.id, name=record.name, user=record.user, state=record.state,
+                    priority=record.priority, spec=record.spec, depends_on=record.depends_on,
+                    created=record.created, code_hash=record.code_hash, rerun_of=record.rerun_of,
+                    idempotency_key=record.idempotency_key, request_hash=record.request_hash,
+                    progress={}, mlflow={}, package=package,
+                )
+                for record, package in jobs
+            ]  # fmt: skip
+            for row in rows:
+                session.add(row)
+                session.flush()  # one by one: the seq numbers follow the given order
+            for (record, _), row in zip(jobs, rows, strict=True):
+                record.seq = row.seq
+        return [record for record, _ in jobs]
 
     def get_job(self, job_id: str) -> JobRecord | None:
         with self._session() as session:

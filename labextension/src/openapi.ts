@@ -56,6 +56,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/trainorch/api/jobs/batch": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Submit jobs that name each other in their dependencies: all are created or none (Idempotency-Key: a repeat returns 200 and the same jobs) */
+        post: operations["post_jobs_batch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/trainorch/api/jobs/{job_id}": {
         parameters: {
             query?: never;
@@ -343,6 +360,29 @@ export interface components {
             /** Run Id */
             run_id: string | null;
         };
+        /** BatchAnswer */
+        BatchAnswer: {
+            /**
+             * Jobs
+             * @description in the order of the request
+             */
+            jobs: components["schemas"]["Job"][];
+        };
+        /**
+         * BatchRequest
+         * @description Jobs submitted together: all are created or none. A job names another of the group
+         *     by its ``name`` in ``depends_on``/``dependencies`` (names must be unique in the group).
+         */
+        BatchRequest: {
+            /**
+             * Client Token
+             * @description same as the Idempotency-Key header
+             * @default null
+             */
+            client_token?: string | null;
+            /** Jobs */
+            jobs: components["schemas"]["SubmitRequest"][];
+        };
         /**
          * Change
          * @description One entry of the change feed (``events`` and ``events/ws``).
@@ -442,6 +482,33 @@ export interface components {
             workers: components["schemas"]["Worker"][];
         };
         /**
+         * Dependency
+         * @description A job to wait on (an id, or before submission also the name of a job) and when the
+         *     waiting job may run: ``ok`` (it succeeded), ``any`` (it ended) or ``notok`` (it
+         *     failed or was cancelled).
+         */
+        Dependency: {
+            /** Job */
+            job: string;
+            /**
+             * When
+             * @default ok
+             * @enum {string}
+             */
+            when?: "ok" | "any" | "notok";
+        };
+        /** DependencyCondition */
+        DependencyCondition: {
+            /** Job Id */
+            job_id: string;
+            /**
+             * When
+             * @description run after it succeeded (ok), ended in any way (any), or failed or was cancelled (notok)
+             * @enum {string}
+             */
+            when: "ok" | "any" | "notok";
+        };
+        /**
          * Error
          * @description Every 4xx and 5xx: one sentence, never a traceback.
          */
@@ -483,7 +550,12 @@ export interface components {
             code_hash: string;
             /** Created */
             created: string | null;
-            /** Depends On */
+            /** Dependencies */
+            dependencies: components["schemas"]["DependencyCondition"][];
+            /**
+             * Depends On
+             * @description ids of the jobs it waits on, whatever the condition
+             */
             depends_on: string[];
             /** Ended */
             ended: string | null;
@@ -581,6 +653,11 @@ export interface components {
              * @default
              */
             command?: string;
+            /**
+             * Dependencies
+             * @description jobs to wait on, with the condition; depends_on entries wait on success
+             */
+            dependencies?: (string | components["schemas"]["Dependency"])[];
             /** Depends On */
             depends_on?: string[];
             /** Env */
@@ -665,6 +742,11 @@ export interface components {
              * @default
              */
             command?: string;
+            /**
+             * Dependencies
+             * @description jobs to wait on, with the condition; depends_on entries wait on success
+             */
+            dependencies?: components["schemas"]["Dependency"][];
             /** Depends On */
             depends_on?: string[];
             /** Env */
@@ -1164,7 +1246,14 @@ export interface components {
              */
             client_token?: string | null;
             /**
+             * Dependencies
+             * @description jobs to wait on, with the condition: {job, when: ok|any|notok}
+             * @default null
+             */
+            dependencies?: components["schemas"]["Dependency"][] | null;
+            /**
              * Depends On
+             * @description jobs (ids or names) to run after
              * @default null
              */
             depends_on?: string[] | null;
@@ -1229,6 +1318,13 @@ export interface components {
         Template: {
             /** Command */
             command: string;
+            /**
+             * Depends On
+             * @description [{job, when}]: jobs to run after
+             */
+            depends_on: {
+                [key: string]: string;
+            }[];
             /** Description */
             description: string;
             /** Env */
@@ -1536,7 +1632,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description The job an earlier request with this Idempotency-Key created */
+            /** @description What an earlier request with this Idempotency-Key created */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1552,6 +1648,86 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description Bad input: one sentence in message */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated: one sentence in message */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not allowed: one sentence in message */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such job: one sentence in message */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Past the queue quota: one sentence in message */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    post_jobs_batch: {
+        parameters: {
+            query?: never;
+            header?: {
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BatchRequest"];
+            };
+        };
+        responses: {
+            /** @description What an earlier request with this Idempotency-Key created */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchAnswer"];
+                };
+            };
+            /** @description Submit jobs that name each other in their dependencies: all are created or none (Idempotency-Key: a repeat returns 200 and the same jobs) */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchAnswer"];
                 };
             };
             /** @description Bad input: one sentence in message */
@@ -2559,6 +2735,8 @@ type ReadonlyArray<T> = [
 ] ? Readonly<Exclude<T, undefined>> : Readonly<Exclude<T, undefined>[]>;
 export const pathsTrainorchApiJobsGetParametersQuerySortValues: ReadonlyArray<FlattenedDeepRequired<paths>["/trainorch/api/jobs"]["get"]["parameters"]["query"]["sort"]> = ["newest", "oldest", "priority"];
 export const changeKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Change"]["kind"]> = ["job", "logs", "progress"];
+export const dependencyWhenValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Dependency"]["when"]> = ["ok", "any", "notok"];
+export const dependencyConditionWhenValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["DependencyCondition"]["when"]> = ["ok", "any", "notok"];
 export const jobActionsValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Job"]["actions"]> = ["read", "rerun", "cancel", "retry", "set_priority"];
 export const jobKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Job"]["kind"]> = ["python", "command"];
 export const jobSpecInputKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["JobSpec-Input"]["kind"]> = ["python", "command"];
