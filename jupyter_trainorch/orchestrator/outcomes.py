@@ -41,6 +41,7 @@ class JobOutcomes:
         config: OrchestratorConfig,
         clock: Callable[[], float],
         stopping: Callable[[], bool],
+        drop_checkpoints: Callable[[JobRecord], None] = lambda job: None,
     ) -> None:
         self.store = store
         self.queue = queue
@@ -49,6 +50,7 @@ class JobOutcomes:
         self.config = config
         self.clock = clock
         self.stopping = stopping
+        self.drop_checkpoints = drop_checkpoints
 
     def _get(self, job_id: str) -> JobRecord:
         job = self.store.get_job(job_id)
@@ -74,6 +76,9 @@ class JobOutcomes:
             # The service is being stopped: the job runs again at the next start.
             self.store.update_job(job.id, state=QUEUED, error="requeued: the service was stopped")
             return
+        if run.preempted_for:
+            self._resume_later(job, run.preempted_for)
+            return
         if (
             end.infrastructure
             and job.infrastructure_failures <= self.config.max_infrastructure_retries
@@ -84,6 +89,14 @@ class JobOutcomes:
             self._retry_later(job, delay=delay, error=end.error)
         else:
             self.end_job(run.job_id, FAILED, error=tail(end.error))
+
+    def _resume_later(self, job: JobRecord, for_job: str) -> None:
+        """A preempted job waits again, first in its class; the attempt is not a failure."""
+        self.publish(job, PREEMPTED, preempted_for=for_job)
+        self.store.update_job(job.id, state=QUEUED, not_before=None, error=None)
+        job = self._get(job.id)
+        self.queue.add(job)
+        self.publish(job, QUEUED)
 
     def _retry_later(self, job: JobRecord, delay: float, error: str | None) -> None:
         not_before = self.clock() + delay
