@@ -94,6 +94,19 @@ def test_the_pipeline_example_passes_outputs_between_steps(tmp_path, kernel_env)
     assert "report: succeeded {'error': 0.0}" in texts[6]
 
 
+def test_the_preemption_example_resumes_from_its_checkpoint(tmp_path, kernel_env, monkeypatch):
+    monkeypatch.setenv("TRAINORCH_PREEMPTION_MIN_RUNTIME", "3")
+    notebook = _run(nbformat.read(EXAMPLES / "preemption.ipynb", as_version=4), tmp_path)
+    texts = [_text(c) for c in notebook.cells if c.cell_type == "code"]
+    assert texts[2].strip() == "running"
+    assert "urgent fix done" in texts[3] and "succeeded" in texts[3]
+    assert texts[4].splitlines() == ["succeeded", "[(1, 'preempted'), (2, 'succeeded')]"]
+    stopped, resumed, finished = texts[5].splitlines()
+    assert stopped.startswith("asked to stop after step ")
+    step = int(stopped.split()[-1])
+    assert step > 0 and resumed == f"starting at step {step}" and finished == "finished 80 steps"
+
+
 ERROR_CELLS = [
     ("%%train --gpu 2\nprint(1)", "UsageError: %%train: unknown flag --gpu (did you mean --gpus?)"),
     (
