@@ -155,8 +155,8 @@ def cluster_section(jobs: int, gpus_per_worker: int, duration: float) -> bool:
             f"started in {time.perf_counter() - started:.1f} s"
         )
         orch = host.orchestrator
-        meter = ScheduleMeter(orch._schedule, lambda: len(orch.attempts.running))
-        host.call_sync(lambda o: setattr(o, "_schedule", meter))
+        meter = ScheduleMeter(orch.scheduler.schedule, lambda: len(orch.attempts.running))
+        host.call_sync(lambda o: setattr(o.scheduler, "schedule", meter))
         orch.feed.subscribe(recorder)
 
         async def submit_chunk(o: Any, first: int, count: int) -> None:

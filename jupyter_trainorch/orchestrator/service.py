@@ -1,13 +1,15 @@
 """The orchestrator: owns the queue, places jobs, decides what an attempt's end means.
 
 Runs on one asyncio loop (see ``host.OrchestratorHost``) together with the
-asynchronous Dask client. It is composed of a ``JobQueue`` (what waits), an
-``AttemptTracker`` (what runs on workers) and a ``TrackingBridge`` (MLflow). The flow of
+asynchronous Dask client. It is composed of a ``JobQueue`` (what waits), a ``Scheduler``
+(what starts where, what is preempted), an ``AttemptTracker`` (what runs on workers), the
+``JobOutcomes`` (what an attempt's end means) and a ``TrackingBridge`` (MLflow). The flow of
 one job through these:
 
-  submit ─► store (queued, or pending on dependencies) ─► queue ─► _schedule (policy.plan)
-  ─► _dispatch ─► attempts.launch (pinned Dask task) ─► worker events ─► attempts.finish
-  ─► attempt_ended (succeeded │ retry with backoff │ failed) ─► dependents released.
+  submit ─► store (queued, or pending on dependencies) ─► queue
+  ─► scheduler.schedule (policy.decide) ─► scheduler.dispatch ─► attempts.launch (pinned
+  Dask task) ─► worker events ─► attempts.finish ─► outcomes.attempt_ended (succeeded │
+  preempted: queued again │ retry with backoff │ failed) ─► dependents settled.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 from .. import policy
 from ..cluster import ClusterBackend
 from ..package import code_hash
-from ..runner.protocol import EVENT_TOPIC, attempt_key
+from ..runner.protocol import EVENT_TOPIC
 from ..spec import JobSpec, SpecError
 from ..store import (
     CANCELLED,
@@ -31,19 +33,14 @@ from ..store import (
     PENDING,
     QUEUED,
     RETRYING,
-    STARTING,
     TERMINAL_STATES,
-    AttemptRecord,
     DuplicateSubmission,
     JobRecord,
     JobStore,
-    iso,
 )
 from . import dependencies
-from .attempts import Running
 from .config import OrchestratorConfig
 from .errors import JobNotFound, JobStateError, OrchestratorBusy
-from .estimates import StartForecast
 from .feed import ChangeFeed
 from .groups import check_replay, submit_group
 from .outcomes import JobOutcomes
@@ -51,6 +48,7 @@ from .queue import JobQueue
 from .quotas import Quotas
 from .reattach import audit
 from .recovery import Recovery, recover
+from .scheduler import Scheduler
 from .shares import FairShare
 from .tracking_bridge import TrackingBridge
 from .upstream import UpstreamAttempts
@@ -79,7 +77,6 @@ class Orchestrator:
         self.draining = False  # no new dispatches; running attempts finish
         self.recovery: Recovery | None = None
         self.queue = JobQueue(wake=self._wake.set)
-        self.forecast = StartForecast(store)
         self.shares = FairShare(store, config.fair_share_half_life)
         self.quotas = Quotas.from_config(config)
         self.tracking = TrackingBridge(store, self.feed, config)
@@ -97,9 +94,12 @@ class Orchestrator:
             store, backend, self.feed, config, self.tracking,
             spawn=self._spawn, on_end=self.outcomes.attempt_ended, wake=self._wake.set, clock=clock,
         )  # fmt: skip
+        self.scheduler = Scheduler(
+            store, backend, self.queue, self.attempts, self.outcomes, self.shares, self.quotas,
+            config.preemption_rules(), clock, spawn=self._spawn, wake=self._wake.set,
+            draining=lambda: self.draining,
+        )  # fmt: skip
         self._loop_task: asyncio.Task[None] | None = None
-        self.preemption = config.preemption_rules()
-        self._recheck: asyncio.TimerHandle | None = None  # when a victim becomes old enough
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self, url: str | None = None) -> None:
@@ -141,8 +141,7 @@ class Orchestrator:
 
     async def _close(self, close_cluster: bool) -> None:
         self.attempts.stopping = True
-        if self._recheck is not None:
-            self._recheck.cancel()
+        self.scheduler.close()
         try:
             await asyncio.wait_for(self.attempts.forget_collected(), timeout=5)
         except Exception:  # noqa: BLE001 - files stay until the worker goes
@@ -242,7 +241,10 @@ class Orchestrator:
         names of jobs submitted with it -> their ids)."""
         if self.backend.workers:
             problem = policy.fit_error(
-                spec.resources.gpus, spec.resources.cpus, spec.resources.memory, self._views()
+                spec.resources.gpus,
+                spec.resources.cpus,
+                spec.resources.memory,
+                self.scheduler.views(),
             )
             if problem:
                 raise SpecError(problem)
@@ -343,71 +345,12 @@ class Orchestrator:
     def _publish(self, job: JobRecord, state: str, **data: Any) -> None:
         self.outcomes.publish(job, state, **data)
 
-    # -- placing jobs ---------------------------------------------------------------
+    # -- placing jobs (scheduler.Scheduler) ------------------------------------------
     def waiting(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """For the queued jobs of ``job_ids``: the queue position (1 = dispatched next), the
-        policy's sentence why each has not started and, where run times tell, its expected
-        start; for the running ones, their expected end where it can be told."""
-        found: dict[str, dict[str, Any]] = {}
-        held = self.attempts.held()
-        wanted = set(job_ids)
-        running = {run.job_id for run in held} & wanted
-        queued = any(job_id in self.queue for job_id in wanted)
-        if not running and not queued:
-            return found
-        order = self.shares.order(self.queue.items)
-        forecast = self.forecast.current(order, self._views, held)
-        found.update(
-            {j: {"estimated_end": iso(forecast.ends[j])} for j in running if j in forecast.ends}
-        )
-        if not queued:
-            return found
-        positions = {job.id: n for n, job in enumerate(order, 1) if job.id in wanted}
-        reasons = self._decide(order, explain=list(positions)).reasons
-        starts = forecast.starts
-        for job_id, n in positions.items():
-            found[job_id] = {
-                "queue_position": n,
-                "wait_reason": reasons.get(job_id, "starting now"),
-            }
-            if job_id in starts:
-                found[job_id]["estimated_start"] = iso(starts[job_id])
-        return found
+        return self.scheduler.waiting(job_ids)
 
     def gpus_held(self) -> dict[str, int]:
-        """GPUs each user's running attempts hold."""
-        held: dict[str, int] = {}
-        for run in self.attempts.held():
-            held[run.user] = held.get(run.user, 0) + len(run.gpu_ids)
-        return held
-
-    def _gpu_quotas(self) -> dict[str, Any]:
-        caps = self.quotas.gpu_caps({job.user for job in self.queue.items})
-        return {"gpu_caps": caps, "gpus_held": self.gpus_held()} if caps else {}
-
-    def _views(self) -> list[policy.WorkerView]:
-        held_gpus: dict[str, set[str]] = {}
-        held_cpus: dict[str, float] = {}
-        held_memory: dict[str, int] = {}
-        for run in self.attempts.held():
-            held_gpus.setdefault(run.worker, set()).update(run.gpu_ids)
-            held_cpus[run.worker] = held_cpus.get(run.worker, 0.0) + run.cpus
-            held_memory[run.worker] = held_memory.get(run.worker, 0) + run.memory
-        views = []
-        for addr, worker in sorted(self.backend.workers.items()):
-            taken = held_gpus.get(addr, set())
-            views.append(
-                policy.WorkerView(
-                    address=addr,
-                    gpu_ids=worker.gpu_ids,
-                    free_gpu_ids=tuple(g for g in worker.gpu_ids if g not in taken),
-                    cpus=worker.cpus,
-                    free_cpus=worker.cpus - held_cpus.get(addr, 0.0),
-                    memory=worker.memory,
-                    free_memory=max(0, worker.memory - held_memory.get(addr, 0)),
-                )
-            )
-        return views
+        return self.scheduler.gpus_held()
 
     async def _scheduling_loop(self) -> None:
         while not self._stopping:
@@ -416,114 +359,14 @@ class Orchestrator:
             if self._stopping:
                 break
             try:
-                self._schedule()
+                self.scheduler.schedule()
             except Exception:  # noqa: BLE001 - one bad round must not stop scheduling
                 log.exception("scheduling round failed")
             await asyncio.sleep(0)
 
-    def _decide(
-        self, order: list[policy.QueuedJob], explain: list[str] | None = None
-    ) -> policy.Decision:
-        """The policy's decision now: what starts where (with backfill on known time
-        limits), which running jobs are preempted for whom, why the rest waits."""
-        now = self.clock()
-        held = self.attempts.held()
-        return policy.decide(
-            order,
-            self._views(),
-            now=now,
-            running=[self._running_view(run) for run in held],
-            runtimes=self.queue.time_limits,
-            rules=self.preemption,
-            stopping={run.job_id for run in held if run.preempted_for},
-            explain=explain,
-            **self._gpu_quotas(),
-        )
-
-    @staticmethod
-    def _running_view(run: Running) -> policy.RunningJob:
-        return policy.RunningJob(
-            run.job_id, run.worker, run.priority, gpus=len(run.gpu_ids), cpus=run.cpus,
-            memory=run.memory, user=run.user, started=run.started,
-            checkpointed=run.checkpointed,
-            ends=run.started + run.timeout if run.timeout else None,
-        )  # fmt: skip
-
-    def _schedule(self) -> None:
-        if not len(self.queue) or not self.backend.workers or self.draining:
-            return
-        decision = self._decide(self.shares.order(self.queue.items))
-        for preemption in decision.preemptions:
-            for victim in preemption.victims:
-                run = self.attempts.running.get(victim)
-                if run is not None and not run.preempted_for:
-                    log.info("preempting %s on %s for %s", victim, run.worker, preemption.job_id)
-                    self._spawn(self.attempts.preempt(run, preemption.job_id))
-        self._recheck_when_preemptible()
-        if not decision.placements:
-            return
-        chosen = [(p, self.queue.get(p.job_id)) for p in decision.placements]
-        for _, item in chosen:
-            self.queue.remove(item.id)
-        self._dispatch(chosen)
-
-    def _recheck_when_preemptible(self) -> None:
-        """Decide again when a running job reaches the minimum run time, if a job that may
-        preempt waits: no other event would come then."""
-        rules = self.preemption
-        # The queue runs highest priority first: its head says whether any job may preempt.
-        if rules is None or not len(self.queue) or self.queue.items[0].priority < rules.priority:
-            return
-        now = self.clock()
-        ripe = [run.started + rules.min_runtime for run in self.attempts.held()]
-        later = min((t for t in ripe if t > now), default=None)
-        if later is None:
-            return
-        if self._recheck is not None:
-            self._recheck.cancel()
-        self._recheck = asyncio.get_running_loop().call_later(later - now + 0.05, self._wake.set)
-
-    def _dispatch(self, placements: list[tuple[policy.Placement, policy.QueuedJob]]) -> None:
-        """Store every attempt first, then hand them to Dask: an attempt that runs is
-        always one the store knows (a restart looks it up instead of running it again)."""
-        now = self.clock()
-        jobs = self.store.get_jobs([item.id for _, item in placements], with_packages=True)
-        attempts, changes, launches = [], [], []
-        for placement, item in placements:
-            job, package = jobs[item.id]
-            n = len(job.attempts) + 1
-            run = Running(
-                job_id=job.id,
-                n=n,
-                worker=placement.worker,
-                gpu_ids=placement.gpu_ids,
-                cpus=item.cpus,
-                memory=item.memory,
-                key=attempt_key(job.id, n),
-                user=job.user,
-                priority=job.priority,
-                started=now,
-                timeout=job.spec.get("timeout"),
-            )
-            attempts.append(
-                AttemptRecord(
-                    job.id, n, STARTING, placement.worker, list(placement.gpu_ids), started=now
-                )
-            )
-            fields: dict[str, Any] = {"state": STARTING, "not_before": None}
-            if job.started is None:
-                fields["started"] = now
-            changes.append((job.id, fields))
-            launches.append((job, run, package))
-        self.store.add_attempts(attempts)
-        self.store.update_jobs(changes)
-        for job, run, package in launches:
-            self.attempts.launch(job, run, package)
-            self._publish(job, STARTING)
-
     # -- views for the API ------------------------------------------------------------
     def cluster_status(self) -> dict[str, Any]:
-        views = self._views()
+        views = self.scheduler.views()
         running = self.attempts.held()
         gpus_total = sum(len(v.gpu_ids) for v in views)
         gpus_free = sum(len(v.free_gpu_ids) for v in views)

@@ -1,0 +1,226 @@
+"""Placing jobs: each scheduling round asks the policy for one decision (what starts
+where, with backfill on time limits; which running jobs are preempted for whom) and carries
+it out: attempts are stored, then handed to Dask; victims are stopped. It also answers why a
+queued job waits and when it is expected to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from .. import policy
+from ..cluster import ClusterBackend
+from ..runner.protocol import attempt_key
+from ..store import STARTING, AttemptRecord, JobStore, iso
+from .attempts import AttemptTracker, Running
+from .estimates import StartForecast
+from .outcomes import JobOutcomes
+from .queue import JobQueue
+from .quotas import Quotas
+from .shares import FairShare
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: JobStore,
+        backend: ClusterBackend,
+        queue: JobQueue,
+        attempts: AttemptTracker,
+        outcomes: JobOutcomes,
+        shares: FairShare,
+        quotas: Quotas,
+        preemption: policy.PreemptionRules | None,
+        clock: Callable[[], float],
+        spawn: Callable[[Any], asyncio.Task[Any]],
+        wake: Callable[[], None],
+        draining: Callable[[], bool],
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.queue = queue
+        self.attempts = attempts
+        self.outcomes = outcomes
+        self.shares = shares
+        self.quotas = quotas
+        self.preemption = preemption
+        self.clock = clock
+        self.spawn = spawn
+        self.wake = wake
+        self.draining = draining
+        self.forecast = StartForecast(store)
+        self._recheck: asyncio.TimerHandle | None = None  # when a victim becomes old enough
+
+    def close(self) -> None:
+        if self._recheck is not None:
+            self._recheck.cancel()
+
+    def waiting(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """For the queued jobs of ``job_ids``: the queue position (1 = dispatched next), the
+        policy's sentence why each has not started and, where run times tell, its expected
+        start; for the running ones, their expected end where it can be told."""
+        found: dict[str, dict[str, Any]] = {}
+        held = self.attempts.held()
+        wanted = set(job_ids)
+        running = {run.job_id for run in held} & wanted
+        queued = any(job_id in self.queue for job_id in wanted)
+        if not running and not queued:
+            return found
+        order = self.shares.order(self.queue.items)
+        forecast = self.forecast.current(order, self.views, held)
+        found.update(
+            {j: {"estimated_end": iso(forecast.ends[j])} for j in running if j in forecast.ends}
+        )
+        if not queued:
+            return found
+        positions = {job.id: n for n, job in enumerate(order, 1) if job.id in wanted}
+        reasons = self._decide(order, explain=list(positions)).reasons
+        starts = forecast.starts
+        for job_id, n in positions.items():
+            found[job_id] = {
+                "queue_position": n,
+                "wait_reason": reasons.get(job_id, "starting now"),
+            }
+            if job_id in starts:
+                found[job_id]["estimated_start"] = iso(starts[job_id])
+        return found
+
+    def gpus_held(self) -> dict[str, int]:
+        """GPUs each user's running attempts hold."""
+        held: dict[str, int] = {}
+        for run in self.attempts.held():
+            held[run.user] = held.get(run.user, 0) + len(run.gpu_ids)
+        return held
+
+    def _gpu_quotas(self) -> dict[str, Any]:
+        caps = self.quotas.gpu_caps({job.user for job in self.queue.items})
+        return {"gpu_caps": caps, "gpus_held": self.gpus_held()} if caps else {}
+
+    def views(self) -> list[policy.WorkerView]:
+        held_gpus: dict[str, set[str]] = {}
+        held_cpus: dict[str, float] = {}
+        held_memory: dict[str, int] = {}
+        for run in self.attempts.held():
+            held_gpus.setdefault(run.worker, set()).update(run.gpu_ids)
+            held_cpus[run.worker] = held_cpus.get(run.worker, 0.0) + run.cpus
+            held_memory[run.worker] = held_memory.get(run.worker, 0) + run.memory
+        views = []
+        for addr, worker in sorted(self.backend.workers.items()):
+            taken = held_gpus.get(addr, set())
+            views.append(
+                policy.WorkerView(
+                    address=addr,
+                    gpu_ids=worker.gpu_ids,
+                    free_gpu_ids=tuple(g for g in worker.gpu_ids if g not in taken),
+                    cpus=worker.cpus,
+                    free_cpus=worker.cpus - held_cpus.get(addr, 0.0),
+                    memory=worker.memory,
+                    free_memory=max(0, worker.memory - held_memory.get(addr, 0)),
+                )
+            )
+        return views
+
+    def _decide(
+        self, order: list[policy.QueuedJob], explain: list[str] | None = None
+    ) -> policy.Decision:
+        """The policy's decision now: what starts where (with backfill on known time
+        limits), which running jobs are preempted for whom, why the rest waits."""
+        now = self.clock()
+        held = self.attempts.held()
+        return policy.decide(
+            order,
+            self.views(),
+            now=now,
+            running=[self._running_view(run) for run in held],
+            runtimes=self.queue.time_limits,
+            rules=self.preemption,
+            stopping={run.job_id for run in held if run.preempted_for},
+            explain=explain,
+            **self._gpu_quotas(),
+        )
+
+    @staticmethod
+    def _running_view(run: Running) -> policy.RunningJob:
+        return policy.RunningJob(
+            run.job_id, run.worker, run.priority, gpus=len(run.gpu_ids), cpus=run.cpus,
+            memory=run.memory, user=run.user, started=run.started,
+            checkpointed=run.checkpointed,
+            ends=run.started + run.timeout if run.timeout else None,
+        )  # fmt: skip
+
+    def schedule(self) -> None:
+        if not len(self.queue) or not self.backend.workers or self.draining():
+            return
+        decision = self._decide(self.shares.order(self.queue.items))
+        for preemption in decision.preemptions:
+            for victim in preemption.victims:
+                run = self.attempts.running.get(victim)
+                if run is not None and not run.preempted_for:
+                    log.info("preempting %s on %s for %s", victim, run.worker, preemption.job_id)
+                    self.spawn(self.attempts.preempt(run, preemption.job_id))
+        self._recheck_when_preemptible()
+        if not decision.placements:
+            return
+        chosen = [(p, self.queue.get(p.job_id)) for p in decision.placements]
+        for _, item in chosen:
+            self.queue.remove(item.id)
+        self.dispatch(chosen)
+
+    def _recheck_when_preemptible(self) -> None:
+        """Decide again when a running job reaches the minimum run time, if a job that may
+        preempt waits: no other event would come then."""
+        rules = self.preemption
+        # The queue runs highest priority first: its head says whether any job may preempt.
+        if rules is None or not len(self.queue) or self.queue.items[0].priority < rules.priority:
+            return
+        now = self.clock()
+        ripe = [run.started + rules.min_runtime for run in self.attempts.held()]
+        later = min((t for t in ripe if t > now), default=None)
+        if later is None:
+            return
+        if self._recheck is not None:
+            self._recheck.cancel()
+        self._recheck = asyncio.get_running_loop().call_later(later - now + 0.05, self.wake)
+
+    def dispatch(self, placements: list[tuple[policy.Placement, policy.QueuedJob]]) -> None:
+        """Store every attempt first, then hand them to Dask: an attempt that runs is
+        always one the store knows (a restart looks it up instead of running it again)."""
+        now = self.clock()
+        jobs = self.store.get_jobs([item.id for _, item in placements], with_packages=True)
+        attempts, changes, launches = [], [], []
+        for placement, item in placements:
+            job, package = jobs[item.id]
+            n = len(job.attempts) + 1
+            run = Running(
+                job_id=job.id,
+                n=n,
+                worker=placement.worker,
+                gpu_ids=placement.gpu_ids,
+                cpus=item.cpus,
+                memory=item.memory,
+                key=attempt_key(job.id, n),
+                user=job.user,
+                priority=job.priority,
+                started=now,
+                timeout=job.spec.get("timeout"),
+            )
+            attempts.append(
+                AttemptRecord(
+                    job.id, n, STARTING, placement.worker, list(placement.gpu_ids), started=now
+                )
+            )
+            fields: dict[str, Any] = {"state": STARTING, "not_before": None}
+            if job.started is None:
+                fields["started"] = now
+            changes.append((job.id, fields))
+            launches.append((job, run, package))
+        self.store.add_attempts(attempts)
+        self.store.update_jobs(changes)
+        for job, run, package in launches:
+            self.attempts.launch(job, run, package)
+            self.outcomes.publish(job, STARTING)
