@@ -194,6 +194,12 @@ class TrainOrch(Configurable):
         help="Per-user quotas replacing gpu_quota/queue_quota, as JSON: "
         '{"alice": {"gpus": 16, "queued": 1000}}.',
     )
+    group_quotas = QuotaTable(
+        "",
+        env="TRAINORCH_GROUP_QUOTAS",
+        help="Quotas of groups (JupyterHub groups), on what all their members hold and have "
+        'waiting together, as JSON: {"vision": {"gpus": 32, "queued": 2000}}.',
+    )
     preemption_priority = PriorityClass(
         "urgent",
         env="TRAINORCH_PREEMPTION_PRIORITY",
@@ -327,6 +333,7 @@ class TrainOrch(Configurable):
     _gpu_quota_default = _from_environment("gpu_quota")
     _queue_quota_default = _from_environment("queue_quota")
     _user_quotas_default = _from_environment("user_quotas")
+    _group_quotas_default = _from_environment("group_quotas")
     _preemption_priority_default = _from_environment("preemption_priority")
     _preemption_min_runtime_default = _from_environment("preemption_min_runtime")
     _checkpoint_root_default = _from_environment("checkpoint_root")

@@ -181,13 +181,56 @@ def test_quotas_hold_a_users_jobs_back_and_refuse_a_submit_past_the_queue_limit(
         assert view["state"] == "queued"
         assert view["wait_reason"].startswith("alice may hold 1 GPUs at once (quota) and holds 1")
         assert service.me(ALICE, "hub")["quota"] == {
-            "gpus": 1, "queued": 1, "gpus_held": 1, "waiting": 1,
+            "gpus": 1, "queued": 1, "gpus_held": 1, "waiting": 1, "groups": [],
         }  # fmt: skip
         assert service.me(BOB, "hub")["quota"] == {
-            "gpus": 1, "queued": None, "gpus_held": 1, "waiting": 0,
+            "gpus": 1, "queued": None, "gpus_held": 1, "waiting": 0, "groups": [],
         }  # fmt: skip
         for job in (holder, second, theirs):
             service.cancel(ADMIN, job["id"])
+    finally:
+        service.stop(detach=False)
+        stop_services_under(tmp_path)
+
+
+def test_group_quotas_count_every_members_jobs_together(tmp_path):
+    from jupyter_trainorch.orchestrator.quotas import QuotaExceeded
+
+    ann, ben = Caller("ann", groups=("vision", "staff")), Caller("ben", groups=("vision",))
+    config = TrainOrch(
+        data_dir=str(tmp_path), workers=1, gpus_per_worker=3, mlflow="off",
+        group_quotas='{"vision": {"gpus": 1, "queued": 2}}',
+    ).to_config()  # fmt: skip
+    service = JobService(config)
+    try:
+        body = {"spec": {"name": "x", "source": HOLD, "resources": {"gpus": 1},
+                         "quota_groups": ["someone-elses"]}}  # fmt: skip
+        holder, _ = service.submit(ann, body)
+        # Groups come from authentication: the body's are replaced by the caller's.
+        assert service.store.get_job(holder["id"]).spec["quota_groups"] == ["vision"]
+        wait_until(lambda: service.get(ann, holder["id"])["state"] == "running", what="run")
+        # Two GPUs are free, but the group holds its one: Ben's job waits.
+        waiting = _submit(service, ben, "bens", source=HOLD, resources={"gpus": 1})
+        wait_until(lambda: service.get(ben, waiting["id"])["wait_reason"], what="a reason")
+        view = service.get(ben, waiting["id"])
+        assert view["state"] == "queued"
+        assert view["wait_reason"].startswith("group vision may hold 1 GPUs at once (quota)")
+        # A user outside the group is not held back.
+        other = _submit(service, BOB, "bobs", source=HOLD, resources={"gpus": 1})
+        wait_until(lambda: service.get(BOB, other["id"])["state"] == "running", what="bob")
+        _submit(service, ann, "second", resources={"gpus": 1})
+        with pytest.raises(QuotaExceeded) as refused:
+            _submit(service, ben, "third", resources={"gpus": 1})
+        assert str(refused.value) == (
+            "group vision has 2 jobs waiting, the most the queue quota allows; "
+            "submit again once some have started"
+        )
+        assert service.me(ben, "hub")["quota"]["groups"] == [
+            {"name": "vision", "gpus": 1, "queued": 2, "gpus_held": 1, "waiting": 2}
+        ]
+        for job in service.list(ADMIN)["jobs"]:
+            if job["state"] not in ("succeeded", "failed", "cancelled"):
+                service.cancel(ADMIN, job["id"])
     finally:
         service.stop(detach=False)
         stop_services_under(tmp_path)

@@ -254,3 +254,28 @@ def test_a_resumed_job_goes_first_in_its_class():
         QueuedJob("high", HIGH, 9, gpus=1),
     )
     assert [j.id for j in queue] == ["high", "back", "old"]
+
+
+# --- group quotas -----------------------------------------------------------------------
+
+
+def test_a_group_quota_holds_back_every_members_jobs_and_only_theirs():
+    queue = ordered(
+        QueuedJob("ann1", NORMAL, 1, gpus=1, user="ann", groups=("vision",)),
+        QueuedJob("ben1", NORMAL, 2, gpus=1, user="ben", groups=("vision",)),
+        QueuedJob("bob1", NORMAL, 3, gpus=1, user="bob"),
+    )
+    reasons = {}
+    placed = plan(queue, [gpu_worker("w1", 4)], reasons, group_caps={"vision": 1},
+                  groups_held={"vision": 0})  # fmt: skip
+    assert [p.job_id for p in placed] == ["ann1", "bob1"]
+    assert (
+        reasons["ben1"]
+        == "group vision may hold 1 GPUs at once (quota) and holds 1; it needs 1 GPU"
+    )
+    # An urgent member over the group's quota preempts nobody.
+    urgent = QueuedJob("u", URGENT, 9, gpus=1, user="ben", groups=("vision",))
+    now_running = [running("a", "w1"), running("b", "w1")]
+    got = decide([urgent], [full_worker()], now=1e6, running=now_running, rules=RULES,
+                 group_caps={"vision": 2}, groups_held={"vision": 2})  # fmt: skip
+    assert got.preemptions == []

@@ -50,6 +50,7 @@ EXAMPLES: dict[str, tuple[str, object]] = {
     "gpu_quota": ("8", 8),
     "queue_quota": ("500", 500),
     "user_quotas": ('{"alice": {"gpus": 16}}', '{"alice": {"gpus": 16}}'),
+    "group_quotas": ('{"vision": {"gpus": 32}}', '{"vision": {"gpus": 32}}'),
     "preemption_priority": ("high", "high"),
     "preemption_min_runtime": ("60", 60.0),
     "checkpoint_root": ("/shared/checkpoints", "/shared/checkpoints"),

@@ -31,8 +31,9 @@ def caller_of(user: Any, admin_users: list[str], admin_groups: list[str]) -> Cal
     """The ``Caller`` for an authenticated ``ServiceUser``, with the configured admins."""
     name = user.username
     admin = bool(getattr(user, "admin", False)) or name in admin_users
-    admin = admin or bool(set(getattr(user, "groups", [])) & set(admin_groups))
-    return Caller(name=name, admin=admin)
+    groups = [str(group) for group in getattr(user, "groups", None) or []]
+    admin = admin or bool(set(groups) & set(admin_groups))
+    return Caller(name=name, admin=admin, groups=tuple(groups))
 
 
 class _TokenOnly(IdentityProvider):

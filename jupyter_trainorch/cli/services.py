@@ -104,6 +104,10 @@ def cmd_quota(args: argparse.Namespace) -> int:
     print(f"quota of {me.get('name')}:")
     print(f"  GPUs held at once:  {quota.get('gpus_held', 0)} of {limit(quota.get('gpus'))}")
     print(f"  jobs waiting:       {quota.get('waiting', 0)} of {limit(quota.get('queued'))}")
+    for group in quota.get("groups") or []:
+        print(f"quota of group {group['name']} (all its members together):")
+        print(f"  GPUs held at once:  {group['gpus_held']} of {limit(group.get('gpus'))}")
+        print(f"  jobs waiting:       {group['waiting']} of {limit(group.get('queued'))}")
     return EXIT_OK
 
 

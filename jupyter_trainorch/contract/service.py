@@ -116,6 +116,18 @@ class Permissions(Shape):
     stop_service: bool
 
 
+class GroupQuota(Shape):
+    name: str = Field(description="a group of the user's that has a quota")
+    gpus: int | None = Field(
+        description="GPUs the group's members' running jobs may hold at once; null: no limit"
+    )
+    queued: int | None = Field(
+        description="jobs the group's members may have waiting at once; null: no limit"
+    )
+    gpus_held: int = Field(description="GPUs the group's members' running jobs hold now")
+    waiting: int = Field(description="the group's members' jobs waiting now")
+
+
 class Quota(Shape):
     gpus: int | None = Field(
         description="GPUs the user's running jobs may hold at once; null: no limit"
@@ -123,6 +135,7 @@ class Quota(Shape):
     queued: int | None = Field(description="jobs the user may have waiting at once; null: no limit")
     gpus_held: int = Field(description="GPUs the user's running jobs hold now")
     waiting: int = Field(description="the user's jobs waiting now")
+    groups: list[GroupQuota] = Field(description="the quotas of the user's groups")
 
 
 class Me(Shape):

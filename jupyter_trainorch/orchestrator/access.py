@@ -26,6 +26,7 @@ OTHERS_JOBS = ("queue", "hidden")
 class Caller:
     name: str
     admin: bool = False
+    groups: tuple[str, ...] = ()  # from the hub (none for a single user)
 
     def owns(self, job_user: str) -> bool:
         return self.admin or self.name == job_user

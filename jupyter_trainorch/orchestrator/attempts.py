@@ -58,6 +58,7 @@ class Running:
     memory: int
     key: str
     user: str = ""
+    groups: tuple[str, ...] = ()  # the owner's quota groups the GPUs count against
     priority: int = 100
     started: float = 0.0  # when it was dispatched, on the orchestrator's clock
     timeout: float | None = None  # the job's time limit: it ends by started + timeout

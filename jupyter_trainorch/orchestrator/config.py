@@ -55,6 +55,7 @@ class OrchestratorConfig:
     gpu_quota: int
     queue_quota: int
     user_quotas: str
+    group_quotas: str
     preemption_priority: str
     preemption_min_runtime: float
     checkpoint_root: str

@@ -112,7 +112,7 @@ class JobService:
         (False: the key was seen before and this is that job)."""
         spec, package = self._spec(caller, body)
         key, digest = _key_and_hash(body, idempotency_key)
-        self._check_queue_quota(caller.name, key)
+        self._check_queue_quota(caller, key)
         admin = caller.admin
         if key is None:
             record, created = self.host.call(lambda o: o.submit(spec, package, admin=admin)), True
@@ -137,7 +137,7 @@ class JobService:
             except SpecError as err:
                 raise SpecError(f"jobs[{n}]: {err}") from None
         key, digest = _key_and_hash(body, idempotency_key, reserve=len("#999"))
-        self._check_queue_quota(caller.name, None if key is None else f"{key}#0", len(jobs))
+        self._check_queue_quota(caller, None if key is None else f"{key}#0", len(jobs))
         admin = caller.admin
         records, created = self.host.call(lambda o: o.submit_group(jobs, admin, key, digest))
         return {"jobs": [self._job_dict(caller, r.id) for r in records]}, created
@@ -168,17 +168,33 @@ class JobService:
         else:
             raise SpecError("the request must contain either spec or template")
         spec.user = caller.name
+        spec.quota_groups = self.quotas.quota_groups(caller.groups)
         return spec, package
 
-    def _check_queue_quota(self, user: str, key: str | None, count: int = 1) -> None:
+    def _check_queue_quota(self, caller: Caller, key: str | None, count: int = 1) -> None:
+        user = caller.name
+        over = []
         limit = self.quotas.of(user).queued
-        if not limit or self._waiting(user) + count <= limit:
+        if limit and self._waiting(user) + count > limit:
+            over.append((user, limit))
+        groups = [
+            g for g in self.quotas.quota_groups(caller.groups) if self.quotas.groups[g].queued
+        ]
+        if groups:
+            waiting = self.store.count_in_groups(WAITING_STATES, groups)
+            over += [
+                (f"group {g}", self.quotas.groups[g].queued)
+                for g in groups
+                if waiting[g] + count > self.quotas.groups[g].queued
+            ]
+        if not over:
             return
         # A replayed submit returns the job it made, which was counted already.
         if key is None or self.store.find_by_idempotency_key(user, key) is None:
+            who, limit = over[0]
             more = f" and {count} more would pass the {limit}" if count > 1 else f" {limit}"
             raise QuotaExceeded(
-                f"{user} has{more} jobs waiting, the most the queue quota allows; "
+                f"{who} has{more} jobs waiting, the most the queue quota allows; "
                 "submit again once some have started"
             )
 
@@ -290,16 +306,31 @@ class JobService:
         }
 
     def quota(self, caller: Caller) -> dict[str, Any]:
-        """The caller's limits (None: no limit) and what they use of them now."""
+        """The caller's limits (None: no limit) and what they use of them now; the same for
+        each of the caller's groups that has a quota."""
         quota = self.quotas.of(caller.name)
-        held = (
-            self.host.call_sync(lambda o: o.gpus_held()).get(caller.name, 0) if self.started else 0
-        )
+        held: dict[str, int] = {}
+        group_held: dict[str, int] = {}
+        if self.started:
+            held = self.host.call_sync(lambda o: o.gpus_held())
+            group_held = self.host.call_sync(lambda o: o.gpus_held_by_groups())
+        groups = self.quotas.quota_groups(caller.groups)
+        waiting = self.store.count_in_groups(WAITING_STATES, groups)
         return {
             "gpus": quota.gpus or None,
             "queued": quota.queued or None,
-            "gpus_held": held,
+            "gpus_held": held.get(caller.name, 0),
             "waiting": self._waiting(caller.name),
+            "groups": [
+                {
+                    "name": group,
+                    "gpus": self.quotas.groups[group].gpus or None,
+                    "queued": self.quotas.groups[group].queued or None,
+                    "gpus_held": group_held.get(group, 0),
+                    "waiting": waiting[group],
+                }
+                for group in groups
+            ],
         }
 
     def list(

@@ -28,6 +28,7 @@ def queued_job(job: JobRecord) -> policy.QueuedJob:
         user=job.user,
         name=job.name,
         resumes=last is not None and last.state == PREEMPTED,
+        groups=tuple(job.spec.get("quota_groups") or ()),
     )
 
 

@@ -76,6 +76,7 @@ async def adopt(
         memory=int(resources.get("memory", 0)),
         key=attempt_key(job.id, attempt.n),
         user=job.user,
+        groups=tuple(job.spec.get("quota_groups") or ()),
         priority=job.priority,
         started=attempt.started or attempt.process_started or 0.0,
         timeout=job.spec.get("timeout"),

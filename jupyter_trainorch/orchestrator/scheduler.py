@@ -97,9 +97,21 @@ class Scheduler:
             held[run.user] = held.get(run.user, 0) + len(run.gpu_ids)
         return held
 
+    def gpus_held_by_groups(self) -> dict[str, int]:
+        """GPUs the running attempts of each quota group's members hold."""
+        held: dict[str, int] = {}
+        for run in self.attempts.held():
+            for group in run.groups:
+                held[group] = held.get(group, 0) + len(run.gpu_ids)
+        return held
+
     def _gpu_quotas(self) -> dict[str, Any]:
         caps = self.quotas.gpu_caps({job.user for job in self.queue.items})
-        return {"gpu_caps": caps, "gpus_held": self.gpus_held()} if caps else {}
+        quotas: dict[str, Any] = {"gpu_caps": caps, "gpus_held": self.gpus_held()} if caps else {}
+        group_caps = self.quotas.group_gpu_caps()
+        if group_caps:
+            quotas.update(group_caps=group_caps, groups_held=self.gpus_held_by_groups())
+        return quotas
 
     def views(self) -> list[policy.WorkerView]:
         held_gpus: dict[str, set[str]] = {}
@@ -205,6 +217,7 @@ class Scheduler:
                 memory=item.memory,
                 key=attempt_key(job.id, n),
                 user=job.user,
+                groups=tuple(job.spec.get("quota_groups") or ()),
                 priority=job.priority,
                 started=now,
                 timeout=job.spec.get("timeout"),

@@ -352,6 +352,9 @@ class Orchestrator:
     def gpus_held(self) -> dict[str, int]:
         return self.scheduler.gpus_held()
 
+    def gpus_held_by_groups(self) -> dict[str, int]:
+        return self.scheduler.gpus_held_by_groups()
+
     async def _scheduling_loop(self) -> None:
         while not self._stopping:
             await self._wake.wait()

@@ -30,6 +30,8 @@ def decide(
     stopping: Collection[str] = (),
     gpu_caps: Mapping[str, int] | None = None,
     gpus_held: Mapping[str, int] | None = None,
+    group_caps: Mapping[str, int] | None = None,
+    groups_held: Mapping[str, int] | None = None,
     explain: Collection[str] | None = None,
 ) -> Decision:
     """``queue`` in dispatch order; ``running`` what holds the workers now; ``runtimes``
@@ -40,6 +42,7 @@ def decide(
     wanted = frozenset(explain) if explain is not None else None
     placements = plan(
         queue, workers, reasons, wanted, gpu_caps, gpus_held,
+        group_caps=group_caps, groups_held=groups_held,
         now=now, running=running, runtimes=runtimes,
     )  # fmt: skip
     decision = Decision(placements, [], {})
@@ -53,8 +56,11 @@ def decide(
                 urgent.append(job)
         if urgent:
             started = _placed_jobs(queue, placed)
-            if gpu_caps:
-                urgent = _within_quota(urgent, started.values(), gpu_caps, gpus_held or {})
+            if gpu_caps or group_caps:
+                urgent = _within_quota(
+                    urgent, started.values(), gpu_caps or {}, gpus_held or {},
+                    group_caps or {}, groups_held or {},
+                )  # fmt: skip
             left = _after(workers, placements, started)
             decision.preemptions, said = choose_preemptions(
                 urgent, left, running, now, rules, stopping
@@ -82,15 +88,24 @@ def _within_quota(
     started: Iterable[QueuedJob],
     gpu_caps: Mapping[str, int],
     gpus_held: Mapping[str, int],
+    group_caps: Mapping[str, int],
+    groups_held: Mapping[str, int],
 ) -> list[QueuedJob]:
-    held = dict(gpus_held)
+    """The urgent jobs whose user and quota groups could hold their GPUs once placed."""
+    held, group_held = dict(gpus_held), dict(groups_held)
     for job in started:
         held[job.user] = held.get(job.user, 0) + job.gpus
-    return [
-        job
-        for job in urgent
-        if job.user not in gpu_caps or held.get(job.user, 0) + job.gpus <= gpu_caps[job.user]
-    ]
+        for group in job.groups:
+            group_held[group] = group_held.get(group, 0) + job.gpus
+
+    def fits(job: QueuedJob) -> bool:
+        if job.user in gpu_caps and held.get(job.user, 0) + job.gpus > gpu_caps[job.user]:
+            return False
+        return all(
+            group_held.get(g, 0) + job.gpus <= group_caps[g] for g in job.groups if g in group_caps
+        )
+
+    return [job for job in urgent if fits(job)]
 
 
 def _after(

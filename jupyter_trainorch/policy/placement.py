@@ -68,6 +68,7 @@ class QueuedJob:
     user: str = ""
     name: str = ""  # jobs of one user and name are expected to run about as long
     resumes: bool = False  # preempted: it goes first within its class
+    groups: tuple[str, ...] = ()  # the quota groups its GPUs count against
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +294,8 @@ def plan(
     gpu_caps: Mapping[str, int] | None = None,
     gpus_held: Mapping[str, int] | None = None,
     *,
+    group_caps: Mapping[str, int] | None = None,
+    groups_held: Mapping[str, int] | None = None,
     now: float = 0.0,
     running: Sequence[RunningJob] = (),
     runtimes: Mapping[str, float] | None = None,
@@ -304,12 +307,14 @@ def plan(
     absent from the result; with ``reasons``, each of them (of ``wanted``
     only, past the point where the walk stops) gets the sentence why.
     ``gpu_caps``: GPUs a user's jobs may hold at once (a quota), against
-    ``gpus_held`` now; a job past its user's cap waits and reserves nothing.
+    ``gpus_held`` now; ``group_caps`` and ``groups_held`` the same for the jobs of quota
+    groups (``QueuedJob.groups``). A job past a cap waits and reserves nothing.
     ``runtimes``: the known run time (seconds) of queued jobs by id; with it, ``now`` and
     the ``running`` jobs' expected ends, jobs backfill (see the module's rules).
     """
     board = _Board(workers)
     held = dict(gpus_held or {})  # user -> GPUs held, as this call places jobs
+    group_held = dict(groups_held or {})  # quota group -> GPUs held
     held_for: dict[int, QueuedJob] = {}  # reserved worker -> the job it is held for
     releases = None
     if runtimes is not None:
@@ -325,17 +330,33 @@ def plan(
     last_cpu_free = -1  # index of the last job claiming no CPU, once needed
 
     def over_quota(job: QueuedJob, gpus: int) -> bool:
-        if not (gpus and gpu_caps and job.user in gpu_caps):
+        if not gpus:
             return False
-        cap = gpu_caps[job.user]
-        if held.get(job.user, 0) + gpus <= cap:
-            return False
-        if reasons is not None:
-            reasons[job.id] = (
-                f"{job.user} may hold {cap} GPUs at once (quota) and holds "
-                f"{held.get(job.user, 0)}; it needs {plural(gpus, 'GPU')}"
-            )
-        return True
+        if gpu_caps and job.user in gpu_caps:
+            cap, holds = gpu_caps[job.user], held.get(job.user, 0)
+            if holds + gpus > cap:
+                if reasons is not None:
+                    reasons[job.id] = (
+                        f"{job.user} may hold {cap} GPUs at once (quota) and holds {holds}; "
+                        f"it needs {plural(gpus, 'GPU')}"
+                    )
+                return True
+        for group in job.groups if group_caps else ():
+            if group in group_caps:  # type: ignore[operator]
+                cap, holds = group_caps[group], group_held.get(group, 0)  # type: ignore[index]
+                if holds + gpus > cap:
+                    if reasons is not None:
+                        reasons[job.id] = (
+                            f"group {group} may hold {cap} GPUs at once (quota) and holds "
+                            f"{holds}; it needs {plural(gpus, 'GPU')}"
+                        )
+                    return True
+        return False
+
+    def count(job: QueuedJob, gpus: int) -> None:
+        held[job.user] = held.get(job.user, 0) + gpus
+        for group in job.groups:
+            group_held[group] = group_held.get(group, 0) + gpus
 
     # Per shape, the shortest run time that found no room since the last new hold: held
     # workers only lose free resources in a call, so anything as long fails too.
@@ -357,7 +378,7 @@ def plan(
             return False
         taken = board.take_held(index, *shape)
         placements.append(Placement(job.id, board.address[index], taken, backfill=True))
-        held[job.user] = held.get(job.user, 0) + shape[0]
+        count(job, shape[0])
         return True
 
     position = 0
@@ -376,7 +397,7 @@ def plan(
             float(job.cpus) if job.cpus > 0 else 0.0,
             job.memory if job.memory > 0 else 0,
         )
-        if gpu_caps and over_quota(job, gpus):
+        if (gpu_caps or group_caps) and over_quota(job, gpus):
             continue
         state = known.get(shape)
         if state is None and _covers(hopeless, shape):
@@ -386,7 +407,7 @@ def plan(
             if index is not None:
                 taken = board.take(index, *shape)
                 placements.append(Placement(job.id, board.address[index], taken))
-                held[job.user] = held.get(job.user, 0) + shape[0]
+                count(job, shape[0])
                 if releases is not None:
                     runtime = runtime_of(runtimes, job.id)
                     releases.add(index, math.inf if runtime is None else now + runtime, shape)

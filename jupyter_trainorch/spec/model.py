@@ -279,6 +279,10 @@ class JobSpec(SpecModel):
     register_model: Label = ""  # "NAME" or "NAME@alias": register the model the job logs
     template: TemplateRef = Field(default_factory=TemplateRef)
     user: Label = ""
+    # The owner's groups that have a quota, from authentication (never from the request).
+    quota_groups: Annotated[list[Label], Field(max_length=MAX_LIST_ITEMS)] = Field(
+        default_factory=list
+    )
 
     @model_validator(mode="after")
     def _command_needs_text(self) -> JobSpec:

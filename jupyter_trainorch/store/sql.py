@@ -212,6 +212,21 @@ class JobStore:
             query = _filtered(select(func.count()).select_from(JobRow), states, user, text)
             return int(session.scalar(query) or 0)
 
+    def count_in_groups(self, states: Iterable[str], groups: Iterable[str]) -> dict[str, int]:
+        """Jobs in ``states`` that count against each of ``groups`` (their spec's
+        ``quota_groups``): only that part of each spec is read."""
+        wanted = set(groups)
+        counts = dict.fromkeys(wanted, 0)
+        if not wanted:
+            return counts
+        with self._session() as session:
+            query = select(JobRow.spec["quota_groups"]).where(JobRow.state.in_(list(states)))
+            for value in session.scalars(query):
+                for group in value or ():
+                    if group in wanted:
+                        counts[group] += 1
+        return counts
+
     def recent_runtimes(
         self, keys: Iterable[tuple[str, str]], per_key: int = 5, scan: int = 500
     ) -> dict[tuple[str, str], list[float]]:

@@ -528,6 +528,34 @@ export interface components {
             /** Total */
             total: number;
         };
+        /** GroupQuota */
+        GroupQuota: {
+            /**
+             * Gpus
+             * @description GPUs the group's members' running jobs may hold at once; null: no limit
+             */
+            gpus: number | null;
+            /**
+             * Gpus Held
+             * @description GPUs the group's members' running jobs hold now
+             */
+            gpus_held: number;
+            /**
+             * Name
+             * @description a group of the user's that has a quota
+             */
+            name: string;
+            /**
+             * Queued
+             * @description jobs the group's members may have waiting at once; null: no limit
+             */
+            queued: number | null;
+            /**
+             * Waiting
+             * @description the group's members' jobs waiting now
+             */
+            waiting: number;
+        };
         /**
          * Job
          * @description A job as its owner (or an admin) sees it. ``spec`` only in ``GET jobs/{id}``; its
@@ -695,6 +723,8 @@ export interface components {
              * @default 100
              */
             priority?: number | string;
+            /** Quota Groups */
+            quota_groups?: string[];
             /**
              * Register Model
              * @default
@@ -784,6 +814,8 @@ export interface components {
              * @default 100
              */
             priority?: number;
+            /** Quota Groups */
+            quota_groups?: string[];
             /**
              * Register Model
              * @default
@@ -1063,6 +1095,11 @@ export interface components {
              * @description GPUs the user's running jobs hold now
              */
             gpus_held: number;
+            /**
+             * Groups
+             * @description the quotas of the user's groups
+             */
+            groups: components["schemas"]["GroupQuota"][];
             /**
              * Queued
              * @description jobs the user may have waiting at once; null: no limit
