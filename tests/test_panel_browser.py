@@ -424,6 +424,33 @@ def test_other_users_jobs_are_queue_rows(lab, page):
     assert not [url for url in requested if "/jobs/otheruser01/" in url], requested
 
 
+def test_the_cluster_strip_shows_the_users_quotas(lab, page):
+    """Quotas an admin set (served here through a route, as a hub's service would)."""
+
+    def me(route):
+        response = route.fetch()
+        data = response.json()
+        data["quota"] = {
+            "gpus": 4, "queued": None, "gpus_held": 1, "waiting": 3,
+            "groups": [{"name": "vision", "gpus": 2, "queued": 100, "gpus_held": 2,
+                        "waiting": 7}],
+        }  # fmt: skip
+        route.fulfill(response=response, json=data)
+
+    page.route(re.compile(r".*/trainorch/api/me(\?.*)?$"), me)
+    page.goto(f"{lab.url}/lab?token={lab.token}")
+    _open_panel(page)
+    item = page.locator("#trainorch-panel [data-field='quota']")
+    item.wait_for(timeout=30_000)
+    # The tightest GPU quota: the group's, all of it in use.
+    assert item.inner_text() == "quota 2/2 GPUs (group vision)"
+    assert item.get_attribute("title").splitlines() == [
+        "Quotas set by the admins",
+        "you: GPUs 1 of 4 held, jobs 3 of no limit waiting",
+        "group vision: GPUs 2 of 2 held, jobs 7 of 100 waiting",
+    ]
+
+
 def _service_pid(lab: Lab) -> int:
     from jupyter_trainorch.service.runtime import read_runtime
 

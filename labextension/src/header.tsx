@@ -10,7 +10,7 @@ import { Connection } from './changes';
 import { DebouncedInput, useSignal } from './controls';
 import { IJobActions } from './jobparts';
 import { TrainorchModel } from './model';
-import { ICluster, JOB_STATES } from './types';
+import { ICluster, IMe, JOB_STATES, hasQuota } from './types';
 
 const CONNECTION_TEXT: Record<Connection, string> = {
   connecting: 'connecting…',
@@ -85,6 +85,7 @@ export function Header(props: { model: TrainorchModel; actions: IJobActions }): 
 export function ClusterStrip(props: { model: TrainorchModel }): JSX.Element {
   const { model } = props;
   useSignal(model.cluster.changed);
+  useSignal(model.meChanged);
   useSignal(model.client.availabilityChanged);
   const cluster = model.cluster.cluster;
   if (model.client.unavailable !== null) {
@@ -112,6 +113,7 @@ export function ClusterStrip(props: { model: TrainorchModel }): JSX.Element {
       <span className="trainorch-cluster-item" data-field="queue">
         queue <b>{cluster.queue_depth}</b>
       </span>
+      {model.me && hasQuota(model.me) && <QuotaItem me={model.me} />}
       {cluster.waiting_on_dependencies > 0 && (
         <span className="trainorch-cluster-item" data-field="waiting">
           waiting <b>{cluster.waiting_on_dependencies}</b>
@@ -130,6 +132,42 @@ export function ClusterStrip(props: { model: TrainorchModel }): JSX.Element {
         </a>
       )}
     </div>
+  );
+}
+
+/** The user's tightest GPU quota at a glance; every limit in the tooltip. */
+function QuotaItem(props: { me: IMe }): JSX.Element {
+  const quota = props.me.quota;
+  const limits = [
+    { who: 'you', ...quota },
+    ...quota.groups.map(group => ({ ...group, who: `group ${group.name}` }))
+  ];
+  const lines = limits.map(
+    l =>
+      `${l.who}: GPUs ${l.gpus_held} of ${l.gpus ?? 'no limit'} held, ` +
+      `jobs ${l.waiting} of ${l.queued ?? 'no limit'} waiting`
+  );
+  const gpuLimits = limits.filter(l => l.gpus !== null);
+  const tightest = gpuLimits.sort(
+    (a, b) => (b.gpus_held ?? 0) / (b.gpus ?? 1) - (a.gpus_held ?? 0) / (a.gpus ?? 1)
+  )[0];
+  return (
+    <span
+      className="trainorch-cluster-item"
+      data-field="quota"
+      title={`Quotas set by the admins\n${lines.join('\n')}`}
+    >
+      {tightest ? (
+        <>
+          quota <b>{tightest.gpus_held}</b>/{tightest.gpus} GPUs
+          {tightest.who === 'you' ? '' : ` (${tightest.who})`}
+        </>
+      ) : (
+        <>
+          quota <b>{quota.waiting}</b>/{quota.queued ?? '∞'} waiting
+        </>
+      )}
+    </span>
   );
 }
 

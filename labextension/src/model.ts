@@ -19,7 +19,7 @@ import { CompareModel } from './comparemodel';
 import { JobDetailModel } from './detailmodel';
 import { JobListModel } from './listmodel';
 import { NoticeModel } from './noticemodel';
-import { IChange, IJobView, IMe } from './types';
+import { IChange, IJobView, IMe, hasQuota } from './types';
 
 /** Log lines the sidebar's preview keeps (it shows the last few). */
 const PREVIEW_LOG_LINES = 20;
@@ -92,6 +92,7 @@ export class TrainorchModel implements IDisposable {
     this.changes.start();
     this.list.start();
     this.cluster.start();
+    this.cluster.changed.connect(this._onClusterChanged, this);
     void this._loadMe();
   }
 
@@ -216,6 +217,13 @@ export class TrainorchModel implements IDisposable {
   /** Polling stands by while neither the sidebar nor a job's tab is open. */
   private _updateStreamVisibility(): void {
     this.changes.setVisible(this._visible || this._details.size > 0);
+  }
+
+  /** What a user's quotas use changes with the cluster's figures: read it again then. */
+  private _onClusterChanged(): void {
+    if (this._me && hasQuota(this._me)) {
+      void this._loadMe();
+    }
   }
 
   private async _loadMe(): Promise<void> {

@@ -28,6 +28,13 @@ export type ILogPage = Schemas['LogPage'];
 export type ICluster = Schemas['Cluster'];
 export type IWorker = Schemas['Worker'];
 export type IMe = Schemas['Me'];
+export type IQuota = Schemas['Quota'];
+
+/** Whether an admin set the user a limit, or one of their groups. */
+export function hasQuota(me: IMe): boolean {
+  const quota = me.quota;
+  return quota.gpus !== null || quota.queued !== null || quota.groups.length > 0;
+}
 /** One message of the push channel (`events/ws`, `GET events`). */
 export type IChange = Schemas['Change'];
 export type IChangePage = Schemas['ChangePage'];
