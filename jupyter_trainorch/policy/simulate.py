@@ -114,7 +114,11 @@ def simulate(
     arrivals = sorted(range(len(trace)), key=lambda i: (trace[i].submit, i))
     outcomes = [Outcome(job) for job in trace]
     left = [job.duration for job in trace]  # run time still to do
-    queue = _Queue(fair=policy == "fair", preempting=preemption.priority if preemption else None)
+    queue = _Queue(
+        fair=policy == "fair",
+        preempting=preemption.priority if preemption else None,
+        trace_priority={str(i): job.priority for i, job in enumerate(trace)},
+    )
     runs: dict[int, _Run] = {}
     ends: list[tuple[float, int, int]] = []  # (end, index, token): stale once preempted
     tokens = itertools.count()
@@ -192,7 +196,7 @@ def simulate(
                 queue.discard([queue.get(p.job_id) for p in placements])
                 result.backfilled += sum(1 for p in placements if p.backfill)
                 result.inversions += _inversions(
-                    queue.smallest_gpus(trace), views,
+                    queue.smallest_gpus(), views,
                     [p for p in placements if not p.backfill], trace,
                 )  # fmt: skip
             if not decision.preemptions:
@@ -242,8 +246,13 @@ class _Queue:
     user for fair share, read in fair order lazily (:class:`.fairshare.FairQueue`).
     ``urgent``: how many of them may preempt."""
 
-    def __init__(self, fair: bool, preempting: int | None) -> None:
+    def __init__(
+        self, fair: bool, preempting: int | None, trace_priority: dict[str, int]
+    ) -> None:
         self.preempting = preempting
+        self.trace_priority = trace_priority
+        # Per trace priority: how many waiting jobs need each GPU count.
+        self.sizes: dict[int, dict[int, int]] = {}
         self.urgent = 0
         self.fair = FairQueue() if fair else None
         self.jobs: list[QueuedJob] = []
@@ -258,6 +267,7 @@ class _Queue:
 
     def add(self, job: QueuedJob) -> None:
         self.by_id[job.id] = job
+        self._count(job, 1)
         if self.preempting is not None and job.priority >= self.preempting:
             self.urgent += 1
         if self.fair is not None:
@@ -270,6 +280,7 @@ class _Queue:
     def discard(self, started: list[QueuedJob]) -> None:
         for job in started:
             del self.by_id[job.id]
+            self._count(job, -1)
             if self.preempting is not None and job.priority >= self.preempting:
                 self.urgent -= 1
         if self.fair is not None:
@@ -282,13 +293,17 @@ class _Queue:
     def ordered(self, usage: dict[str, float]) -> Sequence[QueuedJob]:
         return self.fair.ordered(usage) if self.fair is not None else self.jobs
 
-    def smallest_gpus(self, trace: Sequence[TraceJob]) -> dict[int, int]:
+    def smallest_gpus(self) -> dict[int, int]:
         """Per trace priority (fifo flattens the queue's), the fewest GPUs a waiting job needs."""
-        smallest: dict[int, int] = {}
-        for job in self.by_id.values():
-            priority = trace[int(job.id)].priority
-            smallest[priority] = min(smallest.get(priority, job.gpus), job.gpus)
-        return smallest
+        return {
+            priority: min(gpus for gpus, count in sizes.items() if count)
+            for priority, sizes in self.sizes.items()
+            if any(sizes.values())
+        }
+
+    def _count(self, job: QueuedJob, change: int) -> None:
+        sizes = self.sizes.setdefault(self.trace_priority[job.id], {})
+        sizes[job.gpus] = sizes.get(job.gpus, 0) + change
 
 
 class _Usage:
