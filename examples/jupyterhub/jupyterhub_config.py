@@ -60,6 +60,11 @@ c.JupyterHub.services = [
             "TRAINORCH_DB": TRAINORCH_DB,
             "TRAINORCH_CLUSTER": TRAINORCH_CLUSTER,
             "TRAINORCH_DATA_DIR": TRAINORCH_DATA_DIR,
+            # Quotas: per user, and per hub group on all its members' jobs together.
+            # "TRAINORCH_GPU_QUOTA": "8",
+            # "TRAINORCH_GROUP_QUOTAS": '{"vision": {"gpus": 32, "queued": 2000}}',
+            # Checkpoints on storage every GPU node mounts at the same path.
+            # "TRAINORCH_CHECKPOINT_ROOT": "/shared/trainorch-checkpoints",
             # Tracking: a shared MLflow server (or "off"); by default SQLite in the data dir.
             # "TRAINORCH_MLFLOW": "http://mlflow.example.internal:5000",
             # "TRAINORCH_MLFLOW_UI_URL": "https://mlflow.example.internal",

@@ -246,9 +246,7 @@ class _Queue:
     user for fair share, read in fair order lazily (:class:`.fairshare.FairQueue`).
     ``urgent``: how many of them may preempt."""
 
-    def __init__(
-        self, fair: bool, preempting: int | None, trace_priority: dict[str, int]
-    ) -> None:
+    def __init__(self, fair: bool, preempting: int | None, trace_priority: dict[str, int]) -> None:
         self.preempting = preempting
         self.trace_priority = trace_priority
         # Per trace priority: how many waiting jobs need each GPU count.
