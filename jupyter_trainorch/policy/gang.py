@@ -16,9 +16,6 @@ from itertools import islice
 
 from .wording import Shape, demand_text, names_text, plural
 
-# Nodes one job may ask for (the spec's bound; a gang is K supervisor tasks).
-MAX_NODES = 64
-
 
 def pick(candidates: Iterator[int], nodes: int) -> list[int] | None:
     """The first ``nodes`` of ``candidates`` (distinct workers, in preference order), or
