@@ -44,6 +44,7 @@ from ..store.models import iso
 from . import gangs
 from .config import OrchestratorConfig
 from .feed import ChangeFeed
+from .requests import attempt_request, progress_record
 from .tracking_bridge import TrackingBridge
 
 log = logging.getLogger(__name__)
@@ -147,30 +148,7 @@ class AttemptTracker:
         return future
 
     def _request(self, job: JobRecord, run: Running, package: bytes | None) -> AttemptRequest:
-        spec = job.spec
-        return {
-            "job_id": job.id,
-            "attempt": run.n,
-            "name": job.name,
-            "kind": spec.get("kind", "python"),
-            "source": spec.get("source", ""),
-            "command": spec.get("command", ""),
-            "params": spec.get("params", {}),
-            "env": {**spec.get("env", {}), **self.tracking.env()},
-            "secret_env": spec.get("secret_env", {}),
-            "outputs": spec.get("outputs", []),
-            "workdir": spec.get("workdir"),
-            "timeout": spec.get("timeout"),
-            "gpu_ids": list(run.gpu_ids),
-            "grace": self.config.grace_period,
-            # Samples are only worth taking when they have somewhere to go.
-            "system_metrics_interval": self.config.system_metrics_interval
-            if self.tracking.enabled
-            else 0,
-            "checkpoint_dir": str(self.config.checkpoint_folder(job.id)),
-            "package": package,
-            "max_log_bytes": self.config.max_log_bytes,
-        }
+        return attempt_request(job, run, package, self.config, self.tracking)
 
     async def deliver_run_id(self, run: Running, run_id: str) -> None:
         """Give the child (each rank's) its MLflow run id once the supervisor has
@@ -236,18 +214,7 @@ class AttemptTracker:
             self.feed.publish("logs", run.job_id, user=run.user, attempt=run.n, lines=len(lines))
 
     def _store_progress(self, run: Running, progress: dict[str, Any]) -> None:
-        step, total = progress.get("step"), progress.get("total")
-        fraction = None
-        if isinstance(step, (int, float)) and isinstance(total, (int, float)) and total:
-            fraction = max(0.0, min(1.0, step / total))
-        record = {
-            "step": step,
-            "total": total,
-            "fraction": fraction,
-            "message": progress.get("message"),
-            "metrics": progress.get("metrics") or {},
-            "updated": iso(self.clock()),
-        }
+        record = progress_record(progress, iso(self.clock()))
         self.store.update_job(run.job_id, progress=record)
         self.feed.publish("progress", run.job_id, user=run.user, progress=record)
 

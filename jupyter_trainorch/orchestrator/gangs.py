@@ -86,8 +86,8 @@ def roles(run: Running) -> list[GangRole]:
 def submit_ranks(tracker: AttemptTracker, run: Running, request: AttemptRequest) -> None:
     """One supervisor task per rank, each told its place in the gang."""
     for member, role in zip(members(run), roles(run), strict=True):
-        future = tracker.submit({**request, "gang": role}, member.key, member.worker,
-                                member.gpu_ids)  # fmt: skip
+        own = {**request, "gang": role, "gpu_ids": list(member.gpu_ids)}
+        future = tracker.submit(own, member.key, member.worker, member.gpu_ids)  # type: ignore[arg-type]
         if member.rank:
             member.future = future
         else:
