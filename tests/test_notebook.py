@@ -107,6 +107,19 @@ def test_the_preemption_example_resumes_from_its_checkpoint(tmp_path, kernel_env
     assert step > 0 and resumed == f"starting at step {step}" and finished == "finished 80 steps"
 
 
+def test_the_ddp_example_runs_two_ranks(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.setenv("TRAINORCH_WORKERS", "2")
+    monkeypatch.setenv("TRAINORCH_GPUS_PER_WORKER", "0")
+    notebook = _run(nbformat.read(EXAMPLES / "pytorch-ddp.ipynb", as_version=4), tmp_path)
+    texts = [_text(c) for c in notebook.cells if c.cell_type == "code"]
+    lines = texts[2].splitlines()
+    assert lines[0] == "succeeded", texts[2]
+    done = ", sum of ranks 3, same weights as rank 0: True"
+    assert any(t.startswith("rank 0 of 2: loss ") and t.endswith(done) for t in lines), lines
+    assert any(t.startswith("[rank 1] rank 1 of 2: loss ") and t.endswith(done) for t in lines)
+
+
 ERROR_CELLS = [
     ("%%train --gpu 2\nprint(1)", "UsageError: %%train: unknown flag --gpu (did you mean --gpus?)"),
     (

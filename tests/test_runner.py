@@ -98,7 +98,8 @@ def test_the_request_reaches_the_child_and_the_outcome_comes_back_whole(dask_cli
     outcome, folder = _run(dask_client, request)
 
     assert outcome["exit_code"] == 0, read_log(outcome["log_path"], 0)
-    assert set(outcome) == set(AttemptOutcome.__annotations__)
+    # ``rank`` only for a rank of a multi-node attempt.
+    assert set(outcome) == set(AttemptOutcome.__annotations__) - {"rank"}
     assert cloudpickle.loads(outcome["outputs"]) == {"doubled": 1.0}
     assert folder.name == attempt_key("round-trip", 2)
     stored = json.loads((folder / REQUEST_FILE).read_text())
@@ -220,7 +221,7 @@ def test_a_jobs_secrets_are_masked_in_its_stored_log_and_error(orchestrator, tmp
     folder = orchestrator.config.data_dir / "attempts" / attempt_key(job_id, 1)
     request = json.loads((folder / REQUEST_FILE).read_text())
     # The package and the upstream jobs' values lie in files of their own.
-    assert set(request) == set(AttemptRequest.__annotations__) - {"package", "upstream"}
+    assert set(request) == set(AttemptRequest.__annotations__) - {"package", "upstream", "gang"}
     upstream = json.loads((folder / UPSTREAM_DIR / UPSTREAM_INDEX).read_text())
     assert [u["job_id"] for u in upstream] == [blocker] and SECRET not in json.dumps(upstream)
     assert request["secret_env"] == {"API_TOKEN": SECRET} and request["max_log_bytes"] == CAP

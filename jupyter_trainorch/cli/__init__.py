@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", metavar="KEY=VALUE", help="a template param (repeatable)"
     )
     submit.add_argument("--gpus", metavar="N")
+    submit.add_argument(
+        "--nodes", metavar="K", help="workers to run on at once (ranks); --gpus etc. per node"
+    )
     submit.add_argument("--cpus", metavar="N")
     submit.add_argument("--memory", metavar="SIZE", help="e.g. 16GB")
     submit.add_argument("--priority", metavar="P", help="low, normal, high, urgent or a number")

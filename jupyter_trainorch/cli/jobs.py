@@ -27,6 +27,7 @@ from .common import (
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     flags = {
         "gpus": args.gpus,
+        "nodes": args.nodes,
         "cpus": args.cpus,
         "memory": args.memory,
         "priority": args.priority,

@@ -38,6 +38,7 @@ def _train_parser() -> _Parser:
     parser.add_argument("--name")
     parser.add_argument("--template", default="python-cell")
     parser.add_argument("--gpus")
+    parser.add_argument("--nodes")
     parser.add_argument("--cpus")
     parser.add_argument("--memory")
     parser.add_argument("--priority")
@@ -89,6 +90,7 @@ def build_request(
         key: getattr(args, key)
         for key in (
             "gpus",
+            "nodes",
             "cpus",
             "memory",
             "priority",

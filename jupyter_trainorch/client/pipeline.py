@@ -28,7 +28,7 @@ from ..spec.dependencies import conditional, find_cycle
 from .job import Job, Transport
 from .transport import connect
 
-_FLAGS = ("gpus", "cpus", "memory", "priority", "retries", "timeout", "experiment")
+_FLAGS = ("gpus", "nodes", "cpus", "memory", "priority", "retries", "timeout", "experiment")
 
 
 def _names(value: Any, step: str, field: str) -> list[str]:

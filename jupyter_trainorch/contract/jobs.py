@@ -174,7 +174,7 @@ class SubmitRequest(Shape):
     template: Annotated[str, Field(max_length=MAX_NAME_CHARS)] | None = None
     params: dict[str, Any] | None = None
     overrides: dict[str, Any] | None = Field(
-        None, description="flags: gpus, cpus, memory, priority, retries, timeout, env, "
+        None, description="flags: gpus, nodes, cpus, memory, priority, retries, timeout, env, "
         "secret_env, name, experiment, register_model",
     )  # fmt: skip
     source: str | None = None

@@ -1,7 +1,7 @@
 """Attempts on workers: launch, follow, collect, stop, and adopt after a restart.
 
-An attempt is a ``runner.run_attempt`` task pinned to one worker and kept alive by
-``fire_and_forget``: it outlives the orchestrator's Dask client, so a restarted
+An attempt is a ``runner.run_attempt`` task pinned to one worker (one per rank of a
+multi-node job: ``gangs``) and kept alive by ``fire_and_forget``: it outlives the orchestrator's Dask client, so a restarted
 orchestrator adopts what still runs instead of running it again. The worker keeps each
 outcome on disk until it has been stored here (``forget_attempts`` after that), so an
 attempt that ended while nobody listened is collected, not lost.
@@ -41,8 +41,10 @@ from ..store import (
     JobStore,
 )
 from ..store.models import iso
+from . import gangs
 from .config import OrchestratorConfig
 from .feed import ChangeFeed
+from .requests import attempt_request, progress_record
 from .tracking_bridge import TrackingBridge
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,11 @@ class Running:
     # While an adopted attempt's missing lines are read from the worker, newer ones wait
     # here, so the stored log keeps the order the job wrote it in.
     held_lines: list[tuple[Any, ...]] | None = None
+    ranks: list[Any] = field(default_factory=list)  # a gang's ranks 1..K-1 (gangs.Rank)
+
+    def slots(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(worker, GPU ids) of every rank: what the attempt holds."""
+        return [(self.worker, self.gpu_ids), *((r.worker, r.gpu_ids) for r in self.ranks)]
 
 
 @dataclass
@@ -115,68 +122,52 @@ class AttemptTracker:
     # -- launch ------------------------------------------------------------------------
     def launch(self, job: JobRecord, run: Running, package: bytes | None) -> None:
         """Hand the attempt to Dask; its MLflow run opens meanwhile, not before."""
-        from distributed import fire_and_forget
-
         self.running[run.job_id] = run
-        run.future = self.backend.client.submit(
-            run_attempt,
-            self._request(job, run, package),
-            key=run.key,
-            workers=[run.worker],
-            allow_other_workers=False,
-            resources=self._guard(run),
-            pure=False,
-        )
-        # The supervisor keeps running when this client goes (a restart): adopted later.
-        fire_and_forget(run.future)
+        request = self._request(job, run, package)
+        if run.ranks:
+            gangs.submit_ranks(self, run, request)
+        else:
+            run.future = self.submit(request, run.key, run.worker, run.gpu_ids)
         if self.tracking.enabled:
             self.spawn(self.tracking.open_attempt_run(job, run, self.deliver_run_id))
-        self.spawn(self.watch(run))
+        self.spawn(gangs.watch_gang(self, run) if run.ranks else self.watch(run))
 
-    def _guard(self, run: Running) -> dict[str, float] | None:
-        worker = self.backend.workers.get(run.worker)
-        if run.gpu_ids and worker is not None and worker.advertises_gpus:
-            return {"GPU": len(run.gpu_ids)}
-        return None
+    def submit(
+        self, request: AttemptRequest, key: str, worker: str, gpu_ids: tuple[str, ...]
+    ) -> Any:
+        """One supervisor task, pinned to ``worker``, that outlives this client."""
+        from distributed import fire_and_forget
+
+        known = self.backend.workers.get(worker)
+        guard = {"GPU": len(gpu_ids)} if gpu_ids and known and known.advertises_gpus else None
+        future = self.backend.client.submit(
+            run_attempt, request, key=key, workers=[worker], allow_other_workers=False,
+            resources=guard, pure=False,
+        )  # fmt: skip
+        # The supervisor keeps running when this client goes (a restart): adopted later.
+        fire_and_forget(future)
+        return future
 
     def _request(self, job: JobRecord, run: Running, package: bytes | None) -> AttemptRequest:
-        spec = job.spec
-        return {
-            "job_id": job.id,
-            "attempt": run.n,
-            "name": job.name,
-            "kind": spec.get("kind", "python"),
-            "source": spec.get("source", ""),
-            "command": spec.get("command", ""),
-            "params": spec.get("params", {}),
-            "env": {**spec.get("env", {}), **self.tracking.env()},
-            "secret_env": spec.get("secret_env", {}),
-            "outputs": spec.get("outputs", []),
-            "workdir": spec.get("workdir"),
-            "timeout": spec.get("timeout"),
-            "gpu_ids": list(run.gpu_ids),
-            "grace": self.config.grace_period,
-            # Samples are only worth taking when they have somewhere to go.
-            "system_metrics_interval": self.config.system_metrics_interval
-            if self.tracking.enabled
-            else 0,
-            "checkpoint_dir": str(self.config.checkpoint_folder(job.id)),
-            "package": package,
-            "max_log_bytes": self.config.max_log_bytes,
-        }
+        return attempt_request(job, run, package, self.config, self.tracking)
 
     async def deliver_run_id(self, run: Running, run_id: str) -> None:
-        """Give the child its MLflow run id once the supervisor has registered the attempt."""
+        """Give the child (each rank's) its MLflow run id once the supervisor has
+        registered the attempt."""
+        waiting = gangs.members(run)
         for _ in range(100):
             if self.running.get(run.job_id) is not run:
                 return
-            try:
-                delivered = await self.backend.client.run(
-                    deliver_run_id, run.key, run_id, workers=[run.worker]
-                )
-            except Exception:  # noqa: BLE001 - worker gone: the lost-worker path ends it
-                return
-            if any(delivered.values()):
+            for member in list(waiting):
+                try:
+                    delivered = await self.backend.client.run(
+                        deliver_run_id, member.key, run_id, workers=[member.worker]
+                    )
+                except Exception:  # noqa: BLE001 - worker gone: the lost-worker path ends it
+                    return
+                if any(delivered.values()):
+                    waiting.remove(member)
+            if not waiting:
                 return
             await asyncio.sleep(0.05)
 
@@ -186,6 +177,8 @@ class AttemptTracker:
         run = self.running.get(message.get("job_id", ""))
         if run is None or run.n != message.get("attempt"):
             return  # a stale attempt's late message
+        if message.get("rank") and message.get("type") in ("started", "checkpoint"):
+            return  # a gang runs and checkpoints as its rank 0 does
         if message.get("type") == "started":
             self.mark_running(run, message.get("pid"), message.get("time"))
             return
@@ -222,36 +215,27 @@ class AttemptTracker:
             self.feed.publish("logs", run.job_id, user=run.user, attempt=run.n, lines=len(lines))
 
     def _store_progress(self, run: Running, progress: dict[str, Any]) -> None:
-        step, total = progress.get("step"), progress.get("total")
-        fraction = None
-        if isinstance(step, (int, float)) and isinstance(total, (int, float)) and total:
-            fraction = max(0.0, min(1.0, step / total))
-        record = {
-            "step": step,
-            "total": total,
-            "fraction": fraction,
-            "message": progress.get("message"),
-            "metrics": progress.get("metrics") or {},
-            "updated": iso(self.clock()),
-        }
+        record = progress_record(progress, iso(self.clock()))
         self.store.update_job(run.job_id, progress=record)
         self.feed.publish("progress", run.job_id, user=run.user, progress=record)
 
     # -- outcomes ------------------------------------------------------------------------
     async def watch(self, run: Running) -> None:
-        outcome: AttemptOutcome
+        await self.finish(run, await self.outcome_of(run, run.future))
+
+    async def outcome_of(self, run: Running, future: Any) -> AttemptOutcome:
+        """What a supervisor task returned, or what its failure means."""
         try:
-            outcome = await run.future
+            return await future
         except asyncio.CancelledError:
             if self.stopping:
                 raise
-            outcome = {
+            return {
                 "error": "the attempt's task was cancelled",
                 "infrastructure": not (run.cancel_requested or run.preempted_for),
             }
         except Exception as err:  # noqa: BLE001 - worker died (KilledWorker) or task failed
-            outcome = {"error": f"{type(err).__name__}: {err}", "infrastructure": True}
-        await self.finish(run, outcome)
+            return {"error": f"{type(err).__name__}: {err}", "infrastructure": True}
 
     async def finish(self, run: Running, outcome: AttemptOutcome) -> None:
         """Record the attempt's end, then let the orchestrator decide about the job."""
@@ -298,8 +282,11 @@ class AttemptTracker:
             )
         )
         if from_worker:
-            # Stored: the worker may now drop the attempt's files.
-            self._collected.setdefault(run.worker, set()).add(run.key)
+            self.collected(run.worker, run.key)
+
+    def collected(self, worker: str, key: str) -> None:
+        """The attempt (rank) is stored: its worker may now drop its files."""
+        self._collected.setdefault(worker, set()).add(key)
 
     async def _fill_log_gap(self, run: Running, outcome: AttemptOutcome) -> None:
         """Fetch lines whose events never arrived from the worker's durable log."""
@@ -338,26 +325,36 @@ class AttemptTracker:
     async def stop(self, run: Running) -> None:
         """Cancel until the supervisor confirms, or the task never started."""
         run.cancel_requested = True
-        await self._halt(run)
+        await self.halt(run)
 
     async def preempt(self, run: Running, for_job: str) -> None:
         """Stop the attempt (SIGTERM, grace, SIGKILL) so that ``for_job`` can start; the
         job waits again, first in its class."""
         run.preempted_for = for_job
-        await self._halt(run)
+        await self.halt(run)
 
-    async def _halt(self, run: Running) -> None:
+    async def halt(self, run: Running) -> None:
+        """Stop every rank's child (once its supervisor confirms), or cancel the tasks
+        that never started."""
+        ranks = gangs.members(run)
         for _ in range(60):
             if run.job_id not in self.running:
                 return
-            try:
-                done = await self.backend.client.run(cancel_attempt, run.key, workers=[run.worker])
-                if any(done.values()):
-                    return
-            except Exception:  # noqa: BLE001 - worker gone: the lost-worker path ends it
-                pass
-            if not run.started_running and run.future is not None:
-                await run.future.cancel()
+            ranks = [r for r in ranks if r.future is None or not r.future.done()]
+            for member in list(ranks):
+                try:
+                    done = await self.backend.client.run(
+                        cancel_attempt, member.key, workers=[member.worker]
+                    )
+                    if any(done.values()):
+                        ranks.remove(member)
+                        continue
+                except Exception:  # noqa: BLE001 - worker gone: the lost-worker path ends it
+                    pass
+                if (member.rank or not run.started_running) and member.future is not None:
+                    await member.future.cancel()
+            if not ranks:
+                return
             await asyncio.sleep(0.5)
 
     async def drop_checkpoints(self, job: JobRecord) -> None:
@@ -389,12 +386,17 @@ class AttemptTracker:
             await asyncio.sleep(0.1)
 
     async def workers_changed(self, added: list[Any], removed: list[str]) -> None:
-        for run in [r for r in self.running.values() if r.worker in removed]:
+        for run in [r for r in self.running.values() if r.worker in removed and not r.ranks]:
             if run.future is not None:
                 await run.future.cancel()
             await self.finish(
                 run, {"error": f"worker {run.worker} was lost", "infrastructure": True}
             )
+        for run in [r for r in self.running.values() if r.ranks]:
+            for member in gangs.members(run):
+                if member.worker in removed and member.future is not None:
+                    # Its rank fails as cancelled: the gang's watch stops the others.
+                    await member.future.cancel()
         self._wake()
 
     def held(self) -> list[Running]:

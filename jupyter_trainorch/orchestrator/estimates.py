@@ -64,7 +64,10 @@ class StartForecast:
             end = _expected_end(record, history, now) if record is not None else None
             if end is not None:
                 ends[run.job_id] = end
-            holdings.append(Holding(run.worker, run.gpu_ids, run.cpus, run.memory, end))
+            holdings.extend(
+                Holding(worker, gpu_ids, run.cpus, run.memory, end)
+                for worker, gpu_ids in run.slots()
+            )
         runtimes = {
             job.id: history[(job.user, job.name)]
             for job in queue

@@ -25,6 +25,7 @@ def queued_job(job: JobRecord) -> policy.QueuedJob:
         gpus=int(resources.get("gpus", 0)),
         cpus=float(resources.get("cpus", 1)),
         memory=int(resources.get("memory", 0)),
+        nodes=int(resources.get("nodes", 1)),
         user=job.user,
         name=job.name,
         resumes=last is not None and last.state == PREEMPTED,

@@ -109,7 +109,8 @@ async def audit(tracker: AttemptTracker) -> None:
     overdue = [
         r
         for r in tracker.running.values()
-        if time.monotonic() - r.since > tracker.config.audit_interval
+        # A gang is never adopted: its own watch follows every rank.
+        if time.monotonic() - r.since > tracker.config.audit_interval and not r.ranks
     ]
     if not overdue:
         return

@@ -4,8 +4,10 @@ Jobs the store says are running are looked up on their workers: an attempt that 
 runs is adopted (its log continues where the store's ends), one that ended meanwhile is
 collected from the outcome its worker kept. Only an attempt that nobody knows any more
 (its worker is gone, or Dask never started it) is a lost attempt, retried as an
-infrastructure failure. Waiting jobs go back into the queue or wait on their
-dependencies again.
+infrastructure failure. A multi-node attempt (``gangs``) is the exception: it is not
+adopted but stopped on every worker and run again, counted as an infrastructure
+re-execution (unless its outcome was already kept). Waiting jobs go back into the queue or
+wait on their dependencies again.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from .service import Orchestrator
 
 LOST_WHILE_AWAY = "the attempt was lost while the orchestrator was away"
+GANG_RESTARTED = "a multi-node attempt is stopped and run again when the orchestrator restarts"
 
 
 @dataclass
@@ -57,6 +60,13 @@ async def recover(orch: Orchestrator) -> Recovery:
         if job.state in ACTIVE_STATES:
             last = job.attempts[-1] if job.attempts else None
             report = reports.get(attempt_key(job.id, last.n)) if last else None
+            nodes = int(job.spec.get("resources", {}).get("nodes", 1))
+            if last is not None and last.ended is None and nodes > 1:
+                if report is None or report["state"] != "finished":
+                    await _stop_gang(orch, job.id, last.n, nodes)
+                    _settle_unknown_attempt(orch, job, last, GANG_RESTARTED)
+                    summary.lost += 1
+                    continue
             if last is not None and report is not None:
                 await adopt(orch.attempts, job, last, report)
                 if report["state"] == "finished":
@@ -74,7 +84,24 @@ async def recover(orch: Orchestrator) -> Recovery:
     return summary
 
 
-def _settle_unknown_attempt(orch: Orchestrator, job: JobRecord, last: AttemptRecord | None) -> None:
+async def _stop_gang(orch: Orchestrator, job_id: str, n: int, nodes: int) -> None:
+    """Stop every rank of a multi-node attempt: running children, and tasks not started."""
+    from distributed import Future
+
+    from ..runner.supervisor import cancel_jobs
+
+    client = orch.backend.client
+    try:
+        await client.run(cancel_jobs, [job_id])
+        for rank in range(nodes):
+            await Future(attempt_key(job_id, n, rank), client).cancel()
+    except Exception:  # noqa: BLE001 - workers gone: nothing of it runs there any more
+        pass
+
+
+def _settle_unknown_attempt(
+    orch: Orchestrator, job: JobRecord, last: AttemptRecord | None, lost: str = LOST_WHILE_AWAY
+) -> None:
     """Nobody knows the attempt any more: use what the store recorded of its end, if
     anything, else it was lost."""
     run = Running(job.id, last.n if last else 0, last.worker or "" if last else "", (), 0.0, 0, "",
@@ -85,8 +112,8 @@ def _settle_unknown_attempt(orch: Orchestrator, job: JobRecord, last: AttemptRec
     else:
         if last is not None:
             orch.store.update_attempt(
-                job.id, last.n, state=FAILED, ended=orch.clock(), error=LOST_WHILE_AWAY,
+                job.id, last.n, state=FAILED, ended=orch.clock(), error=lost,
                 infrastructure=True,
             )  # fmt: skip
-        end = AttemptEnd(run, False, True, True, LOST_WHILE_AWAY)
+        end = AttemptEnd(run, False, True, True, lost)
     orch.outcomes.attempt_ended(end)

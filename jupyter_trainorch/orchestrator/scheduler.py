@@ -15,6 +15,7 @@ from .. import policy
 from ..cluster import ClusterBackend
 from ..runner.protocol import attempt_key
 from ..store import STARTING, AttemptRecord, JobStore, iso
+from . import gangs
 from .attempts import AttemptTracker, Running
 from .estimates import StartForecast
 from .outcomes import JobOutcomes
@@ -94,15 +95,16 @@ class Scheduler:
         """GPUs each user's running attempts hold."""
         held: dict[str, int] = {}
         for run in self.attempts.held():
-            held[run.user] = held.get(run.user, 0) + len(run.gpu_ids)
+            held[run.user] = held.get(run.user, 0) + sum(len(ids) for _, ids in run.slots())
         return held
 
     def gpus_held_by_groups(self) -> dict[str, int]:
         """GPUs the running attempts of each quota group's members hold."""
         held: dict[str, int] = {}
         for run in self.attempts.held():
+            gpus = sum(len(ids) for _, ids in run.slots())
             for group in run.groups:
-                held[group] = held.get(group, 0) + len(run.gpu_ids)
+                held[group] = held.get(group, 0) + gpus
         return held
 
     def _gpu_quotas(self) -> dict[str, Any]:
@@ -118,9 +120,10 @@ class Scheduler:
         held_cpus: dict[str, float] = {}
         held_memory: dict[str, int] = {}
         for run in self.attempts.held():
-            held_gpus.setdefault(run.worker, set()).update(run.gpu_ids)
-            held_cpus[run.worker] = held_cpus.get(run.worker, 0.0) + run.cpus
-            held_memory[run.worker] = held_memory.get(run.worker, 0) + run.memory
+            for worker, gpu_ids in run.slots():  # every rank of a multi-node job
+                held_gpus.setdefault(worker, set()).update(gpu_ids)
+                held_cpus[worker] = held_cpus.get(worker, 0.0) + run.cpus
+                held_memory[worker] = held_memory.get(worker, 0) + run.memory
         views = []
         for addr, worker in sorted(self.backend.workers.items()):
             taken = held_gpus.get(addr, set())
@@ -148,7 +151,7 @@ class Scheduler:
             order,
             self.views(),
             now=now,
-            running=[self._running_view(run) for run in held],
+            running=[view for run in held for view in self._running_views(run)],
             runtimes=self.queue.time_limits,
             rules=self.preemption,
             stopping={run.job_id for run in held if run.preempted_for},
@@ -157,13 +160,17 @@ class Scheduler:
         )
 
     @staticmethod
-    def _running_view(run: Running) -> policy.RunningJob:
-        return policy.RunningJob(
-            run.job_id, run.worker, run.priority, gpus=len(run.gpu_ids), cpus=run.cpus,
-            memory=run.memory, user=run.user, started=run.started,
-            checkpointed=run.checkpointed,
-            ends=run.started + run.timeout if run.timeout else None,
-        )  # fmt: skip
+    def _running_views(run: Running) -> list[policy.RunningJob]:
+        """One per rank: a multi-node job holds part of several workers."""
+        return [
+            policy.RunningJob(
+                run.job_id, worker, run.priority, gpus=len(gpu_ids), cpus=run.cpus,
+                memory=run.memory, user=run.user, started=run.started,
+                checkpointed=run.checkpointed,
+                ends=run.started + run.timeout if run.timeout else None,
+            )
+            for worker, gpu_ids in run.slots()
+        ]  # fmt: skip
 
     def schedule(self) -> None:
         if not len(self.queue) or not self.backend.workers or self.draining():
@@ -221,6 +228,7 @@ class Scheduler:
                 priority=job.priority,
                 started=now,
                 timeout=job.spec.get("timeout"),
+                ranks=gangs.extra_ranks(job.id, n, placement.ranks),
             )
             attempts.append(
                 AttemptRecord(

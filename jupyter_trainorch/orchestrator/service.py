@@ -245,6 +245,7 @@ class Orchestrator:
                 spec.resources.cpus,
                 spec.resources.memory,
                 self.scheduler.views(),
+                nodes=spec.resources.nodes,
             )
             if problem:
                 raise SpecError(problem)

@@ -80,6 +80,15 @@ class Releases:
         if start < math.inf:
             self.latest = max(self.latest, start)
 
+    def together(self, indices: list[int]) -> None:
+        """The workers ``indices`` are held for one gang: it starts on all of them at once,
+        when the last one has room."""
+        start = max(self.start[index] for index in indices)
+        for index in indices:
+            self.start[index] = start
+        if start < math.inf:
+            self.latest = max(self.latest, start)
+
     def open_until(self, now: float) -> bool:
         """Whether some held worker leaves room for a job that ends in time (a held job
         whose start is unknown leaves none: anything could delay it)."""

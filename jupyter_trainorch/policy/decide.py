@@ -94,15 +94,17 @@ def _within_quota(
     """The urgent jobs whose user and quota groups could hold their GPUs once placed."""
     held, group_held = dict(gpus_held), dict(groups_held)
     for job in started:
-        held[job.user] = held.get(job.user, 0) + job.gpus
+        gpus = job.gpus * job.nodes
+        held[job.user] = held.get(job.user, 0) + gpus
         for group in job.groups:
-            group_held[group] = group_held.get(group, 0) + job.gpus
+            group_held[group] = group_held.get(group, 0) + gpus
 
     def fits(job: QueuedJob) -> bool:
-        if job.user in gpu_caps and held.get(job.user, 0) + job.gpus > gpu_caps[job.user]:
+        gpus = job.gpus * job.nodes
+        if job.user in gpu_caps and held.get(job.user, 0) + gpus > gpu_caps[job.user]:
             return False
         return all(
-            group_held.get(g, 0) + job.gpus <= group_caps[g] for g in job.groups if g in group_caps
+            group_held.get(g, 0) + gpus <= group_caps[g] for g in job.groups if g in group_caps
         )
 
     return [job for job in urgent if fits(job)]
@@ -114,19 +116,21 @@ def _after(
     """The workers with what this decision's placements take away."""
     if not placements:
         return list(workers)
-    by_worker: dict[str, list[Placement]] = {}
+    # (job, GPU ids) of every rank placed on a worker: a gang takes a part of several.
+    by_worker: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
     for placement in placements:
-        by_worker.setdefault(placement.worker, []).append(placement)
+        for worker, gpu_ids in placement.slots():
+            by_worker.setdefault(worker, []).append((placement.job_id, gpu_ids))
     views = []
     for view in workers:
         taken = by_worker.get(view.address)
         if taken:
-            ids = {g for p in taken for g in p.gpu_ids}
+            ids = {g for _, gpu_ids in taken for g in gpu_ids}
             view = replace(
                 view,
                 free_gpu_ids=tuple(g for g in view.free_gpu_ids if g not in ids),
-                free_cpus=view.free_cpus - sum(started[p.job_id].cpus for p in taken),
-                free_memory=view.free_memory - sum(started[p.job_id].memory for p in taken),
+                free_cpus=view.free_cpus - sum(started[job_id].cpus for job_id, _ in taken),
+                free_memory=view.free_memory - sum(started[job_id].memory for job_id, _ in taken),
             )
         views.append(view)
     return views

@@ -59,13 +59,12 @@ def estimate_starts(
         for placement in placed:
             job = by_id[placement.job_id]
             starts[job.id] = clock
-            held = Holding(
-                placement.worker, placement.gpu_ids, max(job.cpus, 0.0), max(job.memory, 0)
-            )
-            views[held.worker] = _take(views[held.worker], held)
-            if job.id in runtimes:
-                heapq.heappush(ends, (clock + runtimes[job.id], tiebreak, held))
-                tiebreak += 1
+            for worker, gpu_ids in placement.slots():  # every rank of a gang
+                held = Holding(worker, gpu_ids, max(job.cpus, 0.0), max(job.memory, 0))
+                views[held.worker] = _take(views[held.worker], held)
+                if job.id in runtimes:
+                    heapq.heappush(ends, (clock + runtimes[job.id], tiebreak, held))
+                    tiebreak += 1
         if placed:
             waiting = [job for job in waiting if job.id not in starts]
         if not waiting or not ends or (wanted is not None and wanted <= starts.keys()):

@@ -26,17 +26,21 @@ The rules, by precedence:
   Without run times nothing backfills, and no job ever starts on a held worker.
 * Jobs that were preempted (``resumes``) go first within their class.
 * A job larger than every worker reserves nothing; :func:`fit_error` says why.
+* A gang (``nodes`` > 1, see :mod:`.gang`) needs that many distinct workers, each
+  fitting the per-node demand: all of them now, best fit per node, or it holds as many
+  workers for itself. Gangs neither backfill nor preempt.
 """
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_left, insort
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
 from .backfill import BACKFILL_DEPTH, Releases, runtime_of
+from .gang import gang_held_text, gang_shortfall, gang_waits_text, pick
 from .wording import Shape, bytes_text, cpu_text, demand_text, names_text, plural
 
 __all__ = [
@@ -69,6 +73,7 @@ class QueuedJob:
     name: str = ""  # jobs of one user and name are expected to run about as long
     resumes: bool = False  # preempted: it goes first within its class
     groups: tuple[str, ...] = ()  # the quota groups its GPUs count against
+    nodes: int = 1  # a gang: this many distinct workers, each with gpus/cpus/memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +113,12 @@ class Placement:
     worker: str
     gpu_ids: tuple[str, ...]
     backfill: bool = False  # on a worker held for a job ahead, ending before that one starts
+    # A gang's ranks 1..K-1 as (worker, GPU ids); rank 0 is ``worker``/``gpu_ids``.
+    ranks: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def slots(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """Every rank's (worker, GPU ids), rank 0 first."""
+        return ((self.worker, self.gpu_ids), *self.ranks)
 
 
 def queue_key(job: QueuedJob) -> tuple[int, int, int]:
@@ -184,22 +195,25 @@ class _Board:
 
     def fit(self, gpus: int, cpus: float, memory: int) -> int | None:
         """The best-fitting unreserved worker for the demand now, or None."""
+        return next(self.fits(gpus, cpus, memory), None)
+
+    def fits(self, gpus: int, cpus: float, memory: int) -> Iterator[int]:
+        """The unreserved workers the demand fits on now, best fit first."""
         buckets = self.buckets
-        if gpus >= len(buckets):
-            return None
         floor = (cpus - _CPU_SLACK,)
         for k in range(gpus, len(buckets)):
             bucket = buckets[k]
-            if not bucket:
-                continue
             for at in range(bisect_left(bucket, floor), len(bucket)):
                 index = bucket[at][2]
                 if not memory or not self.cap_memory[index] or self.free_memory[index] >= memory:
-                    return index
-        return None
+                    yield index
 
     def reservable(self, gpus: int, cpus: float, memory: int) -> int | None:
         """The unreserved worker to hold for a demand that fits no one now."""
+        return next(self.reservables(gpus, cpus, memory), None)
+
+    def reservables(self, gpus: int, cpus: float, memory: int) -> Iterator[int]:
+        """The unreserved workers whose capacity holds the demand, most free first."""
         cap_gpus, cap_cpus, cap_memory = self.cap_gpus, self.cap_cpus, self.cap_memory
         cpus -= _CPU_SLACK
         for bucket in reversed(self.buckets):
@@ -215,9 +229,8 @@ class _Board:
                         and cap_cpus[index] >= cpus
                         and (not memory or not cap_memory[index] or cap_memory[index] >= memory)
                     ):
-                        return index
+                        yield index
                 end = start
-        return None
 
     def _holds(self, index: int, gpus: int, cpus: float, memory: int) -> bool:
         cap_memory = self.cap_memory[index]
@@ -381,6 +394,45 @@ def plan(
         count(job, shape[0])
         return True
 
+    def start(job: QueuedJob, index: int, shape: _Shape) -> tuple[str, ...]:
+        taken = board.take(index, *shape)
+        if releases is not None:
+            runtime = runtime_of(runtimes, job.id)
+            releases.add(index, math.inf if runtime is None else now + runtime, shape)
+        return taken
+
+    def hold(job: QueuedJob, index: int, shape: _Shape) -> None:
+        if releases is not None:
+            memory_counts = bool(board.cap_memory[index])
+            releases.hold(index, shape, board.free(index), memory_counts, now, _CPU_SLACK)
+            no_room.clear()
+        board.reserve(index)
+        held_for[index] = job
+
+    def gang(job: QueuedJob, nodes: int, shape: _Shape) -> None:
+        chosen = pick(board.fits(*shape), nodes)
+        if chosen is not None:
+            slots = [(board.address[index], start(job, index, shape)) for index in chosen]
+            placements.append(Placement(job.id, *slots[0], ranks=tuple(slots[1:])))
+            count(job, shape[0] * nodes)
+            return
+        chosen = pick(board.reservables(*shape), nodes)
+        if chosen is not None:
+            for index in chosen:
+                hold(job, index, shape)
+            if releases is not None:
+                releases.together(chosen)
+        if reasons is not None:
+            if chosen is not None:
+                reasons[job.id] = gang_waits_text(
+                    nodes, shape, sorted(board.address[i] for i in chosen)
+                )
+            else:
+                ahead = sorted({other.id for other in held_for.values()})
+                reasons[job.id] = fit_error(*shape, workers, nodes=nodes) or gang_held_text(
+                    nodes, shape, ahead
+                )
+
     position = 0
     for position, job in enumerate(queue):
         if not board.unreserved:
@@ -397,7 +449,11 @@ def plan(
             float(job.cpus) if job.cpus > 0 else 0.0,
             job.memory if job.memory > 0 else 0,
         )
-        if (gpu_caps or group_caps) and over_quota(job, gpus):
+        nodes = job.nodes if job.nodes > 1 else 1
+        if (gpu_caps or group_caps) and over_quota(job, gpus * nodes):
+            continue
+        if nodes > 1:
+            gang(job, nodes, shape)
             continue
         state = known.get(shape)
         if state is None and _covers(hopeless, shape):
@@ -405,12 +461,8 @@ def plan(
         if state is None:
             index = board.fit(*shape)
             if index is not None:
-                taken = board.take(index, *shape)
-                placements.append(Placement(job.id, board.address[index], taken))
+                placements.append(Placement(job.id, board.address[index], start(job, index, shape)))
                 count(job, shape[0])
-                if releases is not None:
-                    runtime = runtime_of(runtimes, job.id)
-                    releases.add(index, math.inf if runtime is None else now + runtime, shape)
                 continue
         if releases is not None and job.id in runtimes and backfill(job, shape):  # type: ignore[operator]
             continue
@@ -429,12 +481,7 @@ def plan(
                 reasons[job.id] = _why_not(shape, workers, held_for)
         else:
             known[shape] = _NO_FIT_NOW
-            if releases is not None:
-                memory_counts = bool(board.cap_memory[index])
-                releases.hold(index, shape, board.free(index), memory_counts, now, _CPU_SLACK)
-                no_room.clear()
-            board.reserve(index)
-            held_for[index] = job
+            hold(job, index, shape)
             if reasons is not None:
                 reasons[job.id] = (
                     f"needs {demand_text(shape)}, which no worker has free now; "
@@ -447,13 +494,13 @@ def plan(
         # Every worker is busy or held: the jobs just behind may still backfill.
         for job in islice(queue, position, position + BACKFILL_DEPTH):
             shape = _shape(job)
-            if not over_quota(job, shape[0]) and backfill(job, shape):
+            if job.nodes <= 1 and not over_quota(job, shape[0]) and backfill(job, shape):
                 started.add(job.id)
     if reasons is not None:
         for later, job in enumerate(queue[position:], start=position):
             if (wanted is None or job.id in wanted) and job.id not in started:
                 if job.id not in reasons:
-                    reasons[job.id] = fit_error(*_shape(job), workers) or _behind(
+                    reasons[job.id] = fit_error(*_shape(job), workers, nodes=job.nodes) or _behind(
                         later, board, held_for
                     )
     return placements
@@ -518,8 +565,11 @@ def _last_cpu_free(queue: Sequence[QueuedJob], start: int) -> int:
     return start - 1
 
 
-def fit_error(gpus: int, cpus: float, memory: int, workers: Sequence[WorkerView]) -> str | None:
-    """None if some worker could ever hold the job, else one sentence why not.
+def fit_error(
+    gpus: int, cpus: float, memory: int, workers: Sequence[WorkerView], nodes: int = 1
+) -> str | None:
+    """None if some worker could ever hold the job (``nodes`` distinct workers for a gang,
+    each holding one node's demand), else one sentence why not.
 
     Judged on capacity, not on what is free now: a job that only has to wait
     is not an error.
@@ -528,8 +578,15 @@ def fit_error(gpus: int, cpus: float, memory: int, workers: Sequence[WorkerView]
         return "the cluster has no workers yet"
     board = _Board(workers)
     count = len(workers)
-    if any(board._holds(index, gpus, cpus, memory) for index in range(count)):
-        return None
+    if nodes <= 1:
+        if any(board._holds(index, gpus, cpus, memory) for index in range(count)):
+            return None
+    else:
+        holders = sum(board._holds(index, gpus, cpus, memory) for index in range(count))
+        if holders >= nodes:
+            return None
+        if holders:
+            return gang_shortfall(nodes, (gpus, cpus, memory), holders, count)
     total_gpus = sum(board.cap_gpus)
     cluster = f"cluster: {plural(count, 'worker')}, {plural(total_gpus, 'GPU')} in all"
     one_worker = "a job must fit on one worker"

@@ -88,7 +88,12 @@ def choose_preemptions(
             else:
                 by_worker.setdefault(job.worker, []).append(job)
     for job in waiting:
-        if job.priority < rules.priority or fit_error(job.gpus, job.cpus, job.memory, workers):
+        # A gang never preempts (policy.gang): it waits for its workers.
+        if (
+            job.priority < rules.priority
+            or job.nodes > 1
+            or fit_error(job.gpus, job.cpus, job.memory, workers)
+        ):
             continue
         # Room that jobs being stopped already make: claimed by the first job it serves.
         served = False

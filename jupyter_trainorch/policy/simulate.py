@@ -14,6 +14,7 @@ places start then. Policies:
 
 ``priority`` and ``fair`` backfill jobs whose trace gives a ``timeout`` and, given
 ``PreemptionRules``, let urgent jobs preempt (:func:`~.decide.decide`, as the service).
+Traces have no node counts: every replayed job runs on one worker (no gangs).
 """
 
 from __future__ import annotations

@@ -42,6 +42,18 @@ TRACKING_ENV = "TRAINORCH_TRACKING"
 MLFLOW_RUN_ID_ENV = "TRAINORCH_MLFLOW_RUN_ID"
 
 
+class GangRole(TypedDict):
+    """One rank of a multi-node attempt: where it stands, and how it finds rank 0."""
+
+    rank: int
+    world_size: int
+    local_rank: int  # among the ranks on the same host
+    local_world_size: int
+    node_rank: int  # the host's index among the attempt's hosts, in rank order
+    master_addr: str  # rank 0's host
+    rendezvous: str  # the Dask Variable where rank 0 publishes its MASTER_PORT
+
+
 class UpstreamJob(TypedDict):
     """A job this one waited on, as its attempt is told (never its environment)."""
 
@@ -81,6 +93,7 @@ class AttemptRequest(TypedDict):
     package: bytes | None  # captured variables and input files
     max_log_bytes: int  # output kept per attempt; 0: all of it
     upstream: NotRequired[list[UpstreamJob]]  # only for a job with dependencies
+    gang: NotRequired[GangRole]  # only for a rank of a multi-node job
 
 
 class AttemptOutcome(TypedDict, total=False):
@@ -89,6 +102,7 @@ class AttemptOutcome(TypedDict, total=False):
 
     job_id: str
     attempt: int
+    rank: int  # of a multi-node attempt (0 otherwise)
     exit_code: int | None  # None: the process never started
     error: str | None
     retryable: bool
@@ -120,6 +134,8 @@ class ChildStatus(TypedDict):
     retryable: bool
 
 
-def attempt_key(job_id: str, attempt: int) -> str:
-    """The Dask key of an attempt's task, also the name of its folder on the worker."""
-    return f"trainorch-{job_id}-{attempt}"
+def attempt_key(job_id: str, attempt: int, rank: int = 0) -> str:
+    """The Dask key of an attempt's task, also the name of its folder on the worker; of a
+    multi-node attempt's rank 0 too, and ``…-rankR`` of its other ranks."""
+    key = f"trainorch-{job_id}-{attempt}"
+    return f"{key}-rank{rank}" if rank else key

@@ -89,7 +89,9 @@ class LineBatcher:
     """Collects lines and progress; ``send`` receives ``{"lines": [...], "progress": ...}``.
 
     ``mask`` hides secret values in lines and progress messages; after ``max_bytes``
-    of lines (0: no cap) one last line says so and later lines are dropped.
+    of lines (0: no cap) one last line says so and later lines are dropped. Rank ``rank``
+    of ``ranks`` (a multi-node attempt) numbers its n-th line ``n * ranks + rank``, so that
+    the ranks' lines never share a number in the attempt's log, and marks them ``[rank r]``.
     """
 
     def __init__(
@@ -98,8 +100,12 @@ class LineBatcher:
         log_path: Path,
         mask: SecretMask | None = None,
         max_bytes: int = 0,
+        rank: int = 0,
+        ranks: int = 1,
     ) -> None:
         self._send = send
+        self._rank, self._ranks = rank, max(ranks, 1)
+        self._prefix = f"[rank {rank}] " if rank else ""
         self._mask = mask or SecretMask(())
         self.max_bytes = max_bytes
         self.bytes = 0
@@ -130,7 +136,8 @@ class LineBatcher:
             else:
                 self.bytes += size
             self.count += 1
-            record = [self.count, stream, text, time.time()]
+            seq = self.count * self._ranks + self._rank
+            record = [seq, stream, self._prefix + text, time.time()]
             self._file.write(json.dumps(record) + "\n")
             self._lines.append(record)
             full = len(self._lines) >= MAX_BATCH_LINES

@@ -22,6 +22,7 @@ from typing import Any
 from ..environ import without_service_settings
 from ..files import write_private
 from ..package import build_package, extract_files, read_package
+from .gang import gang_environment, meet_rank_zero
 from .masking import SecretMask
 from .protocol import (
     ATTEMPT_DIR_ENV,
@@ -72,7 +73,9 @@ def _attempt_root(worker: Any = None) -> Path:
 class Supervisor:
     def __init__(self, request: AttemptRequest, send: Any) -> None:
         self.request = request
-        self.key = attempt_key(request["job_id"], request["attempt"])
+        self.gang = request.get("gang")
+        rank, ranks = (self.gang["rank"], self.gang["world_size"]) if self.gang else (0, 1)
+        self.key = attempt_key(request["job_id"], request["attempt"], rank)
         self.dir = _attempt_root() / self.key
         # request.json holds the job's secrets, and all else here is its owner's alone.
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -85,13 +88,19 @@ class Supervisor:
             log_path=self.dir / LOG_FILE,
             mask=self.mask,
             max_bytes=int(request.get("max_log_bytes") or 0),
+            rank=rank,
+            ranks=ranks,
         )
         self.send = send
         self.proc: subprocess.Popen[bytes] | None = None
+        self.master_port = 0  # a multi-node attempt's, once rank 0 has chosen it
         self.process_started: float | None = None
 
     def _ids(self) -> dict[str, Any]:
-        return {"job_id": self.request["job_id"], "attempt": self.request["attempt"]}
+        ids = {"job_id": self.request["job_id"], "attempt": self.request["attempt"]}
+        if self.gang:
+            ids["rank"] = self.gang["rank"]
+        return ids
 
     # -- process -----------------------------------------------------------
     def _environment(self, progress_fd: int) -> dict[str, str]:
@@ -115,6 +124,8 @@ class Supervisor:
         )
         if "upstream" in req:
             env[UPSTREAM_DIR_ENV] = str(self.dir / UPSTREAM_DIR)
+        if self.gang:
+            env.update(gang_environment(self.gang, self.master_port))
         return env
 
     def _checkpoint_dir(self) -> str:
@@ -140,6 +151,8 @@ class Supervisor:
             self.has_inputs = bool(files)
         write_private(self.dir / REQUEST_FILE, json.dumps(req))
         os.makedirs(self._checkpoint_dir(), exist_ok=True)
+        if self.gang:
+            self.master_port = meet_rank_zero(self.gang, self.cancel_requested)
         read_fd, write_fd = os.pipe()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyter_trainorch.runner.child", str(self.dir)],

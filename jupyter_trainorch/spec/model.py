@@ -42,6 +42,7 @@ MAX_ENV_ENTRIES = 256
 MAX_ENV_VALUE_CHARS = 32 * 2**10
 MAX_PARAMS_BYTES = 2**20
 MAX_LIST_ITEMS = 1000
+MAX_NODES = 64  # ranks of one multi-node job, each a supervised process on its own worker
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -158,6 +159,16 @@ class Resources(SpecModel):
         BeforeValidator(_unit(parse_memory), json_schema_input_type=int | str),
         Field(ge=0, description="bytes (input also as 16GiB, 512MB); 0 means unspecified"),
     ] = 0
+    nodes: Annotated[
+        int,
+        BeforeValidator(_whole),
+        Field(
+            ge=1,
+            le=MAX_NODES,
+            description="workers the job runs on at once (ranks of a distributed job); "
+            "gpus, cpus and memory are per node",
+        ),
+    ] = 1
 
     @classmethod
     def parse(cls, data: dict[str, Any] | None, prefix: str = "resources") -> Resources:

@@ -51,6 +51,7 @@ def _render(text: str, params: dict[str, Any], what: str) -> str:
 
 _OVERRIDES = (
     "gpus",
+    "nodes",
     "cpus",
     "memory",
     "priority",
@@ -64,11 +65,14 @@ _OVERRIDES = (
 )
 
 
+_RESOURCE_FLAGS = ("gpus", "cpus", "memory", "nodes")
+
+
 def _flag(key: str, value: Any) -> Any:
     """Parse one flag value with the model parser, naming it ``--key`` in errors."""
     flag = f"--{key}"
     try:
-        if key in ("gpus", "cpus"):
+        if key in ("gpus", "cpus", "nodes"):
             return getattr(Resources.parse({key: value}, "resources"), key)
         if key == "memory":
             return parse_memory(value, flag)
@@ -106,7 +110,7 @@ def render_spec(
     if unknown:
         raise SpecError(f"--{unknown[0]} is not an option a template can take")
     resources = template.resources.model_copy(
-        update={k: _flag(k, overrides[k]) for k in ("gpus", "cpus", "memory") if k in overrides}
+        update={k: _flag(k, overrides[k]) for k in _RESOURCE_FLAGS if k in overrides}
     )
     retry = template.retry
     if "retries" in overrides:

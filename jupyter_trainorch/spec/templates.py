@@ -44,7 +44,7 @@ _TEXT_FIELDS = (
 _MAPPING_FIELDS = ("resources", "env", "secret_env", "params")
 # Plain keys that users carry over from other tools or the legacy schema; difflib alone
 # would not point ``gpu`` at ``resources``.
-_HINTS = {k: "resources" for k in ("gpu", "gpus", "cpu", "cpus", "memory", "mem")}
+_HINTS = {k: "resources" for k in ("gpu", "gpus", "cpu", "cpus", "memory", "mem", "nodes")}
 _HINTS.update(defaults="params", retry="retries", vars="params", variables="params")
 
 
@@ -131,7 +131,7 @@ def _rename(mapping: dict[str, Any], old: str, new: str) -> None:
 def _migrate_v0(data: dict[str, Any], where: _Where) -> dict[str, Any]:
     """Schema 0 kept resources at the top level and called params ``defaults``."""
     data = dict(data)
-    moved = {k: data.pop(k) for k in ("gpus", "cpus", "memory") if k in data}
+    moved = {k: data.pop(k) for k in ("gpus", "cpus", "memory", "nodes") if k in data}
     if moved:
         existing = data.get("resources")
         data["resources"] = {**moved, **(existing if isinstance(existing, dict) else {})}

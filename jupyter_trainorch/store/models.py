@@ -137,6 +137,7 @@ class JobRecord:
                 "gpus": resources.get("gpus", 0),
                 "cpus": resources.get("cpus", 1),
                 "memory": resources.get("memory", 0),
+                "nodes": resources.get("nodes", 1),
             },
             "depends_on": list(self.depends_on),
             "dependencies": [{"job_id": k, "when": v} for k, v in self.conditions.items()],

@@ -1140,6 +1140,12 @@ export interface components {
              * @default 0
              */
             memory?: number | string;
+            /**
+             * Nodes
+             * @description workers the job runs on at once (ranks of a distributed job); gpus, cpus and memory are per node
+             * @default 1
+             */
+            nodes?: number;
         };
         /** Resources */
         "Resources-Output": {
@@ -1159,6 +1165,12 @@ export interface components {
              * @default 0
              */
             memory?: number;
+            /**
+             * Nodes
+             * @description workers the job runs on at once (ranks of a distributed job); gpus, cpus and memory are per node
+             * @default 1
+             */
+            nodes?: number;
         };
         /**
          * RetryPolicy
@@ -1311,7 +1323,7 @@ export interface components {
             outputs?: string[] | null;
             /**
              * Overrides
-             * @description flags: gpus, cpus, memory, priority, retries, timeout, env, secret_env, name, experiment, register_model
+             * @description flags: gpus, nodes, cpus, memory, priority, retries, timeout, env, secret_env, name, experiment, register_model
              * @default null
              */
             overrides?: {
