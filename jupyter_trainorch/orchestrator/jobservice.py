@@ -8,16 +8,13 @@ one sentence. Reads go straight to the store; commands run on the orchestrator's
 from __future__ import annotations
 
 import asyncio
-import base64
 import threading
 import time
 from typing import Any
 
-from ..contract.jobs import BatchRequest, SubmitRequest
+from ..contract.jobs import BatchRequest
 from ..contract.limits import JOB_ORDERS, MAX_LIST_LIMIT, MAX_WAIT_SECONDS
-from ..contract.states import WAITING_STATES
-from ..package import check_package
-from ..spec import JobSpec, SpecError
+from ..spec import SpecError
 from ..spec.model import validate
 from ..spec.secrets import public_spec
 from ..store import (
@@ -37,7 +34,9 @@ from .config import OrchestratorConfig
 from .dependencies import dependency_reason
 from .errors import JobNotFound, JobStateError
 from .host import OrchestratorHost
-from .quotas import QuotaExceeded, Quotas
+from .intake import Intake, key_and_hash
+from .quota_use import QuotaUse
+from .quotas import Quotas
 
 
 class JobService:
@@ -57,6 +56,8 @@ class JobService:
         self._registry: Any = None
         self._metrics_reader: Any = None
         self.quotas = Quotas.from_config(config)
+        self.intake = Intake(self.quotas, lambda: self.templates_registry)
+        self.quota_use = QuotaUse(self.quotas, lambda: self.store, self._gpus_held)
 
     # -- lifecycle -----------------------------------------------------------------
     @property
@@ -110,9 +111,9 @@ class JobService:
         "overrides": {...}, "source": str?, "depends_on": [...]}``; the job belongs to the
         caller whatever the body says. Returns the job and whether it was created now
         (False: the key was seen before and this is that job)."""
-        spec, package = self._spec(caller, body)
-        key, digest = _key_and_hash(body, idempotency_key)
-        self._check_queue_quota(caller, key)
+        spec, package = self.intake.spec(caller, body)
+        key, digest = key_and_hash(body, idempotency_key)
+        self.quota_use.check_submit(caller, key)
         admin = caller.admin
         if key is None:
             record, created = self.host.call(lambda o: o.submit(spec, package, admin=admin)), True
@@ -133,89 +134,14 @@ class JobService:
         jobs = []
         for n, item in enumerate(body["jobs"]):
             try:
-                jobs.append(self._spec(caller, item))
+                jobs.append(self.intake.spec(caller, item))
             except SpecError as err:
                 raise SpecError(f"jobs[{n}]: {err}") from None
-        key, digest = _key_and_hash(body, idempotency_key, reserve=len("#999"))
-        self._check_queue_quota(caller, None if key is None else f"{key}#0", len(jobs))
+        key, digest = key_and_hash(body, idempotency_key, reserve=len("#999"))
+        self.quota_use.check_submit(caller, None if key is None else f"{key}#0", len(jobs))
         admin = caller.admin
         records, created = self.host.call(lambda o: o.submit_group(jobs, admin, key, digest))
         return {"jobs": [self._job_dict(caller, r.id) for r in records]}, created
-
-    def _spec(self, caller: Caller, body: Any) -> tuple[JobSpec, bytes | None]:
-        """The caller's job spec and code package from one submit body."""
-        if not isinstance(body, dict):
-            raise SpecError("the request body must be a JSON object")
-        if "user" in body:
-            raise SpecError("user comes from authentication; leave it out of the request")
-        validate(SubmitRequest, body)
-        package = None
-        if body.get("package"):
-            try:
-                package = base64.b64decode(body["package"], validate=True)
-            except ValueError:
-                raise SpecError("package must be base64-encoded bytes") from None
-            check_package(package)
-        if "spec" in body:
-            spec = JobSpec.from_dict(body["spec"])
-        elif "template" in body:
-            from ..package import template_files, with_files
-
-            template = self.templates_registry.get(str(body["template"]))
-            spec = self._render(template, body)
-            spec.group = str(body.get("group") or "")
-            package = with_files(package, template_files(template))
-        else:
-            raise SpecError("the request must contain either spec or template")
-        spec.user = caller.name
-        spec.quota_groups = self.quotas.quota_groups(caller.groups)
-        return spec, package
-
-    def _check_queue_quota(self, caller: Caller, key: str | None, count: int = 1) -> None:
-        user = caller.name
-        over = []
-        limit = self.quotas.of(user).queued
-        if limit and self._waiting(user) + count > limit:
-            over.append((user, limit))
-        groups = [
-            g for g in self.quotas.quota_groups(caller.groups) if self.quotas.groups[g].queued
-        ]
-        if groups:
-            waiting = self.store.count_in_groups(WAITING_STATES, groups)
-            over += [
-                (f"group {g}", self.quotas.groups[g].queued)
-                for g in groups
-                if waiting[g] + count > self.quotas.groups[g].queued
-            ]
-        if not over:
-            return
-        # A replayed submit returns the job it made, which was counted already.
-        if key is None or self.store.find_by_idempotency_key(user, key) is None:
-            who, limit = over[0]
-            more = f" and {count} more would pass the {limit}" if count > 1 else f" {limit}"
-            raise QuotaExceeded(
-                f"{who} has{more} jobs waiting, the most the queue quota allows; "
-                "submit again once some have started"
-            )
-
-    def _waiting(self, user: str) -> int:
-        return self.store.count_jobs(states=WAITING_STATES, user=user)
-
-    def _render(self, template: Any, body: dict[str, Any]) -> JobSpec:
-        from ..spec.render import render_spec
-
-        return render_spec(
-            template,
-            params=body.get("params") or {},
-            overrides=body.get("overrides") or {},
-            source=body.get("source"),
-            user="",
-            depends_on=list(body.get("depends_on") or []),
-            dependencies=list(body.get("dependencies") or []),
-            outputs=body.get("outputs"),
-            workdir=body.get("workdir"),
-            name=body.get("name"),
-        )
 
     def cancel(self, caller: Caller, job_id: str) -> dict[str, Any]:
         self._owned(caller, job_id, "cancel it")
@@ -302,36 +228,13 @@ class JobService:
                 "see_others_jobs": caller.admin or self.others_jobs != "hidden",
                 "stop_service": caller.admin,
             },
-            "quota": self.quota(caller),
+            "quota": self.quota_use.view(caller),
         }
 
-    def quota(self, caller: Caller) -> dict[str, Any]:
-        """The caller's limits (None: no limit) and what they use of them now; the same for
-        each of the caller's groups that has a quota."""
-        quota = self.quotas.of(caller.name)
-        held: dict[str, int] = {}
-        group_held: dict[str, int] = {}
-        if self.started:
-            held = self.host.call_sync(lambda o: o.gpus_held())
-            group_held = self.host.call_sync(lambda o: o.gpus_held_by_groups())
-        groups = self.quotas.quota_groups(caller.groups)
-        waiting = self.store.count_in_groups(WAITING_STATES, groups)
-        return {
-            "gpus": quota.gpus or None,
-            "queued": quota.queued or None,
-            "gpus_held": held.get(caller.name, 0),
-            "waiting": self._waiting(caller.name),
-            "groups": [
-                {
-                    "name": group,
-                    "gpus": self.quotas.groups[group].gpus or None,
-                    "queued": self.quotas.groups[group].queued or None,
-                    "gpus_held": group_held.get(group, 0),
-                    "waiting": waiting[group],
-                }
-                for group in groups
-            ],
-        }
+    def _gpus_held(self) -> tuple[dict[str, int], dict[str, int]]:
+        if not self.started:
+            return {}, {}
+        return self.host.call_sync(lambda o: (o.gpus_held(), o.gpus_held_by_groups()))
 
     def list(
         self, caller: Caller, state: str | None = None, user: str | None = None,
@@ -496,30 +399,3 @@ class JobService:
         from .metrics import render_metrics
 
         return render_metrics(self.host)
-
-
-def _key_and_hash(
-    body: dict[str, Any], header: str | None, reserve: int = 0
-) -> tuple[str | None, str | None]:
-    """The request's idempotency key (the header, else ``client_token``) and its hash."""
-    key = header or body.get("client_token")
-    if key is None:
-        return None, None
-    return _idempotency_key(key, 128 - reserve), _request_hash(body)
-
-
-def _idempotency_key(value: Any, most: int = 128) -> str:
-    text = str(value)
-    if not 1 <= len(text) <= most or not text.isascii() or not text.isprintable():
-        raise SpecError(f"the Idempotency-Key must be 1 to {most} printable ASCII characters")
-    return text
-
-
-def _request_hash(body: dict[str, Any]) -> str:
-    import hashlib
-    import json
-
-    canonical = json.dumps(
-        {k: v for k, v in body.items() if k != "client_token"}, sort_keys=True, default=str
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -34,13 +34,13 @@ The rules, by precedence:
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, insort
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from itertools import islice
 
 from .backfill import BACKFILL_DEPTH, Releases, runtime_of
+from .board import CPU_SLACK, Board
 from .gang import gang_held_text, gang_shortfall, gang_waits_text, pick
+from .model import Placement, QueuedJob, RunningJob, WorkerView, queue_key
 from .wording import Shape, bytes_text, cpu_text, demand_text, names_text, plural
 
 __all__ = [
@@ -54,79 +54,6 @@ __all__ = [
     "wait_reasons",
 ]
 
-# CPU claims are floats (``cpus=0.1``) and sums of them drift; without slack a
-# job could be refused over 1e-17 of a core.
-_CPU_SLACK = 1e-9
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedJob:
-    """A waiting job, reduced to what placement needs."""
-
-    id: str
-    priority: int  # larger runs first: low=0 normal=100 high=200 urgent=300
-    seq: int  # submission order, smaller = earlier
-    gpus: int = 0
-    cpus: float = 1.0
-    memory: int = 0  # bytes, 0 = no claim
-    user: str = ""
-    name: str = ""  # jobs of one user and name are expected to run about as long
-    resumes: bool = False  # preempted: it goes first within its class
-    groups: tuple[str, ...] = ()  # the quota groups its GPUs count against
-    nodes: int = 1  # a gang: this many distinct workers, each with gpus/cpus/memory
-
-
-@dataclass(frozen=True, slots=True)
-class RunningJob:
-    """A job that holds part of a worker now."""
-
-    id: str
-    worker: str
-    priority: int
-    gpus: int = 0
-    cpus: float = 1.0
-    memory: int = 0
-    user: str = ""
-    started: float = 0.0  # when it started running (the clock the caller passes in)
-    checkpointed: float | None = None  # its last checkpoint; None: none yet
-    ends: float | None = None  # when it is expected to end at the latest; None: unknown
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerView:
-    """A worker's capacity and what running jobs leave of it."""
-
-    address: str
-    gpu_ids: tuple[str, ...] = ()
-    free_gpu_ids: tuple[str, ...] = ()
-    cpus: float = 1.0
-    free_cpus: float = 1.0
-    memory: int = 0  # bytes, 0 = unknown: memory never limits this worker
-    free_memory: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Placement:
-    """Start ``job_id`` on ``worker`` with exactly these GPU ids."""
-
-    job_id: str
-    worker: str
-    gpu_ids: tuple[str, ...]
-    backfill: bool = False  # on a worker held for a job ahead, ending before that one starts
-    # A gang's ranks 1..K-1 as (worker, GPU ids); rank 0 is ``worker``/``gpu_ids``.
-    ranks: tuple[tuple[str, tuple[str, ...]], ...] = ()
-
-    def slots(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
-        """Every rank's (worker, GPU ids), rank 0 first."""
-        return ((self.worker, self.gpu_ids), *self.ranks)
-
-
-def queue_key(job: QueuedJob) -> tuple[int, int, int]:
-    """Sort key of the queue: higher priority first, preempted jobs first within a
-    priority, then earlier submission."""
-    return (-job.priority, 0 if job.resumes else 1, job.seq)
-
-
 # Equal shapes are interchangeable for placement.
 _Shape = Shape
 
@@ -135,168 +62,6 @@ _Shape = Shape
 # that failed stays failed for every later job of that shape.
 _NO_FIT_NOW = 1
 _HOPELESS = 2
-
-
-class _Board:
-    """The working copy of the cluster for one ``plan`` call.
-
-    Workers that are not reserved sit in ``buckets[k]`` (``k`` = free GPUs),
-    each bucket sorted by ``(free_cpus, address, index)``: best fit is then
-    the first entry, from the smallest big-enough bucket, past the bisection
-    point for the job's CPUs. That keeps a decision at O(buckets * log workers)
-    rather than a pass over every worker.
-    """
-
-    __slots__ = (
-        "address",
-        "buckets",
-        "cap_cpus",
-        "cap_gpus",
-        "cap_memory",
-        "entries",
-        "free_cpus",
-        "free_ids",
-        "free_memory",
-        "open",
-        "unreserved",
-    )
-
-    def __init__(self, workers: Sequence[WorkerView]) -> None:
-        self.address: list[str] = []
-        self.cap_gpus: list[int] = []
-        self.cap_cpus: list[float] = []
-        self.cap_memory: list[int] = []
-        self.free_ids: list[tuple[str, ...]] = []
-        self.free_cpus: list[float] = []
-        self.free_memory: list[int] = []
-        self.entries: list[tuple[float, str, int]] = []
-        top = 0
-        for index, worker in enumerate(workers):
-            # A repeated id in the view must not let two jobs share one GPU.
-            ids = tuple(dict.fromkeys(worker.free_gpu_ids))
-            free_cpus = _clamp(float(worker.free_cpus))
-            self.address.append(worker.address)
-            self.cap_gpus.append(max(len(worker.gpu_ids), len(ids)))
-            self.cap_cpus.append(max(float(worker.cpus), free_cpus))
-            self.cap_memory.append(worker.memory)
-            self.free_ids.append(ids)
-            self.free_cpus.append(free_cpus)
-            self.free_memory.append(worker.free_memory if worker.memory else 0)
-            self.entries.append((free_cpus, worker.address, index))
-            top = max(top, len(ids))
-        self.buckets: list[list[tuple[float, str, int]]] = [[] for _ in range(top + 1)]
-        for entry in self.entries:
-            self.buckets[len(self.free_ids[entry[2]])].append(entry)
-        for bucket in self.buckets:
-            bucket.sort()
-        self.unreserved = len(self.entries)
-        # Workers that can still take a job claiming some CPU.
-        self.open = sum(1 for cpus in self.free_cpus if cpus > 0.0)
-
-    def fit(self, gpus: int, cpus: float, memory: int) -> int | None:
-        """The best-fitting unreserved worker for the demand now, or None."""
-        return next(self.fits(gpus, cpus, memory), None)
-
-    def fits(self, gpus: int, cpus: float, memory: int) -> Iterator[int]:
-        """The unreserved workers the demand fits on now, best fit first."""
-        buckets = self.buckets
-        floor = (cpus - _CPU_SLACK,)
-        for k in range(gpus, len(buckets)):
-            bucket = buckets[k]
-            for at in range(bisect_left(bucket, floor), len(bucket)):
-                index = bucket[at][2]
-                if not memory or not self.cap_memory[index] or self.free_memory[index] >= memory:
-                    yield index
-
-    def reservable(self, gpus: int, cpus: float, memory: int) -> int | None:
-        """The unreserved worker to hold for a demand that fits no one now."""
-        return next(self.reservables(gpus, cpus, memory), None)
-
-    def reservables(self, gpus: int, cpus: float, memory: int) -> Iterator[int]:
-        """The unreserved workers whose capacity holds the demand, most free first."""
-        cap_gpus, cap_cpus, cap_memory = self.cap_gpus, self.cap_cpus, self.cap_memory
-        cpus -= _CPU_SLACK
-        for bucket in reversed(self.buckets):
-            # Groups of equal free CPUs, most first; inside a group the
-            # entries run by address, so the first match is the one.
-            end = len(bucket)
-            while end:
-                start = bisect_left(bucket, (bucket[end - 1][0],), 0, end)
-                for at in range(start, end):
-                    index = bucket[at][2]
-                    if (
-                        cap_gpus[index] >= gpus
-                        and cap_cpus[index] >= cpus
-                        and (not memory or not cap_memory[index] or cap_memory[index] >= memory)
-                    ):
-                        yield index
-                end = start
-
-    def _holds(self, index: int, gpus: int, cpus: float, memory: int) -> bool:
-        cap_memory = self.cap_memory[index]
-        return (
-            self.cap_gpus[index] >= gpus
-            and self.cap_cpus[index] + _CPU_SLACK >= cpus
-            and (not memory or not cap_memory or cap_memory >= memory)
-        )
-
-    def _unlist(self, index: int) -> None:
-        entry = self.entries[index]
-        bucket = self.buckets[len(self.free_ids[index])]
-        del bucket[bisect_left(bucket, entry)]
-
-    def take(self, index: int, gpus: int, cpus: float, memory: int) -> tuple[str, ...]:
-        """Consume the demand on a worker; returns the GPU ids handed out."""
-        self._unlist(index)
-        ids = self.free_ids[index]
-        taken, self.free_ids[index] = ids[:gpus], ids[gpus:]
-        before = self.free_cpus[index]
-        after = _clamp(before - cpus)
-        self.free_cpus[index] = after
-        if before > 0.0 and after == 0.0:
-            self.open -= 1
-        if memory and self.cap_memory[index]:
-            self.free_memory[index] -= memory
-        entry = (after, self.address[index], index)
-        self.entries[index] = entry
-        insort(self.buckets[len(self.free_ids[index])], entry)
-        return taken
-
-    def reserve(self, index: int) -> None:
-        self._unlist(index)
-        self.unreserved -= 1
-        if self.free_cpus[index] > 0.0:
-            self.open -= 1
-
-    def free(self, index: int) -> tuple[int, float, int]:
-        return len(self.free_ids[index]), self.free_cpus[index], self.free_memory[index]
-
-    def backfill_fit(self, held: Sequence[int], gpus: int, cpus: float, memory: int) -> int | None:
-        """Best fit among the held workers ``held`` for the demand now, or None."""
-        best: tuple[int, float, str, int] | None = None
-        for index in held:
-            free_gpus, free_cpus, free_memory = self.free(index)
-            if (
-                free_gpus >= gpus
-                and free_cpus + _CPU_SLACK >= cpus
-                and (not memory or not self.cap_memory[index] or free_memory >= memory)
-            ):
-                key = (free_gpus, free_cpus, self.address[index], index)
-                best = key if best is None or key < best else best
-        return None if best is None else best[3]
-
-    def take_held(self, index: int, gpus: int, cpus: float, memory: int) -> tuple[str, ...]:
-        """Consume the demand on a held worker (it is in no bucket)."""
-        ids = self.free_ids[index]
-        taken, self.free_ids[index] = ids[:gpus], ids[gpus:]
-        self.free_cpus[index] = _clamp(self.free_cpus[index] - cpus)
-        if memory and self.cap_memory[index]:
-            self.free_memory[index] -= memory
-        return taken
-
-
-def _clamp(cpus: float) -> float:
-    return 0.0 if cpus <= _CPU_SLACK else cpus
 
 
 def plan(
@@ -325,7 +90,7 @@ def plan(
     ``runtimes``: the known run time (seconds) of queued jobs by id; with it, ``now`` and
     the ``running`` jobs' expected ends, jobs backfill (see the module's rules).
     """
-    board = _Board(workers)
+    board = Board(workers)
     held = dict(gpus_held or {})  # user -> GPUs held, as this call places jobs
     group_held = dict(groups_held or {})  # quota group -> GPUs held
     held_for: dict[int, QueuedJob] = {}  # reserved worker -> the job it is held for
@@ -404,7 +169,7 @@ def plan(
     def hold(job: QueuedJob, index: int, shape: _Shape) -> None:
         if releases is not None:
             memory_counts = bool(board.cap_memory[index])
-            releases.hold(index, shape, board.free(index), memory_counts, now, _CPU_SLACK)
+            releases.hold(index, shape, board.free(index), memory_counts, now, CPU_SLACK)
             no_room.clear()
         board.reserve(index)
         held_for[index] = job
@@ -540,7 +305,7 @@ def _held_elsewhere(shape: _Shape, held_for: dict[int, QueuedJob]) -> str:
     return f"needs {demand_text(shape)}, which no worker has free now"
 
 
-def _behind(position: int, board: _Board, held_for: dict[int, QueuedJob]) -> str:
+def _behind(position: int, board: Board, held_for: dict[int, QueuedJob]) -> str:
     if board.unreserved:
         why = "no worker has a free CPU (running jobs hold them all)"
     else:
@@ -560,7 +325,7 @@ def _covers(smaller: list[_Shape], shape: _Shape) -> bool:
 
 def _last_cpu_free(queue: Sequence[QueuedJob], start: int) -> int:
     for position in range(len(queue) - 1, start - 1, -1):
-        if queue[position].cpus <= _CPU_SLACK:
+        if queue[position].cpus <= CPU_SLACK:
             return position
     return start - 1
 
@@ -576,7 +341,7 @@ def fit_error(
     """
     if not workers:
         return "the cluster has no workers yet"
-    board = _Board(workers)
+    board = Board(workers)
     count = len(workers)
     if nodes <= 1:
         if any(board._holds(index, gpus, cpus, memory) for index in range(count)):
@@ -599,7 +364,7 @@ def fit_error(
             f"{largest_gpus} ({cluster}); {one_worker}"
         )
     largest_cpus = max(board.cap_cpus)
-    if cpus > largest_cpus + _CPU_SLACK:
+    if cpus > largest_cpus + CPU_SLACK:
         return f"the job asks for {cpu_text(cpus)} but the largest worker has {largest_cpus:g}"
     if memory and all(board.cap_memory):
         largest_memory = max(board.cap_memory)
