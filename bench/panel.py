@@ -157,16 +157,19 @@ def wait_ended(lab: Lab, ids: list[str], timeout: float = 120) -> None:
             time.sleep(0.2)
 
 
-def filter_response(page) -> float:
-    """Milliseconds from typing the fragment until only matching rows show."""
+def filter_response(page) -> tuple[float, float]:
+    """Milliseconds from the first key of the fragment until only matching rows show (the
+    typing of its keys included), and from the last key's delivery to the page."""
     box = page.locator("#trainorch-panel").get_by_placeholder(FILTER).first
     started = time.perf_counter()
-    box.press_sequentially(FRAGMENT)
+    box.press_sequentially(FRAGMENT[:-1])
+    last_key = time.perf_counter()
+    box.press(FRAGMENT[-1])
     page.wait_for_function(ONLY_MATCHING, arg=[ROW, FRAGMENT], polling="raf", timeout=30_000)
-    elapsed = (time.perf_counter() - started) * 1000
+    ended = time.perf_counter()
     box.fill("")
     page.wait_for_function(UNFILTERED, arg=[ROW, FRAGMENT], polling="raf", timeout=30_000)
-    return elapsed
+    return (ended - started) * 1000, (ended - last_key) * 1000
 
 
 def long_tasks(page, since: float) -> dict[str, float]:
@@ -280,13 +283,15 @@ def report(figures: dict[str, dict], jobs: int) -> None:
     print(f"                      idle  {latency(base['latency'])} "
           f"({len(base['latency'])} jobs, one at a time)")  # fmt: skip
     print(
-        f"filter '{FRAGMENT}':       burst {burst['filter']:.0f} ms, idle {base['filter']:.0f} ms"
+        f"filter '{FRAGMENT}':       burst {burst['filter'][0]:.0f} ms, idle {base['filter'][0]:.0f} ms"
+        f" (its {len(FRAGMENT)} keys typed included)\n"
+        f"  after the last key:   burst {burst['filter'][1]:.0f} ms, idle {base['filter'][1]:.0f} ms"
     )
     print(
         f"target no task > 100 ms during the burst: {'PASS' if burst['over_100'] == 0 else 'MISS'}"
     )
     print(
-        f"target filter <= 100 ms during the burst: {'PASS' if burst['filter'] <= 100 else 'MISS'}"
+        f"target filter <= 100 ms during the burst: {'PASS' if burst['filter'][0] <= 100 else 'MISS'}"
     )
 
 
