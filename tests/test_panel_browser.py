@@ -451,6 +451,22 @@ def test_the_cluster_strip_shows_the_users_quotas(lab, page):
     ]
 
 
+def test_the_detail_shows_dependency_conditions_and_nodes(lab, page):
+    upstream = _submit(lab, "upstream-hold", "import time\ntime.sleep(30)")
+    body = {
+        "template": "python-cell", "source": "print('alert')", "name": "alert-if-failed",
+        "dependencies": [{"job": upstream, "when": "notok"}],
+    }  # fmt: skip
+    waiting = lab.api("jobs", "POST", body)["id"]
+    _, detail = _open_job_tab(lab, page, waiting)
+    dep = detail.locator("[data-field='depends_on'] [data-when='notok']")
+    dep.wait_for(timeout=30_000)
+    assert dep.inner_text() == f"{upstream} (only if it failed)"
+    assert "failed or was cancelled" in dep.locator("button").get_attribute("title")
+    lab.api(f"jobs/{upstream}", "DELETE")
+    _wait_api(lab, waiting, lambda job: job["state"] == "pending" or job["terminal"], "settle")
+
+
 def _service_pid(lab: Lab) -> int:
     from jupyter_trainorch.service.runtime import read_runtime
 

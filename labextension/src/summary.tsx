@@ -54,11 +54,24 @@ function OwnerFields(props: { job: IJobRow }): JSX.Element {
   );
 }
 
-/** Resources as one line: GPUs, CPUs, memory. */
+const WHEN_LABEL: Record<string, string> = {
+  ok: 'once it succeeded',
+  any: 'once it ended',
+  notok: 'only if it failed'
+};
+
+const WHEN_TITLE: Record<string, string> = {
+  ok: 'Runs once this job has succeeded',
+  any: 'Runs once this job has ended, however it ended',
+  notok: 'Runs only if this job failed or was cancelled (cancelled if it succeeds)'
+};
+
+/** Resources as one line: nodes, GPUs, CPUs, memory. */
 function ResourcesField(props: { resources: IJob['resources'] }): JSX.Element {
   const r = props.resources;
   return (
     <Field label="Resources" field="resources">
+      {(r.nodes ?? 1) > 1 ? `${r.nodes} nodes, each ` : ''}
       {r.gpus} GPU · {r.cpus} CPU{r.memory ? ` · ${formatBytes(r.memory)}` : ''}
     </Field>
   );
@@ -125,17 +138,23 @@ export function Summary(props: {
       <TimeFields job={job} now={now} eta={eta} />
       {job.depends_on.length > 0 && (
         <Field label="Depends on" field="depends_on">
-          {job.depends_on.map(dep => (
-            <button
-              key={dep}
-              className="trainorch-link trainorch-dep"
-              data-action="open-dependency"
-              data-job-id-ref={dep}
-              onClick={() => open(dep)}
-            >
-              {dep}
-            </button>
-          ))}
+          {job.depends_on.map(dep => {
+            const when = job.dependencies?.find(d => d.job_id === dep)?.when ?? 'ok';
+            return (
+              <span key={dep} className="trainorch-dep-item" data-when={when}>
+                <button
+                  className="trainorch-link trainorch-dep"
+                  data-action="open-dependency"
+                  data-job-id-ref={dep}
+                  title={WHEN_TITLE[when]}
+                  onClick={() => open(dep)}
+                >
+                  {dep}
+                </button>
+                {when !== 'ok' && <span className="trainorch-dep-when"> ({WHEN_LABEL[when]})</span>}
+              </span>
+            );
+          })}
         </Field>
       )}
       <Field label="MLflow" field="mlflow">
