@@ -207,7 +207,7 @@ async def test_submit_follow_cancel_retry_through_rest(jp_fetch, jp_serverapp):
         c["job_id"] == job["id"] and c.get("state") == "succeeded" for c in events["changes"]
     )
     metrics = await jp_fetch("trainorch", "metrics")
-    assert b'trainorch_jobs{state="succeeded"} 1' in metrics.body
+    assert b'trainorch_jobs{priority="normal",state="succeeded",user=' in metrics.body
     me = await _json(jp_fetch, "me")
     assert (me["name"], me["admin"], me["mode"]) == (getpass.getuser(), True, "single-user")
 

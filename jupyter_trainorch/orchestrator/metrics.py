@@ -1,34 +1,129 @@
-"""Prometheus text exposition of queue, job and cluster figures."""
+"""The service's Prometheus metrics (``GET /trainorch/metrics``), read when scraped.
+
+A prometheus_client collector: the figures come from the store (jobs, attempts, GPU time,
+queue waits) and from the running orchestrator (queue, workers, GPUs) at each scrape, so
+they survive restarts and need no bookkeeping on the scheduling path. The names are what
+``examples/grafana/trainorch.json`` charts.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from ..store import ALL_STATES
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from ..spec.units import PRIORITY_CLASSES
+from ..store import PREEMPTED
 
 if TYPE_CHECKING:
     from .host import OrchestratorHost
 
+# Queue waits from seconds to a working day.
+WAIT_BUCKETS = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 8 * 3600)
+_CLASS_OF = {value: name for name, value in PRIORITY_CLASSES.items()}
+
+
+def priority_label(priority: int) -> str:
+    return _CLASS_OF.get(priority, str(priority))
+
+
+class TrainorchCollector(Collector):
+    def __init__(self, host: OrchestratorHost) -> None:
+        self.host = host
+
+    def collect(self) -> Iterator[Metric]:
+        store = self.host.store
+        jobs = GaugeMetricFamily(
+            "trainorch_jobs", "Jobs in the store by state, priority class and user.",
+            labels=["state", "priority", "user"],
+        )  # fmt: skip
+        for state, priority, user, count in store.job_counts():
+            jobs.add_metric([state, priority_label(priority), user], count)
+        yield jobs
+
+        attempts = CounterMetricFamily(
+            "trainorch_attempts", "Attempts that ended or run, by state and by cause of a "
+            "failure (job or infrastructure).", labels=["state", "cause"],
+        )  # fmt: skip
+        retries = preemptions = 0
+        totals: dict[tuple[str, str], int] = {}
+        for state, infrastructure, first, count in store.attempt_counts():
+            cause = "infrastructure" if infrastructure else "job"
+            totals[(state, cause)] = totals.get((state, cause), 0) + count
+            retries += 0 if first else count
+            preemptions += count if state == PREEMPTED else 0
+        for (state, cause), count in sorted(totals.items()):
+            attempts.add_metric([state, cause], count)
+        yield attempts
+        yield CounterMetricFamily(
+            "trainorch_retries",
+            "Attempts after a job's first (retries, resumptions).",
+            value=retries,
+        )
+        yield CounterMetricFamily(
+            "trainorch_preemptions", "Attempts stopped for a job of a higher priority.",
+            value=preemptions,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "trainorch_reexecutions",
+            "Attempts whose code had started and ran again after a lost worker or a stopped service.",
+            value=store.count_reexecutions(),
+        )
+
+        gpu_seconds = CounterMetricFamily(
+            "trainorch_gpu_seconds", "GPU-seconds held by each user's attempts.", labels=["user"]
+        )
+        now = time.time()
+        used: dict[str, float] = {}
+        for user, gpus, start, end in store.gpu_holdings(since=0.0):
+            used[user] = used.get(user, 0.0) + gpus * max(0.0, (end or now) - start)
+        for user, seconds in sorted(used.items()):
+            gpu_seconds.add_metric([user], seconds)
+        yield gpu_seconds
+
+        waits = store.queue_waits()
+        counts = [sum(1 for wait in waits if wait <= bound) for bound in WAIT_BUCKETS]
+        yield HistogramMetricFamily(
+            "trainorch_queue_wait_seconds",
+            "Seconds from submission to the first start, of the newest 10,000 jobs that started.",
+            buckets=[(str(b), c) for b, c in zip(WAIT_BUCKETS, counts, strict=True)]
+            + [("+Inf", len(waits))],
+            sum_value=sum(waits),
+        )
+
+        if not self.host.running:
+            return
+        cluster = self.host.call_sync(lambda o: o.cluster_status())
+        depths = self.host.call_sync(lambda o: o.queue_depths())
+        queued = GaugeMetricFamily(
+            "trainorch_queue_depth", "Jobs waiting for resources, by priority class.",
+            labels=["priority"],
+        )  # fmt: skip
+        for priority, count in sorted(depths.items(), reverse=True):
+            queued.add_metric([priority_label(priority)], count)
+        yield queued
+        for name, help_text, value in (
+            ("trainorch_running_attempts", "Attempts running now.", cluster["running"]),
+            ("trainorch_workers", "Dask workers connected.", len(cluster["workers"])),
+            ("trainorch_gpus", "GPUs on all workers.", cluster["gpus"]["total"]),
+            ("trainorch_gpus_busy", "GPUs held by running jobs.", cluster["gpus"]["busy"]),
+            ("trainorch_waiting_on_dependencies", "Jobs pending on dependencies.",
+             cluster["waiting_on_dependencies"]),
+        ):  # fmt: skip
+            yield GaugeMetricFamily(name, help_text, value=value)
+
 
 def render_metrics(host: OrchestratorHost) -> str:
-    lines = [
-        "# HELP trainorch_jobs Jobs in the store by state.",
-        "# TYPE trainorch_jobs gauge",
-    ]
-    for state in ALL_STATES:
-        lines.append(f'trainorch_jobs{{state="{state}"}} {host.store.count_jobs(states=[state])}')
-    cluster = host.call_sync(lambda o: o.cluster_status())
-    figures = {
-        "trainorch_queue_depth": ("Jobs waiting for resources.", cluster["queue_depth"]),
-        "trainorch_running_attempts": ("Attempts running now.", cluster["running"]),
-        "trainorch_workers": ("Dask workers connected.", len(cluster["workers"])),
-        "trainorch_gpus_total": ("GPUs on all workers.", cluster["gpus"]["total"]),
-        "trainorch_gpus_busy": ("GPUs held by running jobs.", cluster["gpus"]["busy"]),
-        "trainorch_reexecutions": (
-            "Attempts whose code had started and ran again after a lost worker or a stopped service.",
-            host.store.count_reexecutions(),
-        ),
-    }
-    for name, (help_text, value) in figures.items():
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
-    return "\n".join(lines) + "\n"
+    """The Prometheus text exposition of the service's metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(TrainorchCollector(host))
+    return generate_latest(registry).decode()

@@ -353,6 +353,13 @@ class Orchestrator:
     def gpus_held(self) -> dict[str, int]:
         return self.scheduler.gpus_held()
 
+    def queue_depths(self) -> dict[int, int]:
+        """Jobs waiting for resources, by priority."""
+        depths: dict[int, int] = {}
+        for job in self.queue.items:
+            depths[job.priority] = depths.get(job.priority, 0) + 1
+        return depths
+
     def gpus_held_by_groups(self) -> dict[str, int]:
         return self.scheduler.gpus_held_by_groups()
 

@@ -273,6 +273,41 @@ class JobStore:
                 if gpu_ids
             ]
 
+    def job_counts(self) -> list[tuple[str, int, str, int]]:
+        """``(state, priority, user, jobs)`` for every combination present."""
+        with self._session() as session:
+            query = select(JobRow.state, JobRow.priority, JobRow.user, func.count()).group_by(
+                JobRow.state, JobRow.priority, JobRow.user
+            )
+            return [
+                (state, priority, user, int(n))
+                for state, priority, user, n in session.execute(query)
+            ]
+
+    def attempt_counts(self) -> list[tuple[str, bool, bool, int]]:
+        """``(state, infrastructure, first, attempts)``: attempts by how they ended, whether
+        the cause was infrastructure, and whether they were a job's first."""
+        with self._session() as session:
+            first = AttemptRow.n == 1
+            query = select(
+                AttemptRow.state, AttemptRow.infrastructure, first, func.count()
+            ).group_by(AttemptRow.state, AttemptRow.infrastructure, first)
+            return [
+                (state, bool(infra), bool(one), int(n))
+                for state, infra, one, n in session.execute(query)
+            ]
+
+    def queue_waits(self, newest: int = 10_000) -> list[float]:
+        """Seconds from submission to the first start, of the ``newest`` jobs that started."""
+        with self._session() as session:
+            query = (
+                select(JobRow.created, JobRow.started)
+                .where(JobRow.started.is_not(None))
+                .order_by(JobRow.seq.desc())
+                .limit(newest)
+            )
+            return [max(0.0, started - created) for created, started in session.execute(query)]
+
     def count_reexecutions(self) -> int:
         """Attempts whose code had started and that ended for a reason not the job's own
         (a lost worker, a stopped service): each one's job ran its code again."""

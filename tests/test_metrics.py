@@ -1,0 +1,63 @@
+"""The Prometheus endpoint's figures, parsed with prometheus_client's own parser."""
+
+from __future__ import annotations
+
+from conftest import submit, wait_final
+from prometheus_client.parser import text_string_to_metric_families
+
+from jupyter_trainorch.orchestrator.metrics import render_metrics
+from jupyter_trainorch.spec import Resources, RetryPolicy
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def test_metrics_count_jobs_attempts_gpu_time_and_queue_waits(host_factory, tmp_path):
+    host = host_factory(workers=1, gpus_per_worker=1)
+    counter = tmp_path / "count"
+    flaky = (
+        "import pathlib, time\np = pathlib.Path(counter)\nn = int(p.read_text()) if p.exists() else 0\n"
+        "p.write_text(str(n + 1))\ntime.sleep(0.3)\nif n == 0:\n    raise RuntimeError('first')\n"
+    )
+    job_id = submit(host, name="flaky", source=flaky, params={"counter": str(counter)},
+                    resources=Resources(gpus=1), retry=RetryPolicy(max_retries=1, backoff=0.1))  # fmt: skip
+    assert wait_final(host, job_id).state == "succeeded"
+    user = host.store.get_job(job_id).user  # as the service records it (here: none)
+    got = samples(render_metrics(host))
+    assert (
+        got[("trainorch_jobs", (("priority", "normal"), ("state", "succeeded"), ("user", user)))]
+        == 1
+    )
+    assert got[("trainorch_attempts_total", (("cause", "job"), ("state", "failed")))] == 1
+    assert got[("trainorch_attempts_total", (("cause", "job"), ("state", "succeeded")))] == 1
+    assert got[("trainorch_retries_total", ())] == 1
+    assert got[("trainorch_preemptions_total", ())] == 0
+    assert got[("trainorch_gpu_seconds_total", (("user", user),))] >= 0.6
+    assert got[("trainorch_queue_wait_seconds_count", ())] == 1
+    assert got[("trainorch_queue_wait_seconds_bucket", (("le", "+Inf"),))] == 1
+    assert got[("trainorch_gpus", ())] == 1 and got[("trainorch_gpus_busy", ())] == 0
+    assert got[("trainorch_workers", ())] == 1 and got[("trainorch_running_attempts", ())] == 0
+
+
+def test_the_grafana_dashboard_charts_only_metrics_the_service_exports(host_factory):
+    import json
+    import re
+    from pathlib import Path
+
+    host = host_factory(workers=1, gpus_per_worker=1)
+    exported = {family.name for family in text_string_to_metric_families(render_metrics(host))}
+    dashboard = json.loads(
+        (Path(__file__).parent.parent / "examples" / "grafana" / "trainorch.json").read_text()
+    )
+    used = {
+        re.sub(r"_(total|bucket|count|sum)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"trainorch_[a-z_]+", target["expr"])
+    }
+    assert used and used <= exported, used - exported
