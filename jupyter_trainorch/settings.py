@@ -200,6 +200,12 @@ class TrainOrch(Configurable):
         help="Quotas of groups (JupyterHub groups), on what all their members hold and have "
         'waiting together, as JSON: {"vision": {"gpus": 32, "queued": 2000}}.',
     )
+    event_log = Text(
+        "",
+        env="TRAINORCH_EVENT_LOG",
+        help="A file the service appends job events and job log lines to as ECS JSON lines "
+        "(for Filebeat and Elasticsearch); '-' for standard error; empty: none.",
+    )
     preemption_priority = PriorityClass(
         "urgent",
         env="TRAINORCH_PREEMPTION_PRIORITY",
@@ -334,6 +340,7 @@ class TrainOrch(Configurable):
     _queue_quota_default = _from_environment("queue_quota")
     _user_quotas_default = _from_environment("user_quotas")
     _group_quotas_default = _from_environment("group_quotas")
+    _event_log_default = _from_environment("event_log")
     _preemption_priority_default = _from_environment("preemption_priority")
     _preemption_min_runtime_default = _from_environment("preemption_min_runtime")
     _checkpoint_root_default = _from_environment("checkpoint_root")

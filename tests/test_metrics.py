@@ -61,3 +61,22 @@ def test_the_grafana_dashboard_charts_only_metrics_the_service_exports(host_fact
         for name in re.findall(r"trainorch_[a-z_]+", target["expr"])
     }
     assert used and used <= exported, used - exported
+
+
+def test_the_event_log_writes_job_events_and_lines_as_ecs_json(host_factory, tmp_path):
+    import json
+
+    path = tmp_path / "events.json"
+    host = host_factory(workers=1, gpus_per_worker=1, event_log=str(path))
+    job_id = submit(host, name="speaks", source="print('hello from the job')\nraise SystemExit(3)")
+    assert wait_final(host, job_id).state == "failed"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert all(r["ecs.version"] and r["@timestamp"] and "log.level" in r for r in records)
+    mine = [r for r in records if r.get("trainorch", {}).get("job_id") == job_id]
+    actions = [r["event"]["action"] for r in mine if r["event"]["dataset"] == "trainorch.events"]
+    assert actions[0] == "queued" and actions[-1] == "failed" and "running" in actions
+    (line,) = [r for r in mine if r["event"]["dataset"] == "trainorch.job"]
+    assert line["message"] == "hello from the job"
+    assert line["trainorch"]["attempt"] == 1 and line["host"]["name"].startswith("tcp://")
+    failed = [r for r in mine if r.get("event", {}).get("action") == "failed"]
+    assert failed[0]["log.level"] == "warning"

@@ -51,6 +51,7 @@ EXAMPLES: dict[str, tuple[str, object]] = {
     "queue_quota": ("500", 500),
     "user_quotas": ('{"alice": {"gpus": 16}}', '{"alice": {"gpus": 16}}'),
     "group_quotas": ('{"vision": {"gpus": 32}}', '{"vision": {"gpus": 32}}'),
+    "event_log": ("/var/log/trainorch/events.json", "/var/log/trainorch/events.json"),
     "preemption_priority": ("high", "high"),
     "preemption_min_runtime": ("60", 60.0),
     "checkpoint_root": ("/shared/checkpoints", "/shared/checkpoints"),

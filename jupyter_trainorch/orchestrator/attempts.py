@@ -116,6 +116,8 @@ class AttemptTracker:
         self._on_end = on_end
         self._wake = wake
         self.running: dict[str, Running] = {}
+        # Where stored lines also go (the ECS event log), if anywhere.
+        self.line_sink: Callable[[Running, list[tuple[Any, ...]]], None] | None = None
         self.stopping = False
         self._collected: dict[str, set[str]] = {}  # worker -> keys whose files may go
 
@@ -213,6 +215,8 @@ class AttemptTracker:
     def store_lines(self, run: Running, lines: list[tuple[Any, ...]]) -> None:
         if self.store.append_logs(run.job_id, run.n, lines):
             self.feed.publish("logs", run.job_id, user=run.user, attempt=run.n, lines=len(lines))
+            if self.line_sink is not None:
+                self.line_sink(run, lines)
 
     def _store_progress(self, run: Running, progress: dict[str, Any]) -> None:
         record = progress_record(progress, iso(self.clock()))

@@ -56,6 +56,7 @@ class OrchestratorConfig:
     queue_quota: int
     user_quotas: str
     group_quotas: str
+    event_log: str
     preemption_priority: str
     preemption_min_runtime: float
     checkpoint_root: str

@@ -41,6 +41,7 @@ from ..store import (
 from . import dependencies
 from .config import OrchestratorConfig
 from .errors import JobNotFound, JobStateError, OrchestratorBusy
+from .event_log import EventLog
 from .feed import ChangeFeed
 from .groups import check_replay, submit_group
 from .outcomes import JobOutcomes
@@ -100,6 +101,14 @@ class Orchestrator:
             draining=lambda: self.draining,
         )  # fmt: skip
         self._loop_task: asyncio.Task[None] | None = None
+        self.event_log: EventLog | None = None
+        if config.event_log:
+            self.event_log = EventLog(config.event_log)
+            self.feed.subscribe(self.event_log.change)
+            log_lines = self.event_log.lines
+            self.attempts.line_sink = lambda run, lines: log_lines(
+                run.job_id, run.n, run.user, run.worker, lines
+            )
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self, url: str | None = None) -> None:
@@ -150,6 +159,8 @@ class Orchestrator:
             task.cancel()
         await self.backend.close(stop_cluster=close_cluster)
         await asyncio.get_running_loop().run_in_executor(None, self.tracking.close)
+        if self.event_log is not None:
+            self.event_log.close()
         self.store.release_lease(self.owner)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
