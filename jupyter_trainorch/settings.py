@@ -122,6 +122,20 @@ class PriorityClass(Text):
         return True
 
 
+class AlertRules(Text):
+    info_text = 'a JSON list of rules such as [{"on": ["failed"], "to": "webhook:https://…"}]'
+
+    def acceptable(self, value: str) -> bool:
+        from .orchestrator.alerts import AlertConfigError, parse_rules
+
+        try:
+            parse_rules(value)
+        except AlertConfigError as err:
+            self.info_text = f"{AlertRules.info_text} ({err})"
+            return False
+        return True
+
+
 class Choice(_Setting, Enum):  # type: ignore[misc]
     def info(self) -> str:
         return "one of " + ", ".join(repr(value) for value in self.values or ())
@@ -205,6 +219,19 @@ class TrainOrch(Configurable):
         env="TRAINORCH_EVENT_LOG",
         help="A file the service appends job events and job log lines to as ECS JSON lines "
         "(for Filebeat and Elasticsearch); '-' for standard error; empty: none.",
+    )
+    alerts = AlertRules(
+        "",
+        env="TRAINORCH_ALERTS",
+        help="Alert rules as JSON: each names job states, queue_wait (with minutes) or log "
+        "(with a match regex) in on, and webhook:URL, email:ADDRESS or owner in to, e.g. "
+        '[{"on": ["failed"], "to": "webhook:https://hooks.slack.com/…"}].',
+    )
+    smtp_url = Text(
+        "",
+        env="TRAINORCH_SMTP_URL",
+        help="The mail server of email alerts: smtp://[user:password@]host:port "
+        "(smtp+starttls://… to encrypt).",
     )
     preemption_priority = PriorityClass(
         "urgent",
@@ -341,6 +368,8 @@ class TrainOrch(Configurable):
     _user_quotas_default = _from_environment("user_quotas")
     _group_quotas_default = _from_environment("group_quotas")
     _event_log_default = _from_environment("event_log")
+    _alerts_default = _from_environment("alerts")
+    _smtp_url_default = _from_environment("smtp_url")
     _preemption_priority_default = _from_environment("preemption_priority")
     _preemption_min_runtime_default = _from_environment("preemption_min_runtime")
     _checkpoint_root_default = _from_environment("checkpoint_root")

@@ -52,6 +52,8 @@ EXAMPLES: dict[str, tuple[str, object]] = {
     "user_quotas": ('{"alice": {"gpus": 16}}', '{"alice": {"gpus": 16}}'),
     "group_quotas": ('{"vision": {"gpus": 32}}', '{"vision": {"gpus": 32}}'),
     "event_log": ("/var/log/trainorch/events.json", "/var/log/trainorch/events.json"),
+    "alerts": ('[{"on": "failed", "to": "owner"}]', '[{"on": "failed", "to": "owner"}]'),
+    "smtp_url": ("smtp://mail.example:25", "smtp://mail.example:25"),
     "preemption_priority": ("high", "high"),
     "preemption_min_runtime": ("60", 60.0),
     "checkpoint_root": ("/shared/checkpoints", "/shared/checkpoints"),

@@ -57,6 +57,8 @@ class OrchestratorConfig:
     user_quotas: str
     group_quotas: str
     event_log: str
+    alerts: str
+    smtp_url: str
     preemption_priority: str
     preemption_min_runtime: float
     checkpoint_root: str

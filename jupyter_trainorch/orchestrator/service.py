@@ -39,6 +39,8 @@ from ..store import (
     JobStore,
 )
 from . import dependencies
+from .alerts import Alert, Alerts, parse_rules
+from .attempts import Running
 from .config import OrchestratorConfig
 from .errors import JobNotFound, JobStateError, OrchestratorBusy
 from .event_log import EventLog
@@ -101,14 +103,33 @@ class Orchestrator:
             draining=lambda: self.draining,
         )  # fmt: skip
         self._loop_task: asyncio.Task[None] | None = None
-        self.event_log: EventLog | None = None
-        if config.event_log:
-            self.event_log = EventLog(config.event_log)
+        self.event_log = EventLog(config.event_log) if config.event_log else None
+        if self.event_log is not None:
             self.feed.subscribe(self.event_log.change)
-            log_lines = self.event_log.lines
-            self.attempts.line_sink = lambda run, lines: log_lines(
-                run.job_id, run.n, run.user, run.worker, lines
-            )
+        rules = parse_rules(config.alerts)
+        self.alerts = Alerts(rules, config.smtp_url, self._notify_owner) if rules else None
+        if self.alerts is not None:
+            self.feed.subscribe(self.alerts.job_changed)
+        if self.event_log is not None or self.alerts is not None:
+            self.attempts.line_sink = self._lines_stored
+
+    def _lines_stored(self, run: Running, lines: list[Any]) -> None:
+        if self.event_log is not None:
+            self.event_log.lines(run.job_id, run.n, run.user, run.worker, lines)
+        if self.alerts is not None:
+            self.alerts.lines(run.job_id, run.user, lines)
+
+    def _notify_owner(self, alert: Alert) -> None:
+        """An ``owner`` alert: a notification in the owner's JupyterLab (the change feed
+        shows it to the owner and admins only)."""
+        self.feed.publish("alert", alert.job_id, user=alert.user, message=alert.text,
+                          event=alert.data.get("event"))  # fmt: skip
+
+    def _check_waits(self) -> None:
+        if self.alerts is None or not self.alerts.wait_rules:
+            return
+        waiting = self.store.list_jobs(states=[QUEUED], order="oldest", limit=1000)
+        self.alerts.waiting([(job.id, job.user, job.created) for job in waiting])
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self, url: str | None = None) -> None:
@@ -161,6 +182,8 @@ class Orchestrator:
         await asyncio.get_running_loop().run_in_executor(None, self.tracking.close)
         if self.event_log is not None:
             self.event_log.close()
+        if self.alerts is not None:
+            self.alerts.close()
         self.store.release_lease(self.owner)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -193,6 +216,7 @@ class Orchestrator:
                 if time.monotonic() - last_audit >= self.config.audit_interval:
                     last_audit = time.monotonic()
                     await audit(self.attempts)
+                    self._check_waits()
             except Exception:  # noqa: BLE001 - next round tries again
                 log.exception("housekeeping round failed")
 
