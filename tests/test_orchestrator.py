@@ -222,3 +222,15 @@ def test_a_second_orchestrator_on_the_same_store_refuses_to_dispatch(one_gpu):
     with pytest.raises(OrchestratorBusy, match="owned by another orchestrator") as err:
         second.start()
     assert f"pid {os.getpid()}" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_job_past_its_memory_claim_is_stopped_with_one_sentence(one_gpu):
+    source = "import time\nblock = bytearray(400 * 2**20)\nblock[::4096] = b'x' * len(block[::4096])\ntime.sleep(30)"
+    job_id = submit(one_gpu, name="greedy", source=source,
+                    resources=Resources(memory=200 * 2**20),
+                    retry=RetryPolicy(max_retries=2, backoff=0.1))  # fmt: skip
+    job = wait_final(one_gpu, job_id)
+    assert job.state == "failed" and len(job.attempts) == 1, "an out-of-memory job is not retried"
+    assert job.error.startswith("out of memory: its processes used ")
+    assert job.error.endswith("(claimed 200 MiB)")
+    assert job.attempts[0].ended - job.attempts[0].started < 20

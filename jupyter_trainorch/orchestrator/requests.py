@@ -40,6 +40,7 @@ def attempt_request(
         "checkpoint_dir": str(config.checkpoint_folder(job.id)),
         "package": package,
         "max_log_bytes": config.max_log_bytes,
+        "memory_limit": int(spec.get("resources", {}).get("memory") or 0),
     }
 
 

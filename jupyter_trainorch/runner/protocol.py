@@ -92,6 +92,7 @@ class AttemptRequest(TypedDict):
     checkpoint_dir: str
     package: bytes | None  # captured variables and input files
     max_log_bytes: int  # output kept per attempt; 0: all of it
+    memory_limit: NotRequired[int]  # bytes its processes may use together; 0: no limit
     upstream: NotRequired[list[UpstreamJob]]  # only for a job with dependencies
     gang: NotRequired[GangRole]  # only for a rank of a multi-node job
 

@@ -49,7 +49,7 @@ from .protocol import (
     attempt_key,
 )
 from .streams import LineBatcher, read_lines
-from .system_metrics import SystemSampler
+from .system_metrics import MEMORY_CHECK_SECONDS, SystemSampler, size_text, tree_memory
 
 _registry: dict[str, Supervisor] = {}
 _registry_lock = threading.Lock()
@@ -95,6 +95,7 @@ class Supervisor:
         self.proc: subprocess.Popen[bytes] | None = None
         self.master_port = 0  # a multi-node attempt's, once rank 0 has chosen it
         self.process_started: float | None = None
+        self.out_of_memory = 0  # bytes used when stopped for passing its memory claim
 
     def _ids(self) -> dict[str, Any]:
         ids = {"job_id": self.request["job_id"], "attempt": self.request["attempt"]}
@@ -236,6 +237,8 @@ class Supervisor:
         grace = float(self.request.get("grace", 5.0))
         deadline = time.monotonic() + timeout if timeout else None
         cancelled = timed_out = False
+        limit = int(self.request.get("memory_limit") or 0)
+        next_check = time.monotonic()
         while self.proc.poll() is None:
             if self.cancel_requested.wait(0.05):
                 cancelled = True
@@ -245,6 +248,14 @@ class Supervisor:
                 timed_out = True
                 self._stop_group(grace)
                 break
+            if limit and time.monotonic() >= next_check:
+                next_check = time.monotonic() + MEMORY_CHECK_SECONDS
+                used = tree_memory(self.proc.pid)
+                if used > limit:
+                    # Past its claim it would take memory placed for other jobs: no grace.
+                    self.out_of_memory = used
+                    self._stop_group(0)
+                    break
         exit_code = self.proc.wait()
         self.sampler.stop()
         try:
@@ -271,6 +282,12 @@ class Supervisor:
             error = f"timed out after {self.request['timeout']:g}s"
         elif cancelled:
             error = "cancelled"
+        elif self.out_of_memory:
+            error = (
+                f"out of memory: its processes used {size_text(self.out_of_memory)} "
+                f"(claimed {size_text(int(self.request.get('memory_limit') or 0))})"
+            )
+            status = {**status, "retryable": False}
         elif exit_code != 0 and not error:
             error = f"exited with code {exit_code}" + (
                 f" (signal {-exit_code})" if exit_code < 0 else ""

@@ -97,3 +97,28 @@ class SystemSampler:
                     pass
             step += 1
             self.emit(metrics, step)
+
+
+MEMORY_CHECK_SECONDS = 0.5
+
+
+def tree_memory(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (0 once it is gone)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    used = 0
+    for process in processes:
+        try:
+            used += process.memory_info().rss
+        except psutil.Error:
+            pass
+    return used
+
+
+def size_text(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
