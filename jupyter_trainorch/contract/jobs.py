@@ -33,6 +33,10 @@ class Attempt(Shape):
     exit_code: int | None
     error: str | None
     infrastructure: bool = Field(description="lost to a worker or restart, not the job's fault")
+    cause: (
+        Literal["job", "out_of_memory", "timeout", "infrastructure", "preempted", "cancelled"]
+        | None
+    ) = Field(description="why it ended without success; null while it runs or once it succeeded")
     mlflow_run_id: str | None
     process_started: Time | None
     pid: int | None

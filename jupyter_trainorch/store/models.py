@@ -44,6 +44,24 @@ class AttemptRecord:
     process_started: float | None = None  # the child process began executing the body
     pid: int | None = None  # the child's pid on ``worker``
 
+    @property
+    def cause(self) -> str | None:
+        """Why an attempt that did not succeed ended: ``job`` (its own code failed),
+        ``out_of_memory``, ``timeout``, ``infrastructure`` (a lost worker, a restart),
+        ``preempted`` or ``cancelled``; None while it runs or once it succeeded."""
+        if self.state in (PREEMPTED, CANCELLED):
+            return self.state
+        if self.state != FAILED:
+            return None
+        if self.infrastructure:
+            return "infrastructure"
+        error = self.error or ""
+        if error.startswith("out of memory"):
+            return "out_of_memory"
+        if error.startswith("timed out after"):
+            return "timeout"
+        return "job"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "n": self.n,
@@ -55,6 +73,7 @@ class AttemptRecord:
             "exit_code": self.exit_code,
             "error": self.error,
             "infrastructure": self.infrastructure,
+            "cause": self.cause,
             "mlflow_run_id": self.mlflow_run_id,
             "process_started": iso(self.process_started),
             "pid": self.pid,

@@ -310,7 +310,12 @@ function AttemptRow(props: {
         <td>{a.n}</td>
         <td>
           <StateChip state={a.state} />
-          {a.infrastructure ? <span className="trainorch-muted"> infra</span> : null}
+          {a.cause && CAUSE_LABEL[a.cause] ? (
+            <span className="trainorch-muted" data-field="cause" title={CAUSE_TITLE[a.cause]}>
+              {' '}
+              {CAUSE_LABEL[a.cause]}
+            </span>
+          ) : null}
         </td>
         <td className="trainorch-attempt-worker" title={a.worker ?? undefined}>
           {a.worker ?? ''}
@@ -329,6 +334,19 @@ function AttemptRow(props: {
     </>
   );
 }
+
+/** Why an attempt ended, where its state alone does not say it. */
+const CAUSE_LABEL: Record<string, string> = {
+  infrastructure: 'infra',
+  out_of_memory: 'out of memory',
+  timeout: 'timeout'
+};
+
+const CAUSE_TITLE: Record<string, string> = {
+  infrastructure: "Lost to a worker or a restart, not the job's fault: retried on its own budget",
+  out_of_memory: 'Its processes used more memory than the job claimed',
+  timeout: 'It ran past its time limit'
+};
 
 function attemptTitle(a: IAttempt, duration: string): string {
   const parts = [formatTime(a.started), duration];

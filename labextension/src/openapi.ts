@@ -319,6 +319,11 @@ export interface components {
     schemas: {
         /** Attempt */
         Attempt: {
+            /**
+             * Cause
+             * @description why it ended without success; null while it runs or once it succeeded
+             */
+            cause: ("job" | "out_of_memory" | "timeout" | "infrastructure" | "preempted" | "cancelled") | null;
             /** Ended */
             ended: string | null;
             /** Error */
@@ -2783,6 +2788,7 @@ type ReadonlyArray<T> = [
     unknown[]
 ] ? Readonly<Exclude<T, undefined>> : Readonly<Exclude<T, undefined>[]>;
 export const pathsTrainorchApiJobsGetParametersQuerySortValues: ReadonlyArray<FlattenedDeepRequired<paths>["/trainorch/api/jobs"]["get"]["parameters"]["query"]["sort"]> = ["newest", "oldest", "priority"];
+export const attemptCauseAnyOf0Values: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Attempt"]["cause"]> = ["job", "out_of_memory", "timeout", "infrastructure", "preempted", "cancelled"];
 export const changeKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Change"]["kind"]> = ["job", "logs", "progress"];
 export const dependencyWhenValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Dependency"]["when"]> = ["ok", "any", "notok"];
 export const dependencyConditionWhenValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["DependencyCondition"]["when"]> = ["ok", "any", "notok"];
