@@ -42,6 +42,8 @@ if os.environ["TRAINORCH_ATTEMPT"] == "1":
     time.sleep(120)  # rank 0 would wait here for rank 1, which is gone
 dist.all_reduce(value)
 print("sum", int(value.item()), flush=True)
+# Without it gloo's threads may still run at exit, and the process aborts.
+dist.destroy_process_group()
 """
 
 SLEEPER = """
