@@ -234,7 +234,7 @@ class JobService:
     def _gpus_held(self) -> tuple[dict[str, int], dict[str, int]]:
         if not self.started:
             return {}, {}
-        return self.host.call_sync(lambda o: (o.gpus_held(), o.gpus_held_by_groups()))
+        return self.host.call_sync(lambda o: o.gpus_held())
 
     def list(
         self, caller: Caller, state: str | None = None, user: str | None = None,

@@ -91,29 +91,29 @@ class Scheduler:
                 found[job_id]["estimated_start"] = iso(starts[job_id])
         return found
 
-    def gpus_held(self) -> dict[str, int]:
-        """GPUs each user's running attempts hold."""
-        held: dict[str, int] = {}
-        for run in self.attempts.held():
-            held[run.user] = held.get(run.user, 0) + sum(len(ids) for _, ids in run.slots())
-        return held
-
-    def gpus_held_by_groups(self) -> dict[str, int]:
-        """GPUs the running attempts of each quota group's members hold."""
-        held: dict[str, int] = {}
+    def gpus_held(self) -> tuple[dict[str, int], dict[str, int]]:
+        """GPUs the running attempts hold, by user and by quota group (every rank counted)."""
+        users: dict[str, int] = {}
+        groups: dict[str, int] = {}
         for run in self.attempts.held():
             gpus = sum(len(ids) for _, ids in run.slots())
+            users[run.user] = users.get(run.user, 0) + gpus
             for group in run.groups:
-                held[group] = held.get(group, 0) + gpus
-        return held
+                groups[group] = groups.get(group, 0) + gpus
+        return users, groups
 
     def _gpu_quotas(self) -> dict[str, Any]:
         caps = self.quotas.gpu_caps({job.user for job in self.queue.items})
-        quotas: dict[str, Any] = {"gpu_caps": caps, "gpus_held": self.gpus_held()} if caps else {}
         group_caps = self.quotas.group_gpu_caps()
-        if group_caps:
-            quotas.update(group_caps=group_caps, groups_held=self.gpus_held_by_groups())
-        return quotas
+        if not caps and not group_caps:
+            return {}
+        users, groups = self.gpus_held()
+        return {
+            "gpu_caps": caps,
+            "gpus_held": users,
+            "group_caps": group_caps,
+            "groups_held": groups,
+        }
 
     def views(self) -> list[policy.WorkerView]:
         held_gpus: dict[str, set[str]] = {}

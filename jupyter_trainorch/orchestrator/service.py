@@ -385,7 +385,8 @@ class Orchestrator:
     def waiting(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
         return self.scheduler.waiting(job_ids)
 
-    def gpus_held(self) -> dict[str, int]:
+    def gpus_held(self) -> tuple[dict[str, int], dict[str, int]]:
+        """GPUs held now, by user and by quota group."""
         return self.scheduler.gpus_held()
 
     def queue_depths(self) -> dict[int, int]:
@@ -394,9 +395,6 @@ class Orchestrator:
         for job in self.queue.items:
             depths[job.priority] = depths.get(job.priority, 0) + 1
         return depths
-
-    def gpus_held_by_groups(self) -> dict[str, int]:
-        return self.scheduler.gpus_held_by_groups()
 
     async def _scheduling_loop(self) -> None:
         while not self._stopping:

@@ -5,11 +5,12 @@ rest waits. The orchestrator's scheduling loop and the trace simulator both call
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from .placement import Placement, QueuedJob, RunningJob, WorkerView, plan
 from .preemption import Preemption, PreemptionRules, choose_preemptions
+from .quota import GpuHoldings
 
 
 @dataclass(slots=True)
@@ -56,11 +57,11 @@ def decide(
                 urgent.append(job)
         if urgent:
             started = _placed_jobs(queue, placed)
-            if gpu_caps or group_caps:
-                urgent = _within_quota(
-                    urgent, started.values(), gpu_caps or {}, gpus_held or {},
-                    group_caps or {}, groups_held or {},
-                )  # fmt: skip
+            holdings = GpuHoldings(gpu_caps, gpus_held, group_caps, groups_held)
+            if holdings.capped:
+                for job in started.values():
+                    holdings.add(job, job.gpus * job.nodes)
+                urgent = [j for j in urgent if holdings.breach(j, j.gpus * j.nodes) is None]
             left = _after(workers, placements, started)
             decision.preemptions, said = choose_preemptions(
                 urgent, left, running, now, rules, stopping
@@ -81,33 +82,6 @@ def _placed_jobs(queue: Sequence[QueuedJob], placed: set[str]) -> dict[str, Queu
                 if len(found) == len(placed):
                     break
     return found
-
-
-def _within_quota(
-    urgent: list[QueuedJob],
-    started: Iterable[QueuedJob],
-    gpu_caps: Mapping[str, int],
-    gpus_held: Mapping[str, int],
-    group_caps: Mapping[str, int],
-    groups_held: Mapping[str, int],
-) -> list[QueuedJob]:
-    """The urgent jobs whose user and quota groups could hold their GPUs once placed."""
-    held, group_held = dict(gpus_held), dict(groups_held)
-    for job in started:
-        gpus = job.gpus * job.nodes
-        held[job.user] = held.get(job.user, 0) + gpus
-        for group in job.groups:
-            group_held[group] = group_held.get(group, 0) + gpus
-
-    def fits(job: QueuedJob) -> bool:
-        gpus = job.gpus * job.nodes
-        if job.user in gpu_caps and held.get(job.user, 0) + gpus > gpu_caps[job.user]:
-            return False
-        return all(
-            group_held.get(g, 0) + gpus <= group_caps[g] for g in job.groups if g in group_caps
-        )
-
-    return [job for job in urgent if fits(job)]
 
 
 def _after(

@@ -41,6 +41,7 @@ from .backfill import BACKFILL_DEPTH, Releases, runtime_of
 from .board import CPU_SLACK, Board
 from .gang import gang_held_text, gang_shortfall, gang_waits_text, pick
 from .model import Placement, QueuedJob, RunningJob, WorkerView, queue_key
+from .quota import GpuHoldings
 from .wording import Shape, bytes_text, cpu_text, demand_text, names_text, plural
 
 __all__ = [
@@ -91,8 +92,7 @@ def plan(
     the ``running`` jobs' expected ends, jobs backfill (see the module's rules).
     """
     board = Board(workers)
-    held = dict(gpus_held or {})  # user -> GPUs held, as this call places jobs
-    group_held = dict(groups_held or {})  # quota group -> GPUs held
+    holdings = GpuHoldings(gpu_caps, gpus_held, group_caps, groups_held)
     held_for: dict[int, QueuedJob] = {}  # reserved worker -> the job it is held for
     releases = None
     if runtimes is not None:
@@ -108,33 +108,14 @@ def plan(
     last_cpu_free = -1  # index of the last job claiming no CPU, once needed
 
     def over_quota(job: QueuedJob, gpus: int) -> bool:
-        if not gpus:
-            return False
-        if gpu_caps and job.user in gpu_caps:
-            cap, holds = gpu_caps[job.user], held.get(job.user, 0)
-            if holds + gpus > cap:
-                if reasons is not None:
-                    reasons[job.id] = (
-                        f"{job.user} may hold {cap} GPUs at once (quota) and holds {holds}; "
-                        f"it needs {plural(gpus, 'GPU')}"
-                    )
-                return True
-        for group in job.groups if group_caps else ():
-            if group in group_caps:  # type: ignore[operator]
-                cap, holds = group_caps[group], group_held.get(group, 0)  # type: ignore[index]
-                if holds + gpus > cap:
-                    if reasons is not None:
-                        reasons[job.id] = (
-                            f"group {group} may hold {cap} GPUs at once (quota) and holds "
-                            f"{holds}; it needs {plural(gpus, 'GPU')}"
-                        )
-                    return True
-        return False
-
-    def count(job: QueuedJob, gpus: int) -> None:
-        held[job.user] = held.get(job.user, 0) + gpus
-        for group in job.groups:
-            group_held[group] = group_held.get(group, 0) + gpus
+        breach = holdings.breach(job, gpus)
+        if breach is not None and reasons is not None:
+            who, cap, holds = breach
+            reasons[job.id] = (
+                f"{who} may hold {cap} GPUs at once (quota) and holds {holds}; "
+                f"it needs {plural(gpus, 'GPU')}"
+            )
+        return breach is not None
 
     # Per shape, the shortest run time that found no room since the last new hold: held
     # workers only lose free resources in a call, so anything as long fails too.
@@ -156,7 +137,7 @@ def plan(
             return False
         taken = board.take_held(index, *shape)
         placements.append(Placement(job.id, board.address[index], taken, backfill=True))
-        count(job, shape[0])
+        holdings.add(job, shape[0])
         return True
 
     def start(job: QueuedJob, index: int, shape: _Shape) -> tuple[str, ...]:
@@ -179,7 +160,7 @@ def plan(
         if chosen is not None:
             slots = [(board.address[index], start(job, index, shape)) for index in chosen]
             placements.append(Placement(job.id, *slots[0], ranks=tuple(slots[1:])))
-            count(job, shape[0] * nodes)
+            holdings.add(job, shape[0] * nodes)
             return
         chosen = pick(board.reservables(*shape), nodes)
         if chosen is not None:
@@ -215,7 +196,7 @@ def plan(
             job.memory if job.memory > 0 else 0,
         )
         nodes = job.nodes if job.nodes > 1 else 1
-        if (gpu_caps or group_caps) and over_quota(job, gpus * nodes):
+        if holdings.capped and over_quota(job, gpus * nodes):
             continue
         if nodes > 1:
             gang(job, nodes, shape)
@@ -227,7 +208,7 @@ def plan(
             index = board.fit(*shape)
             if index is not None:
                 placements.append(Placement(job.id, board.address[index], start(job, index, shape)))
-                count(job, shape[0])
+                holdings.add(job, shape[0])
                 continue
         if releases is not None and job.id in runtimes and backfill(job, shape):  # type: ignore[operator]
             continue
