@@ -182,6 +182,27 @@ class TrainOrch(Configurable):
         help="A local cluster with no client, no task and no uncollected outcome ends after "
         "this many seconds (0: never).",
     )
+    autoscale_maximum = Count(
+        0,
+        min=0,
+        env="TRAINORCH_AUTOSCALE_MAXIMUM",
+        help="Autoscaling on the queue: the cluster may grow to this many workers while jobs "
+        "wait for capacity (0: no autoscaling). Needs a cluster manager that scales: the "
+        "local cluster, dask-kubernetes, dask-gateway or dask-jobqueue.",
+    )
+    autoscale_minimum = Count(
+        0,
+        min=0,
+        env="TRAINORCH_AUTOSCALE_MINIMUM",
+        help="Autoscaling: workers kept even when nothing runs.",
+    )
+    autoscale_grace = Seconds(
+        300.0,
+        min=0,
+        env="TRAINORCH_AUTOSCALE_GRACE",
+        help="Autoscaling: seconds a worker stays idle before it may be closed; a worker "
+        "that runs a job is never closed.",
+    )
     fair_share_half_life = Seconds(
         4 * 3600.0,
         min=0,
@@ -362,6 +383,9 @@ class TrainOrch(Configurable):
     _gpus_per_worker_default = _from_environment("gpus_per_worker")
     _slots_per_worker_default = _from_environment("slots_per_worker")
     _cluster_idle_timeout_default = _from_environment("cluster_idle_timeout")
+    _autoscale_maximum_default = _from_environment("autoscale_maximum")
+    _autoscale_minimum_default = _from_environment("autoscale_minimum")
+    _autoscale_grace_default = _from_environment("autoscale_grace")
     _fair_share_half_life_default = _from_environment("fair_share_half_life")
     _gpu_quota_default = _from_environment("gpu_quota")
     _queue_quota_default = _from_environment("queue_quota")
@@ -406,6 +430,11 @@ class TrainOrch(Configurable):
         values["data_dir"] = (
             Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()
         )
+        if self.autoscale_maximum and self.autoscale_minimum > self.autoscale_maximum:
+            raise SettingError(
+                f"autoscale_minimum ({self.autoscale_minimum}) must not exceed "
+                f"autoscale_maximum ({self.autoscale_maximum})"
+            )
         return OrchestratorConfig(**values)
 
     def to_env(self) -> dict[str, str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import submit, wait_final
+from conftest import submit, wait_final, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from jupyter_trainorch.orchestrator.metrics import render_metrics
@@ -70,7 +70,16 @@ def test_the_event_log_writes_job_events_and_lines_as_ecs_json(host_factory, tmp
     host = host_factory(workers=1, gpus_per_worker=1, event_log=str(path))
     job_id = submit(host, name="speaks", source="print('hello from the job')\nraise SystemExit(3)")
     assert wait_final(host, job_id).state == "failed"
-    records = [json.loads(line) for line in path.read_text().splitlines()]
+
+    def written() -> list[dict]:
+        found = [json.loads(line) for line in path.read_text().splitlines()]
+        done = {r.get("event", {}).get("action") for r in found} >= {"failed"}
+        return (
+            found if done and any(r["event"]["dataset"] == "trainorch.job" for r in found) else []
+        )
+
+    # The feed and the lines reach the file from their own threads, shortly after the store.
+    records = wait_until(written, 10, "the job's events and lines in the event log")
     assert all(r["ecs.version"] and r["@timestamp"] and "log.level" in r for r in records)
     mine = [r for r in records if r.get("trainorch", {}).get("job_id") == job_id]
     actions = [r["event"]["action"] for r in mine if r["event"]["dataset"] == "trainorch.events"]

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..environ import without_service_settings
 from ..processes import pid_alive, stop_process
+from .gpus import visible_gpu_ids
 from .local_process import read_state
+from .usage import read_usage
 
 if TYPE_CHECKING:
     from ..orchestrator.config import OrchestratorConfig
@@ -42,19 +44,6 @@ class WorkerInfo:
     advertises_gpus: bool  # the worker declares a ``GPU`` resource (guard against double booking)
 
 
-def _visible_gpu_ids(dask_worker: Any = None) -> list[str]:
-    """Run on a worker: the GPU ids its processes may use, in order."""
-    from distributed import get_worker
-
-    worker = dask_worker or get_worker()
-    count = int(worker.state.total_resources.get("GPU", 0))
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    ids = [v.strip() for v in visible.split(",") if v.strip()]
-    if len(ids) < count:
-        ids = [str(i) for i in range(count)]
-    return ids[:count]
-
-
 WorkersChanged = Callable[[list[WorkerInfo], list[str]], Awaitable[None]]
 
 
@@ -69,6 +58,7 @@ class ClusterBackend:
         self.workers: dict[str, WorkerInfo] = {}
         self._on_change: WorkersChanged | None = None
         self._refresh_lock = asyncio.Lock()
+        self._demand_installed = False
 
     @classmethod
     def from_config(cls, config: OrchestratorConfig) -> ClusterBackend:
@@ -124,7 +114,7 @@ class ClusterBackend:
                 gpu_ids: tuple[str, ...] = ()
                 if resources.get("GPU"):
                     try:
-                        ran = await self.client.run(_visible_gpu_ids, workers=[addr])
+                        ran = await self.client.run(visible_gpu_ids, workers=[addr])
                         gpu_ids = tuple(ran.get(addr, ()))
                     except Exception as err:  # noqa: BLE001 - worker left meanwhile
                         log.warning("could not read GPU ids of %s: %s", addr, err)
@@ -147,6 +137,22 @@ class ClusterBackend:
     def cluster_gone(self) -> bool:
         """True when a cluster this backend started has died (an existing one is not ours)."""
         return False
+
+    async def read_usage(self) -> dict[str, dict[str, Any]]:
+        """Each worker's host CPU and memory and its GPUs' NVML readings, by address."""
+        if self.client is None or not self.workers:
+            return {}
+        return await self.client.run(read_usage, on_error="return")
+
+    async def post_demand(self, target: int, close: tuple[str, ...]) -> None:
+        """Tell the scheduler how many workers the queue wants and which idle ones may go
+        (``demand.QueueDemand``, installed on first use), for the cluster manager to act on."""
+        from .demand import QueueDemand
+
+        if not self._demand_installed:
+            await self.client.register_plugin(QueueDemand())  # idempotent: one per scheduler
+            self._demand_installed = True
+        await self.client.scheduler.trainorch_demand(target=target, closable=list(close))
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -174,6 +180,7 @@ class LocalBackend(ClusterBackend):
         gpus_per_worker: int = 0,
         slots_per_worker: int = 4,
         idle_timeout: float = 600.0,
+        autoscale: tuple[int, int] = (0, 0),
     ) -> None:
         super().__init__()
         self.state_file = state_dir / "cluster.json"
@@ -181,14 +188,25 @@ class LocalBackend(ClusterBackend):
         self.gpus_per_worker = max(0, gpus_per_worker)
         self.slots_per_worker = max(1, slots_per_worker)
         self.idle_timeout = idle_timeout
+        self.autoscale = autoscale  # (minimum, maximum); maximum 0: fixed size
         self.pid: int | None = None
 
     @classmethod
     def from_config(cls, config: OrchestratorConfig) -> ClusterBackend:
+        autoscale = (config.autoscale_minimum, config.autoscale_maximum)
+        workers = config.workers
+        if config.autoscale_maximum:
+            workers = min(max(workers, config.autoscale_minimum), config.autoscale_maximum)
         return cls(
-            config.data_dir, config.workers, config.gpus_per_worker, config.slots_per_worker,
-            config.cluster_idle_timeout,
+            config.data_dir, workers, config.gpus_per_worker, config.slots_per_worker,
+            config.cluster_idle_timeout, autoscale,
         )  # fmt: skip
+
+    def _scaling_arguments(self) -> list[str]:
+        minimum, maximum = self.autoscale
+        if not maximum:
+            return []
+        return ["--autoscale-minimum", str(minimum), "--autoscale-maximum", str(maximum)]
 
     def _arguments(self) -> list[str]:
         return [
@@ -196,6 +214,7 @@ class LocalBackend(ClusterBackend):
             "--gpus-per-worker", str(self.gpus_per_worker),
             "--slots-per-worker", str(self.slots_per_worker),
             "--idle-timeout", str(self.idle_timeout),
+            *self._scaling_arguments(),
         ]  # fmt: skip
 
     async def _start_cluster(self) -> str:
@@ -247,7 +266,7 @@ class LocalCUDABackend(LocalBackend):
 
     def _arguments(self) -> list[str]:
         return ["--cuda", "--slots-per-worker", str(self.slots_per_worker),
-                "--idle-timeout", str(self.idle_timeout)]  # fmt: skip
+                "--idle-timeout", str(self.idle_timeout), *self._scaling_arguments()]  # fmt: skip
 
 
 async def _answers(address: str) -> bool:

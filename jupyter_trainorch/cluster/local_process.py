@@ -36,27 +36,48 @@ def _uncollected_outcomes(attempt_dir: Path) -> bool:
     return any(attempt_dir.glob(f"*/{OUTCOME_FILE}"))
 
 
-def _worker_specs(args: argparse.Namespace, attempt_dir: Path) -> dict[str, Any]:
+def _worker_spec(args: argparse.Namespace, attempt_dir: Path, index: int) -> dict[str, Any]:
+    """Worker ``index``: its GPU slots get ids of their own, as a host's GPUs would."""
     from distributed import Nanny
 
-    workers = {}
-    for i in range(args.workers):
-        ids = [str(i * args.gpus_per_worker + g) for g in range(args.gpus_per_worker)]
-        resources = {"CPU": float(args.slots_per_worker)}
-        if ids:
-            resources["GPU"] = float(len(ids))
-        workers[f"trainorch-{i}"] = {
-            "cls": Nanny,
-            "options": {
-                "host": "127.0.0.1",
-                "nthreads": args.slots_per_worker,
-                "resources": resources,
-                "env": {"CUDA_VISIBLE_DEVICES": ",".join(ids), ATTEMPT_DIR_ENV: str(attempt_dir)},
-                "memory_limit": 0,
-                "silence_logs": logging.WARNING,
-            },
-        }
-    return workers
+    ids = [str(index * args.gpus_per_worker + g) for g in range(args.gpus_per_worker)]
+    resources = {"CPU": float(args.slots_per_worker)}
+    if ids:
+        resources["GPU"] = float(len(ids))
+    return {
+        "cls": Nanny,
+        "options": {
+            "host": "127.0.0.1",
+            "nthreads": args.slots_per_worker,
+            "resources": resources,
+            "env": {"CUDA_VISIBLE_DEVICES": ",".join(ids), ATTEMPT_DIR_ENV: str(attempt_dir)},
+            "memory_limit": 0,
+            "silence_logs": logging.WARNING,
+        },
+    }
+
+
+def _worker_cluster(args: argparse.Namespace, attempt_dir: Path) -> Any:
+    """A SpecCluster whose added workers (autoscaling) each get the next GPU ids."""
+    from distributed import Scheduler, SpecCluster
+
+    class Workers(SpecCluster):  # type: ignore[misc]
+        def new_worker_spec(self) -> dict[str, Any]:
+            index = 0
+            while f"trainorch-{index}" in self.worker_spec:
+                index += 1
+            return {f"trainorch-{index}": _worker_spec(args, attempt_dir, index)}
+
+    return Workers(
+        workers={f"trainorch-{i}": _worker_spec(args, attempt_dir, i) for i in range(args.workers)},
+        worker=_worker_spec(args, attempt_dir, 0),
+        scheduler={
+            "cls": Scheduler,
+            "options": {"host": "127.0.0.1", "port": 0, "dashboard_address": ":0"},
+        },
+        asynchronous=True,
+        name="trainorch-local",
+    )
 
 
 async def _start(args: argparse.Namespace, attempt_dir: Path) -> Any:
@@ -65,24 +86,31 @@ async def _start(args: argparse.Namespace, attempt_dir: Path) -> Any:
 
         os.environ[ATTEMPT_DIR_ENV] = str(attempt_dir)
         # dask-cuda pins one GPU per worker but sets no resources itself.
-        return await LocalCUDACluster(
+        cluster = await LocalCUDACluster(
             asynchronous=True,
             resources={"GPU": 1, "CPU": args.slots_per_worker},
             threads_per_worker=args.slots_per_worker,
             host="127.0.0.1",
             dashboard_address=":0",
         )
-    from distributed import Scheduler, SpecCluster
+    else:
+        cluster = await _worker_cluster(args, attempt_dir)
+    if args.autoscale_maximum:
+        await _scale_on_queue(cluster, args)
+    return cluster
 
-    scheduler = {
-        "cls": Scheduler,
-        "options": {"host": "127.0.0.1", "port": 0, "dashboard_address": ":0"},
-    }
-    return await SpecCluster(
-        workers=_worker_specs(args, attempt_dir),
-        scheduler=scheduler,
-        asynchronous=True,
-        name="trainorch-local",
+
+async def _scale_on_queue(cluster: Any, args: argparse.Namespace) -> None:
+    """Grow and shrink on the orchestrator's demand (``QueueDemand``), never Dask's."""
+    from .demand import QueueDemand
+
+    await cluster.scheduler.register_scheduler_plugin(QueueDemand(), idempotent=True)
+    # The grace period is the orchestrator's: a worker it offers is closed at once.
+    cluster.adapt(
+        minimum=args.autoscale_minimum,
+        maximum=args.autoscale_maximum,
+        interval="500ms",
+        wait_count=1,
     )
 
 
@@ -146,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cuda", action="store_true", help="one dask-cuda worker per GPU")
     parser.add_argument("--attempt-dir", default="")
     parser.add_argument("--idle-timeout", type=float, default=600.0, help="0: never")
+    parser.add_argument("--autoscale-minimum", type=int, default=0)
+    parser.add_argument("--autoscale-maximum", type=int, default=0, help="0: no autoscaling")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     asyncio.run(serve(args))

@@ -17,6 +17,25 @@ class Error(Shape):
     reason: str | None = None
 
 
+class GpuUsage(Shape):
+    """One GPU as NVML reads it on its worker."""
+
+    id: str
+    utilisation: float = Field(description="percent busy over the last sample")
+    memory_used: int = Field(description="bytes")
+    memory_total: int = Field(description="bytes")
+
+
+class WorkerUsage(Shape):
+    """A worker's host as last read (every few seconds): CPU and memory, and its GPUs
+    where NVML is present."""
+
+    cpu: float = Field(description="percent of the host's CPUs in use (all cores)")
+    memory_used: int = Field(description="bytes of memory in use on the host")
+    gpus: list[GpuUsage]
+    time: Time
+
+
 class Worker(Shape):
     address: str
     name: str | None
@@ -26,11 +45,29 @@ class Worker(Shape):
     free_cpus: float
     memory: int
     running: list[str]
+    usage: WorkerUsage | None
 
 
 class GpuCount(Shape):
     total: int
     busy: int
+    idle: int
+
+
+class ScalingEvent(Shape):
+    time: Time
+    target: int = Field(description="the number of workers asked for")
+    message: str
+
+
+class Autoscaling(Shape):
+    """Autoscaling on the queue: the pool's bounds and its recent decisions."""
+
+    minimum: int
+    maximum: int
+    grace: float = Field(description="seconds a worker stays idle before it may be closed")
+    target: int
+    events: list[ScalingEvent] = Field(description="the latest decisions, oldest first")
 
 
 class RecoveryCounts(Shape):
@@ -51,6 +88,14 @@ class Cluster(Shape):
     waiting_on_dependencies: int
     draining: bool
     recovery: RecoveryCounts | None
+    queue_by_priority: dict[str, int] = Field(
+        description="jobs waiting for resources, by priority class (low, normal, high, urgent)"
+    )
+    idle_gpu_minutes: float = Field(
+        description="GPU-minutes left idle while a job that could use them waited, since "
+        "the service started (a good schedule keeps this at 0)"
+    )
+    autoscaling: Autoscaling | None
 
 
 class Template(Shape):

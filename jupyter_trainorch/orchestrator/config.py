@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..cluster import ClusterBackend
     from ..policy import PreemptionRules
+    from ..policy.scaling import Pool
     from ..store import JobStore
     from ..tracking import MlflowTracker
 
@@ -51,6 +52,9 @@ class OrchestratorConfig:
     system_metrics_interval: float
     audit_interval: float
     cluster_idle_timeout: float
+    autoscale_maximum: int
+    autoscale_minimum: int
+    autoscale_grace: float
     fair_share_half_life: float
     gpu_quota: int
     queue_quota: int
@@ -75,6 +79,21 @@ class OrchestratorConfig:
         """A job's ``TRAINORCH_CHECKPOINT_DIR``."""
         root = Path(self.checkpoint_root).expanduser() if self.checkpoint_root else None
         return (root or self.data_dir / "checkpoints") / job_id
+
+    def scaling_pool(self) -> Pool | None:
+        """The pool autoscaling sizes, in the local cluster's worker shape (a remote
+        cluster's own shape replaces it once its workers are seen), or None when off."""
+        from ..policy.scaling import Pool
+
+        if not self.autoscale_maximum:
+            return None
+        return Pool(
+            gpus=self.gpus_per_worker,
+            cpus=float(self.slots_per_worker),
+            minimum=self.autoscale_minimum,
+            maximum=self.autoscale_maximum,
+            grace=self.autoscale_grace,
+        )
 
     def preemption_rules(self) -> PreemptionRules | None:
         """The rules urgent jobs preempt by, or None when preemption is off."""

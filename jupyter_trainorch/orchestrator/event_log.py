@@ -34,8 +34,12 @@ class EventLog:
         self.logger.addHandler(handler)
 
     def change(self, change: Change) -> None:
-        """A change of the feed: job state changes become events (progress and log counts
-        are left to the lines themselves)."""
+        """A change of the feed: job state changes and scaling decisions become events
+        (progress and log counts are left to the lines themselves)."""
+        if change.get("kind") == "cluster":
+            extra = {"event.dataset": "trainorch.events", "event.action": "scale"}
+            self.logger.info("autoscaling: %s", change.get("message", ""), extra=extra)
+            return
         if change.get("kind") != "job" or not change.get("state"):
             return
         state = change["state"]

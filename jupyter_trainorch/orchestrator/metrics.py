@@ -118,8 +118,42 @@ class TrainorchCollector(Collector):
             ("trainorch_gpus_busy", "GPUs held by running jobs.", cluster["gpus"]["busy"]),
             ("trainorch_waiting_on_dependencies", "Jobs pending on dependencies.",
              cluster["waiting_on_dependencies"]),
+            ("trainorch_gpus_idle", "GPUs no running job holds.", cluster["gpus"]["idle"]),
         ):  # fmt: skip
             yield GaugeMetricFamily(name, help_text, value=value)
+        yield CounterMetricFamily(
+            "trainorch_idle_gpu_seconds",
+            "GPU-seconds left idle while jobs wanting GPUs waited, since the service started.",
+            value=cluster["idle_gpu_minutes"] * 60.0,
+        )
+        if cluster["autoscaling"] is not None:
+            yield GaugeMetricFamily(
+                "trainorch_autoscale_target", "Workers autoscaling asks the cluster for.",
+                value=cluster["autoscaling"]["target"],
+            )  # fmt: skip
+        yield from _usage_metrics(cluster["workers"])
+
+
+def _usage_metrics(workers: list[dict]) -> Iterator[Metric]:
+    """What each worker's host and GPUs use, as last read."""
+    cpu = GaugeMetricFamily(
+        "trainorch_host_cpu_percent", "CPU in use on each worker's host.", labels=["worker"]
+    )
+    utilisation = GaugeMetricFamily(
+        "trainorch_gpu_utilisation_percent", "GPU busy percent (NVML).", labels=["worker", "gpu"]
+    )
+    memory = GaugeMetricFamily(
+        "trainorch_gpu_memory_used_bytes", "GPU memory in use (NVML).", labels=["worker", "gpu"]
+    )
+    for worker in workers:
+        usage = worker.get("usage")
+        if not usage:
+            continue
+        cpu.add_metric([worker["address"]], usage["cpu"])
+        for gpu in usage["gpus"]:
+            utilisation.add_metric([worker["address"], gpu["id"]], gpu["utilisation"])
+            memory.add_metric([worker["address"], gpu["id"]], gpu["memory_used"])
+    yield from (cpu, utilisation, memory)
 
 
 def render_metrics(host: OrchestratorHost) -> str:

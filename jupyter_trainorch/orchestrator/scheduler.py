@@ -13,10 +13,12 @@ from typing import Any
 
 from .. import policy
 from ..cluster import ClusterBackend
+from ..policy.quota import within_quota
 from ..runner.protocol import attempt_key
 from ..store import STARTING, AttemptRecord, JobStore, iso
 from . import gangs
 from .attempts import AttemptTracker, Running
+from .autoscale import Autoscaler
 from .estimates import StartForecast
 from .outcomes import JobOutcomes
 from .queue import JobQueue
@@ -41,6 +43,7 @@ class Scheduler:
         spawn: Callable[[Any], asyncio.Task[Any]],
         wake: Callable[[], None],
         draining: Callable[[], bool],
+        autoscaler: Autoscaler | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -54,12 +57,15 @@ class Scheduler:
         self.spawn = spawn
         self.wake = wake
         self.draining = draining
+        self.autoscaler = autoscaler
         self.forecast = StartForecast(store)
         self._recheck: asyncio.TimerHandle | None = None  # when a victim becomes old enough
 
     def close(self) -> None:
         if self._recheck is not None:
             self._recheck.cancel()
+        if self.autoscaler is not None:
+            self.autoscaler.close()
 
     def waiting(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
         """For the queued jobs of ``job_ids``: the queue position (1 = dispatched next), the
@@ -173,6 +179,23 @@ class Scheduler:
         ]  # fmt: skip
 
     def schedule(self) -> None:
+        """One round: start what fits now, then size the cluster for what still waits."""
+        self._place()
+        if self.autoscaler is not None and not self.draining():
+            self.autoscaler.round(self.waiting_for_capacity(), self.views())
+
+    def waiting_for_capacity(self) -> list[policy.QueuedJob]:
+        """The queued jobs, in order, that free GPUs or more workers would let start (not
+        those a GPU quota holds back)."""
+        if not len(self.queue):
+            return []
+        quotas = self._gpu_quotas()
+        return within_quota(
+            self.shares.order(self.queue.items), quotas.get("gpu_caps"), quotas.get("gpus_held"),
+            quotas.get("group_caps"), quotas.get("groups_held"),
+        )  # fmt: skip
+
+    def _place(self) -> None:
         if not len(self.queue) or not self.backend.workers or self.draining():
             return
         decision = self._decide(self.shares.order(self.queue.items))

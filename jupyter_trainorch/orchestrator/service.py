@@ -41,6 +41,8 @@ from ..store import (
 from . import dependencies
 from .alerts import Alert, Alerts, parse_rules
 from .attempts import Running
+from .autoscale import Autoscaler
+from .cluster_view import ClusterView
 from .config import OrchestratorConfig
 from .errors import JobNotFound, JobStateError, OrchestratorBusy
 from .event_log import EventLog
@@ -57,6 +59,8 @@ from .tracking_bridge import TrackingBridge
 from .upstream import UpstreamAttempts
 
 log = logging.getLogger(__name__)
+
+USAGE_INTERVAL = 5.0  # seconds between readings of the workers' CPU, memory and GPUs
 
 
 class Orchestrator:
@@ -97,11 +101,19 @@ class Orchestrator:
             store, backend, self.feed, config, self.tracking,
             spawn=self._spawn, on_end=self.outcomes.attempt_ended, wake=self._wake.set, clock=clock,
         )  # fmt: skip
+        pool = config.scaling_pool()
+        self.autoscaler = (
+            Autoscaler(pool, backend, self.feed, clock, self._spawn, self._wake.set)
+            if pool is not None else None
+        )  # fmt: skip
         self.scheduler = Scheduler(
             store, backend, self.queue, self.attempts, self.outcomes, self.shares, self.quotas,
             config.preemption_rules(), clock, spawn=self._spawn, wake=self._wake.set,
-            draining=lambda: self.draining,
+            draining=lambda: self.draining, autoscaler=self.autoscaler,
         )  # fmt: skip
+        self.cluster_view = ClusterView(
+            backend, self.scheduler, self.attempts, self.queue, self.autoscaler, clock
+        )
         self._loop_task: asyncio.Task[None] | None = None
         self.event_log = EventLog(config.event_log) if config.event_log else None
         if self.event_log is not None:
@@ -207,12 +219,17 @@ class Orchestrator:
                 self._stopping = True
 
     async def _housekeeping(self) -> None:
-        """Tell workers which outcomes are stored; audit attempts no event accounted for."""
-        last_audit = time.monotonic()
+        """Tell workers which outcomes are stored; read what workers use; audit attempts
+        no event accounted for."""
+        last_audit = last_usage = time.monotonic()
         while not self._stopping:
             await asyncio.sleep(1.0)
             try:
                 await self.attempts.forget_collected()
+                if time.monotonic() - last_usage >= USAGE_INTERVAL:
+                    last_usage = time.monotonic()
+                    self.cluster_view.sample_idle()
+                    await self.cluster_view.refresh_usage()
                 if time.monotonic() - last_audit >= self.config.audit_interval:
                     last_audit = time.monotonic()
                     await audit(self.attempts)
@@ -274,12 +291,13 @@ class Orchestrator:
     ) -> tuple[JobRecord, set[str]]:  # fmt: skip
         """A checked, not yet stored job and the dependencies it must wait on (``group``:
         names of jobs submitted with it -> their ids)."""
-        if self.backend.workers:
+        could_hold = self.autoscaler.could_hold() if self.autoscaler is not None else []
+        if self.backend.workers or could_hold:
             problem = policy.fit_error(
                 spec.resources.gpus,
                 spec.resources.cpus,
                 spec.resources.memory,
-                self.scheduler.views(),
+                self.scheduler.views() + could_hold,
                 nodes=spec.resources.nodes,
             )
             if problem:
@@ -404,35 +422,12 @@ class Orchestrator:
                 break
             try:
                 self.scheduler.schedule()
+                self.cluster_view.sample_idle()
             except Exception:  # noqa: BLE001 - one bad round must not stop scheduling
                 log.exception("scheduling round failed")
             await asyncio.sleep(0)
 
     # -- views for the API ------------------------------------------------------------
     def cluster_status(self) -> dict[str, Any]:
-        views = self.scheduler.views()
-        running = self.attempts.held()
-        gpus_total = sum(len(v.gpu_ids) for v in views)
-        gpus_free = sum(len(v.free_gpu_ids) for v in views)
-        return {
-            **self.backend.summary(),
-            "workers": [
-                {
-                    "address": v.address,
-                    "name": self.backend.workers[v.address].name,
-                    "gpus": list(v.gpu_ids),
-                    "free_gpus": list(v.free_gpu_ids),
-                    "cpus": v.cpus,
-                    "free_cpus": v.free_cpus,
-                    "memory": v.memory,
-                    "running": sorted(r.job_id for r in running if r.worker == v.address),
-                }
-                for v in views
-            ],
-            "gpus": {"total": gpus_total, "busy": gpus_total - gpus_free},
-            "queue_depth": len(self.queue),
-            "running": len(running),
-            "waiting_on_dependencies": self.queue.waiting_on_dependencies,
-            "draining": self.draining,
-            "recovery": self.recovery.to_dict() if self.recovery else None,
-        }
+        recovery = self.recovery.to_dict() if self.recovery else None
+        return self.cluster_view.status(self.draining, recovery)

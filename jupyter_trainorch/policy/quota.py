@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from .model import QueuedJob
 
@@ -46,3 +46,24 @@ class GpuHoldings:
         self.user_held[job.user] = self.user_held.get(job.user, 0) + gpus
         for group in job.groups:
             self.group_held[group] = self.group_held.get(group, 0) + gpus
+
+
+def within_quota(
+    waiting: Sequence[QueuedJob],
+    user_caps: Mapping[str, int] | None = None,
+    user_held: Mapping[str, int] | None = None,
+    group_caps: Mapping[str, int] | None = None,
+    group_held: Mapping[str, int] | None = None,
+) -> list[QueuedJob]:
+    """The waiting jobs, in order, that more GPUs would let start: not those a quota
+    holds back (counting the ones ahead of them)."""
+    holdings = GpuHoldings(user_caps, user_held, group_caps, group_held)
+    if not holdings.capped:
+        return list(waiting)
+    chosen = []
+    for job in waiting:
+        gpus = job.gpus * max(1, job.nodes)
+        if holdings.breach(job, gpus) is None:
+            holdings.add(job, gpus)
+            chosen.append(job)
+    return chosen

@@ -365,6 +365,28 @@ export interface components {
             /** Run Id */
             run_id: string | null;
         };
+        /**
+         * Autoscaling
+         * @description Autoscaling on the queue: the pool's bounds and its recent decisions.
+         */
+        Autoscaling: {
+            /**
+             * Events
+             * @description the latest decisions, oldest first
+             */
+            events: components["schemas"]["ScalingEvent"][];
+            /**
+             * Grace
+             * @description seconds a worker stays idle before it may be closed
+             */
+            grace: number;
+            /** Maximum */
+            maximum: number;
+            /** Minimum */
+            minimum: number;
+            /** Target */
+            target: number;
+        };
         /** BatchAnswer */
         BatchAnswer: {
             /**
@@ -469,13 +491,26 @@ export interface components {
         Cluster: {
             /** Address */
             address: string | null;
+            autoscaling: components["schemas"]["Autoscaling"] | null;
             /** Dashboard */
             dashboard: string | null;
             /** Draining */
             draining: boolean;
             gpus: components["schemas"]["GpuCount"];
+            /**
+             * Idle Gpu Minutes
+             * @description GPU-minutes left idle while a job that could use them waited, since the service started (a good schedule keeps this at 0)
+             */
+            idle_gpu_minutes: number;
             /** Kind */
             kind: string;
+            /**
+             * Queue By Priority
+             * @description jobs waiting for resources, by priority class (low, normal, high, urgent)
+             */
+            queue_by_priority: {
+                [key: string]: number;
+            };
             /** Queue Depth */
             queue_depth: number;
             recovery: components["schemas"]["RecoveryCounts"] | null;
@@ -530,8 +565,33 @@ export interface components {
         GpuCount: {
             /** Busy */
             busy: number;
+            /** Idle */
+            idle: number;
             /** Total */
             total: number;
+        };
+        /**
+         * GpuUsage
+         * @description One GPU as NVML reads it on its worker.
+         */
+        GpuUsage: {
+            /** Id */
+            id: string;
+            /**
+             * Memory Total
+             * @description bytes
+             */
+            memory_total: number;
+            /**
+             * Memory Used
+             * @description bytes
+             */
+            memory_used: number;
+            /**
+             * Utilisation
+             * @description percent busy over the last sample
+             */
+            utilisation: number;
         };
         /** GroupQuota */
         GroupQuota: {
@@ -1231,6 +1291,21 @@ export interface components {
              */
             max_backoff?: number;
         };
+        /** ScalingEvent */
+        ScalingEvent: {
+            /** Message */
+            message: string;
+            /**
+             * Target
+             * @description the number of workers asked for
+             */
+            target: number;
+            /**
+             * Time
+             * @description ISO 8601, UTC (…Z)
+             */
+            time: string;
+        };
         /** ServiceStatus */
         ServiceStatus: {
             /** Cluster */
@@ -1479,6 +1554,31 @@ export interface components {
             name: string | null;
             /** Running */
             running: string[];
+            usage: components["schemas"]["WorkerUsage"] | null;
+        };
+        /**
+         * WorkerUsage
+         * @description A worker's host as last read (every few seconds): CPU and memory, and its GPUs
+         *     where NVML is present.
+         */
+        WorkerUsage: {
+            /**
+             * Cpu
+             * @description percent of the host's CPUs in use (all cores)
+             */
+            cpu: number;
+            /** Gpus */
+            gpus: components["schemas"]["GpuUsage"][];
+            /**
+             * Memory Used
+             * @description bytes of memory in use on the host
+             */
+            memory_used: number;
+            /**
+             * Time
+             * @description ISO 8601, UTC (…Z)
+             */
+            time: string;
         };
     };
     responses: never;
