@@ -203,6 +203,19 @@ class TrainOrch(Configurable):
         help="Autoscaling: seconds a worker stays idle before it may be closed; a worker "
         "that runs a job is never closed.",
     )
+    worker_failure_limit = Count(
+        3,
+        min=0,
+        env="TRAINORCH_WORKER_FAILURE_LIMIT",
+        help="A worker on which this many different jobs fail within worker_cooldown seconds, "
+        "with no success between, takes no new job for worker_cooldown seconds (0: never).",
+    )
+    worker_cooldown = Seconds(
+        600.0,
+        min=1,
+        env="TRAINORCH_WORKER_COOLDOWN",
+        help="Seconds a worker that fails job after job is left out of placement.",
+    )
     fair_share_half_life = Seconds(
         4 * 3600.0,
         min=0,
@@ -386,6 +399,8 @@ class TrainOrch(Configurable):
     _autoscale_maximum_default = _from_environment("autoscale_maximum")
     _autoscale_minimum_default = _from_environment("autoscale_minimum")
     _autoscale_grace_default = _from_environment("autoscale_grace")
+    _worker_failure_limit_default = _from_environment("worker_failure_limit")
+    _worker_cooldown_default = _from_environment("worker_cooldown")
     _fair_share_half_life_default = _from_environment("fair_share_half_life")
     _gpu_quota_default = _from_environment("gpu_quota")
     _queue_quota_default = _from_environment("queue_quota")

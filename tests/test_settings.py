@@ -49,6 +49,8 @@ EXAMPLES: dict[str, tuple[str, object]] = {
     "autoscale_maximum": ("6", 6),
     "autoscale_minimum": ("1", 1),
     "autoscale_grace": ("120", 120.0),
+    "worker_failure_limit": ("5", 5),
+    "worker_cooldown": ("60", 60.0),
     "fair_share_half_life": ("3600", 3600.0),
     "gpu_quota": ("8", 8),
     "queue_quota": ("500", 500),

@@ -46,6 +46,9 @@ class Worker(Shape):
     memory: int
     running: list[str]
     usage: WorkerUsage | None
+    excluded_until: Time | None = Field(
+        description="set while the worker takes no new job after failing job after job"
+    )
 
 
 class GpuCount(Shape):

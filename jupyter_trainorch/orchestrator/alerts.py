@@ -1,8 +1,10 @@
 """Alerts: rules an admin sets (``TRAINORCH_ALERTS``) send job events to people.
 
 A rule names what it fires on — job states (``failed``, ``retrying``, ``preempted``,
-``succeeded``, …), ``queue_wait`` (a job waiting longer than ``minutes``) or ``log`` (a line
-matching the regex ``match``, e.g. ``CUDA out of memory``) — and where it goes:
+``succeeded``, …), ``queue_wait`` (a job waiting longer than ``minutes``), ``log`` (a line
+matching the regex ``match``, e.g. ``CUDA out of memory``) or ``admins`` (notices for the
+admins: a job whose retry rule says ``notify_admins`` failed that way, a worker was left out
+of placement after failing job after job) — and where it goes:
 ``webhook:URL`` (Slack-compatible JSON ``{"text": …}``), ``email:ADDRESS`` (through
 ``TRAINORCH_SMTP_URL``) or ``owner`` (a notification in the job owner's JupyterLab, through the
 change feed). Each alert is sent once per rule and job, at most ``RATE_PER_MINUTE`` per channel
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 
 RATE_PER_MINUTE = 30
 MAX_RULES = 50
-EVENTS = ("queue_wait", "log")  # besides job states
+EVENTS = ("queue_wait", "log", "admins")  # besides job states
 
 
 class AlertConfigError(ValueError):
@@ -168,6 +170,13 @@ class Alerts:
                     self._fire(n, rule, job_id, user, "queue_wait",
                                f"job {job_id} has waited {waited / 60:.0f} minutes to start",
                                {"waited_seconds": round(waited)})  # fmt: skip
+
+    def admins(self, key: str, user: str, text: str, data: dict[str, Any]) -> None:
+        """A notice for the admins (a job's retry rule asked for it, a worker was left
+        out): sent through the rules on ``admins``, once per ``key``."""
+        for n, rule in enumerate(self.rules):
+            if "admins" in rule.on:
+                self._fire(n, rule, key, user, "admins", text, data)
 
     def _fire(self, n: int, rule: Rule, job_id: str, user: str, event: str, text: str,
               data: dict[str, Any]) -> None:  # fmt: skip

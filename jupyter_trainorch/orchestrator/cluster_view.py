@@ -25,6 +25,7 @@ class ClusterView:
         queue: JobQueue,
         autoscaler: Autoscaler | None,
         clock: Callable[[], float],
+        excluded: Callable[[], dict[str, float]] = dict,
     ) -> None:
         self.backend = backend
         self.scheduler = scheduler
@@ -32,6 +33,7 @@ class ClusterView:
         self.queue = queue
         self.autoscaler = autoscaler
         self.clock = clock
+        self.excluded = excluded
         self.usage: dict[str, dict[str, Any]] = {}
         self.idle_gpu_seconds = 0.0
         self._idle_now: tuple[float, int] | None = None  # since when, how many GPUs
@@ -64,6 +66,7 @@ class ClusterView:
         running = self.attempts.held()
         gpus_total = sum(len(v.gpu_ids) for v in views)
         gpus_free = sum(len(v.free_gpu_ids) for v in views)
+        excluded = self.excluded()
         by_priority: dict[str, int] = {}
         for job in self.queue.items:
             name = priority_name(job.priority)
@@ -81,6 +84,7 @@ class ClusterView:
                     "memory": v.memory,
                     "running": sorted(r.job_id for r in running if r.worker == v.address),
                     "usage": self._usage(v.address),
+                    "excluded_until": iso(excluded.get(v.address)),
                 }
                 for v in views
             ],

@@ -55,6 +55,8 @@ class OrchestratorConfig:
     autoscale_maximum: int
     autoscale_minimum: int
     autoscale_grace: float
+    worker_failure_limit: int
+    worker_cooldown: float
     fair_share_half_life: float
     gpu_quota: int
     queue_quota: int

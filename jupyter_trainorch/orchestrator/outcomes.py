@@ -2,7 +2,8 @@
 
 An attempt that succeeded ends its job; one that failed is retried after a backoff
 (its own failures count against the job's retries, infrastructure failures such as a
-lost worker against a separate budget) or fails the job. Ending a job releases the
+lost worker against a separate budget) or fails the job, as the job's rule for that kind
+of failure says (``RetryPolicy.on``: retry, do not, retry on another worker, tell admins). Ending a job releases the
 jobs that wait on it, or ends those it leaves with nothing to wait for (``dependencies``).
 """
 
@@ -22,6 +23,7 @@ from ..store import (
     JobRecord,
     JobStore,
 )
+from ..store.models import failure_cause
 from .attempts import AttemptEnd, tail
 from .config import OrchestratorConfig
 from .dependencies import settle_dependents
@@ -42,6 +44,7 @@ class JobOutcomes:
         clock: Callable[[], float],
         stopping: Callable[[], bool],
         drop_checkpoints: Callable[[JobRecord], None] = lambda job: None,
+        notify_admins: Callable[[JobRecord, str, str, str | None], None] = lambda *_: None,
     ) -> None:
         self.store = store
         self.queue = queue
@@ -51,6 +54,7 @@ class JobOutcomes:
         self.clock = clock
         self.stopping = stopping
         self.drop_checkpoints = drop_checkpoints
+        self.notify_admins = notify_admins  # (job, worker, cause, error): a rule asked for it
 
     def _get(self, job_id: str) -> JobRecord:
         job = self.store.get_job(job_id)
@@ -79,14 +83,22 @@ class JobOutcomes:
         if run.preempted_for:
             self._resume_later(job, run.preempted_for)
             return
-        if (
+        cause = failure_cause(end.infrastructure, end.error)
+        retry = RetryPolicy.parse(job.spec.get("retries"))
+        actions = retry.actions(cause)
+        if "notify_admins" in actions:
+            self.notify_admins(job, run.worker, cause, end.error)
+        # An out-of-memory end retries only when the job's rules ask for it.
+        retryable = end.retryable or (cause == "out_of_memory" and "no_retry" not in actions)
+        if "no_retry" in actions:
+            self.end_job(run.job_id, FAILED, error=tail(end.error))
+        elif (
             end.infrastructure
             and job.infrastructure_failures <= self.config.max_infrastructure_retries
         ):
             self._retry_later(job, delay=0.5, error=end.error)
-        elif not end.infrastructure and end.retryable and job.user_failures <= job.max_retries:
-            delay = RetryPolicy.parse(job.spec.get("retries")).delay(job.user_failures)
-            self._retry_later(job, delay=delay, error=end.error)
+        elif not end.infrastructure and retryable and job.user_failures <= job.max_retries:
+            self._retry_later(job, delay=retry.delay(job.user_failures), error=end.error)
         else:
             self.end_job(run.job_id, FAILED, error=tail(end.error))
 

@@ -12,7 +12,21 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import policy
+from ..spec import RetryPolicy
 from ..store import PREEMPTED, JobRecord
+
+
+def _workers_to_avoid(job: JobRecord) -> tuple[str, ...]:
+    """Workers where an attempt failed in a way the job's rules retry elsewhere."""
+    if not job.attempts or "on" not in (job.spec.get("retries") or {}):
+        return ()
+    rules = RetryPolicy.parse(job.spec.get("retries"))
+    return tuple(
+        sorted({
+            attempt.worker for attempt in job.attempts
+            if attempt.worker and attempt.cause and "other_worker" in rules.actions(attempt.cause)
+        })
+    )  # fmt: skip
 
 
 def queued_job(job: JobRecord) -> policy.QueuedJob:
@@ -30,6 +44,7 @@ def queued_job(job: JobRecord) -> policy.QueuedJob:
         name=job.name,
         resumes=last is not None and last.state == PREEMPTED,
         groups=tuple(job.spec.get("quota_groups") or ()),
+        avoid=_workers_to_avoid(job),
     )
 
 

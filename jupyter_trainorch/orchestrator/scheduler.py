@@ -44,6 +44,7 @@ class Scheduler:
         wake: Callable[[], None],
         draining: Callable[[], bool],
         autoscaler: Autoscaler | None = None,
+        excluded: Callable[[], dict[str, float]] = dict,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -58,6 +59,7 @@ class Scheduler:
         self.wake = wake
         self.draining = draining
         self.autoscaler = autoscaler
+        self.excluded = excluded  # workers left out of placement (worker_health), until when
         self.forecast = StartForecast(store)
         self._recheck: asyncio.TimerHandle | None = None  # when a victim becomes old enough
 
@@ -153,11 +155,17 @@ class Scheduler:
         limits), which running jobs are preempted for whom, why the rest waits."""
         now = self.clock()
         held = self.attempts.held()
+        excluded = self.excluded()
         return policy.decide(
             order,
-            self.views(),
+            [view for view in self.views() if view.address not in excluded],
             now=now,
-            running=[view for run in held for view in self._running_views(run)],
+            running=[
+                view
+                for run in held
+                for view in self._running_views(run)
+                if view.worker not in excluded
+            ],  # fmt: skip
             runtimes=self.queue.time_limits,
             rules=self.preemption,
             stopping={run.job_id for run in held if run.preempted_for},

@@ -38,16 +38,16 @@ from ..store import (
     JobRecord,
     JobStore,
 )
+from ..store.models import failure_cause
 from . import dependencies
-from .alerts import Alert, Alerts, parse_rules
-from .attempts import Running
+from .attempts import AttemptEnd
 from .autoscale import Autoscaler
 from .cluster_view import ClusterView
 from .config import OrchestratorConfig
 from .errors import JobNotFound, JobStateError, OrchestratorBusy
-from .event_log import EventLog
 from .feed import ChangeFeed
 from .groups import check_replay, submit_group
+from .notices import Notices
 from .outcomes import JobOutcomes
 from .queue import JobQueue
 from .quotas import Quotas
@@ -57,6 +57,7 @@ from .scheduler import Scheduler
 from .shares import FairShare
 from .tracking_bridge import TrackingBridge
 from .upstream import UpstreamAttempts
+from .worker_health import WorkerHealth
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class Orchestrator:
         self.shares = FairShare(store, config.fair_share_half_life)
         self.quotas = Quotas.from_config(config)
         self.tracking = TrackingBridge(store, self.feed, config)
+        self.notices = Notices(store, self.feed, config, clock)
         self.outcomes = JobOutcomes(
             store,
             self.queue,
@@ -96,10 +98,15 @@ class Orchestrator:
             clock,
             stopping=lambda: self._stopping,
             drop_checkpoints=lambda job: self._spawn(self.attempts.drop_checkpoints(job)),
+            notify_admins=self.notices.job_failed_for_admins,
         )
+        self.worker_health = WorkerHealth(
+            config.worker_failure_limit, config.worker_cooldown, config.worker_cooldown,
+            clock, self._worker_excluded,
+        )  # fmt: skip
         self.attempts = UpstreamAttempts(
             store, backend, self.feed, config, self.tracking,
-            spawn=self._spawn, on_end=self.outcomes.attempt_ended, wake=self._wake.set, clock=clock,
+            spawn=self._spawn, on_end=self._attempt_ended, wake=self._wake.set, clock=clock,
         )  # fmt: skip
         pool = config.scaling_pool()
         self.autoscaler = (
@@ -110,38 +117,27 @@ class Orchestrator:
             store, backend, self.queue, self.attempts, self.outcomes, self.shares, self.quotas,
             config.preemption_rules(), clock, spawn=self._spawn, wake=self._wake.set,
             draining=lambda: self.draining, autoscaler=self.autoscaler,
+            excluded=self.worker_health.excluded,
         )  # fmt: skip
         self.cluster_view = ClusterView(
-            backend, self.scheduler, self.attempts, self.queue, self.autoscaler, clock
-        )
+            backend, self.scheduler, self.attempts, self.queue, self.autoscaler, clock,
+            excluded=self.worker_health.excluded,
+        )  # fmt: skip
         self._loop_task: asyncio.Task[None] | None = None
-        self.event_log = EventLog(config.event_log) if config.event_log else None
-        if self.event_log is not None:
-            self.feed.subscribe(self.event_log.change)
-        rules = parse_rules(config.alerts)
-        self.alerts = Alerts(rules, config.smtp_url, self._notify_owner) if rules else None
-        if self.alerts is not None:
-            self.feed.subscribe(self.alerts.job_changed)
-        if self.event_log is not None or self.alerts is not None:
-            self.attempts.line_sink = self._lines_stored
+        if self.notices.want_lines:
+            self.attempts.line_sink = self.notices.lines_stored
 
-    def _lines_stored(self, run: Running, lines: list[Any]) -> None:
-        if self.event_log is not None:
-            self.event_log.lines(run.job_id, run.n, run.user, run.worker, lines)
-        if self.alerts is not None:
-            self.alerts.lines(run.job_id, run.user, lines)
+    def _attempt_ended(self, end: AttemptEnd) -> None:
+        run = end.run
+        if not (run.cancel_requested or run.preempted_for or self._stopping):
+            cause = None if end.succeeded else failure_cause(end.infrastructure, end.error)
+            self.worker_health.attempt_ended(run.worker, run.job_id, cause,
+                                             len(self.backend.workers))  # fmt: skip
+        self.outcomes.attempt_ended(end)
 
-    def _notify_owner(self, alert: Alert) -> None:
-        """An ``owner`` alert: a notification in the owner's JupyterLab (the change feed
-        shows it to the owner and admins only)."""
-        self.feed.publish("alert", alert.job_id, user=alert.user, message=alert.text,
-                          event=alert.data.get("event"))  # fmt: skip
-
-    def _check_waits(self) -> None:
-        if self.alerts is None or not self.alerts.wait_rules:
-            return
-        waiting = self.store.list_jobs(states=[QUEUED], order="oldest", limit=1000)
-        self.alerts.waiting([(job.id, job.user, job.created) for job in waiting])
+    def _worker_excluded(self, worker: str, text: str) -> None:
+        self.notices.worker_excluded(worker, text)
+        asyncio.get_running_loop().call_later(self.config.worker_cooldown + 0.05, self._wake.set)
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self, url: str | None = None) -> None:
@@ -192,10 +188,7 @@ class Orchestrator:
             task.cancel()
         await self.backend.close(stop_cluster=close_cluster)
         await asyncio.get_running_loop().run_in_executor(None, self.tracking.close)
-        if self.event_log is not None:
-            self.event_log.close()
-        if self.alerts is not None:
-            self.alerts.close()
+        self.notices.close()
         self.store.release_lease(self.owner)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -233,7 +226,7 @@ class Orchestrator:
                 if time.monotonic() - last_audit >= self.config.audit_interval:
                     last_audit = time.monotonic()
                     await audit(self.attempts)
-                    self._check_waits()
+                    self.notices.check_waits()
             except Exception:  # noqa: BLE001 - next round tries again
                 log.exception("housekeeping round failed")
 

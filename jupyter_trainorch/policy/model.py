@@ -23,6 +23,8 @@ class QueuedJob:
     resumes: bool = False  # preempted: it goes first within its class
     groups: tuple[str, ...] = ()  # the quota groups its GPUs count against
     nodes: int = 1  # a gang: this many distinct workers, each with gpus/cpus/memory
+    # Workers it failed on and should not run on again while another could hold it.
+    avoid: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -179,6 +179,23 @@ def plan(
                     nodes, shape, ahead
                 )
 
+    def elsewhere(job: QueuedJob, shape: _Shape) -> bool:
+        """A job retried away from the workers it failed on: placed on another, or
+        waiting for one; False when no other worker could ever hold it."""
+        others = [i for i in range(len(board.address)) if board.address[i] not in job.avoid]
+        if not any(board._holds(i, *shape) for i in others):
+            return False
+        index = next((i for i in board.fits(*shape) if board.address[i] not in job.avoid), None)
+        if index is not None:
+            placements.append(Placement(job.id, board.address[index], start(job, index, shape)))
+            holdings.add(job, shape[0])
+        elif reasons is not None:
+            reasons[job.id] = (
+                f"needs {demand_text(shape)} on a worker other than "
+                f"{names_text(list(job.avoid))}, where it failed; none has that free now"
+            )
+        return True
+
     position = 0
     for position, job in enumerate(queue):
         if not board.unreserved:
@@ -200,6 +217,8 @@ def plan(
             continue
         if nodes > 1:
             gang(job, nodes, shape)
+            continue
+        if job.avoid and elsewhere(job, shape):
             continue
         state = known.get(shape)
         if state is None and _covers(hopeless, shape):

@@ -178,9 +178,31 @@ class Resources(SpecModel):
         return self.model_dump(mode="json")
 
 
+FailureCause = Literal["job", "out_of_memory", "timeout", "infrastructure"]
+RetryAction = Literal["retry", "no_retry", "other_worker", "notify_admins"]
+FAILURE_CAUSES: tuple[str, ...] = ("job", "out_of_memory", "timeout", "infrastructure")
+# What each kind of failure does unless the job says otherwise.
+DEFAULT_ACTIONS: dict[str, frozenset[str]] = {
+    "job": frozenset({"retry"}),
+    "out_of_memory": frozenset({"no_retry"}),
+    "timeout": frozenset({"retry"}),
+    "infrastructure": frozenset({"retry"}),
+}
+
+
+def _actions(value: Any) -> Any:
+    """``{"out_of_memory": "other_worker"}`` or a list of actions per cause."""
+    if not isinstance(value, dict):
+        return value
+    return {cause: [a] if isinstance(a, str) else a for cause, a in value.items()}
+
+
 class RetryPolicy(SpecModel):
-    """How a failed job is retried; in JSON ``{"max", "backoff", "factor", "max_backoff"}``,
-    or just the count."""
+    """How a failed job is retried; in JSON ``{"max", "backoff", "factor", "max_backoff",
+    "on"}``, or just the count. ``on`` maps a kind of failure (``job``: its own code,
+    ``out_of_memory``, ``timeout``, ``infrastructure``: a lost worker or a restart) to what
+    it does: ``retry``, ``no_retry``, ``other_worker`` (retry, not on the worker where it
+    failed) and, with any of them, ``notify_admins``."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -192,6 +214,29 @@ class RetryPolicy(SpecModel):
     max_backoff: Annotated[
         float, BeforeValidator(_unit(_seconds), json_schema_input_type=float | str)
     ] = 300.0
+    on: Annotated[
+        dict[FailureCause, Annotated[list[RetryAction], Field(min_length=1, max_length=4)]],
+        BeforeValidator(_actions),
+        Field(description="per kind of failure: retry, no_retry, other_worker, notify_admins"),
+    ] = {}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RetryPolicy:
+        for cause, actions in self.on.items():
+            if "no_retry" in actions and {"retry", "other_worker"} & set(actions):
+                raise ValueError(f"on.{cause} cannot both retry and not retry")
+        return self
+
+    def actions(self, cause: str) -> frozenset[str]:
+        """What a failure of this kind does: the job's rule, else the default."""
+        chosen = self.on.get(cause)  # type: ignore[call-overload]
+        if chosen is None:
+            return DEFAULT_ACTIONS.get(cause, frozenset({"retry"}))
+        actions = frozenset(chosen)
+        if not actions & {"retry", "no_retry", "other_worker"}:
+            # Only notify_admins: the retry behaviour stays the default.
+            actions |= DEFAULT_ACTIONS.get(cause, frozenset())
+        return actions
 
     @model_validator(mode="before")
     @classmethod
@@ -209,7 +254,10 @@ class RetryPolicy(SpecModel):
         return min(self.max_backoff, self.backoff * self.factor ** max(0, failed_attempts - 1))
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        data = self.model_dump(mode="json")
+        if not data["on"]:
+            del data["on"]  # the defaults: jobs stored before rules existed look the same
+        return data
 
 
 class TemplateRef(SpecModel):

@@ -28,6 +28,18 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def failure_cause(infrastructure: bool, error: str | None) -> str:
+    """The kind of a failed attempt, as retry rules name it (``RetryPolicy.on``)."""
+    if infrastructure:
+        return "infrastructure"
+    error = error or ""
+    if error.startswith("out of memory"):
+        return "out_of_memory"
+    if error.startswith("timed out after"):
+        return "timeout"
+    return "job"
+
+
 @dataclass
 class AttemptRecord:
     job_id: str
@@ -53,14 +65,7 @@ class AttemptRecord:
             return self.state
         if self.state != FAILED:
             return None
-        if self.infrastructure:
-            return "infrastructure"
-        error = self.error or ""
-        if error.startswith("out of memory"):
-            return "out_of_memory"
-        if error.startswith("timed out after"):
-            return "timeout"
-        return "job"
+        return failure_cause(self.infrastructure, self.error)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1239,8 +1239,11 @@ export interface components {
         };
         /**
          * RetryPolicy
-         * @description How a failed job is retried; in JSON ``{"max", "backoff", "factor", "max_backoff"}``,
-         *     or just the count.
+         * @description How a failed job is retried; in JSON ``{"max", "backoff", "factor", "max_backoff",
+         *     "on"}``, or just the count. ``on`` maps a kind of failure (``job``: its own code,
+         *     ``out_of_memory``, ``timeout``, ``infrastructure``: a lost worker or a restart) to what
+         *     it does: ``retry``, ``no_retry``, ``other_worker`` (retry, not on the worker where it
+         *     failed) and, with any of them, ``notify_admins``.
          */
         "RetryPolicy-Input": {
             /**
@@ -1263,11 +1266,22 @@ export interface components {
              * @default 300
              */
             max_backoff?: number | string;
+            /**
+             * On
+             * @description per kind of failure: retry, no_retry, other_worker, notify_admins
+             * @default {}
+             */
+            on?: {
+                [key: string]: ("retry" | "no_retry" | "other_worker" | "notify_admins")[];
+            };
         };
         /**
          * RetryPolicy
-         * @description How a failed job is retried; in JSON ``{"max", "backoff", "factor", "max_backoff"}``,
-         *     or just the count.
+         * @description How a failed job is retried; in JSON ``{"max", "backoff", "factor", "max_backoff",
+         *     "on"}``, or just the count. ``on`` maps a kind of failure (``job``: its own code,
+         *     ``out_of_memory``, ``timeout``, ``infrastructure``: a lost worker or a restart) to what
+         *     it does: ``retry``, ``no_retry``, ``other_worker`` (retry, not on the worker where it
+         *     failed) and, with any of them, ``notify_admins``.
          */
         "RetryPolicy-Output": {
             /**
@@ -1290,6 +1304,14 @@ export interface components {
              * @default 300
              */
             max_backoff?: number;
+            /**
+             * On
+             * @description per kind of failure: retry, no_retry, other_worker, notify_admins
+             * @default {}
+             */
+            on?: {
+                [key: string]: ("retry" | "no_retry" | "other_worker" | "notify_admins")[];
+            };
         };
         /** ScalingEvent */
         ScalingEvent: {
@@ -1542,6 +1564,11 @@ export interface components {
             address: string;
             /** Cpus */
             cpus: number;
+            /**
+             * Excluded Until
+             * @description set while the worker takes no new job after failing job after job
+             */
+            excluded_until: string | null;
             /** Free Cpus */
             free_cpus: number;
             /** Free Gpus */
@@ -2900,5 +2927,7 @@ export const jobStateValues: ReadonlyArray<FlattenedDeepRequired<components>["sc
 export const meModeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Me"]["mode"]> = ["single-user", "hub"];
 export const meOthers_jobsValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Me"]["others_jobs"]> = ["queue", "hidden", "all"];
 export const queueRowActionsValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["QueueRow"]["actions"]> = ["read", "rerun", "cancel", "retry", "set_priority"];
+export const retryPolicyInputOnValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["RetryPolicy-Input"]["on"]> = ["retry", "no_retry", "other_worker", "notify_admins"];
+export const retryPolicyOutputOnValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["RetryPolicy-Output"]["on"]> = ["retry", "no_retry", "other_worker", "notify_admins"];
 export const serviceStatusModeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ServiceStatus"]["mode"]> = ["single-user", "hub"];
 export const templateKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Template"]["kind"]> = ["python", "command"];
