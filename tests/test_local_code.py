@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -22,6 +24,7 @@ from conftest import wait_until
 from nbclient import NotebookClient
 
 from jupyter_trainorch.client.code_package import package_cell
+from jupyter_trainorch.client.export import export_job
 from jupyter_trainorch.package import (
     KERNEL_VERSIONS,
     MODULES,
@@ -80,6 +83,24 @@ def test_the_package_holds_the_local_modules_and_the_kernels_versions(tmp_path, 
     ]  # fmt: skip
     assert read_modules(package)["mypkg/sub.py"] == (project / "mypkg" / "sub.py").read_bytes()
     assert json.loads(read_meta(package)[KERNEL_VERSIONS]) == {"tinydist": "1.0"}
+
+
+def test_an_export_runs_with_the_modules_beside_its_script(tmp_path, monkeypatch):
+    project = _project(tmp_path / "project")
+    monkeypatch.chdir(project)
+    monkeypatch.syspath_prepend(str(project))
+    source = "import mylib, mypkg\nprint(mylib.Thing(2).v + mylib.helper.X + mypkg.sub.f())\n"
+    package = package_cell(source, {})
+    job = {"id": "j1", "name": "calc", "spec": {"kind": "python", "source": source}}
+    written = export_job(job, package, tmp_path / "export")
+
+    assert {"mylib.py", "helper.py", "mypkg/__init__.py", "mypkg/sub.py"} <= {
+        p.relative_to(tmp_path / "export").as_posix() for p in written
+    }
+    shutil.rmtree(project)
+    ran = subprocess.run([sys.executable, "calc.py"], cwd=tmp_path / "export",
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert ran.stdout.strip() == "14", ran.stderr
 
 
 def test_local_code_past_the_bound_is_refused_in_one_sentence(tmp_path, monkeypatch):
