@@ -273,7 +273,10 @@ class MlflowTracker:
             if found.get("worker") != found.get("kernel")
         ]
         if differ:
-            self.client.set_tag(run_id, "trainorch.version_mismatch", ", ".join(differ))
+            # MLflow refuses a long tag value; the artifact holds them all.
+            text = ", ".join(differ)
+            text = text if len(text) <= 1000 else text[:999] + "…"
+            self.client.set_tag(run_id, "trainorch.version_mismatch", text)
 
     def end_attempt(self, run_id: str, state: str, log_text: str) -> None:
         if log_text:
