@@ -26,11 +26,11 @@ def __getattr__(name: str) -> Any:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext jupyter_trainorch``: register ``%%train``, ``%jobs`` and ``%job``."""
+    from .client.distributions import warm_environment
     from .client.magics import register
-    from .package import warm_environment_snapshot
 
     register(ipython)
-    warm_environment_snapshot()
+    warm_environment()
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:

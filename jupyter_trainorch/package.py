@@ -1,4 +1,5 @@
-"""The code package a job carries to its worker: a zip of pickled variables and input files.
+"""The code package a job carries to its worker: a zip of pickled variables, input files
+and the kernel's local modules.
 
 A zip, not a pickle, so that the server can add a template's input files to what a
 kernel sent without unpickling (running) anything the user wrote. Variables are
@@ -21,6 +22,8 @@ from .spec import SpecError
 VARIABLES = "variables/"
 FILES = "files/"
 META = "meta/"  # about the submission (variable manifest, installed packages); not run
+MODULES = "modules/"  # the kernel's own .py modules and packages the cell needs, by path
+KERNEL_VERSIONS = "kernel_versions.json"  # meta: {distribution: version} of what the cell imports
 DEFAULT_MAX_INPUT_BYTES = 256 * 2**20
 
 
@@ -31,11 +34,20 @@ def _safe_name(name: str) -> str:
     return clean
 
 
+def _safe_module_path(name: str) -> str:
+    clean = posixpath.normpath(name.replace(os.sep, "/"))
+    if clean.startswith(("/", "../")) or clean in ("..", ".") or not clean.endswith(".py"):
+        raise SpecError(f"module file {name!r} must be a relative path to a .py file")
+    return clean
+
+
 def build_package(
     variables: dict[str, bytes] | None = None,
     files: dict[str, bytes] | None = None,
     meta: dict[str, str] | None = None,
+    modules: dict[str, bytes] | None = None,
 ) -> bytes:
+    """``modules``: source files by their path below an import root (``mypkg/sub.py``)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, blob in (variables or {}).items():
@@ -44,7 +56,21 @@ def build_package(
             archive.writestr(FILES + _safe_name(name), data)
         for name, text in (meta or {}).items():
             archive.writestr(META + _safe_name(name), text)
+        for name, source in (modules or {}).items():
+            archive.writestr(MODULES + _safe_module_path(name), source)
     return buffer.getvalue()
+
+
+def read_modules(data: bytes | None) -> dict[str, bytes]:
+    """The ``modules/`` files of a package, by their path below the import root."""
+    if not data:
+        return {}
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return {
+            _safe_module_path(info.filename[len(MODULES) :]): archive.read(info)
+            for info in archive.infolist()
+            if info.filename.startswith(MODULES)
+        }
 
 
 def read_meta(data: bytes | None) -> dict[str, str]:
@@ -96,7 +122,7 @@ def _environment_fingerprint() -> tuple[tuple[str, int], ...]:
 def environment_snapshot() -> str:
     """``requirements.txt`` of the submitting environment: every installed distribution
     pinned. Listing them takes ~150 ms, so it is kept until the environment changes (and
-    ``warm_environment_snapshot`` computes it ahead of the first submit)."""
+    ``client.distributions.warm_environment`` computes it ahead of the first submit)."""
     global _snapshot
     import platform
     from importlib import metadata
@@ -122,11 +148,6 @@ def _pinned(distribution: Any) -> str | None:
         return None
 
 
-def warm_environment_snapshot() -> None:
-    """Compute the snapshot in the background, off the first ``%%train``'s path."""
-    threading.Thread(target=environment_snapshot, name="trainorch-snapshot", daemon=True).start()
-
-
 MAX_EXPANDED_BYTES = 2**30
 
 
@@ -145,6 +166,8 @@ def check_package(data: bytes) -> None:
     for info in infos:
         if info.filename.startswith(FILES):
             _safe_name(info.filename[len(FILES) :])
+        elif info.filename.startswith(MODULES):
+            _safe_module_path(info.filename[len(MODULES) :])
 
 
 def read_package(data: bytes) -> tuple[dict[str, bytes], dict[str, bytes]]:
@@ -165,7 +188,9 @@ def with_files(package: bytes | None, files: dict[str, bytes]) -> bytes | None:
     if not files:
         return package
     variables, existing = read_package(package) if package else ({}, {})
-    return build_package(variables, {**existing, **files}, read_meta(package))
+    return build_package(
+        variables, {**existing, **files}, read_meta(package), read_modules(package)
+    )
 
 
 def template_files(template: Any, max_bytes: int = DEFAULT_MAX_INPUT_BYTES) -> dict[str, bytes]:
@@ -197,15 +222,16 @@ def extract_files(files: dict[str, bytes], into: Path) -> None:
 
 
 def code_hash(kind: str, source: str, command: str, package: bytes | None) -> str:
-    """What a job runs: its code, its command, its captured variables and input files
-    (not the package's metadata or zip timestamps)."""
+    """What a job runs: its code, its command, its captured variables, input files and
+    local modules (not the package's metadata or zip timestamps)."""
     import hashlib
 
     digest = hashlib.sha256()
     for part in (kind, source, command):
         digest.update(part.encode() + b"\0")
     variables, files = read_package(package) if package else ({}, {})
-    for prefix, items in (("v", variables), ("f", files)):
+    modules = read_modules(package)
+    for prefix, items in (("v", variables), ("f", files), ("m", modules)):
         for name, data in sorted(items.items()):
             digest.update(f"{prefix}:{name}:{len(data)}\0".encode() + data)
     return digest.hexdigest()[:16]

@@ -13,6 +13,7 @@ from jupyter_trainorch.client.job import Job
 from jupyter_trainorch.client.transport import TrainOrchError
 from jupyter_trainorch.contract.states import TERMINAL_STATES
 from jupyter_trainorch.orchestrator.access import Caller, actions
+from jupyter_trainorch.package import read_modules, read_package
 from jupyter_trainorch.widgets import JobBoard, JobWidget, SubmitForm
 
 
@@ -359,7 +360,7 @@ def test_the_form_builds_the_submit_body() -> None:
     form.priority.value = "high"
     form.after.value = "prep, data"
     body, package = form.build_request()
-    assert package is None
+    assert read_package(package) == ({}, {}) and not read_modules(package)
     assert {k: v for k, v in body.items() if k != "workdir"} == {
         "template": "torch", "name": "run-1",
         "params": {"lr": 0.001, "epochs": 7, "tag": "x", "note": "a b", "seed": 1},
@@ -396,8 +397,6 @@ FACTOR = 10
 
 
 def test_the_form_submits_a_function_with_its_variables() -> None:
-    from jupyter_trainorch.package import read_package
-
     offset = 3
 
     def train():

@@ -9,6 +9,7 @@ the cell may read it before binding it.
 from __future__ import annotations
 
 import builtins
+import functools
 import io
 import math
 import os
@@ -74,15 +75,49 @@ def free_names(source: str) -> tuple[set[str], set[str]]:
     return candidates - bound, candidates & bound
 
 
+@functools.cache
+def _module_recorder() -> type:
+    import cloudpickle
+
+    class ModuleRecorder(cloudpickle.Pickler):
+        """Notes the module of every class, function and module it pickles: what it
+        pickles by reference must be importable on the worker."""
+
+        def __init__(self, file: io.BytesIO, modules_seen: set[str]) -> None:
+            super().__init__(file, protocol=cloudpickle.DEFAULT_PROTOCOL)
+            self.modules_seen = modules_seen
+
+        def reducer_override(self, obj: Any) -> Any:
+            if isinstance(obj, types.ModuleType):
+                self.modules_seen.add(obj.__name__)
+            elif isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
+                module = getattr(obj, "__module__", None)
+                if isinstance(module, str):
+                    self.modules_seen.add(module)
+            return super().reducer_override(obj)
+
+    return ModuleRecorder
+
+
+def _pickle(value: Any, modules_seen: set[str] | None) -> bytes:
+    if modules_seen is None:
+        import cloudpickle
+
+        return cloudpickle.dumps(value)
+    buffer = io.BytesIO()
+    _module_recorder()(buffer, modules_seen).dump(value)
+    return buffer.getvalue()
+
+
 def capture_variables(
     source: str,
     namespace: dict[str, Any],
     exclude: set[str] | frozenset[str] = frozenset(),
     max_bytes: int | None = None,
+    modules_seen: set[str] | None = None,
 ) -> dict[str, bytes]:
-    """Pickle the kernel variables the cell needs; ``exclude`` holds injected params."""
-    import cloudpickle
-
+    """Pickle the kernel variables the cell needs; ``exclude`` holds injected params.
+    ``modules_seen`` (when given) gets the names of the modules the pickles refer to."""
     if max_bytes is None:
         max_bytes = capture_limit()
 
@@ -102,7 +137,7 @@ def capture_variables(
                 "open it inside the cell instead"
             )
         try:
-            blob = cloudpickle.dumps(value)
+            blob = _pickle(value, modules_seen)
         except Exception as err:  # noqa: BLE001 - any pickling failure is the user's to fix
             if name in optional:
                 continue

@@ -1,8 +1,9 @@
 """``trainorch export``: a finished job as a standalone template plus script.
 
 The template is of kind ``command``; a python job's cell becomes ``<name>.py`` with its
-params assigned at the top and its captured variables loaded from ``variables.zip``,
-so ``trainorch submit <name>.yaml`` reruns it anywhere, without the notebook.
+params assigned at the top and its captured variables loaded from ``variables.zip``, and
+the kernel's local modules it took along lie beside it, so ``trainorch submit <name>.yaml``
+reruns it anywhere, without the notebook.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from ..package import build_package, extract_files, read_package
+from ..package import build_package, extract_files, read_modules, read_package
 
 _LOADER = """import zipfile as _zipfile
 
@@ -37,6 +38,8 @@ def export_job(job: dict[str, Any], package: bytes | None, folder: Path) -> list
     stem = _file_stem(job["name"])
     folder.mkdir(parents=True, exist_ok=True)
     variables, inputs = read_package(package) if package else ({}, {})
+    # The kernel's local modules go beside the script, where its imports find them.
+    inputs = {**read_modules(package), **inputs}
     extract_files(inputs, folder)
     written = [folder / name for name in inputs]
     shipped = list(inputs)

@@ -172,16 +172,14 @@ class TrainMagics(Magics):
     @cell_magic
     def train(self, line: str, cell: str) -> Any:
         """Run this cell as a training job: ``%%train [--gpus N --priority high …] [k=v …]``."""
-        from ..package import build_package, submission_meta
-        from .capture import capture_variables
+        from .code_package import package_cell
         from .job import submit
 
         body, outputs, wait = build_request(line, cell, self.shell.execution_count)
         try:
-            variables = capture_variables(
+            package = package_cell(
                 cell, self.shell.user_ns, exclude=set(body["params"]) | set(body.get("sweep", {})),
             )  # fmt: skip
-            package = build_package(variables, meta=submission_meta(variables, self.shell.user_ns))
             if "sweep" in body:
                 return [submit(request, package) for request in sweep_requests(body)]
             job = submit(body, package)

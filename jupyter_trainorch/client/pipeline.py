@@ -131,16 +131,14 @@ class Step:
         return body, self._package()
 
     def _package(self) -> bytes:
-        from ..package import build_package, submission_meta
         from ..spec import SpecError
-        from .capture import capture_variables
+        from .code_package import package_cell
 
         namespace = self.variables if self.variables is not None else _notebook_namespace()
         try:
-            captured = capture_variables(str(self.source), namespace, exclude=set(self.params))
+            return package_cell(str(self.source), namespace, exclude=set(self.params))
         except SpecError as err:
             raise ValueError(f"step {self.name!r}: {err}") from None
-        return build_package(captured, meta=submission_meta(captured, namespace))
 
     def __repr__(self) -> str:
         waits = f" after {', '.join(self.waits_on)}" if self.waits_on else ""

@@ -274,6 +274,7 @@ class AttemptTracker:
             self.tracking.attempt_ended(
                 job_id, run.mlflow_run_id, attempt_state,
                 lambda: "\n".join(line.text for line in store.read_logs(job_id, attempt=n, limit=10**6)),
+                versions=outcome.get("versions"),
             )  # fmt: skip
         self._on_end(
             AttemptEnd(

@@ -89,10 +89,12 @@ class TrackingBridge:
             self.hooks.metrics(job_id, run_id, points)
 
     def attempt_ended(
-        self, job_id: str, run_id: str, state: str, read_log: Callable[[], str]
-    ) -> None:
+        self, job_id: str, run_id: str, state: str, read_log: Callable[[], str],
+        versions: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        """``versions``: the kernel's and the worker's of what the cell imports."""
         if self.hooks is not None:
-            self.hooks.attempt_ended(job_id, run_id, state, read_log)
+            self.hooks.attempt_ended(job_id, run_id, state, read_log, versions)
 
     def job_ended(self, job: JobRecord, state: str) -> None:
         if self.hooks is None:

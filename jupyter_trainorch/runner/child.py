@@ -26,7 +26,9 @@ from typing import Any
 from ..files import write_private
 from .masking import SecretMask
 from .protocol import (
+    KERNEL_VERSIONS_FILE,
     MLFLOW_RUN_ID_ENV,
+    MODULES_DIR,
     OUTPUTS_FILE,
     PROGRESS_FD_ENV,
     REQUEST_FILE,
@@ -183,6 +185,15 @@ def main(argv: list[str]) -> int:
     workdir = os.getcwd()
     if workdir not in sys.path:
         sys.path.insert(0, workdir)
+    if (attempt_dir / MODULES_DIR).is_dir():
+        # The kernel's modules as they were at submit, before any of the same name that
+        # the worker's folders hold; before the variables too, whose classes may be theirs.
+        sys.path.insert(0, str(attempt_dir / MODULES_DIR))
+    if (attempt_dir / KERNEL_VERSIONS_FILE).exists():
+        from .versions import check_versions  # importlib.metadata costs start-up time
+
+        for warning in check_versions(attempt_dir):
+            print(warning, file=sys.stderr, flush=True)
     if request["kind"] == "command":
         return run_command(attempt_dir, request)
     return run_python(attempt_dir, request)

@@ -25,6 +25,9 @@ RUN_ID_FILE = "mlflow_run_id"  # the attempt's MLflow run id ("" for none)
 CHECKPOINTS_DIR = "checkpoints"  # when the orchestrator names no checkpoint folder
 UPSTREAM_DIR = "upstream"  # the jobs this one waited on: UPSTREAM_INDEX, ID/OUTPUTS_FILE
 UPSTREAM_INDEX = "upstream.json"  # [UpstreamJob without outputs], in dependency order
+MODULES_DIR = "modules"  # the kernel's local modules from the package, first on the import path
+KERNEL_VERSIONS_FILE = "kernel_versions.json"  # {distribution: version} the kernel had
+VERSIONS_FILE = "versions.json"  # {distribution: DistributionVersions}, written by the child
 
 # -- environment ----------------------------------------------------------------------
 # Of the worker: where attempts keep their folders (else the worker's local directory).
@@ -97,6 +100,13 @@ class AttemptRequest(TypedDict):
     gang: NotRequired[GangRole]  # only for a rank of a multi-node job
 
 
+class DistributionVersions(TypedDict):
+    """A distribution the cell imports: its version in the kernel and on the worker."""
+
+    kernel: str
+    worker: str | None  # None: not installed where the job ran
+
+
 class AttemptOutcome(TypedDict, total=False):
     """How an attempt ended. The supervisor fills every field; one the orchestrator makes
     up itself (lost worker, failed task) has only ``error`` and ``infrastructure``."""
@@ -115,6 +125,7 @@ class AttemptOutcome(TypedDict, total=False):
     log_path: str
     pid: int | None
     process_started: float | None
+    versions: dict[str, DistributionVersions] | None  # None: the package recorded none
 
 
 class AttemptReport(TypedDict, total=False):

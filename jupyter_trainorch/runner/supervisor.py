@@ -23,6 +23,7 @@ from ..environ import without_service_settings
 from ..files import write_private
 from ..package import build_package, extract_files, read_package
 from .gang import gang_environment, meet_rank_zero
+from .local_code import recorded_versions, unpack_local_code, with_modules_path
 from .masking import SecretMask
 from .protocol import (
     ATTEMPT_DIR_ENV,
@@ -127,7 +128,7 @@ class Supervisor:
             env[UPSTREAM_DIR_ENV] = str(self.dir / UPSTREAM_DIR)
         if self.gang:
             env.update(gang_environment(self.gang, self.master_port))
-        return env
+        return with_modules_path(env, self.dir)
 
     def _checkpoint_dir(self) -> str:
         return self.request.get("checkpoint_dir") or str(self.dir / CHECKPOINTS_DIR)
@@ -150,6 +151,7 @@ class Supervisor:
             # A job that ships its input files runs among them, on any worker.
             extract_files(files, self.dir)
             self.has_inputs = bool(files)
+            unpack_local_code(package, self.dir)
         write_private(self.dir / REQUEST_FILE, json.dumps(req))
         os.makedirs(self._checkpoint_dir(), exist_ok=True)
         if self.gang:
@@ -307,6 +309,7 @@ class Supervisor:
             "log_path": str(self.dir / LOG_FILE),
             "pid": self.proc.pid if self.proc else None,
             "process_started": self.process_started,
+            "versions": recorded_versions(self.dir),
         }
 
     def report(self) -> AttemptReport:

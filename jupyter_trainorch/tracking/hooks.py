@@ -162,12 +162,17 @@ class TrackingHooks:
         self.submit_slow(job_id, "logging metrics", self.tracker.log_metrics, run_id, points)
 
     def attempt_ended(
-        self, job_id: str, run_id: str, state: str, read_log: Callable[[], str]
-    ) -> None:
+        self, job_id: str, run_id: str, state: str, read_log: Callable[[], str],
+        versions: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
         def end() -> None:
             text = read_log()
             if len(text) > MAX_LOG_ARTIFACT_BYTES:
                 text = "[…earlier lines cut…]\n" + text[-MAX_LOG_ARTIFACT_BYTES:]
+            if versions:  # guarded on its own: the run is closed even when this fails
+                self._guarded(
+                    job_id, "logging the versions", self.tracker.log_versions, run_id, versions
+                )
             self.tracker.end_attempt(run_id, state, text)
             if self._on_final_metrics is not None:
                 self._on_final_metrics(job_id, self.tracker.final_metrics(run_id))

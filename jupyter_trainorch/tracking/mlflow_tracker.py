@@ -263,6 +263,21 @@ class MlflowTracker:
             self.client.set_registered_model_alias(name, alias, version.version)
         return {"name": name, "version": str(version.version), "alias": alias or None}
 
+    def log_versions(self, run_id: str, versions: dict[str, Any]) -> None:
+        """The kernel's and the worker's versions of what the cell imports (an artifact),
+        and those that differ as a tag, so that runs can be searched by it."""
+        self.client.log_dict(run_id, versions, "trainorch/versions.json")
+        differ = [
+            f"{name} {found.get('worker') or 'missing'} (kernel {found.get('kernel')})"
+            for name, found in sorted(versions.items())
+            if found.get("worker") != found.get("kernel")
+        ]
+        if differ:
+            # MLflow refuses a long tag value; the artifact holds them all.
+            text = ", ".join(differ)
+            text = text if len(text) <= 1000 else text[:999] + "…"
+            self.client.set_tag(run_id, "trainorch.version_mismatch", text)
+
     def end_attempt(self, run_id: str, state: str, log_text: str) -> None:
         if log_text:
             self.client.log_text(run_id, log_text, "trainorch/log.txt")

@@ -220,10 +220,9 @@ class SubmitForm(widgets.VBox):
         shell = get_ipython()
         return shell.user_ns if shell is not None else {}
 
-    def build_request(self) -> tuple[dict[str, Any], bytes | None]:
-        """The submit body (as ``%%train`` builds it) and the package of captured variables."""
-        from ..client.capture import capture_variables
-        from ..package import build_package
+    def build_request(self) -> tuple[dict[str, Any], bytes]:
+        """The submit body and the code package, as ``%%train`` builds them."""
+        from ..client.code_package import package_cell
         from ..spec import parse_set_values
 
         if self.problem or self.source is None:
@@ -252,12 +251,7 @@ class SubmitForm(widgets.VBox):
             "outputs": [],
             "workdir": os.getcwd(),
         }
-        variables = capture_variables(
-            self.source,
-            self._variables_namespace(),
-            exclude=set(params),
-        )
-        return body, build_package(variables) if variables else None
+        return body, package_cell(self.source, self._variables_namespace(), exclude=set(params))
 
     def submit(self) -> Any:
         """Submit the form; return the ``Job``, or None when ``error_label`` says why not."""
