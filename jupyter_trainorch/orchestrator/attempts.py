@@ -141,7 +141,10 @@ class AttemptTracker:
         from distributed import fire_and_forget
 
         known = self.backend.workers.get(worker)
-        guard = {"GPU": len(gpu_ids)} if gpu_ids and known and known.advertises_gpus else None
+        # The guard counts the worker's own GPUs: those borrowed from workers of its host
+        # are held in the orchestrator's accounting (``Scheduler.holdings``).
+        own = [g for g in gpu_ids if known is not None and g in known.gpu_ids]
+        guard = {"GPU": len(own)} if own and known and known.advertises_gpus else None
         future = self.backend.client.submit(
             run_attempt, request, key=key, workers=[worker], allow_other_workers=False,
             resources=guard, pure=False,

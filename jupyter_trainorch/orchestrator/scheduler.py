@@ -123,15 +123,34 @@ class Scheduler:
             "groups_held": groups,
         }
 
+    def holdings(self, run: Running) -> list[tuple[str, tuple[str, ...], float, int]]:
+        """What a running attempt holds of each worker: (worker, GPU ids, CPUs, memory).
+        Each rank holds its worker; GPUs it borrowed from other workers of its host (a job
+        with more GPUs than one worker has) are held on those workers."""
+        workers = self.backend.workers
+        held = []
+        for worker, gpu_ids in run.slots():
+            own = workers[worker].gpu_ids if worker in workers else gpu_ids
+            held.append((worker, tuple(g for g in gpu_ids if g in own), run.cpus, run.memory))
+            foreign = [g for g in gpu_ids if g not in own]
+            if not foreign:
+                continue
+            host = policy.host_of(worker)
+            for addr, info in sorted(workers.items()):
+                lent = tuple(g for g in foreign if g in info.gpu_ids)
+                if addr != worker and lent and policy.host_of(addr) == host:
+                    held.append((addr, lent, 0.0, 0))
+        return held
+
     def views(self) -> list[policy.WorkerView]:
         held_gpus: dict[str, set[str]] = {}
         held_cpus: dict[str, float] = {}
         held_memory: dict[str, int] = {}
         for run in self.attempts.held():
-            for worker, gpu_ids in run.slots():  # every rank of a multi-node job
+            for worker, gpu_ids, cpus, memory in self.holdings(run):
                 held_gpus.setdefault(worker, set()).update(gpu_ids)
-                held_cpus[worker] = held_cpus.get(worker, 0.0) + run.cpus
-                held_memory[worker] = held_memory.get(worker, 0) + run.memory
+                held_cpus[worker] = held_cpus.get(worker, 0.0) + cpus
+                held_memory[worker] = held_memory.get(worker, 0) + memory
         views = []
         for addr, worker in sorted(self.backend.workers.items()):
             taken = held_gpus.get(addr, set())
@@ -173,17 +192,17 @@ class Scheduler:
             **self._gpu_quotas(),
         )
 
-    @staticmethod
-    def _running_views(run: Running) -> list[policy.RunningJob]:
-        """One per rank: a multi-node job holds part of several workers."""
+    def _running_views(self, run: Running) -> list[policy.RunningJob]:
+        """One per worker it holds part of (the ranks of a multi-node job, the workers a
+        job borrowed GPUs from)."""
         return [
             policy.RunningJob(
-                run.job_id, worker, run.priority, gpus=len(gpu_ids), cpus=run.cpus,
-                memory=run.memory, user=run.user, started=run.started,
+                run.job_id, worker, run.priority, gpus=len(gpu_ids), cpus=cpus,
+                memory=memory, user=run.user, started=run.started,
                 checkpointed=run.checkpointed,
                 ends=run.started + run.timeout if run.timeout else None,
             )
-            for worker, gpu_ids in run.slots()
+            for worker, gpu_ids, cpus, memory in self.holdings(run)
         ]  # fmt: skip
 
     def schedule(self) -> None:

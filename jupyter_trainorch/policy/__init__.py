@@ -8,6 +8,7 @@ is expected to start, replaying ``placement``. ``simulate``: a trace on a virtua
 """
 
 from .decide import Decision, decide
+from .model import host_of
 from .placement import (
     Placement,
     QueuedJob,
@@ -30,6 +31,7 @@ __all__ = [
     "WorkerView",
     "decide",
     "fit_error",
+    "host_of",
     "plan",
     "queue_key",
     "wait_reasons",

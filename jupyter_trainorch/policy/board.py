@@ -32,6 +32,9 @@ class Board:
         "free_cpus",
         "free_ids",
         "free_memory",
+        "gpu_ids",
+        "held",
+        "largest_gpus",
         "open",
         "unreserved",
     )
@@ -45,6 +48,8 @@ class Board:
         self.free_cpus: list[float] = []
         self.free_memory: list[int] = []
         self.entries: list[tuple[float, str, int]] = []
+        self.held: list[bool] = [False] * len(workers)
+        self.gpu_ids: list[tuple[str, ...]] = [tuple(w.gpu_ids) for w in workers]
         top = 0
         for index, worker in enumerate(workers):
             # A repeated id in the view must not let two jobs share one GPU.
@@ -65,6 +70,7 @@ class Board:
         for bucket in self.buckets:
             bucket.sort()
         self.unreserved = len(self.entries)
+        self.largest_gpus = max(self.cap_gpus, default=0)
         # Workers that can still take a job claiming some CPU.
         self.open = sum(1 for cpus in self.free_cpus if cpus > 0.0)
 
@@ -138,6 +144,7 @@ class Board:
         return taken
 
     def reserve(self, index: int) -> None:
+        self.held[index] = True
         self._unlist(index)
         self.unreserved -= 1
         if self.free_cpus[index] > 0.0:

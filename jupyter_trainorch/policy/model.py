@@ -66,10 +66,20 @@ class Placement:
     backfill: bool = False  # on a worker held for a job ahead, ending before that one starts
     # A gang's ranks 1..K-1 as (worker, GPU ids); rank 0 is ``worker``/``gpu_ids``.
     ranks: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # GPUs of other workers of ``worker``'s host that the job's process uses too (they are
+    # in ``gpu_ids``): a job needing more GPUs than one worker has (dask-cuda: one each).
+    borrowed: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def slots(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
         """Every rank's (worker, GPU ids), rank 0 first."""
         return ((self.worker, self.gpu_ids), *self.ranks)
+
+
+def host_of(address: str) -> str:
+    """The host part of a worker's address (``tcp://10.0.0.5:40123`` -> ``10.0.0.5``):
+    GPU ids are physical per host, so workers of one host may pool their GPUs."""
+    rest = address.split("://", 1)[-1]
+    return rest.rsplit(":", 1)[0] if ":" in rest else rest
 
 
 def queue_key(job: QueuedJob) -> tuple[int, int, int]:

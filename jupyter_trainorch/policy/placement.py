@@ -40,6 +40,14 @@ from itertools import islice
 from .backfill import BACKFILL_DEPTH, Releases, runtime_of
 from .board import CPU_SLACK, Board
 from .gang import gang_held_text, gang_shortfall, gang_waits_text, pick
+from .host_gang import (
+    hold_host,
+    host_fit_error,
+    host_waits_text,
+    needs_host,
+    place_on_host,
+    pooling,
+)
 from .model import Placement, QueuedJob, RunningJob, WorkerView, queue_key
 from .quota import GpuHoldings
 from .wording import Shape, bytes_text, cpu_text, demand_text, names_text, plural
@@ -179,6 +187,23 @@ def plan(
                     nodes, shape, ahead
                 )
 
+    def on_host(job: QueuedJob, shape: _Shape) -> None:
+        placement = place_on_host(board, job.id, shape)
+        if placement is not None:
+            placements.append(placement)
+            holdings.add(job, shape[0])
+            return
+        chosen = hold_host(board, shape)
+        for index in chosen or ():
+            board.reserve(index)  # not offered to backfill: the job has no single worker
+            held_for[index] = job
+        if reasons is not None:
+            reasons[job.id] = (
+                host_waits_text(shape, sorted(board.address[i] for i in chosen))
+                if chosen
+                else fit_error(*shape, workers) or _behind(position, board, held_for)
+            )
+
     def elsewhere(job: QueuedJob, shape: _Shape) -> bool:
         """A job retried away from the workers it failed on: placed on another, or
         waiting for one; False when no other worker could ever hold it."""
@@ -217,6 +242,9 @@ def plan(
             continue
         if nodes > 1:
             gang(job, nodes, shape)
+            continue
+        if needs_host(gpus, board):
+            on_host(job, shape)
             continue
         if job.avoid and elsewhere(job, shape):
             continue
@@ -356,6 +384,8 @@ def fit_error(
     cluster = f"cluster: {plural(count, 'worker')}, {plural(total_gpus, 'GPU')} in all"
     one_worker = "a job must fit on one worker"
     largest_gpus = max(board.cap_gpus)
+    if nodes <= 1 and gpus > largest_gpus and largest_gpus and pooling(workers):
+        return host_fit_error((gpus, cpus, memory), workers)
     if gpus > largest_gpus:
         if not total_gpus:
             return f"the job asks for {plural(gpus, 'GPU')} but the cluster has no GPUs ({cluster})"
