@@ -87,10 +87,35 @@ class Text(_Setting, Unicode):  # type: ignore[misc]
 
 
 class ClusterAddress(Text):
-    info_text = "'local', 'local-cuda' or a scheduler address such as tcp://host:8786"
+    info_text = (
+        "'local', 'local-cuda', 'gateway', 'kubernetes', 'slurm' or a scheduler address such "
+        "as tcp://host:8786"
+    )
 
     def acceptable(self, value: str) -> bool:
-        return value in ("local", "local-cuda") or "://" in value
+        from .cluster.options import MANAGED_BACKENDS
+
+        return value in ("local", "local-cuda", *MANAGED_BACKENDS) or "://" in value
+
+
+class BackendOptions(Text):
+    info_text = 'a JSON object of cluster options such as {"workers": 2, "gpus_per_worker": 1}'
+
+    def acceptable(self, value: str) -> bool:
+        return self.fits(value, backend=None)
+
+    def fits(self, value: str, backend: str | None) -> bool:
+        """True when ``value`` holds only options ``backend`` takes (None: any backend's);
+        else the sentence of the refusal says which key is wrong."""
+        from .cluster.options import ClusterOptionsError, parse_cluster_options
+
+        try:
+            parse_cluster_options(value, backend)
+        except ClusterOptionsError as err:
+            self.info_text = f"{BackendOptions.info_text} ({err})"
+            return False
+        self.info_text = BackendOptions.info_text
+        return True
 
 
 class QuotaTable(Text):
@@ -158,8 +183,10 @@ class TrainOrch(Configurable):
         "local",
         env="TRAINORCH_CLUSTER",
         help="Where jobs run: 'local' (a Dask cluster on this machine, started by the service; "
-        "dask-cuda workers when GPUs and dask-cuda are present), 'local-cuda', or the address "
-        "of a running Dask scheduler (tcp://host:8786).",
+        "dask-cuda workers when GPUs and dask-cuda are present), 'local-cuda', 'gateway' "
+        "(dask-gateway), 'kubernetes' (the dask-kubernetes operator), 'slurm' (dask-jobqueue; "
+        "these three take cluster_options), or the address of a running Dask scheduler "
+        "(tcp://host:8786).",
     )
     workers = Count(2, min=1, env="TRAINORCH_WORKERS", help="Local cluster: worker processes.")
     gpus_per_worker = Count(
@@ -181,6 +208,13 @@ class TrainOrch(Configurable):
         env="TRAINORCH_CLUSTER_IDLE_TIMEOUT",
         help="A local cluster with no client, no task and no uncollected outcome ends after "
         "this many seconds (0: never).",
+    )
+    cluster_options = BackendOptions(
+        "",
+        env="TRAINORCH_CLUSTER_OPTIONS",
+        help="The gateway, kubernetes and slurm clusters' options as JSON, e.g. "
+        '{"address": "http://gateway:8000", "workers": 2, "gpus_per_worker": 1, "cores": 8, '
+        '"memory": "64 GiB"} (docs/backends.md lists each backend\'s keys).',
     )
     fair_share_half_life = Seconds(
         4 * 3600.0,
@@ -362,6 +396,7 @@ class TrainOrch(Configurable):
     _gpus_per_worker_default = _from_environment("gpus_per_worker")
     _slots_per_worker_default = _from_environment("slots_per_worker")
     _cluster_idle_timeout_default = _from_environment("cluster_idle_timeout")
+    _cluster_options_default = _from_environment("cluster_options")
     _fair_share_half_life_default = _from_environment("fair_share_half_life")
     _gpu_quota_default = _from_environment("gpu_quota")
     _queue_quota_default = _from_environment("queue_quota")
@@ -402,11 +437,26 @@ class TrainOrch(Configurable):
 
     def to_config(self) -> OrchestratorConfig:
         """The orchestrator's settings, read and checked now; a wrong one raises SettingError."""
+        self._check_cluster_options()
         values = {field.name: getattr(self, field.name) for field in fields(OrchestratorConfig)}
         values["data_dir"] = (
             Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()
         )
         return OrchestratorConfig(**values)
+
+    def _check_cluster_options(self) -> None:
+        """The cluster options against the keys of the chosen backend (each trait alone only
+        knows every backend's keys). A backend class of one's own reads them as it likes."""
+        from .cluster.options import MANAGED_BACKENDS
+
+        if self.cluster not in MANAGED_BACKENDS or self.cluster_backend_class is not None:
+            return
+        trait = self.traits()["cluster_options"]
+        value = self.cluster_options
+        if not trait.fits(value, backend=self.cluster):
+            variable = trait.metadata["env"]
+            came_from_variable = os.environ.get(variable, "").strip() == value.strip()
+            trait.refuse(value, setting=variable if came_from_variable else "")
 
     def to_env(self) -> dict[str, str]:
         """These settings as the variables they fall back to (for a service started on their

@@ -51,6 +51,7 @@ class OrchestratorConfig:
     system_metrics_interval: float
     audit_interval: float
     cluster_idle_timeout: float
+    cluster_options: str
     fair_share_half_life: float
     gpu_quota: int
     queue_quota: int
