@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,7 +20,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import free_port, log_text, start_host, stop_process, submit, wait_final
+from conftest import (
+    free_port,
+    log_text,
+    start_host,
+    stop_process,
+    submit,
+    wait_final,
+    wait_until,
+)
 
 from jupyter_trainorch.cluster import make_backend
 from jupyter_trainorch.cluster.gateway import GatewayBackend, gateway_option_values
@@ -152,26 +161,41 @@ def fake_slurm(tmp_path, monkeypatch):
 
 
 @pytest.mark.timeout(150)
-def test_a_gpu_job_runs_on_a_worker_that_slurm_started(tmp_path, fake_slurm):
+def test_a_gpu_job_runs_on_a_worker_that_slurm_started(tmp_path, fake_slurm, monkeypatch):
     options = {"workers": 1, "gpus_per_worker": 1, "cores": 2, "memory": "2 GiB",
                "interface": "lo", "queue": "gpu", "walltime": "00:30:00"}  # fmt: skip
+    # A lost worker leaves the cluster after 1 s (not 15 s), so its replacement comes soon.
+    monkeypatch.setenv("DASK_DISTRIBUTED__DEPLOY__LOST_WORKER_TIMEOUT", "1s")
     data = tmp_path / "data"
-    host = start_host(data, cluster="slurm", cluster_options=json.dumps(options), mlflow="off")
+    settings = {"cluster": "slurm", "cluster_options": json.dumps(options), "mlflow": "off"}
+    host = start_host(data, **settings)
     try:
         job = _run_gpu_job(host)
         assert "gpus 0" in log_text(host, job)
         script = (fake_slurm / "job-0.sh").read_text()
         assert "#SBATCH --gres=gpu:1" in script and "--resources GPU=1" in script
+        cluster_pid = host.orchestrator.backend.pid
+        host.stop(detach=True)  # the service restarts: the cluster and its Slurm job stay
+        host = start_host(data, **settings)
+        assert host.orchestrator.backend.pid == cluster_pid
+        assert "gpus 0" in log_text(host, _run_gpu_job(host))
+        first = int((fake_slurm / "submitted").read_text())
+        os.killpg(first, signal.SIGKILL)  # its walltime is up: Slurm ends the job
+        wait_until(lambda: len(_ids(fake_slurm / "submitted")) == 2, 40, "a job replacing it")
+        assert "gpus 0" in log_text(host, _run_gpu_job(host))
     finally:
         host.stop()  # stops the cluster's process, which cancels its Slurm jobs
         state = data / "slurm-cluster.json"
         if state.exists():
             stop_process(json.loads(state.read_text())["pid"])
-    submitted = (fake_slurm / "submitted").read_text().split()
-    assert len(submitted) == 1
-    _wait_for(lambda: (fake_slurm / "cancelled").exists(), "scancel")
-    assert (fake_slurm / "cancelled").read_text().split() == submitted
-    _wait_for(lambda: not group_alive(int(submitted[0])), "the Slurm job to end", timeout=30)
+    replacement = _ids(fake_slurm / "submitted")[-1]
+    wait_until(lambda: (fake_slurm / "cancelled").exists(), what="scancel")
+    assert replacement in _ids(fake_slurm / "cancelled")
+    wait_until(lambda: not group_alive(replacement), what="the Slurm job to end")
+
+
+def _ids(path: Path) -> list[int]:
+    return [int(word) for word in path.read_text().split()] if path.exists() else []
 
 
 # -- kubernetes -----------------------------------------------------------------------------
@@ -323,18 +347,22 @@ def gateway_server(tmp_path):
 def test_a_gpu_job_runs_on_a_cluster_from_a_real_gateway(tmp_path, gateway_server):
     options = {**gateway_server, "workers": 2, "gpus_per_worker": 1, "cores": 2,
                "memory": "1 GiB", "image": "registry.example/trainorch:1.0"}  # fmt: skip
-    host = start_host(tmp_path / "data", cluster="gateway", cluster_options=json.dumps(options),
-                      mlflow="off")  # fmt: skip
+    settings = {"cluster": "gateway", "cluster_options": json.dumps(options), "mlflow": "off"}
+    host = start_host(tmp_path / "data", **settings)
     try:
         backend = host.orchestrator.backend
         assert backend.address.startswith(gateway_server["proxy_address"] + "/")
-        _wait_for(lambda: len(backend.workers) == 2, "two gateway workers")
+        wait_until(lambda: len(backend.workers) == 2, what="two gateway workers")
         assert all(w.advertises_gpus and w.gpu_ids == ("0",) for w in backend.workers.values())
         assert all(w.cpus == 2 and w.memory == 2**30 for w in backend.workers.values())
         job = _run_gpu_job(host)
         assert "gpus 0" in log_text(host, job)
         report = host.call(lambda o: o.backend.gateway.list_clusters())[0]
         assert report.options["image"] == "registry.example/trainorch:1.0"
+        host.stop(detach=True)  # the service restarts: the gateway cluster stays
+        host = start_host(tmp_path / "data", **settings)
+        assert host.orchestrator.backend.cluster.name == report.name
+        assert "gpus 0" in log_text(host, _run_gpu_job(host))
     finally:
         host.stop()  # not detached: the gateway cluster is shut down too
     remaining = subprocess.run(
@@ -364,10 +392,3 @@ def _answers(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
-
-
-def _wait_for(predicate, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "slurm-cluster.json"
 OPTIONS_FILE = "slurm-options.json"
 DEFAULT_MEMORY = 4 * 2**30
+REPLACE_LOST_WORKERS_EVERY = 10.0  # seconds
 
 
 def slurm_cluster_kwargs(options: ClusterOptions) -> dict[str, Any]:
@@ -119,13 +120,20 @@ async def serve(state_file: Path, options: ClusterOptions) -> None:
     # Job tasks are retried by the orchestrator's policy, never re-run by Dask.
     dask.config.set({"distributed.scheduler.allowed-failures": 0})
     cluster = await SLURMCluster(asynchronous=True, **slurm_cluster_kwargs(options))
-    cluster.scale(jobs=1 if options.workers is None else options.workers)
+    jobs = 1 if options.workers is None else options.workers
+    cluster.scale(jobs=jobs)
     state = {"address": cluster.scheduler_address, "pid": os.getpid(), "started": time.time()}
     write_private(state_file, json.dumps(state))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    await stop.wait()
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=REPLACE_LOST_WORKERS_EVERY)
+        except asyncio.TimeoutError:
+            # A worker whose Slurm job ended (its walltime, a failed node) leaves the cluster
+            # after distributed.deploy.lost-worker-timeout; scale then submits a job for it.
+            cluster.scale(jobs=jobs)
     current = read_state(state_file)
     if current is not None and current.get("pid") == os.getpid():
         state_file.unlink(missing_ok=True)
