@@ -1,45 +1,29 @@
-"""The gateway, kubernetes and slurm cluster backends and their one setting, cluster_options.
+"""The cluster backends' one setting, cluster_options, and the kubernetes backend.
 
-dask-gateway runs for real here: a dask-gateway-server on loopback (its local backend, which
-starts schedulers and workers as processes), and an orchestrator whose backend asks it for a
-cluster and runs a GPU job there. Slurm runs for real too, but for Slurm itself: dask-jobqueue
-submits its job scripts to an ``sbatch`` that runs them on this machine. Kubernetes cannot
-run here: its DaskCluster resource is checked against the operator's own schema instead.
+Each of gateway, kubernetes and slurm is chosen by TRAINORCH_CLUSTER and told what to start by
+TRAINORCH_CLUSTER_OPTIONS, checked once with a sentence naming a wrong key. Kubernetes cannot
+run here: its DaskCluster resource is checked against the operator's own schema and its worker
+command against ``dask worker``'s, and the backend runs a job on the workers that resource
+describes, started by a stand-in for the operator. (Gateway and slurm run for real:
+test_backends_gateway.py, test_backends_slurm.py.)
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import (
-    free_port,
-    log_text,
-    start_host,
-    stop_process,
-    submit,
-    wait_final,
-    wait_until,
-)
+from conftest import log_text, start_host
+from gpu_job import run_gpu_job
 
 from jupyter_trainorch.cluster import make_backend
-from jupyter_trainorch.cluster.gateway import GatewayBackend, gateway_option_values
+from jupyter_trainorch.cluster.gateway import GatewayBackend
 from jupyter_trainorch.cluster.kubernetes import KubernetesBackend, cluster_spec
-from jupyter_trainorch.cluster.options import ClusterOptionsError, parse_cluster_options
-from jupyter_trainorch.cluster.slurm import SlurmBackend, slurm_cluster_kwargs
-from jupyter_trainorch.processes import group_alive
+from jupyter_trainorch.cluster.options import parse_cluster_options
+from jupyter_trainorch.cluster.slurm import SlurmBackend
 from jupyter_trainorch.settings import SettingError, TrainOrch
-from jupyter_trainorch.spec import Resources
-
-GPU_JOB = "import os\nprint('gpus', os.environ['CUDA_VISIBLE_DEVICES'], flush=True)\n"
 
 
 # -- the setting ----------------------------------------------------------------------------
@@ -88,114 +72,6 @@ def test_each_name_builds_its_backend_without_starting_it(tmp_path):
     assert type(kubernetes) is KubernetesBackend and kubernetes.client is None
     slurm = backend("slurm", {"queue": "gpu"})
     assert type(slurm) is SlurmBackend and slurm.state_file == tmp_path / "slurm-cluster.json"
-
-
-# -- slurm ----------------------------------------------------------------------------------
-SLURM_OPTIONS = {
-    "workers": 2, "gpus_per_worker": 2, "cores": 8, "memory": "64 GiB", "queue": "gpu",
-    "account": "ml-team", "walltime": "04:00:00", "environment": {"MLFLOW_TRACKING_URI": "http://mlflow:5000"},
-    "prologue": ["source /opt/envs/train/bin/activate"], "job_directives": ["--constraint=a100"],
-}  # fmt: skip
-
-
-def test_the_slurm_job_script_asks_for_the_gpus_and_advertises_them():
-    from dask_jobqueue import SLURMCluster
-
-    options = parse_cluster_options(json.dumps(SLURM_OPTIONS), "slurm")
-    with SLURMCluster(**slurm_cluster_kwargs(options)) as cluster:
-        script = cluster.job_script()
-    lines = script.splitlines()
-    for directive in ("-p gpu", "-A ml-team", "-t 04:00:00", "--gres=gpu:2", "--mem=64G",
-                      "--cpus-per-task=8", "--constraint=a100"):  # fmt: skip
-        assert f"#SBATCH {directive}" in lines
-    assert "export MLFLOW_TRACKING_URI=http://mlflow:5000" in lines
-    assert "source /opt/envs/train/bin/activate" in lines
-    worker = lines[-1].split()
-    assert worker[1:3] == ["-m", "distributed.cli.dask_worker"]
-    assert worker[worker.index("--resources") + 1] == "GPU=2"
-    assert worker[worker.index("--nthreads") + 1] == "8"
-
-
-def test_a_cpu_slurm_worker_asks_for_no_gpu():
-    kwargs = slurm_cluster_kwargs(parse_cluster_options('{"cores": 2}', "slurm"))
-    assert kwargs["worker_extra_args"] == [] and kwargs["job_extra_directives"] == []
-
-
-# Slurm's sbatch and scancel on this machine: a job is the job script run by bash in a
-# session of its own, and its id is that session's process group. Both note the ids.
-FAKE_SBATCH = r"""#!PYTHON
-import pathlib, shutil, subprocess, sys
-jobs = pathlib.Path("JOBS")
-script = jobs / ("job-%d.sh" % len(list(jobs.glob("*.sh"))))
-shutil.copy(sys.argv[-1], script)  # dask-jobqueue removes its file once submitted
-log = open(script.with_suffix(".log"), "w")
-proc = subprocess.Popen(["bash", str(script)], stdout=log, stderr=log, start_new_session=True)
-with open(jobs / "submitted", "a") as ids:
-    ids.write("%d\n" % proc.pid)
-print("Submitted batch job %d" % proc.pid)
-"""
-FAKE_SCANCEL = r"""#!PYTHON
-import os, signal, sys
-with open("JOBS/cancelled", "a") as ids:
-    ids.write("".join(job + "\n" for job in sys.argv[1:]))
-for job in sys.argv[1:]:
-    try:
-        os.killpg(int(job), signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-"""
-
-
-@pytest.fixture
-def fake_slurm(tmp_path, monkeypatch):
-    """``sbatch`` and ``scancel`` on PATH; job ids are process groups on this machine."""
-    bin_dir, jobs = tmp_path / "slurm-bin", tmp_path / "slurm-jobs"
-    bin_dir.mkdir()
-    jobs.mkdir()
-    for name, text in (("sbatch", FAKE_SBATCH), ("scancel", FAKE_SCANCEL)):
-        tool = bin_dir / name
-        tool.write_text(text.replace("PYTHON", sys.executable).replace("JOBS", str(jobs)))
-        tool.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    return jobs
-
-
-@pytest.mark.timeout(150)
-def test_a_gpu_job_runs_on_a_worker_that_slurm_started(tmp_path, fake_slurm, monkeypatch):
-    options = {"workers": 1, "gpus_per_worker": 1, "cores": 2, "memory": "2 GiB",
-               "interface": "lo", "queue": "gpu", "walltime": "00:30:00"}  # fmt: skip
-    # A lost worker leaves the cluster after 1 s (not 15 s), so its replacement comes soon.
-    monkeypatch.setenv("DASK_DISTRIBUTED__DEPLOY__LOST_WORKER_TIMEOUT", "1s")
-    data = tmp_path / "data"
-    settings = {"cluster": "slurm", "cluster_options": json.dumps(options), "mlflow": "off"}
-    host = start_host(data, **settings)
-    try:
-        job = _run_gpu_job(host)
-        assert "gpus 0" in log_text(host, job)
-        script = (fake_slurm / "job-0.sh").read_text()
-        assert "#SBATCH --gres=gpu:1" in script and "--resources GPU=1" in script
-        cluster_pid = host.orchestrator.backend.pid
-        host.stop(detach=True)  # the service restarts: the cluster and its Slurm job stay
-        host = start_host(data, **settings)
-        assert host.orchestrator.backend.pid == cluster_pid
-        assert "gpus 0" in log_text(host, _run_gpu_job(host))
-        first = int((fake_slurm / "submitted").read_text())
-        os.killpg(first, signal.SIGKILL)  # its walltime is up: Slurm ends the job
-        wait_until(lambda: len(_ids(fake_slurm / "submitted")) == 2, 40, "a job replacing it")
-        assert "gpus 0" in log_text(host, _run_gpu_job(host))
-    finally:
-        host.stop()  # stops the cluster's process, which cancels its Slurm jobs
-        state = data / "slurm-cluster.json"
-        if state.exists():
-            stop_process(json.loads(state.read_text())["pid"])
-    replacement = _ids(fake_slurm / "submitted")[-1]
-    wait_until(lambda: (fake_slurm / "cancelled").exists(), what="scancel")
-    assert replacement in _ids(fake_slurm / "cancelled")
-    wait_until(lambda: not group_alive(replacement), what="the Slurm job to end")
-
-
-def _ids(path: Path) -> list[int]:
-    return [int(word) for word in path.read_text().split()] if path.exists() else []
 
 
 # -- kubernetes -----------------------------------------------------------------------------
@@ -255,140 +131,79 @@ def test_the_operator_schema_does_check_what_it_is_given():
 
 def test_the_worker_command_is_one_dask_worker_accepts():
     """Parsed by ``dask worker``'s own command line (as the pod would run it), not run."""
+    spec = cluster_spec(parse_cluster_options(json.dumps(K8S_OPTIONS), "kubernetes"))
+    assert spec["spec"]["worker"]["spec"]["containers"][0]["args"][:2] == ["dask", "worker"]
+    params = _worker_params(spec)
+    assert (params["resources"], params["nthreads"], params["name"]) == ("GPU=2", 8, "w")
+
+
+def _worker_params(spec: dict) -> dict:
+    """The worker container's ``dask worker`` arguments, as that command reads them."""
     from distributed.cli.dask_worker import main
 
-    spec = cluster_spec(parse_cluster_options(json.dumps(K8S_OPTIONS), "kubernetes"))
     args = spec["spec"]["worker"]["spec"]["containers"][0]["args"]
-    assert args[:2] == ["dask", "worker"]
-    context = main.make_context(
-        "dask worker", [a.replace("$(DASK_WORKER_NAME)", "w0") for a in args[2:]]
-    )
-    assert (context.params["resources"], context.params["nthreads"]) == ("GPU=2", 8)
+    return main.make_context(
+        "dask worker", [a.replace("$(DASK_WORKER_NAME)", "w") for a in args[2:]]
+    ).params
 
 
-# -- dask-gateway ---------------------------------------------------------------------------
-def test_gateway_options_follow_what_the_gateway_offers():
-    options = parse_cluster_options(
-        '{"address": "http://gw:8000", "cores": 4, "memory": "8 GiB", "gpus_per_worker": 1, '
-        '"image": "reg.example/t:1", "environment": {"A": "b"}}',
-        "gateway",
-    )
-    offered = {"worker_cores": 1, "worker_memory": 2.0, "image": "", "environment": {"Z": "1"}}
-    values = gateway_option_values(options, offered)
-    assert values["worker_cores"] == 4 and values["worker_memory"] == 8.0
-    assert values["image"] == "reg.example/t:1"
-    assert values["environment"] == {
-        "Z": "1", "A": "b", "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0",
-        "DASK_DISTRIBUTED__WORKER__RESOURCES": '{"GPU": 1}',
-    }  # fmt: skip
-    assert (
-        gateway_option_values(options, {**offered, "worker_memory": "2 G"})["worker_memory"]
-        == "8 GiB"
-    )
-    with pytest.raises(
-        ClusterOptionsError, match="gpus_per_worker needs the gateway cluster option 'environment'"
-    ):
-        gateway_option_values(options, {"worker_cores": 1, "worker_memory": 1.0, "image": ""})
+class StandInOperator:
+    """``KubeCluster`` without Kubernetes: the workers the DaskCluster resource describes
+    (its replicas, and its ``dask worker`` arguments as that command parses them), started
+    as a real local Dask cluster. Records what the backend asked of the operator."""
+
+    made: list[StandInOperator] = []
+
+    def __init__(self, *, custom_cluster_spec: dict, namespace: str, shutdown_on_close: bool,
+                 asynchronous: bool, quiet: bool) -> None:  # fmt: skip
+        self.spec, self.namespace = custom_cluster_spec, namespace
+        self.shutdown_on_close, self.deleted, self.scaled_to = shutdown_on_close, None, None
+        StandInOperator.made.append(self)
+
+    def __await__(self):
+        return self._start().__await__()
+
+    async def _start(self) -> StandInOperator:
+        from distributed import LocalCluster
+
+        params = _worker_params(self.spec)
+        name, count = params["resources"].split("=")
+        self.local = await LocalCluster(
+            n_workers=self.spec["spec"]["worker"]["replicas"], threads_per_worker=params["nthreads"],
+            resources={name: float(count)}, host="127.0.0.1", dashboard_address=":0", asynchronous=True,
+        )  # fmt: skip
+        self.scheduler_address = self.local.scheduler_address
+        return self
+
+    async def scale(self, n: int) -> None:
+        self.scaled_to = n
+
+    async def close(self) -> None:
+        self.deleted = self.shutdown_on_close  # KubeCluster deletes the resource only then
+        await self.local.close()
 
 
-GATEWAY_CONFIG = """
-import sys
-from dask_gateway_server.options import Float, Integer, Mapping, Options, String
+@pytest.mark.timeout(120)
+def test_the_kubernetes_backend_runs_a_job_on_the_workers_its_resource_describes(
+    tmp_path, monkeypatch
+):
+    import dask_kubernetes.operator
 
-c.DaskGateway.backend_class = "dask_gateway_server.backends.local.UnsafeLocalBackend"
-c.DaskGateway.address = "127.0.0.1:{api_port}"
-c.Proxy.address = "127.0.0.1:{http_port}"
-c.Proxy.tcp_address = "127.0.0.1:{tcp_port}"
-c.LocalBackend.clusters_directory = {clusters!r}
-# distributed 2026 has no dask-scheduler/dask-worker scripts
-c.ClusterConfig.scheduler_cmd = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-c.ClusterConfig.worker_cmd = [sys.executable, "-m", "distributed.cli.dask_worker"]
-
-def options_handler(options, user):
-    return {{"worker_cores": options.worker_cores, "worker_memory": f"{{options.worker_memory}} G",
-             "environment": options.environment}}
-
-c.Backend.cluster_options = Options(
-    Integer("worker_cores", 1, min=1, max=4),
-    Float("worker_memory", 1, min=0.5, max=4),
-    String("image", ""),
-    Mapping("environment", {{}}),
-    handler=options_handler,
-)
-"""
-
-
-@pytest.fixture
-def gateway_server(tmp_path):
-    """A real dask-gateway-server on loopback; stopped (with its clusters) at the end."""
-    http_port, tcp_port, api_port = free_port(), free_port(), free_port()
-    config = tmp_path / "gateway_config.py"
-    config.write_text(GATEWAY_CONFIG.format(api_port=api_port, http_port=http_port,
-                                            tcp_port=tcp_port, clusters=str(tmp_path / "gw")))  # fmt: skip
-    log = open(tmp_path / "gateway.log", "w")  # noqa: SIM115
-    server = subprocess.Popen(
-        [sys.executable, "-m", "dask_gateway_server", "-f", str(config)],
-        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    address = f"http://127.0.0.1:{http_port}"
-    try:
-        deadline = time.monotonic() + 30
-        while not _answers(f"{address}/api/health"):
-            assert server.poll() is None, (tmp_path / "gateway.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "dask-gateway-server did not answer in 30 s"
-            time.sleep(0.2)
-        yield {"address": address, "proxy_address": f"gateway://127.0.0.1:{tcp_port}"}
-    finally:
-        stop_process(server.pid)  # SIGTERM: the server stops its clusters first
-        log.close()
-
-
-@pytest.mark.timeout(150)
-def test_a_gpu_job_runs_on_a_cluster_from_a_real_gateway(tmp_path, gateway_server):
-    options = {**gateway_server, "workers": 2, "gpus_per_worker": 1, "cores": 2,
-               "memory": "1 GiB", "image": "registry.example/trainorch:1.0"}  # fmt: skip
-    settings = {"cluster": "gateway", "cluster_options": json.dumps(options), "mlflow": "off"}
+    monkeypatch.setattr(dask_kubernetes.operator, "KubeCluster", StandInOperator)
+    StandInOperator.made.clear()
+    options = {**K8S_OPTIONS, "workers": 1, "gpus_per_worker": 1, "cores": 2}
+    settings = {"cluster": "kubernetes", "cluster_options": json.dumps(options), "mlflow": "off"}
     host = start_host(tmp_path / "data", **settings)
     try:
-        backend = host.orchestrator.backend
-        assert backend.address.startswith(gateway_server["proxy_address"] + "/")
-        wait_until(lambda: len(backend.workers) == 2, what="two gateway workers")
-        assert all(w.advertises_gpus and w.gpu_ids == ("0",) for w in backend.workers.values())
-        assert all(w.cpus == 2 and w.memory == 2**30 for w in backend.workers.values())
-        job = _run_gpu_job(host)
-        assert "gpus 0" in log_text(host, job)
-        report = host.call(lambda o: o.backend.gateway.list_clusters())[0]
-        assert report.options["image"] == "registry.example/trainorch:1.0"
-        host.stop(detach=True)  # the service restarts: the gateway cluster stays
+        (made,) = StandInOperator.made
+        assert (made.namespace, made.shutdown_on_close, made.scaled_to) == ("ml", False, 1)
+        assert made.spec == cluster_spec(parse_cluster_options(json.dumps(options), "kubernetes"))
+        (worker,) = host.orchestrator.backend.workers.values()
+        assert worker.advertises_gpus and worker.gpu_ids == ("0",)
+        assert "gpus 0" in log_text(host, run_gpu_job(host))
+        host.stop(detach=True)
+        assert made.deleted is False  # a restarting service leaves the DaskCluster
         host = start_host(tmp_path / "data", **settings)
-        assert host.orchestrator.backend.cluster.name == report.name
-        assert "gpus 0" in log_text(host, _run_gpu_job(host))
     finally:
-        host.stop()  # not detached: the gateway cluster is shut down too
-    remaining = subprocess.run(
-        [sys.executable, "-c", _LIST_CLUSTERS, gateway_server["address"]],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
-    assert remaining.stdout.strip() == "[]", remaining.stderr
-
-
-_LIST_CLUSTERS = (
-    "import sys; from dask_gateway import Gateway; "
-    "print([c.name for c in Gateway(sys.argv[1], auth='basic').list_clusters()])"
-)
-
-
-# -- helpers --------------------------------------------------------------------------------
-def _run_gpu_job(host) -> str:
-    job_id = submit(host, name="on-gpu", source=GPU_JOB, resources=Resources(gpus=1))
-    job = wait_final(host, job_id, timeout=90)
-    assert job.state == "succeeded", log_text(host, job_id)
-    return job_id
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
+        host.stop()
+    assert StandInOperator.made[-1].deleted is True  # a stopped service deletes it
