@@ -445,8 +445,9 @@ class TrainOrch(Configurable):
         return OrchestratorConfig(**values)
 
     def _check_cluster_options(self) -> None:
-        """The cluster options against the keys of the chosen backend (each trait alone only
-        knows every backend's keys). A backend class of one's own reads them as it likes."""
+        """The cluster options against the keys of the chosen backend (the trait alone knows
+        only the keys of all backends together). A backend class of one's own is held to
+        those alone."""
         from .cluster.options import MANAGED_BACKENDS
 
         if self.cluster not in MANAGED_BACKENDS or self.cluster_backend_class is not None:

@@ -126,3 +126,9 @@ def test_a_gpu_job_runs_on_a_worker_that_slurm_started(tmp_path, fake_slurm, mon
 
 def _ids(path: Path) -> list[int]:
     return [int(word) for word in path.read_text().split()] if path.exists() else []
+
+
+def test_a_host_that_cannot_submit_slurm_jobs_is_told_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    with pytest.raises(RuntimeError, match="^TRAINORCH_CLUSTER=slurm needs sbatch and scancel"):
+        start_host(tmp_path / "data", cluster="slurm", mlflow="off")

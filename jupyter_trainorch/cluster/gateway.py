@@ -123,8 +123,10 @@ class GatewayBackend(ManagedClusterBackend):
             self._remember(name)
             log.info("asked the gateway at %s for cluster %s", self.options.address, name)
         self.cluster = await self.gateway.connect(name)
+        # Someone else's cluster keeps its size unless the options name one.
         if self.options.workers is not None or not self.options.cluster_name:
-            await self.gateway.scale_cluster(name, _default(self.options.workers, 1))
+            workers = 1 if self.options.workers is None else self.options.workers
+            await self.gateway.scale_cluster(name, workers)
         self.security = self.cluster.security
         return str(self.cluster.scheduler_address)
 
@@ -171,7 +173,3 @@ class GatewayBackend(ManagedClusterBackend):
         if self.gateway is not None:
             await self.gateway.close()
             self.gateway = None
-
-
-def _default(value: int | None, default: int) -> int:
-    return default if value is None else value

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -88,6 +89,11 @@ class SlurmBackend(LocalBackend):
 
     def _launch(self) -> str:
         # As LocalBackend._launch, with this module as the cluster's process.
+        if shutil.which("sbatch") is None:
+            raise RuntimeError(
+                "TRAINORCH_CLUSTER=slurm needs sbatch and scancel on the service's PATH: run the "
+                "service on a host that may submit Slurm jobs"
+            )
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         self.state_file.unlink(missing_ok=True)
         options_file = self.state_file.with_name(OPTIONS_FILE)
