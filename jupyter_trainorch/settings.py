@@ -87,10 +87,35 @@ class Text(_Setting, Unicode):  # type: ignore[misc]
 
 
 class ClusterAddress(Text):
-    info_text = "'local', 'local-cuda' or a scheduler address such as tcp://host:8786"
+    info_text = (
+        "'local', 'local-cuda', 'gateway', 'kubernetes', 'slurm' or a scheduler address such "
+        "as tcp://host:8786"
+    )
 
     def acceptable(self, value: str) -> bool:
-        return value in ("local", "local-cuda") or "://" in value
+        from .cluster.options import MANAGED_BACKENDS
+
+        return value in ("local", "local-cuda", *MANAGED_BACKENDS) or "://" in value
+
+
+class BackendOptions(Text):
+    info_text = 'a JSON object of cluster options such as {"workers": 2, "gpus_per_worker": 1}'
+
+    def acceptable(self, value: str) -> bool:
+        return self.fits(value, backend=None)
+
+    def fits(self, value: str, backend: str | None) -> bool:
+        """True when ``value`` holds only options ``backend`` takes (None: any backend's);
+        else the sentence of the refusal says which key is wrong."""
+        from .cluster.options import ClusterOptionsError, parse_cluster_options
+
+        try:
+            parse_cluster_options(value, backend)
+        except ClusterOptionsError as err:
+            self.info_text = f"{BackendOptions.info_text} ({err})"
+            return False
+        self.info_text = BackendOptions.info_text
+        return True
 
 
 class QuotaTable(Text):
@@ -158,8 +183,10 @@ class TrainOrch(Configurable):
         "local",
         env="TRAINORCH_CLUSTER",
         help="Where jobs run: 'local' (a Dask cluster on this machine, started by the service; "
-        "dask-cuda workers when GPUs and dask-cuda are present), 'local-cuda', or the address "
-        "of a running Dask scheduler (tcp://host:8786).",
+        "dask-cuda workers when GPUs and dask-cuda are present), 'local-cuda', 'gateway' "
+        "(dask-gateway), 'kubernetes' (the dask-kubernetes operator), 'slurm' (dask-jobqueue; "
+        "these three take cluster_options), or the address of a running Dask scheduler "
+        "(tcp://host:8786).",
     )
     workers = Count(2, min=1, env="TRAINORCH_WORKERS", help="Local cluster: worker processes.")
     gpus_per_worker = Count(
@@ -215,6 +242,13 @@ class TrainOrch(Configurable):
         min=1,
         env="TRAINORCH_WORKER_COOLDOWN",
         help="Seconds a worker that fails job after job is left out of placement.",
+    )
+    cluster_options = BackendOptions(
+        "",
+        env="TRAINORCH_CLUSTER_OPTIONS",
+        help="The gateway, kubernetes and slurm clusters' options as JSON, e.g. "
+        '{"address": "http://gateway:8000", "workers": 2, "gpus_per_worker": 1, "cores": 8, '
+        '"memory": "64 GiB"} (docs/backends.md lists each backend\'s keys).',
     )
     fair_share_half_life = Seconds(
         4 * 3600.0,
@@ -401,6 +435,7 @@ class TrainOrch(Configurable):
     _autoscale_grace_default = _from_environment("autoscale_grace")
     _worker_failure_limit_default = _from_environment("worker_failure_limit")
     _worker_cooldown_default = _from_environment("worker_cooldown")
+    _cluster_options_default = _from_environment("cluster_options")
     _fair_share_half_life_default = _from_environment("fair_share_half_life")
     _gpu_quota_default = _from_environment("gpu_quota")
     _queue_quota_default = _from_environment("queue_quota")
@@ -441,6 +476,7 @@ class TrainOrch(Configurable):
 
     def to_config(self) -> OrchestratorConfig:
         """The orchestrator's settings, read and checked now; a wrong one raises SettingError."""
+        self._check_cluster_options()
         values = {field.name: getattr(self, field.name) for field in fields(OrchestratorConfig)}
         values["data_dir"] = (
             Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()
@@ -451,6 +487,21 @@ class TrainOrch(Configurable):
                 f"autoscale_maximum ({self.autoscale_maximum})"
             )
         return OrchestratorConfig(**values)
+
+    def _check_cluster_options(self) -> None:
+        """The cluster options against the keys of the chosen backend (the trait alone knows
+        only the keys of all backends together). A backend class of one's own is held to
+        those alone."""
+        from .cluster.options import MANAGED_BACKENDS
+
+        if self.cluster not in MANAGED_BACKENDS or self.cluster_backend_class is not None:
+            return
+        trait = self.traits()["cluster_options"]
+        value = self.cluster_options
+        if not trait.fits(value, backend=self.cluster):
+            variable = trait.metadata["env"]
+            came_from_variable = os.environ.get(variable, "").strip() == value.strip()
+            trait.refuse(value, setting=variable if came_from_variable else "")
 
     def to_env(self) -> dict[str, str]:
         """These settings as the variables they fall back to (for a service started on their

@@ -51,6 +51,7 @@ EXAMPLES: dict[str, tuple[str, object]] = {
     "autoscale_grace": ("120", 120.0),
     "worker_failure_limit": ("5", 5),
     "worker_cooldown": ("60", 60.0),
+    "cluster_options": ('{"workers": 3}', '{"workers": 3}'),
     "fair_share_half_life": ("3600", 3600.0),
     "gpu_quota": ("8", 8),
     "queue_quota": ("500", 500),
@@ -133,7 +134,7 @@ def test_jupyter_config_beats_the_variable_and_an_empty_variable_is_unset(monkey
         ("TRAINORCH_MAX_LOG_BYTES", "1.5", "TRAINORCH_MAX_LOG_BYTES must be a whole number of at least 0, not '1.5'"),
         ("TRAINORCH_GRACE_PERIOD", "nan", "TRAINORCH_GRACE_PERIOD must be a number of seconds of at least 0, not 'nan'"),
         ("TRAINORCH_LEASE_TTL", "inf", "TRAINORCH_LEASE_TTL must be a number of seconds of at least 1, not 'inf'"),
-        ("TRAINORCH_CLUSTER", "lcoal", "TRAINORCH_CLUSTER must be 'local', 'local-cuda' or a scheduler address such as tcp://host:8786, not 'lcoal'"),
+        ("TRAINORCH_CLUSTER", "lcoal", "TRAINORCH_CLUSTER must be 'local', 'local-cuda', 'gateway', 'kubernetes', 'slurm' or a scheduler address such as tcp://host:8786, not 'lcoal'"),
         ("TRAINORCH_STORE_CLASS", "jupyter_trainorch.tracking.MlflowTracker", "TRAINORCH_STORE_CLASS must be a subclass of 'jupyter_trainorch.store.sql.JobStore', not 'jupyter_trainorch.tracking.MlflowTracker'"),
     ],
 )  # fmt: skip

@@ -305,8 +305,21 @@ def _backend_class(config: OrchestratorConfig) -> type[ClusterBackend]:
                 return LocalCUDABackend
             log.warning("GPUs are present but dask-cuda is not installed; using CPU workers")
         return LocalBackend
+    if spec == "gateway":
+        from .gateway import GatewayBackend
+
+        return GatewayBackend
+    if spec == "kubernetes":
+        from .kubernetes import KubernetesBackend
+
+        return KubernetesBackend
+    if spec == "slurm":
+        from .slurm import SlurmBackend
+
+        return SlurmBackend
     if "://" in spec:
         return ClusterBackend
     raise ValueError(
-        f"TRAINORCH_CLUSTER must be 'local', 'local-cuda' or a scheduler address such as tcp://host:8786, not {spec!r}"
+        "TRAINORCH_CLUSTER must be 'local', 'local-cuda', 'gateway', 'kubernetes', 'slurm' or a "
+        f"scheduler address such as tcp://host:8786, not {spec!r}"
     )

@@ -57,6 +57,7 @@ class OrchestratorConfig:
     autoscale_grace: float
     worker_failure_limit: int
     worker_cooldown: float
+    cluster_options: str
     fair_share_half_life: float
     gpu_quota: int
     queue_quota: int
