@@ -4,11 +4,14 @@ A notebook cell runs ``%%train``; the panel must show the job, its progress and 
 while it runs, the retry counter after a failed first attempt, escape HTML in logs,
 and stop the job from its cancel button. It also shows who the user is, queue
 positions, other users' jobs as queue rows only, and reconnects by itself when the
-trainorch service restarts.
+trainorch service restarts. A second lab's service scales its pool with the queue (the
+cluster strip shows the decision and the GPUs busy and idle) and sends failure alerts to
+the job's owner (a notification in the owner's JupyterLab only).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,6 +23,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
@@ -69,9 +73,9 @@ class Lab:
             return json.loads(response.read())
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lab")
+@contextlib.contextmanager
+def _running_lab(root: Path, **settings: str) -> Iterator[Lab]:
+    """JupyterLab (and through it the trainorch service) with the test's settings."""
     work = root / "work"
     work.mkdir()
     env = service_env(root)
@@ -79,6 +83,7 @@ def lab(tmp_path_factory):
     env.update(
         JUPYTERLAB_SETTINGS_DIR=str(root / "settings"),
         JUPYTERLAB_WORKSPACES_DIR=str(root / "workspaces"),
+        **settings,
     )
     log = open(root / "lab.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -102,8 +107,30 @@ def lab(tmp_path_factory):
         log.close()
 
 
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    with _running_lab(tmp_path_factory.mktemp("lab")) as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def scaling_lab(tmp_path_factory):
+    """A service whose pool of one-GPU, one-slot workers grows from 1 to 2 with the queue,
+    and whose alert rule tells a job's owner in JupyterLab when the job fails."""
+    settings = {
+        "TRAINORCH_SLOTS_PER_WORKER": "1",
+        "TRAINORCH_AUTOSCALE_MINIMUM": "1",
+        "TRAINORCH_AUTOSCALE_MAXIMUM": "2",
+        "TRAINORCH_AUTOSCALE_GRACE": "2",
+        "TRAINORCH_ALERTS": json.dumps([{"on": "failed", "to": "owner"}]),
+        "TRAINORCH_MLFLOW": "off",
+    }
+    with _running_lab(tmp_path_factory.mktemp("scaling-lab"), **settings) as lab:
+        yield lab
+
+
 @pytest.fixture
-def page(lab):
+def page():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -651,6 +678,36 @@ def _toasts(page) -> list[str]:
     return [t.inner_text() for t in page.locator(".Toastify__toast").all()]
 
 
+class _ChangeTap:
+    """The panel's push channel through a route: real changes pass, and a test can add one
+    as a shared hub's channel would carry it (numbered between two real ones)."""
+
+    def __init__(self, page) -> None:
+        self.sockets: list = []
+        self.last_seq = 0.0
+        page.route_web_socket(re.compile(r".*/trainorch/api/events/ws.*"), self._connect)
+
+    def _connect(self, ws) -> None:
+        server = ws.connect_to_server()
+
+        def forward(message):
+            try:
+                seq = json.loads(message).get("seq")
+                if isinstance(seq, (int, float)):
+                    self.last_seq = max(self.last_seq, seq)
+            except (ValueError, AttributeError):
+                pass
+            ws.send(message)
+
+        server.on_message(forward)
+        self.sockets.append(ws)
+
+    def inject(self, change: dict) -> None:
+        assert self.sockets, "the panel's push channel did not go through the route"
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.sockets[-1].send(json.dumps({"seq": self.last_seq + 0.5, "time": now, **change}))
+
+
 def test_notifications_only_for_the_users_own_jobs(lab, page):
     """Another user's job that fails raises no notification; the user's own failed job does.
 
@@ -660,25 +717,7 @@ def test_notifications_only_for_the_users_own_jobs(lab, page):
     only their failures are told about, not their successes.
     """
     me = lab.api("me")
-    sockets: list = []
-    last_seq = [0.0]
-
-    def events(ws):
-        server = ws.connect_to_server()
-
-        def forward(message):
-            try:
-                seq = json.loads(message).get("seq")
-                if isinstance(seq, (int, float)):
-                    last_seq[0] = max(last_seq[0], seq)
-            except (ValueError, AttributeError):
-                pass
-            ws.send(message)
-
-        server.on_message(forward)
-        sockets.append(ws)
-
-    page.route_web_socket(re.compile(r".*/trainorch/api/events/ws.*"), events)
+    tap = _ChangeTap(page)
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     other = {
         "id": "otheruser02", "name": "someone-elses-failure", "user": "bob", "state": "failed",
@@ -697,14 +736,8 @@ def test_notifications_only_for_the_users_own_jobs(lab, page):
     panel.locator(".trainorch-header [data-field='me']", has_text=me["name"]).wait_for(
         timeout=30_000
     )
-    assert sockets, "the panel's push channel did not go through the route"
-
     # Another user's job fails: a change on the channel, between two real sequence numbers.
-    change = {
-        "seq": last_seq[0] + 0.5, "kind": "job", "job_id": "otheruser02", "state": "failed",
-        "user": "bob", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }  # fmt: skip
-    sockets[-1].send(json.dumps(change))
+    tap.inject({"kind": "job", "job_id": "otheruser02", "state": "failed", "user": "bob"})
     # One of the user's own jobs succeeds (submitted elsewhere): no notification either.
     ok = _submit(lab, "mine-succeeds", "print('fine')")
     _wait_api(lab, ok, lambda j: j["state"] == "succeeded", "did not succeed")
@@ -721,3 +754,103 @@ def test_notifications_only_for_the_users_own_jobs(lab, page):
     assert "mine-fails" in toast.inner_text() and "failed" in toast.inner_text()
     toasts = _toasts(page)
     assert not [t for t in toasts if "otheruser02" in t or "someone-elses" in t], toasts
+
+
+def test_the_cluster_strip_shows_autoscaling_and_gpus_busy_and_idle(scaling_lab, page):
+    """Two one-GPU jobs on one one-GPU worker: the pool grows to its maximum of two, and the
+    strip says why, with the GPUs busy and idle, each worker's utilisation and the event."""
+    lab = scaling_lab
+    page.goto(f"{lab.url}/lab?token={lab.token}")
+    _open_panel(page)
+    panel = page.locator("#trainorch-panel")
+    workers = panel.locator("[data-field='workers']")
+    workers.filter(has_text="(autoscaling 1–2)").wait_for(timeout=30_000)
+    gpus = panel.locator("[data-field='gpus']")
+    assert re.fullmatch(r"GPUs \d busy · \d idle", gpus.inner_text()), gpus.inner_text()
+
+    jobs = [_submit(lab, f"scaled-{i}", "import time\ntime.sleep(60)", gpus=1) for i in range(2)]
+    try:
+        event = panel.locator("[data-field='scaling-event']", has_text="waits for capacity")
+        event.wait_for(timeout=30_000)
+        assert "1 → 2 workers" in event.inner_text(), event.inner_text()
+        # The second worker joins and takes the second job: both GPUs busy, none idle.
+        panel.locator("[data-field='gpus']", has_text="GPUs 2 busy · 0 idle").wait_for(
+            timeout=45_000
+        )
+        assert workers.inner_text().startswith("2 workers"), workers.inner_text()
+
+        panel.locator("[data-action='cluster-details']").click()
+        events = panel.locator("[data-field='cluster-events'] li")
+        events.first.wait_for(timeout=10_000)
+        assert "1 → 2 workers" in events.first.inner_text(), events.all_inner_texts()
+        usage = panel.locator("[data-field='worker-usage']", has_text="CPU")
+        usage.first.wait_for(timeout=20_000)
+        assert re.search(r"CPU \d+% · memory [\d.]+ \w+ used", usage.first.inner_text())
+    finally:
+        for job_id in jobs:
+            lab.api(f"jobs/{job_id}", "DELETE")
+
+
+def test_an_owner_alert_is_a_notification_for_the_owner_only(scaling_lab, page):
+    """An alert rule routed to the owner: the owner's failed job raises an alert notification
+    that opens the job; another user's alert, which an admin's channel carries, raises none."""
+    lab = scaling_lab
+    tap = _ChangeTap(page)
+    page.goto(f"{lab.url}/lab?token={lab.token}")
+    _open_panel(page)
+    panel = page.locator("#trainorch-panel")
+    panel.locator(".trainorch-connection[data-connection='live']").wait_for(timeout=60_000)
+    panel.locator(".trainorch-header [data-field='me']").wait_for(timeout=30_000)
+
+    tap.inject({"kind": "alert", "job_id": "otheruser03", "user": "bob", "event": "failed",
+                "message": "job otheruser03 failed"})  # fmt: skip
+    bad = _submit(lab, "alert-fails", "raise RuntimeError('boom')")
+    _wait_api(lab, bad, lambda j: j["state"] == "failed", "did not fail")
+    alert = page.locator(".Toastify__toast", has_text=f"Alert: job {bad} failed")
+    alert.wait_for(timeout=30_000)
+    assert not [t for t in _toasts(page) if "otheruser03" in t], _toasts(page)
+    assert len([t for t in _toasts(page) if f"Alert: job {bad}" in t]) == 1
+
+    alert.get_by_role("button", name="Show").click()
+    page.locator(f"#jp-main-dock-panel .trainorch-detail[data-detail-job-id='{bad}']").wait_for(
+        timeout=30_000
+    )
+
+
+def test_the_cluster_strip_shows_the_queue_idle_gpu_time_and_gpu_usage(scaling_lab, page):
+    """What an idle test cluster does not have (a queue, GPU time left idle, NVML readings),
+    served here through a route on top of the real answer."""
+    lab = scaling_lab
+    gib = 2**30
+
+    def cluster(route):
+        response = route.fetch()
+        data = response.json()
+        data.update(queue_by_priority={"normal": 5, "urgent": 3}, queue_depth=8)
+        data.update(idle_gpu_minutes=12.4)
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        data["workers"][0]["usage"] = {
+            "cpu": 35.2, "memory_used": 12 * gib, "time": now,
+            "gpus": [{"id": "0", "utilisation": 80, "memory_used": 10 * gib,
+                      "memory_total": 16 * gib}],
+        }  # fmt: skip
+        route.fulfill(response=response, json=data)
+
+    page.route(re.compile(r".*/trainorch/api/cluster(\?.*)?$"), cluster)
+    page.goto(f"{lab.url}/lab?token={lab.token}")
+    _open_panel(page)
+    panel = page.locator("#trainorch-panel")
+    queue = panel.locator("[data-field='queue']")
+    queue.wait_for(timeout=30_000)
+    assert queue.inner_text() == "queue 3 urgent · 5 normal"
+    idle = panel.locator("[data-field='idle-gpu-minutes']")
+    assert idle.inner_text() == "idle 12 GPU-min"
+    assert "A good schedule keeps this at 0" in idle.get_attribute("title")
+
+    panel.locator("[data-action='cluster-details']").click()
+    assert panel.locator("[data-field='worker-usage']").first.inner_text() == (
+        "CPU 35% · memory 12 GiB used"
+    )
+    assert panel.locator("[data-field='gpu-usage']").inner_text() == "GPU 0: 80% · 10 GiB/16 GiB"
+    title = panel.locator(".trainorch-cluster-items").get_attribute("title")
+    assert "  GPU 0: 80% · 10 GiB/16 GiB" in title.splitlines(), title

@@ -313,8 +313,10 @@ class StopHandler(BaseHandler):
 class EventsSocket(CallerMixin, PushSocket):
     """Push channel: every job change the caller may see, as JSON, from ``?after=SEQ`` on.
 
-    Messages are the change-feed entries: ``{"seq", "kind": "job"|"logs"|"progress",
-    "job_id", "user", "time", ...}``. A client that reconnects passes the last ``seq`` it saw.
+    Messages are the change-feed entries: ``{"seq", "kind": "job"|"logs"|"progress"|"cluster"
+    |"alert", "job_id", "user", "time", ...}`` (``cluster``: an autoscaling decision, seen by
+    everyone; ``alert``: a rule routed to the job's owner). A client that reconnects passes the
+    last ``seq`` it saw.
     """
 
     async def open(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]

@@ -138,7 +138,10 @@ class Change(Shape):
     model_config = {"extra": "allow"}
 
     seq: int
-    kind: Literal["job", "logs", "progress"]
+    kind: Literal["job", "logs", "progress", "cluster", "alert"] = Field(
+        description="cluster: an autoscaling decision (job_id empty, no user); alert: an alert "
+        "rule routed to the job's owner"
+    )
     job_id: str
     time: Time
     user: str | None = None
@@ -149,6 +152,13 @@ class Change(Shape):
     progress: dict[str, Any] | None = None
     mlflow: list[str] | None = Field(None, description="which mlflow fields changed")
     delay: float | None = Field(None, description="state retrying: seconds of backoff")
+    target: int | None = Field(None, description="kind cluster: the number of workers asked for")
+    message: str | None = Field(
+        None, description="kind cluster: why the pool changes; kind alert: what happened"
+    )
+    event: str | None = Field(
+        None, description="kind alert: what the rule fired on (a job state, queue_wait or log)"
+    )
 
 
 class ChangePage(Shape):

@@ -261,7 +261,8 @@ export class ChangeStream implements IDisposable {
   // -- batches ---------------------------------------------------------------------------
 
   private _take(change: IChange): void {
-    if (typeof change.seq !== 'number' || !change.job_id) {
+    // Every change names its job, but an autoscaling decision (kind `cluster`).
+    if (typeof change.seq !== 'number' || (!change.job_id && change.kind !== 'cluster')) {
       return;
     }
     this._lastSeq = Math.max(this._lastSeq ?? 0, change.seq);

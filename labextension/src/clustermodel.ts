@@ -1,6 +1,7 @@
 /**
- * ClusterModel: the strip's figures (workers, GPUs, queue depth), read again when jobs
- * change state, and now and then for workers that come and go without any job change.
+ * ClusterModel: the strip's figures (workers, GPUs, the queue, utilisation, autoscaling),
+ * read again when jobs change state or the pool is resized (a `cluster` change), and now and
+ * then for workers that come and go and for their utilisation.
  */
 import { IDisposable } from '@lumino/disposable';
 import { Throttler } from '@lumino/polling';
@@ -11,6 +12,8 @@ import { IChange, ICluster } from './types';
 
 /** Workers come and go without job changes (adaptive scaling): read this often anyway. */
 const CLUSTER_MS = 15000;
+/** While the workers' utilisation is shown: as often as the service samples it. */
+const DETAILED_MS = 5000;
 /** Changes call for a read this long after the first of a burst. */
 const CLUSTER_DELAY_MS = 500;
 
@@ -31,9 +34,29 @@ export class ClusterModel implements IDisposable {
     return this._disposed;
   }
 
+  /** Whether the workers' utilisation is shown (in the strip's details). */
+  get detailed(): boolean {
+    return this._detailed;
+  }
+
   start(): void {
+    this._started = true;
     void this.refresh();
-    this._interval = window.setInterval(() => this.resync(), CLUSTER_MS);
+    this._schedule();
+  }
+
+  /** The workers' utilisation is shown: read the figures as often as it is sampled. */
+  setDetailed(detailed: boolean): void {
+    if (this._detailed === detailed) {
+      return;
+    }
+    this._detailed = detailed;
+    if (this._started && !this._disposed) {
+      this._schedule();
+      if (detailed) {
+        this.resync();
+      }
+    }
   }
 
   dispose(): void {
@@ -63,8 +86,9 @@ export class ClusterModel implements IDisposable {
     }
   }
 
+  /** A job changed state or the pool is being resized: the figures moved. */
   applyChanges(changes: readonly IChange[]): void {
-    if (changes.some(change => change.kind === 'job')) {
+    if (changes.some(change => change.kind === 'job' || change.kind === 'cluster')) {
       this.resync();
     }
   }
@@ -76,9 +100,17 @@ export class ClusterModel implements IDisposable {
     }
   }
 
+  private _schedule(): void {
+    window.clearInterval(this._interval);
+    const every = this._detailed ? DETAILED_MS : CLUSTER_MS;
+    this._interval = window.setInterval(() => this.resync(), every);
+  }
+
   private _client: TrainorchClient;
   private _cluster: ICluster | null = null;
   private _visible = false;
+  private _started = false;
+  private _detailed = false;
   private _disposed = false;
   // Not awaited: a throttler drops calls while its function runs, and a change that comes
   // during a read must still bring another one.

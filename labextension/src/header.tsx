@@ -1,6 +1,6 @@
 /**
- * The top of the sidebar: the header (who, how changes arrive), the cluster strip and
- * the list's filters.
+ * The top of the sidebar: the header (who, how changes arrive) and the list's filters
+ * (the cluster strip between them is in cluster.tsx).
  */
 import { Button, HTMLSelect, refreshIcon } from '@jupyterlab/ui-components';
 import * as React from 'react';
@@ -10,7 +10,7 @@ import { Connection } from './changes';
 import { DebouncedInput, useSignal } from './controls';
 import { IJobActions } from './jobparts';
 import { TrainorchModel } from './model';
-import { ICluster, IMe, JOB_STATES, hasQuota } from './types';
+import { JOB_STATES } from './types';
 
 const CONNECTION_TEXT: Record<Connection, string> = {
   connecting: 'connecting…',
@@ -79,107 +79,6 @@ export function Header(props: { model: TrainorchModel; actions: IJobActions }): 
       )}
     </>
   );
-}
-
-/** Workers, GPUs and the queue; while the service does not answer, says so instead. */
-export function ClusterStrip(props: { model: TrainorchModel }): JSX.Element {
-  const { model } = props;
-  useSignal(model.cluster.changed);
-  useSignal(model.meChanged);
-  useSignal(model.client.availabilityChanged);
-  const cluster = model.cluster.cluster;
-  if (model.client.unavailable !== null) {
-    return (
-      <div
-        className="trainorch-cluster trainorch-cluster-empty"
-        data-field="cluster-unavailable"
-        title={model.client.unavailable}
-      >
-        Cluster: unknown while the service does not answer
-      </div>
-    );
-  }
-  if (!cluster) {
-    return <div className="trainorch-cluster trainorch-cluster-empty">Cluster: not known yet</div>;
-  }
-  return (
-    <div className="trainorch-cluster" title={clusterTitle(cluster)}>
-      <span className="trainorch-cluster-item" data-field="workers">
-        <b>{cluster.workers.length}</b> {cluster.workers.length === 1 ? 'worker' : 'workers'}
-      </span>
-      <span className="trainorch-cluster-item" data-field="gpus">
-        GPUs <b>{cluster.gpus.busy}</b>/{cluster.gpus.total} busy
-      </span>
-      <span className="trainorch-cluster-item" data-field="queue">
-        queue <b>{cluster.queue_depth}</b>
-      </span>
-      {model.me && hasQuota(model.me) && <QuotaItem me={model.me} />}
-      {cluster.waiting_on_dependencies > 0 && (
-        <span className="trainorch-cluster-item" data-field="waiting">
-          waiting <b>{cluster.waiting_on_dependencies}</b>
-        </span>
-      )}
-      {cluster.dashboard && (
-        <a
-          className="trainorch-cluster-item trainorch-link"
-          href={model.client.dashboardUrl}
-          title={`Through this server when it can (the scheduler says ${cluster.dashboard})`}
-          target="_blank"
-          rel="noopener noreferrer"
-          data-field="dashboard"
-        >
-          Dask dashboard
-        </a>
-      )}
-    </div>
-  );
-}
-
-/** The user's tightest GPU quota at a glance; every limit in the tooltip. */
-function QuotaItem(props: { me: IMe }): JSX.Element {
-  const quota = props.me.quota;
-  const limits = [
-    { who: 'you', ...quota },
-    ...quota.groups.map(group => ({ ...group, who: `group ${group.name}` }))
-  ];
-  const lines = limits.map(
-    l =>
-      `${l.who}: GPUs ${l.gpus_held} of ${l.gpus ?? 'no limit'} held, ` +
-      `jobs ${l.waiting} of ${l.queued ?? 'no limit'} waiting`
-  );
-  const gpuLimits = limits.filter(l => l.gpus !== null);
-  const tightest = gpuLimits.sort(
-    (a, b) => (b.gpus_held ?? 0) / (b.gpus ?? 1) - (a.gpus_held ?? 0) / (a.gpus ?? 1)
-  )[0];
-  return (
-    <span
-      className="trainorch-cluster-item"
-      data-field="quota"
-      title={`Quotas set by the admins\n${lines.join('\n')}`}
-    >
-      {tightest ? (
-        <>
-          quota <b>{tightest.gpus_held}</b>/{tightest.gpus} GPUs
-          {tightest.who === 'you' ? '' : ` (${tightest.who})`}
-        </>
-      ) : (
-        <>
-          quota <b>{quota.waiting}</b>/{quota.queued ?? '∞'} waiting
-        </>
-      )}
-    </span>
-  );
-}
-
-function clusterTitle(cluster: ICluster): string {
-  const lines = [`${cluster.kind ?? 'cluster'} ${cluster.address ?? ''}`.trim()];
-  for (const w of cluster.workers) {
-    const gpus = w.gpus.length ? `, GPUs free ${w.free_gpus.length}/${w.gpus.length}` : '';
-    lines.push(
-      `${w.name || w.address}: CPUs free ${w.free_cpus}/${w.cpus}${gpus}, ${w.running.length} running`
-    );
-  }
-  return lines.join('\n');
 }
 
 export function Filters(props: { model: TrainorchModel }): JSX.Element {

@@ -18,7 +18,7 @@ import { trainorchIcon } from './icon';
 import { IJobActions } from './jobparts';
 import { TrainorchModel } from './model';
 import { NotifyMode } from './noticemodel';
-import { JobNotifier } from './notify';
+import { JobNotifier, showAlert } from './notify';
 import { PANEL_ID, TrainorchPanel } from './panel';
 import { JobAction, isRestricted, may } from './types';
 
@@ -312,6 +312,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     };
     const notifier = new JobNotifier({ showJob: actions.open, showJobs, retry: actions.retry });
     model.notices.notice.connect((_, notice) => notifier.add(notice));
+    model.alerts.alert.connect((_, alert) => void showAlert(alert, actions.open));
 
     const ready = settingRegistry
       ? settingRegistry

@@ -3,8 +3,8 @@
  *
  * One API client (every REST call), one change stream (socket, or the polled feed), and
  * the models that hold what views show: the sidebar's list and cluster strip, the detail
- * of each job shown (the sidebar's preview and each job's main-area tab), the comparison
- * and the notices.
+ * of each job shown (the sidebar's preview and each job's main-area tab), the comparison,
+ * the notices and the alerts.
  * Each batch of changes goes to each model once. Views read the models and listen to
  * their signals; they never fetch by themselves.
  */
@@ -12,6 +12,7 @@ import { ServerConnection } from '@jupyterlab/services';
 import { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
+import { AlertModel } from './alertmodel';
 import { TrainorchClient } from './api';
 import { ChangeStream } from './changes';
 import { ClusterModel } from './clustermodel';
@@ -39,6 +40,10 @@ export class TrainorchModel implements IDisposable {
       me: () => this._me,
       serverNow: () => this.changes.serverNow()
     });
+    this.alerts = new AlertModel({
+      me: () => this._me,
+      enabled: () => this.notices.notifyMode !== 'none'
+    });
     this.changes.changed.connect(this._onChanges, this);
     this.changes.resynced.connect(this._onResync, this);
     this.list.changed.connect(() => this.notices.know(this.list.jobs.map(job => job.id)));
@@ -50,6 +55,7 @@ export class TrainorchModel implements IDisposable {
   readonly cluster: ClusterModel;
   readonly compare: CompareModel;
   readonly notices: NoticeModel;
+  readonly alerts: AlertModel;
 
   /** The job previewed in the sidebar changed (another one, or none). */
   get selectionChanged(): ISignal<this, void> {
@@ -198,6 +204,7 @@ export class TrainorchModel implements IDisposable {
     this.list.applyChanges(changes);
     this.cluster.applyChanges(changes);
     this.notices.applyChanges(changes);
+    this.alerts.applyChanges(changes);
     for (const detail of [this._preview, ...this._details]) {
       detail?.applyChanges(changes);
     }
@@ -232,6 +239,7 @@ export class TrainorchModel implements IDisposable {
       if (!this._disposed && me && typeof me.name === 'string') {
         this._me = me;
         this._meChanged.emit();
+        this.alerts.meKnown();
       }
     } catch {
       // Away: read again when the service is back (resync). Refused: leave it.

@@ -7,10 +7,12 @@
  * shown: one job alone as before, several ending within `windowMs` of each other as one
  * summary ("5 training jobs ended: 4 succeeded, 1 failed"), and the jobs of one sweep
  * (`job.group`) as one notification per sweep, updated in place as more of them end.
+ * Alerts an admin's rules send to the user (`AlertModel`) are shown one each, at once.
  */
 import { Notification } from '@jupyterlab/apputils';
 import { IDisposable } from '@lumino/disposable';
 
+import { IAlertNotice } from './alertmodel';
 import { IJobNotice } from './noticemodel';
 import { may } from './types';
 
@@ -213,6 +215,29 @@ export function summary(
     return { message, type: 'warning', autoClose: 8000 };
   }
   return { message, type: 'success', autoClose: 8000 };
+}
+
+/** An alert for one of the user's jobs: a failure stays until closed, others close by themselves. */
+export function showAlert(alert: IAlertNotice, showJob: (id: string) => void): string {
+  const failed = alert.event === 'failed';
+  const type: Notification.TypeOptions = failed
+    ? 'error'
+    : alert.event === 'succeeded'
+      ? 'success'
+      : 'warning';
+  const actions: Notification.IAction[] = alert.job_id
+    ? [
+        {
+          label: 'Show',
+          caption: `Open job ${alert.job_id} in a tab`,
+          callback: () => showJob(alert.job_id)
+        }
+      ]
+    : [];
+  return Notification.emit(`Alert: ${alert.message}`, type, {
+    autoClose: failed ? false : 10000,
+    actions
+  });
 }
 
 export namespace JobNotifier {

@@ -426,19 +426,32 @@ export interface components {
              * @default null
              */
             delay?: number | null;
+            /**
+             * Event
+             * @description kind alert: what the rule fired on (a job state, queue_wait or log)
+             * @default null
+             */
+            event?: string | null;
             /** Job Id */
             job_id: string;
             /**
              * Kind
+             * @description cluster: an autoscaling decision (job_id empty, no user); alert: an alert rule routed to the job's owner
              * @enum {string}
              */
-            kind: "job" | "logs" | "progress";
+            kind: "job" | "logs" | "progress" | "cluster" | "alert";
             /**
              * Lines
              * @description kind logs: how many new lines
              * @default null
              */
             lines?: number | null;
+            /**
+             * Message
+             * @description kind cluster: why the pool changes; kind alert: what happened
+             * @default null
+             */
+            message?: string | null;
             /**
              * Mlflow
              * @description which mlflow fields changed
@@ -461,6 +474,12 @@ export interface components {
             seq: number;
             /** @default null */
             state?: components["schemas"]["JobState"] | null;
+            /**
+             * Target
+             * @description kind cluster: the number of workers asked for
+             * @default null
+             */
+            target?: number | null;
             /**
              * Time
              * @description ISO 8601, UTC (…Z)
@@ -2916,7 +2935,7 @@ type ReadonlyArray<T> = [
 ] ? Readonly<Exclude<T, undefined>> : Readonly<Exclude<T, undefined>[]>;
 export const pathsTrainorchApiJobsGetParametersQuerySortValues: ReadonlyArray<FlattenedDeepRequired<paths>["/trainorch/api/jobs"]["get"]["parameters"]["query"]["sort"]> = ["newest", "oldest", "priority"];
 export const attemptCauseAnyOf0Values: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Attempt"]["cause"]> = ["job", "out_of_memory", "timeout", "infrastructure", "preempted", "cancelled"];
-export const changeKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Change"]["kind"]> = ["job", "logs", "progress"];
+export const changeKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Change"]["kind"]> = ["job", "logs", "progress", "cluster", "alert"];
 export const dependencyWhenValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Dependency"]["when"]> = ["ok", "any", "notok"];
 export const dependencyConditionWhenValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["DependencyCondition"]["when"]> = ["ok", "any", "notok"];
 export const jobActionsValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Job"]["actions"]> = ["read", "rerun", "cancel", "retry", "set_priority"];

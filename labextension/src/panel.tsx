@@ -1,6 +1,6 @@
 /**
  * The left-sidebar widget: the header, the cluster strip, the filters, the job list and
- * the selected job's preview (header.tsx, list.tsx, preview.tsx). A job's full detail opens in a
+ * the selected job's preview (header.tsx, cluster.tsx, list.tsx, preview.tsx). A job's full detail opens in a
  * main-area tab (detail.tsx). Views render what the models hold and hand user actions
  * to IJobActions (the plugin's commands); they fetch nothing themselves.
  */
@@ -10,7 +10,8 @@ import * as React from 'react';
 
 import { trainorchIcon } from './icon';
 import { IJobActions } from './jobparts';
-import { ClusterStrip, Filters, Header } from './header';
+import { ClusterStrip } from './cluster';
+import { Filters, Header } from './header';
 import { JobList } from './list';
 import { TrainorchModel } from './model';
 import { PreviewSlot } from './preview';
