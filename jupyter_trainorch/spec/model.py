@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -215,7 +216,16 @@ class RetryPolicy(SpecModel):
         float, BeforeValidator(_unit(_seconds), json_schema_input_type=float | str)
     ] = 300.0
     on: Annotated[
-        dict[FailureCause, Annotated[list[RetryAction], Field(min_length=1, max_length=4)]],
+        dict[
+            FailureCause,
+            Annotated[
+                list[RetryAction],
+                Field(min_length=1, max_length=4),
+                # Plain strings in the schema: openapi-typescript's enum lists cannot type
+                # an enum inside a map's arrays (the values are checked here all the same).
+                WithJsonSchema({"type": "array", "items": {"type": "string"}}),
+            ],
+        ],
         BeforeValidator(_actions),
         Field(description="per kind of failure: retry, no_retry, other_worker, notify_admins"),
     ] = {}

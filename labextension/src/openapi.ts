@@ -1291,7 +1291,7 @@ export interface components {
              * @default {}
              */
             on?: {
-                [key: string]: ("retry" | "no_retry" | "other_worker" | "notify_admins")[];
+                [key: string]: string[];
             };
         };
         /**
@@ -1329,7 +1329,7 @@ export interface components {
              * @default {}
              */
             on?: {
-                [key: string]: ("retry" | "no_retry" | "other_worker" | "notify_admins")[];
+                [key: string]: string[];
             };
         };
         /** ScalingEvent */
@@ -2946,7 +2946,5 @@ export const jobStateValues: ReadonlyArray<FlattenedDeepRequired<components>["sc
 export const meModeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Me"]["mode"]> = ["single-user", "hub"];
 export const meOthers_jobsValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Me"]["others_jobs"]> = ["queue", "hidden", "all"];
 export const queueRowActionsValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["QueueRow"]["actions"]> = ["read", "rerun", "cancel", "retry", "set_priority"];
-export const retryPolicyInputOnValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["RetryPolicy-Input"]["on"]> = ["retry", "no_retry", "other_worker", "notify_admins"];
-export const retryPolicyOutputOnValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["RetryPolicy-Output"]["on"]> = ["retry", "no_retry", "other_worker", "notify_admins"];
 export const serviceStatusModeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ServiceStatus"]["mode"]> = ["single-user", "hub"];
 export const templateKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Template"]["kind"]> = ["python", "command"];
