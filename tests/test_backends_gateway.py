@@ -11,7 +11,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import free_port, log_text, start_host, stop_process, wait_until
+from conftest import free_port, log_text, start_host, stop_process, submit, wait_final, wait_until
 from gpu_job import run_gpu_job
 
 from jupyter_trainorch.cluster.gateway import gateway_option_values
@@ -135,3 +135,32 @@ def _answers(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+SLEEPS = "import time\ntime.sleep(6)\n"
+
+
+@pytest.mark.timeout(170)
+def test_a_gateway_cluster_scales_on_the_queue_and_back_to_its_minimum(tmp_path, gateway_server):
+    from jupyter_trainorch.spec import Resources
+
+    options = {**gateway_server, "gpus_per_worker": 1, "cores": 1, "memory": "1 GiB"}
+    host = start_host(
+        tmp_path / "data", cluster="gateway", cluster_options=json.dumps(options), mlflow="off",
+        slots_per_worker=1, autoscale_minimum=0, autoscale_maximum=2, autoscale_grace=2,
+    )  # fmt: skip
+    try:
+        backend = host.orchestrator.backend
+        jobs = [submit(host, name=f"s{i}", source=SLEEPS, resources=Resources(gpus=1))
+                for i in range(2)]  # fmt: skip
+
+        def both_running() -> bool:
+            return all(host.store.get_job(j).state == "running" for j in jobs)
+
+        wait_until(both_running, 90, "two gateway workers running the two jobs")
+        assert len(backend.workers) == 2
+        for job_id in jobs:
+            assert wait_final(host, job_id, 60).state == "succeeded"
+        wait_until(lambda: not backend.workers, 60, "the idle workers closed")
+    finally:
+        host.stop()

@@ -59,6 +59,8 @@ class ClusterBackend:
         self._on_change: WorkersChanged | None = None
         self._refresh_lock = asyncio.Lock()
         self._demand_installed = False
+        # Autoscaling on the queue (minimum, maximum workers); maximum 0: the size stays.
+        self.autoscale: tuple[int, int] = (0, 0)
 
     @classmethod
     def from_config(cls, config: OrchestratorConfig) -> ClusterBackend:
@@ -180,7 +182,6 @@ class LocalBackend(ClusterBackend):
         gpus_per_worker: int = 0,
         slots_per_worker: int = 4,
         idle_timeout: float = 600.0,
-        autoscale: tuple[int, int] = (0, 0),
     ) -> None:
         super().__init__()
         self.state_file = state_dir / "cluster.json"
@@ -188,21 +189,19 @@ class LocalBackend(ClusterBackend):
         self.gpus_per_worker = max(0, gpus_per_worker)
         self.slots_per_worker = max(1, slots_per_worker)
         self.idle_timeout = idle_timeout
-        self.autoscale = autoscale  # (minimum, maximum); maximum 0: fixed size
         self.pid: int | None = None
 
     @classmethod
     def from_config(cls, config: OrchestratorConfig) -> ClusterBackend:
-        autoscale = (config.autoscale_minimum, config.autoscale_maximum)
         workers = config.workers
         if config.autoscale_maximum:
             workers = min(max(workers, config.autoscale_minimum), config.autoscale_maximum)
         return cls(
             config.data_dir, workers, config.gpus_per_worker, config.slots_per_worker,
-            config.cluster_idle_timeout, autoscale,
+            config.cluster_idle_timeout,
         )  # fmt: skip
 
-    def _scaling_arguments(self) -> list[str]:
+    def scaling_arguments(self) -> list[str]:
         minimum, maximum = self.autoscale
         if not maximum:
             return []
@@ -214,7 +213,7 @@ class LocalBackend(ClusterBackend):
             "--gpus-per-worker", str(self.gpus_per_worker),
             "--slots-per-worker", str(self.slots_per_worker),
             "--idle-timeout", str(self.idle_timeout),
-            *self._scaling_arguments(),
+            *self.scaling_arguments(),
         ]  # fmt: skip
 
     async def _start_cluster(self) -> str:
@@ -266,7 +265,7 @@ class LocalCUDABackend(LocalBackend):
 
     def _arguments(self) -> list[str]:
         return ["--cuda", "--slots-per-worker", str(self.slots_per_worker),
-                "--idle-timeout", str(self.idle_timeout), *self._scaling_arguments()]  # fmt: skip
+                "--idle-timeout", str(self.idle_timeout), *self.scaling_arguments()]  # fmt: skip
 
 
 async def _answers(address: str) -> bool:
@@ -292,7 +291,9 @@ def make_backend(config: OrchestratorConfig) -> ClusterBackend:
     ``local`` (CPU workers, or dask-cuda when GPUs and dask_cuda are present), ``local-cuda``,
     or the address of a running scheduler (``tcp://host:8786``). A local cluster keeps its
     state file in the data folder."""
-    return (config.cluster_backend_class or _backend_class(config)).from_config(config)
+    backend = (config.cluster_backend_class or _backend_class(config)).from_config(config)
+    backend.autoscale = (config.autoscale_minimum, config.autoscale_maximum)
+    return backend
 
 
 def _backend_class(config: OrchestratorConfig) -> type[ClusterBackend]:

@@ -123,8 +123,12 @@ class GatewayBackend(ManagedClusterBackend):
             self._remember(name)
             log.info("asked the gateway at %s for cluster %s", self.options.address, name)
         self.cluster = await self.gateway.connect(name)
+        minimum, maximum = self.autoscale
+        if maximum:
+            # The gateway's adaptive loop asks the scheduler, where QueueDemand answers.
+            await self.gateway.adapt_cluster(name, minimum=minimum, maximum=maximum)
         # Someone else's cluster keeps its size unless the options name one.
-        if self.options.workers is not None or not self.options.cluster_name:
+        elif self.options.workers is not None or not self.options.cluster_name:
             workers = 1 if self.options.workers is None else self.options.workers
             await self.gateway.scale_cluster(name, workers)
         self.security = self.cluster.security

@@ -101,7 +101,11 @@ class KubernetesBackend(ManagedClusterBackend):
             asynchronous=True,
             quiet=True,
         )
-        if self.options.workers is not None:
+        minimum, maximum = self.autoscale
+        if maximum:
+            # A DaskAutoscaler: the operator asks the scheduler, where QueueDemand answers.
+            await self.cluster.adapt(minimum=minimum, maximum=maximum)
+        elif self.options.workers is not None:
             await self.cluster.scale(self.options.workers)
         return str(self.cluster.scheduler_address)
 

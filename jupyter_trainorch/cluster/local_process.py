@@ -96,22 +96,23 @@ async def _start(args: argparse.Namespace, attempt_dir: Path) -> Any:
     else:
         cluster = await _worker_cluster(args, attempt_dir)
     if args.autoscale_maximum:
-        await _scale_on_queue(cluster, args)
+        await scale_on_queue(cluster, args.autoscale_minimum, args.autoscale_maximum)
     return cluster
 
 
-async def _scale_on_queue(cluster: Any, args: argparse.Namespace) -> None:
-    """Grow and shrink on the orchestrator's demand (``QueueDemand``), never Dask's."""
+async def scale_on_queue(cluster: Any, minimum: int, maximum: int) -> None:
+    """Grow and shrink ``cluster`` (a SpecCluster in this process) on the orchestrator's
+    demand (``QueueDemand``), never on Dask's."""
     from .demand import QueueDemand
 
     await cluster.scheduler.register_scheduler_plugin(QueueDemand(), idempotent=True)
     # The grace period is the orchestrator's: a worker it offers is closed at once.
-    cluster.adapt(
-        minimum=args.autoscale_minimum,
-        maximum=args.autoscale_maximum,
-        interval="500ms",
-        wait_count=1,
-    )
+    cluster.adapt(minimum=minimum, maximum=maximum, interval="500ms", wait_count=1)
+
+
+def add_scaling_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--autoscale-minimum", type=int, default=0)
+    parser.add_argument("--autoscale-maximum", type=int, default=0, help="0: no autoscaling")
 
 
 def _idle(scheduler: Any) -> bool:
@@ -174,8 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cuda", action="store_true", help="one dask-cuda worker per GPU")
     parser.add_argument("--attempt-dir", default="")
     parser.add_argument("--idle-timeout", type=float, default=600.0, help="0: never")
-    parser.add_argument("--autoscale-minimum", type=int, default=0)
-    parser.add_argument("--autoscale-maximum", type=int, default=0, help="0: no autoscaling")
+    add_scaling_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     asyncio.run(serve(args))

@@ -51,6 +51,12 @@ class ManagedClusterBackend(ClusterBackend):
         self.client = await Client(
             self.address, security=self.security, asynchronous=True, name="trainorch-orchestrator"
         )
+        if self.autoscale[1]:
+            # Before the tool's autoscaler asks: it must hear our queue's demand, not Dask's.
+            from .demand import QueueDemand
+
+            await self.client.register_plugin(QueueDemand())
+            self._demand_installed = True
         self.client.subscribe_topic("all", self._scheduler_event)
         await self.refresh()
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ..environ import without_service_settings
 from ..files import write_private
 from .backends import CLUSTER_START_TIMEOUT, LocalBackend
-from .local_process import read_state
+from .local_process import add_scaling_arguments, read_state, scale_on_queue
 from .managed import backend_options
 from .options import ClusterOptions, parse_cluster_options
 
@@ -101,7 +101,8 @@ class SlurmBackend(LocalBackend):
         log_path = self.state_file.with_name("slurm-cluster.log")
         with open(log_path, "ab") as log_file:
             proc = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(self.state_file), str(options_file)],
+                [sys.executable, "-m", __name__, str(self.state_file), str(options_file),
+                 *self.scaling_arguments()],
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                 env=without_service_settings(), start_new_session=True,
             )  # fmt: skip
@@ -118,8 +119,9 @@ class SlurmBackend(LocalBackend):
         raise RuntimeError(f"the Slurm Dask cluster did not start; its log ends with:\n{tail}")
 
 
-async def serve(state_file: Path, options: ClusterOptions) -> None:
-    """Run the SLURMCluster until SIGTERM/SIGINT; then cancel its Slurm jobs."""
+async def serve(state_file: Path, options: ClusterOptions, autoscale: tuple[int, int]) -> None:
+    """Run the SLURMCluster until SIGTERM/SIGINT; then cancel its Slurm jobs. With
+    ``autoscale`` (minimum, maximum > 0) it submits and cancels jobs on the queue's demand."""
     import dask
     from dask_jobqueue import SLURMCluster
 
@@ -127,7 +129,10 @@ async def serve(state_file: Path, options: ClusterOptions) -> None:
     dask.config.set({"distributed.scheduler.allowed-failures": 0})
     cluster = await SLURMCluster(asynchronous=True, **slurm_cluster_kwargs(options))
     jobs = 1 if options.workers is None else options.workers
-    cluster.scale(jobs=jobs)
+    if autoscale[1]:
+        await scale_on_queue(cluster, *autoscale)
+    else:
+        cluster.scale(jobs=jobs)
     state = {"address": cluster.scheduler_address, "pid": os.getpid(), "started": time.time()}
     write_private(state_file, json.dumps(state))
     stop = asyncio.Event()
@@ -138,8 +143,10 @@ async def serve(state_file: Path, options: ClusterOptions) -> None:
             await asyncio.wait_for(stop.wait(), timeout=REPLACE_LOST_WORKERS_EVERY)
         except asyncio.TimeoutError:
             # A worker whose Slurm job ended (its walltime, a failed node) leaves the cluster
-            # after distributed.deploy.lost-worker-timeout; scale then submits a job for it.
-            cluster.scale(jobs=jobs)
+            # after distributed.deploy.lost-worker-timeout; scale then submits a job for it
+            # (autoscaling replaces it by itself).
+            if not autoscale[1]:
+                cluster.scale(jobs=jobs)
     current = read_state(state_file)
     if current is not None and current.get("pid") == os.getpid():
         state_file.unlink(missing_ok=True)
@@ -153,10 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jupyter_trainorch.cluster.slurm")
     parser.add_argument("state_file")
     parser.add_argument("options_file", help="cluster_options JSON (TRAINORCH_CLUSTER_OPTIONS)")
+    add_scaling_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     options = parse_cluster_options(Path(args.options_file).read_text(), "slurm")
-    asyncio.run(serve(Path(args.state_file), options))
+    autoscale = (args.autoscale_minimum, args.autoscale_maximum)
+    asyncio.run(serve(Path(args.state_file), options, autoscale))
     return 0
 
 
