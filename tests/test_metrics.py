@@ -40,6 +40,8 @@ def test_metrics_count_jobs_attempts_gpu_time_and_queue_waits(host_factory, tmp_
     assert got[("trainorch_gpu_seconds_total", (("user", user),))] >= 0.6
     assert got[("trainorch_queue_wait_seconds_count", ())] == 1
     assert got[("trainorch_queue_wait_seconds_bucket", (("le", "+Inf"),))] == 1
+    assert got[("trainorch_dispatch_latency_seconds_count", ())] == 2  # both attempts ran
+    assert 0 < got[("trainorch_dispatch_latency_seconds_sum", ())] < 60
     assert got[("trainorch_gpus", ())] == 1 and got[("trainorch_gpus_busy", ())] == 0
     assert got[("trainorch_workers", ())] == 1 and got[("trainorch_running_attempts", ())] == 0
 
@@ -49,7 +51,8 @@ def test_the_grafana_dashboard_charts_only_metrics_the_service_exports(host_fact
     import re
     from pathlib import Path
 
-    host = host_factory(workers=1, gpus_per_worker=1)
+    # Autoscaled (to the one worker there is), so that its figures are exported too.
+    host = host_factory(workers=1, gpus_per_worker=1, autoscale_minimum=1, autoscale_maximum=1)
     exported = {family.name for family in text_string_to_metric_families(render_metrics(host))}
     dashboard = json.loads(
         (Path(__file__).parent.parent / "examples" / "grafana" / "trainorch.json").read_text()

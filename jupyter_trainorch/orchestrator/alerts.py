@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 RATE_PER_MINUTE = 30
 MAX_RULES = 50
+MAX_REMEMBERED = 100_000  # alerts sent, kept so that each goes once
 EVENTS = ("queue_wait", "log", "admins")  # besides job states
 
 
@@ -131,7 +132,8 @@ class Alerts:
         self.smtp_url = smtp_url
         self.notify_owner = notify_owner
         self.clock = clock
-        self.sent: set[tuple[int, str, str]] = set()  # (rule, job, event): once each
+        # (rule, job, event): once each; the oldest forgotten past MAX_REMEMBERED.
+        self.sent: dict[tuple[int, str, str], None] = {}
         self._recent: dict[str, deque[float]] = {}
         self._outbox: queue.Queue[Alert | None] = queue.Queue(maxsize=1000)
         self._thread = threading.Thread(
@@ -183,7 +185,9 @@ class Alerts:
         key = (n, job_id, event)
         if key in self.sent:
             return
-        self.sent.add(key)
+        self.sent[key] = None
+        if len(self.sent) > MAX_REMEMBERED:
+            del self.sent[next(iter(self.sent))]
         alert = Alert(rule.to, f"trainorch: {text}", text, job_id, user, {"event": event, **data})
         if rule.to == "owner":
             self.notify_owner(alert)

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 # Queue waits from seconds to a working day.
 WAIT_BUCKETS = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 8 * 3600)
+# From a warm worker's fork (tenths of a second) to a cold image pull (minutes).
+DISPATCH_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
 _CLASS_OF = {value: name for name, value in PRIORITY_CLASSES.items()}
 
 
@@ -98,6 +100,16 @@ class TrainorchCollector(Collector):
             buckets=[(str(b), c) for b, c in zip(WAIT_BUCKETS, counts, strict=True)]
             + [("+Inf", len(waits))],
             sum_value=sum(waits),
+        )
+
+        latencies = store.dispatch_latencies()
+        counts = [sum(1 for t in latencies if t <= bound) for bound in DISPATCH_BUCKETS]
+        yield HistogramMetricFamily(
+            "trainorch_dispatch_latency_seconds",
+            "Seconds from dispatch to the job's process running, of the newest 10,000 attempts.",
+            buckets=[(str(b), c) for b, c in zip(DISPATCH_BUCKETS, counts, strict=True)]
+            + [("+Inf", len(latencies))],
+            sum_value=sum(latencies),
         )
 
         if not self.host.running:

@@ -308,6 +308,18 @@ class JobStore:
             )
             return [max(0.0, started - created) for created, started in session.execute(query)]
 
+    def dispatch_latencies(self, newest: int = 10_000) -> list[float]:
+        """Seconds from dispatch (the attempt stored and handed to Dask) to the job's
+        process running, of the ``newest`` attempts that got that far."""
+        with self._session() as session:
+            query = (
+                select(AttemptRow.started, AttemptRow.process_started)
+                .where(AttemptRow.started.is_not(None), AttemptRow.process_started.is_not(None))
+                .order_by(AttemptRow.pk.desc())
+                .limit(newest)
+            )
+            return [max(0.0, running - started) for started, running in session.execute(query)]
+
     def count_reexecutions(self) -> int:
         """Attempts whose code had started and that ended for a reason not the job's own
         (a lost worker, a stopped service): each one's job ran its code again."""
