@@ -132,3 +132,38 @@ def test_a_host_that_cannot_submit_slurm_jobs_is_told_so(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
     with pytest.raises(RuntimeError, match="^TRAINORCH_CLUSTER=slurm needs sbatch and scancel"):
         start_host(tmp_path / "data", cluster="slurm", mlflow="off")
+
+
+@pytest.mark.timeout(170)
+def test_slurm_jobs_are_submitted_for_the_queue_and_cancelled_when_idle(tmp_path, fake_slurm):
+    from conftest import submit, wait_final
+
+    from jupyter_trainorch.spec import Resources
+
+    options = {"gpus_per_worker": 1, "cores": 1, "memory": "1 GiB", "interface": "lo"}
+    data = tmp_path / "data"
+    host = start_host(
+        data, cluster="slurm", cluster_options=json.dumps(options), mlflow="off",
+        slots_per_worker=1, autoscale_minimum=0, autoscale_maximum=2, autoscale_grace=2,
+    )  # fmt: skip
+    try:
+        backend = host.orchestrator.backend
+        assert not backend.workers and not _ids(fake_slurm / "submitted")
+        jobs = [submit(host, name=f"s{i}", source="import time\ntime.sleep(5)",
+                       resources=Resources(gpus=1)) for i in range(2)]  # fmt: skip
+
+        def both_running() -> bool:
+            return all(host.store.get_job(j).state == "running" for j in jobs)
+
+        wait_until(both_running, 90, "two Slurm jobs' workers running the two jobs")
+        assert len(_ids(fake_slurm / "submitted")) == 2
+        for job_id in jobs:
+            assert wait_final(host, job_id, 60).state == "succeeded"
+        wait_until(lambda: not backend.workers, 60, "the idle workers closed")
+        submitted = _ids(fake_slurm / "submitted")
+        wait_until(lambda: all(not group_alive(job) for job in submitted), 30, "Slurm jobs ended")
+    finally:
+        host.stop()
+        state = data / "slurm-cluster.json"
+        if state.exists():
+            stop_process(json.loads(state.read_text())["pid"])
