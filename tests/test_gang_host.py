@@ -48,7 +48,8 @@ def test_gpus_are_never_pooled_across_hosts_and_the_job_holds_a_host() -> None:
     assert small.job_id == "small" and policy.host_of(small.worker) != policy.host_of(held)
     error = policy.fit_error(3, 1.0, 0, workers)
     assert error == (
-        "the job asks for 3 GPUs and 1 CPU but the largest host has 2 GPUs (a); a job's GPUs "
+        "the job asks for 3 GPUs and 1 CPU but the largest host has 2 GPUs (a; the largest "
+        "worker has 1); a job's GPUs "
         "must be on one host (use nodes for several)"
     )
     assert policy.fit_error(2, 1.0, 0, workers) is None

@@ -122,7 +122,8 @@ def host_fit_error(shape: Shape, workers: Sequence[WorkerView]) -> str | None:
     )
     return (
         f"the job asks for {demand_text(shape)} but the largest host has "
-        f"{plural(largest[0], 'GPU')} ({largest[2]}); a job's GPUs must be on one host "
+        f"{plural(largest[0], 'GPU')} ({largest[2]}; the largest worker has "
+        f"{board.largest_gpus}); a job's GPUs must be on one host "
         "(use nodes for several)"
     )
 
