@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from conftest import start_host, submit, wait_final, wait_until
 from test_alerts import Receiver
 from test_tracking import LOG_A_MODEL
 
+from jupyter_trainorch.client.job import submit as submit_request
 from jupyter_trainorch.orchestrator.deploy_hooks import (
     MAX_WAITING,
     DeployHookConfigError,
@@ -115,6 +117,26 @@ def test_registering_a_model_calls_the_webhook_and_the_command_once_each(
         assert any(m.startswith(f"deploy hook 5 (webhook:http://127.0.0.1:9/nothing-listens) for model doubler v{version} failed: ") for m in logged)  # fmt: skip
     assert any(m.startswith("deploy hook 6 (command:") and "v1 failed: " in m for m in logged)
     assert not any("deploy hook 4" in m for m in logged)
+
+
+def test_a_hook_commands_output_is_in_the_service_log(tmp_path, monkeypatch):
+    """Through ``trainorch serve`` (started for this test's data folder, as a user's is)."""
+    monkeypatch.setenv("TRAINORCH_WORKERS", "1")
+    monkeypatch.setenv("TRAINORCH_DEPLOY_HOOKS",
+                       '[{"on": "registered", "to": "command:echo deployed $TRAINORCH_MODEL_URI"}]')  # fmt: skip
+    job = submit_request(
+        {"template": "python-cell", "name": "register", "source": LOG_A_MODEL,
+         "overrides": {"register_model": "doubler"}}
+    )  # fmt: skip
+    assert job.wait(180) == "succeeded", job.logs()
+    service_log = Path(os.environ["TRAINORCH_DATA_DIR"]) / "service.log"
+    # Split as a shell would, run without one: the variable is not expanded.
+    line = wait_until(
+        lambda: [t for t in service_log.read_text().splitlines() if "deployed $TRAINORCH" in t],
+        timeout=60, what="the hook's output in the service log",
+    )  # fmt: skip
+    assert line[0].endswith("deploy hook 1 (command:echo deployed $TRAINORCH_MODEL_URI) for "
+                            "model doubler v1: deployed $TRAINORCH_MODEL_URI")  # fmt: skip
 
 
 class StuckStore:
