@@ -120,7 +120,8 @@ class TrainOrchServiceApp(ExtensionApp):
         hooks_log = logging.getLogger("jupyter_trainorch.orchestrator.deploy_hooks")
         hooks_log.setLevel(logging.INFO)
         for handler in self.log.handlers:
-            hooks_log.addHandler(handler)
+            if handler not in hooks_log.handlers:  # a second app in this process
+                hooks_log.addHandler(handler)
         hooks_log.propagate = not self.log.handlers  # each line once
 
     def initialize_handlers(self) -> None:
