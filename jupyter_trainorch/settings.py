@@ -161,6 +161,20 @@ class AlertRules(Text):
         return True
 
 
+class DeployHookRules(Text):
+    info_text = 'a JSON list of hooks such as [{"on": "registered", "to": "webhook:https://…"}]'
+
+    def acceptable(self, value: str) -> bool:
+        from .orchestrator.deploy_hooks import DeployHookConfigError, parse_deploy_hooks
+
+        try:
+            parse_deploy_hooks(value)
+        except DeployHookConfigError as err:
+            self.info_text = f"{DeployHookRules.info_text} ({err})"
+            return False
+        return True
+
+
 class Choice(_Setting, Enum):  # type: ignore[misc]
     def info(self) -> str:
         return "one of " + ", ".join(repr(value) for value in self.values or ())
@@ -300,6 +314,16 @@ class TrainOrch(Configurable):
         env="TRAINORCH_SMTP_URL",
         help="The mail server of email alerts: smtp://[user:password@]host:port "
         "(smtp+starttls://… to encrypt).",
+    )
+    deploy_hooks = DeployHookRules(
+        "",
+        env="TRAINORCH_DEPLOY_HOOKS",
+        help="Hooks called when a job registers its model, as JSON: each names on "
+        "('registered', or 'alias:NAME' for a version given that alias), optionally model "
+        "(a name or glob) and timeout (seconds), and to: webhook:URL (a POST of JSON with "
+        "model, version, alias, run_id, job_id, user) or command:PROGRAM ARGS (run with "
+        "those as TRAINORCH_MODEL_* variables), e.g. "
+        '[{"on": "alias:champion", "model": "resnet*", "to": "command:/usr/local/bin/deploy.sh"}].',
     )
     preemption_priority = PriorityClass(
         "urgent",
@@ -444,6 +468,7 @@ class TrainOrch(Configurable):
     _event_log_default = _from_environment("event_log")
     _alerts_default = _from_environment("alerts")
     _smtp_url_default = _from_environment("smtp_url")
+    _deploy_hooks_default = _from_environment("deploy_hooks")
     _preemption_priority_default = _from_environment("preemption_priority")
     _preemption_min_runtime_default = _from_environment("preemption_min_runtime")
     _checkpoint_root_default = _from_environment("checkpoint_root")

@@ -60,6 +60,10 @@ EXAMPLES: dict[str, tuple[str, object]] = {
     "event_log": ("/var/log/trainorch/events.json", "/var/log/trainorch/events.json"),
     "alerts": ('[{"on": "failed", "to": "owner"}]', '[{"on": "failed", "to": "owner"}]'),
     "smtp_url": ("smtp://mail.example:25", "smtp://mail.example:25"),
+    "deploy_hooks": (
+        '[{"on": "alias:champion", "to": "command:/usr/local/bin/deploy.sh"}]',
+        '[{"on": "alias:champion", "to": "command:/usr/local/bin/deploy.sh"}]',
+    ),
     "preemption_priority": ("high", "high"),
     "preemption_min_runtime": ("60", 60.0),
     "checkpoint_root": ("/shared/checkpoints", "/shared/checkpoints"),

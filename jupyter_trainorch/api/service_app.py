@@ -16,6 +16,7 @@ stop`` (``POST service/stop``) stops it on purpose.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import urllib.parse
@@ -102,6 +103,7 @@ class TrainOrchServiceApp(ExtensionApp):
             # Stop instead, with the sentence that names the setting (its last log line).
             self.log.critical("trainorch: a setting is wrong: %s", err)
             raise SystemExit(2) from None
+        self._log_deploy_hooks_here()
         self.service = JobService(config, others_jobs=self.settings_.others_jobs)
         self.settings.update(
             trainorch_service=self.service,
@@ -111,6 +113,16 @@ class TrainOrchServiceApp(ExtensionApp):
         )
         assert self.serverapp is not None
         self.serverapp.io_loop.add_callback(self._on_server_started)
+
+    def _log_deploy_hooks_here(self) -> None:
+        """What deployment hooks did, and their commands' output, in this service's log:
+        they are INFO lines, which Python's last-resort handler would drop."""
+        hooks_log = logging.getLogger("jupyter_trainorch.orchestrator.deploy_hooks")
+        hooks_log.setLevel(logging.INFO)
+        for handler in self.log.handlers:
+            if handler not in hooks_log.handlers:  # a second app in this process
+                hooks_log.addHandler(handler)
+        hooks_log.propagate = not self.log.handlers  # each line once
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(service_handlers("/"))

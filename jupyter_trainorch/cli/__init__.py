@@ -145,6 +145,23 @@ def build_parser() -> argparse.ArgumentParser:
     export = verb("export", cmd_export, "Write a job as a standalone template and script.")
     export.add_argument("id", metavar="ID")
     export.add_argument("--dir", default=".", metavar="DIR", help="where to write (default: here)")
+    export.add_argument(
+        "--format", default="template", choices=("template", "pytorchjob", "trainjob"),
+        help="template: a trainorch template and script (default); pytorchjob, trainjob: "
+        "also a Kubeflow manifest that runs them (docs/integrations.md)",
+    )  # fmt: skip
+    export.add_argument(
+        "--image", metavar="IMAGE", help="the container image of a Kubeflow manifest "
+        "(default: the template's image)",
+    )  # fmt: skip
+    export.add_argument(
+        "--secret", metavar="NAME", help="the Kubernetes Secret holding the job's secret env "
+        "values (default: <job>-secrets)",
+    )  # fmt: skip
+    export.add_argument(
+        "--runtime", default="torch-distributed", metavar="NAME",
+        help="the ClusterTrainingRuntime of a trainjob (default: torch-distributed)",
+    )  # fmt: skip
     mlflow_ui = verb("mlflow-ui", cmd_mlflow_ui, "Open the MLflow UI on the jobs' tracking store.")
     mlflow_ui.add_argument("--host", default="127.0.0.1")
     mlflow_ui.add_argument("--port", type=int, default=5000)

@@ -265,6 +265,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     transport = _transport()
     job = transport.get(args.id)
-    for path in export_job(job, transport.package(args.id), Path(args.dir)):
+    package = transport.package(args.id)
+    if args.format == "template":
+        written = export_job(job, package, Path(args.dir))
+    else:
+        from ..client.kubeflow import export_kubeflow
+
+        written = export_kubeflow(
+            job, package, Path(args.dir), args.format, image=args.image, secret=args.secret,
+            runtime=args.runtime,
+        )  # fmt: skip
+    for path in written:
         print(path)
     return EXIT_OK

@@ -66,6 +66,7 @@ class OrchestratorConfig:
     event_log: str
     alerts: str
     smtp_url: str
+    deploy_hooks: str
     preemption_priority: str
     preemption_min_runtime: float
     checkpoint_root: str

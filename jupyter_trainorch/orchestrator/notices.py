@@ -1,5 +1,5 @@
-"""Where the service's events go besides the store: the ECS event log (ELK) and alerts to
-people (webhooks, email, the owner's JupyterLab, the admins)."""
+"""Where the service's events go besides the store: the ECS event log (ELK), alerts to
+people (webhooks, email, the owner's JupyterLab, the admins) and deployment hooks."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ..store import QUEUED, JobRecord, JobStore
+from ..tracking import tracking_uri
 from .alerts import Alert, Alerts, parse_rules
 from .attempts import Running, tail
 from .config import OrchestratorConfig
+from .deploy_hooks import DeployHooks, parse_deploy_hooks
 from .event_log import EventLog
 from .feed import ChangeFeed
 
@@ -32,6 +34,14 @@ class Notices:
         self.alerts = Alerts(rules, config.smtp_url, self._notify_owner) if rules else None
         if self.alerts is not None:
             feed.subscribe(self.alerts.job_changed)
+        hooks = parse_deploy_hooks(config.deploy_hooks)
+        uri = tracking_uri(config.mlflow, config.data_dir)
+        if hooks and uri is None:
+            log.warning("TRAINORCH_DEPLOY_HOOKS is set but tracking is off: no model is "
+                        "registered, so no hook will fire")  # fmt: skip
+        self.deploy_hooks = DeployHooks(hooks, store, uri) if hooks else None
+        if self.deploy_hooks is not None:
+            feed.subscribe(self.deploy_hooks.job_changed)
 
     @property
     def want_lines(self) -> bool:
@@ -42,6 +52,8 @@ class Notices:
             self.event_log.close()
         if self.alerts is not None:
             self.alerts.close()
+        if self.deploy_hooks is not None:
+            self.deploy_hooks.close()
 
     def lines_stored(self, run: Running, lines: list[Any]) -> None:
         if self.event_log is not None:
