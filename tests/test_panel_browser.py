@@ -348,8 +348,9 @@ def test_mine_filter_and_queue_position(lab, page):
         _open_panel(page)
         panel = page.locator("#trainorch-panel")
         # The user comes from GET me, not from jobs seen in this browser.
+        # The first read of GET me waits behind the lab's start-up on a loaded machine.
         panel.locator(".trainorch-header [data-field='me']", has_text=me["name"]).wait_for(
-            timeout=30_000
+            timeout=60_000
         )
         mine = panel.locator("[data-action='user-mine']")
         page.wait_for_function(
