@@ -253,8 +253,10 @@ class Supervisor:
             status = json.loads(status_path.read_text())
         outputs_path = self.dir / OUTPUTS_FILE
         error = status.get("error")
-        if self.proc is not None and self.proc.lost:
-            error, status = self.proc.lost, {**status, "retryable": True}
+        # Its parent zygote died: the job's fault no more than a lost worker would be.
+        lost = self.proc.lost if self.proc is not None and not cancelled else None
+        if lost:
+            error, status = lost, {**status, "retryable": True}
         elif timed_out:
             error = f"timed out after {self.request['timeout']:g}s"
         elif cancelled:
@@ -274,7 +276,7 @@ class Supervisor:
             "exit_code": exit_code,
             "error": None if error is None else self.mask(error),
             "retryable": bool(status.get("retryable", True)) and not cancelled,
-            "infrastructure": bool(self.proc is not None and self.proc.lost),
+            "infrastructure": bool(lost),
             "cancelled": cancelled,
             "timed_out": timed_out,
             "outputs": outputs_path.read_bytes()

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 # Seconds a zygote may take to answer a spawn with the child's pid; past this it is taken
 # for hung, killed (its jobs with it) and replaced.
 SPAWN_TIMEOUT = 10.0
-RESTART_INTERVAL = 30.0
+RESTART_INTERVAL = 5.0  # a zygote that keeps dying costs one start per interval
 PLUGIN_NAME = "trainorch-zygote"
 
 
@@ -200,6 +200,12 @@ def ready_zygote(env: dict[str, str], log_path: Path) -> Zygote | None:
         _zygote = Zygote(env, log_path)
         _stop_with_worker()
         return None
+
+
+def zygote_pid() -> int | None:
+    """The pid of this worker's zygote while it is ready to fork (diagnostics, tests)."""
+    with _lock:
+        return _zygote.process.pid if _zygote is not None and _zygote.healthy() else None
 
 
 def stop_zygote() -> None:
