@@ -7,6 +7,7 @@ job's parent is the zygote, whose parent is the worker.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from conftest import log_text, pid_alive, submit, wait_final, wait_until
 
 from jupyter_trainorch.processes import group_alive
+from jupyter_trainorch.runner.names import PROGRESS_FD_ENV, REQUEST_FILE
 from jupyter_trainorch.runner.zygote_client import zygote_pid
 from jupyter_trainorch.spec import Resources
 
@@ -240,3 +242,31 @@ def test_a_lost_worker_takes_its_zygote_and_its_forked_jobs_with_it(host, tmp_pa
     wait_until(lambda: not pid_alive(pid), timeout=10, what="the forked job to end")
     job = wait_final(host, job_id, timeout=120)  # the nanny starts a new worker; it runs there
     assert job.state == "succeeded" and job.attempts[0].infrastructure
+
+
+def test_a_zygote_that_does_not_answer_is_killed_and_the_job_starts_fresh(tmp_path, monkeypatch):
+    """No Dask here: the worker's side of the zygote, in this process."""
+    from jupyter_trainorch.runner import launch, zygote_client
+
+    monkeypatch.setattr(zygote_client, "SPAWN_TIMEOUT", 0.5)
+    attempt = tmp_path / "attempt"
+    attempt.mkdir()
+    request = {"kind": "python", "name": "unanswered", "source": "import os; print(os.getppid())"}
+    (attempt / REQUEST_FILE).write_text(json.dumps(request))
+    log = tmp_path / "zygote.log"
+    try:
+        zygote = wait_until(lambda: zygote_client.ready_zygote(launch.worker_environment(), log),
+                            timeout=30, what="a zygote in this process")  # fmt: skip
+        os.kill(zygote.process.pid, signal.SIGSTOP)
+        read_end, write_end = os.pipe()
+        env = {**launch.worker_environment(), PROGRESS_FD_ENV: str(write_end)}
+        proc = launch.start_job_process(attempt, env, str(attempt), write_end)
+        os.close(write_end)
+        assert isinstance(proc, launch.FreshProcess)
+        assert proc.stdout.read().decode().split() == [str(os.getpid())]
+        assert proc.wait() == 0
+        os.close(read_end)
+        assert not pid_alive(zygote.process.pid)
+        assert zygote_client.zygote_pid() is None
+    finally:
+        zygote_client.stop_zygote()

@@ -17,13 +17,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..environ import without_service_settings
+from ..environ import ZYGOTE_SWITCH, without_service_settings
 from .zygote_client import ForkedProcess, ZygoteUnavailable, ready_zygote
 
-ZYGOTE_SWITCH_ENV = "TRAINORCH_ZYGOTE"  # of the worker: "off" starts every job fresh
-# How a fresh interpreter runs the job: ``-c`` spares the ``runpy`` that ``-m`` loads.
+# How a fresh interpreter runs the job: ``-c`` spares the ``runpy`` that ``-m`` loads. The
+# '' that ``-c`` puts first on the import path goes: ``child.main`` puts the job's working
+# folder there instead, as ``-m`` did.
 FRESH_START = (
-    "import sys; from jupyter_trainorch.runner.child import main; sys.exit(main(sys.argv))"
+    "import sys; del sys.path[0]; "
+    "from jupyter_trainorch.runner.child import main; sys.exit(main(sys.argv))"
 )
 # Read by an interpreter (or the C library) when its process starts, never after; the zygote
 # applies PYTHONPATH to the import path itself, and every job gets PYTHONUNBUFFERED=1.
@@ -56,13 +58,20 @@ def start_time_difference(env: dict[str, str], zygote_env: dict[str, str]) -> st
     """The first variable read only at process start that ``env`` sets otherwise than the
     zygote's environment did; None when a process forked from the zygote fits ``env``."""
     for name in sorted(set(env) | set(zygote_env)):
-        if name in _APPLIED_AFTER_FORK:
-            continue
-        if (name.startswith(_READ_AT_START_PREFIXES) or name in _READ_AT_START) and env.get(
-            name
-        ) != zygote_env.get(name):
+        read_at_start = name.startswith(_READ_AT_START_PREFIXES) or name in _READ_AT_START
+        if (
+            read_at_start
+            and name not in _APPLIED_AFTER_FORK
+            and env.get(name) != zygote_env.get(name)
+        ):
             return name
     return None
+
+
+def zygote_allowed() -> bool:
+    """Whether this worker may fork jobs from a zygote: not turned off, and pidfds exist."""
+    switched_off = os.environ.get(ZYGOTE_SWITCH, "").lower() in ("off", "0", "false", "no")
+    return not switched_off and hasattr(os, "pidfd_open")
 
 
 def start_job_process(
@@ -70,15 +79,13 @@ def start_job_process(
 ) -> JobProcess:
     """Start ``runner.child`` for the attempt in ``attempt_dir`` in a process group of its
     own, stdout and stderr on one pipe (``.stdout``), ``progress_fd`` passed to it."""
-    if os.environ.get(ZYGOTE_SWITCH_ENV, "").lower() not in ("off", "0", "false", "no") and hasattr(
-        os, "pidfd_open"
-    ):
+    if zygote_allowed():
         zygote = ready_zygote(worker_environment(), attempt_dir.parent / "zygote.log")
         if zygote is not None and start_time_difference(env, zygote.env) is None:
             try:
                 return zygote.spawn([str(attempt_dir)], env, cwd, progress_fd)
             except ZygoteUnavailable:
-                pass
+                pass  # it is replaced at a later attempt; this one starts fresh
     return FreshProcess(
         [sys.executable, "-c", FRESH_START, str(attempt_dir)],
         stdin=subprocess.DEVNULL,

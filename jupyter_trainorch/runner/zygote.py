@@ -66,7 +66,9 @@ BASE_IMPORT_PATH = _import_path_without_own_entries()
 class ForkedJob:
     """What the child takes out of the zygote's loop: its socket and the pipes' write ends."""
 
-    def __init__(self, channel: socket.socket, output_fd: int, progress_fd: int, zygote: int):
+    def __init__(
+        self, channel: socket.socket, output_fd: int, progress_fd: int, zygote: int
+    ) -> None:
         self.channel, self.output_fd, self.progress_fd = channel, output_fd, progress_fd
         self.zygote = zygote
 

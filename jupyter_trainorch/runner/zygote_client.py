@@ -157,7 +157,7 @@ class Zygote:
         while b"\n" not in received:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([channel], [], [], left)[0]:
-                self.stop()
+                self.stop(hung=True)
                 raise ZygoteUnavailable(f"the zygote did not answer in {SPAWN_TIMEOUT:g}s")
             chunk = channel.recv(4096)
             if not chunk:
@@ -165,9 +165,12 @@ class Zygote:
             received += chunk
         return int(json.loads(received.split(b"\n", 1)[0])["pid"])
 
-    def stop(self) -> None:
-        """End it: closing its lifeline makes it kill its jobs' groups and exit."""
+    def stop(self, hung: bool = False) -> None:
+        """End it: closing its lifeline makes it kill its jobs' groups and exit; one that
+        does not answer is killed (its jobs then end by themselves, their parent gone)."""
         self._control.close()
+        if hung:
+            self.process.kill()
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
