@@ -168,25 +168,22 @@ def report(samples: dict[str, list[dict[str, float]]]) -> None:
             print(
                 f"ratio vs bare python child{suffix}: {ratio:.2f}   (target <= {target}: {verdict})"
             )
-    module = summary(samples[MODULE], "total")[0]
-    print(
-        f"ratio vs module-importing child (tracking off): {summary(samples[OFF], 'total')[0] / module:.2f}"
-    )
-    p50_ok = summary(samples[OFF], "total")[0] <= TARGET_P50_MS
+    off, module = summary(samples[OFF], "total")[0], summary(samples[MODULE], "total")[0]
+    print(f"ratio vs module-importing child (tracking off): {off / module:.2f}")
+    p50_ok = off <= TARGET_P50_MS
     print(f"target trainorch p50 <= {TARGET_P50_MS:.0f} ms: {'PASS' if p50_ok else 'MISS'}")
     for name in (OFF, ON):
         if name not in samples:
             continue
         forked = sum(int(s["forked"]) for s in samples[name])
-        print(
-            f"{name} breakdown (p50 / p95 ms), {forked} of {len(samples[name])} forked by the zygote:"
-        )
+        count = len(samples[name])
+        print(f"{name} breakdown (p50 / p95 ms), {forked} of {count} forked by the zygote:")
         for label, part in (
             ("submit() call", "submit_call"),
             ("submit -> starting (queue, plan, store, Client.submit)", "to_starting"),
-            ("starting -> supervisor starts the process (Dask, worker, attempt dir)", "starting_to_spawn"),
-            ("process start -> first line (fork or interpreter, child bootstrap)", "spawn_to_first"),
-        ):  # fmt: skip
+            ("starting -> process started (Dask, worker, attempt dir, fork)", "starting_to_spawn"),
+            ("process started -> first line (child bootstrap)", "spawn_to_first"),
+        ):
             p50, p95 = summary(samples[name], part)
             print(f"  {label}: {p50:.1f} / {p95:.1f}")
     for name in (BARE, MODULE):

@@ -51,7 +51,8 @@ def ready_zygote(host) -> int:
     """The pid of the worker's zygote, once it can fork (a first job starts it)."""
     if zygote_pid_of(host) is None:
         wait_final(host, submit(host, name="starts-the-zygote", source="pass"))
-    return wait_until(lambda: zygote_pid_of(host), timeout=30, what="the worker's zygote")  # type: ignore[return-value]
+    pid = wait_until(lambda: zygote_pid_of(host), timeout=30, what="the worker's zygote")
+    return int(pid)  # type: ignore[call-overload]
 
 
 def values(host, job_id: str, label: str) -> list[str]:
@@ -85,7 +86,7 @@ print("secret matches", os.environ.get(mine) == expected, flush=True)
 print("plain", os.environ.get("PLAIN"), flush=True)
 print("cwd", os.getcwd(), flush=True)
 print("gpus", os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
-print("progress fd open", os.fstat(int(os.environ["TRAINORCH_PROGRESS_FD"])) is not None, flush=True)
+print("progress fd open", os.fstat(int(os.environ["TRAINORCH_PROGRESS_FD"])).st_mode > 0, flush=True)
 """
 
 
@@ -188,8 +189,8 @@ def test_exit_codes_and_outputs_come_back_from_forked_processes(host):
 def test_a_job_that_sets_what_an_interpreter_reads_at_start_runs_fresh(host):
     ready_zygote(host)
     _, worker = worker_of(host)
-    job = wait_final(host, submit(host, name="hash-seed", env={"PYTHONHASHSEED": "0"},
-                                  source=WHO_AM_I + "print('hash', hash('x'), flush=True)"))  # fmt: skip
+    spec = {"name": "hash-seed", "env": {"PYTHONHASHSEED": "0"}, "source": WHO_AM_I}
+    job = wait_final(host, submit(host, **spec))
     assert job.state == "succeeded"
     assert values(host, job.id, "parent") == [str(worker)]  # not forked: started by the worker
 

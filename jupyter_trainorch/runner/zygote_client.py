@@ -147,8 +147,15 @@ class Zygote:
         finally:
             theirs.close()
             os.close(output_write)
-        # Only now does the child learn what to run: a start the zygote did not confirm runs nothing.
-        channel.sendall(json.dumps({"argv": argv, "env": env, "cwd": cwd}).encode() + b"\n")
+        # Only now does the child learn what to run: a start the zygote did not confirm runs
+        # nothing. The child holds its end until it has read this, so a broken pipe here
+        # means it is gone already, and the job can start fresh instead.
+        try:
+            channel.sendall(json.dumps({"argv": argv, "env": env, "cwd": cwd}).encode() + b"\n")
+        except OSError as err:
+            os.close(output_read)
+            channel.close()
+            raise ZygoteUnavailable(f"the forked process ended before its start: {err}") from None
         return ForkedProcess(pid, channel, output_read)
 
     def _await_pid(self, channel: socket.socket) -> int:
