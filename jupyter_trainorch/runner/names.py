@@ -35,3 +35,8 @@ UPSTREAM_DIR_ENV = "TRAINORCH_UPSTREAM_DIR"  # set when the job has dependencies
 TRACKING_ENV = "TRAINORCH_TRACKING"
 # Set by the child to the attempt's run id (MLflow removes MLFLOW_RUN_ID once read).
 MLFLOW_RUN_ID_ENV = "TRAINORCH_MLFLOW_RUN_ID"
+
+# -- the worker's zygote ----------------------------------------------------------------
+# Its exit code where it cannot watch its children (no pidfds): the worker then starts
+# every job fresh rather than one zygote after another.
+ZYGOTE_UNSUPPORTED = 78

@@ -46,7 +46,7 @@ import jupyter_trainorch.checkpoint  # noqa: F401
 import jupyter_trainorch.package  # noqa: F401 - reads the captured variables
 import jupyter_trainorch.runner.versions  # noqa: F401 - compares the kernel's versions
 from jupyter_trainorch.runner import child
-from jupyter_trainorch.runner.names import PROGRESS_FD_ENV
+from jupyter_trainorch.runner.names import PROGRESS_FD_ENV, ZYGOTE_UNSUPPORTED
 
 READY = b"ready"
 SPAWN = b"spawn"
@@ -110,10 +110,9 @@ def serve(control: socket.socket) -> ForkedJob | None:
                     _kill_group(running.pid)
                 return None
             if message != SPAWN or len(fds) != SPAWN_FDS or threading.active_count() != 1:
+                # Not a request this zygote can serve safely: the worker sees no pid, falls back.
                 for fd in fds:
-                    os.close(
-                        fd
-                    )  # not a request this zygote can serve safely; the worker falls back
+                    os.close(fd)
                 continue
             channel = socket.socket(fileno=fds[0])
             try:
@@ -189,6 +188,11 @@ def become_job(job: ForkedJob) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError) as err:
+        print(f"trainorch zygote: no pidfds here ({err}); jobs start fresh", file=sys.stderr)
+        return ZYGOTE_UNSUPPORTED
     job = serve(socket.socket(fileno=int(argv[1])))
     if job is None:
         return 0

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..processes import group_alive
+from .names import ZYGOTE_UNSUPPORTED
 
 log = logging.getLogger(__name__)
 
@@ -187,24 +188,29 @@ class Zygote:
 
 _zygote: Zygote | None = None
 _last_start = float("-inf")
+_unsupported = False  # a zygote found it cannot work on this host: never start another
 _lock = threading.Lock()
 
 
 def ready_zygote(env: dict[str, str], log_path: Path) -> Zygote | None:
     """This worker's zygote if it can fork now; else None, after starting one if none runs
     (so that the attempts that follow find it ready)."""
-    global _zygote, _last_start
+    global _zygote, _last_start, _unsupported
     with _lock:
-        if _zygote is not None and _zygote.healthy():
-            return _zygote
-        if _zygote is not None and _zygote.process.poll() is None:
-            return None  # still importing
         if _zygote is not None:
-            log.warning("the zygote ended (code %s); attempts start fresh interpreters until "
-                        "a new one is ready", _zygote.process.returncode)  # fmt: skip
+            if _zygote.healthy():
+                return _zygote
+            if _zygote.process.poll() is None:
+                return None  # still importing
+            code = _zygote.process.returncode
             _zygote.stop()
             _zygote = None
-        if time.monotonic() - _last_start < RESTART_INTERVAL:
+            if code == ZYGOTE_UNSUPPORTED:
+                _unsupported = True
+            else:
+                log.warning("the zygote ended (code %s); attempts start fresh interpreters "
+                            "until a new one is ready", code)  # fmt: skip
+        if _unsupported or time.monotonic() - _last_start < RESTART_INTERVAL:
             return None
         _last_start = time.monotonic()
         _zygote = Zygote(env, log_path)
