@@ -1,8 +1,9 @@
 """Job processes forked by the worker's zygote, on a real orchestrator and local cluster.
 
-Each test first makes sure the worker's zygote is ready (the first attempt on a worker
-starts it and runs as a fresh interpreter), then proves that its job was forked by it: the
-job's parent is the zygote, whose parent is the worker.
+Each test on the cluster first makes sure the worker's zygote is ready (the first attempt on
+a worker starts it and runs as a fresh interpreter), then proves that its job was forked by
+it: the job's parent is the zygote, whose parent is the worker. The last test drives the
+worker's side of the zygote in this process, without Dask.
 """
 
 from __future__ import annotations
