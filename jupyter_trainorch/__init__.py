@@ -5,10 +5,12 @@ Importing the package is cheap: Dask, pandas and the server parts load on first 
 
 from __future__ import annotations
 
-from typing import Any
-
 from .progress import progress
 from .upstream import upstream, upstreams
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: job processes import this
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["Pipeline", "Step", "__version__", "load_ipython_extension", "progress", "upstream",

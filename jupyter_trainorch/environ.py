@@ -19,3 +19,15 @@ def without_service_settings(environ: Mapping[str, str] | None = None) -> dict[s
         for name, value in source.items()
         if not name.startswith(_SERVICE_ONLY_PREFIXES) and name not in _SERVICE_ONLY
     }
+
+
+# Of a worker: "off" starts every job as a fresh interpreter, never forked by a zygote.
+ZYGOTE_SWITCH = "TRAINORCH_ZYGOTE"
+# Settings of the workers themselves, which a local cluster's workers take from the service.
+WORKER_SETTINGS = (ZYGOTE_SWITCH,)
+
+
+def worker_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The workers' own settings among ``environ`` (default: this process's)."""
+    source = os.environ if environ is None else environ
+    return {name: source[name] for name in WORKER_SETTINGS if name in source}

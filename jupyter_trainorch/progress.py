@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 import os
 import threading
-from typing import Any
 
-from .runner.protocol import PROGRESS_FD_ENV
+from .runner.names import PROGRESS_FD_ENV
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: job processes import this
+if TYPE_CHECKING:
+    from typing import Any
+
 
 _lock = threading.Lock()
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
-from typing import Any
 
-from .runner.protocol import OUTPUTS_FILE, UPSTREAM_DIR_ENV, UPSTREAM_INDEX
+from .runner.names import OUTPUTS_FILE, UPSTREAM_DIR_ENV, UPSTREAM_INDEX
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: job processes import this
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 
 class UpstreamError(LookupError):
@@ -25,6 +28,8 @@ class Upstream:
     """A job this one waited on, as it was when this job started."""
 
     def __init__(self, entry: dict[str, Any], folder: Path) -> None:
+        from pathlib import Path  # imported by every job's process, which seldom calls this
+
         self.job_id: str = entry["job_id"]
         self.name: str = entry["name"]
         self.state: str = entry["state"]
@@ -65,6 +70,8 @@ def upstreams() -> list[Upstream]:
             "upstream() works inside a job that waits on other jobs (--after or depends_on), "
             "and this process is not one"
         )
+    from pathlib import Path
+
     entries = json.loads((Path(folder) / UPSTREAM_INDEX).read_text())
     return [Upstream(entry, Path(folder)) for entry in entries]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..environ import without_service_settings
+from ..environ import without_service_settings, worker_settings
 from ..processes import pid_alive, stop_process
 from .gpus import visible_gpu_ids
 from .local_process import read_state
@@ -232,7 +232,7 @@ class LocalBackend(ClusterBackend):
                 [sys.executable, "-m", "jupyter_trainorch.cluster.local_process",
                  str(self.state_file), *self._arguments()],
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                env=without_service_settings(), start_new_session=True,
+                env={**without_service_settings(), **worker_settings()}, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + CLUSTER_START_TIMEOUT
         while time.monotonic() < deadline:

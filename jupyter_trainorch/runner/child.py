@@ -1,11 +1,16 @@
-"""The job's own process: ``python -m jupyter_trainorch.runner.child ATTEMPT_DIR``.
+"""The job's own process.
 
-Started by the supervisor in a new process group. Runs a python cell (with its
-captured variables and params) or a shell command, writes ``status.json`` when it
-fails in a way the supervisor must know about (not retryable), and ``outputs.pkl``
-with the variables the user asked back (its files and variables: ``protocol``). It
-dies with its supervisor: a watchdog kills the whole process group if the parent
-disappears.
+Started by the supervisor in a process group of its own: forked by the worker's zygote
+(``runner.zygote``), or as a fresh interpreter (``python -c`` running ``main``) when the
+zygote cannot serve. Runs a python cell (with its captured variables and params) or a shell
+command, writes ``status.json`` when it fails in a way the supervisor must know about (not
+retryable), and ``outputs.pkl`` with the variables the user asked back (its files and
+variables: ``protocol``). It dies with its parent: a watchdog kills the whole process group
+if the parent disappears.
+
+Everything this module imports is paid before the cell's first line by every fresh job
+process, so it imports little: no ``typing``, ``pathlib``, ``subprocess`` or ``traceback``
+until a path needs them.
 """
 
 from __future__ import annotations
@@ -15,17 +20,11 @@ import json
 import linecache
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-import traceback
-from pathlib import Path
-from typing import Any
 
-from ..files import write_private
-from .masking import SecretMask
-from .protocol import (
+from .names import (
     KERNEL_VERSIONS_FILE,
     MLFLOW_RUN_ID_ENV,
     MODULES_DIR,
@@ -36,18 +35,27 @@ from .protocol import (
     STATUS_FILE,
     TRACKING_ENV,
     VARIABLES_FILE,
-    AttemptRequest,
-    ChildStatus,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .protocol import AttemptRequest, ChildStatus
 
 EXIT_NOT_RETRYABLE = 3
 
 
-def _write_status(attempt_dir: Path, request: AttemptRequest, error: str, retryable: bool) -> None:
+def _write_status(attempt_dir: str, request: AttemptRequest, error: str, retryable: bool) -> None:
+    from pathlib import Path
+
+    from ..files import write_private
+    from .masking import SecretMask
+
     # An exception's text may quote a secret the job was given.
     mask = SecretMask((request.get("secret_env") or {}).values())
     status: ChildStatus = {"error": mask(error), "retryable": retryable}
-    write_private(attempt_dir / STATUS_FILE, json.dumps(status))
+    write_private(Path(attempt_dir, STATUS_FILE), json.dumps(status))
 
 
 def _watch_parent(parent: int) -> None:
@@ -71,7 +79,9 @@ def _forward_sigterm_to_group(kind: str) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def run_command(attempt_dir: Path, request: AttemptRequest) -> int:
+def run_command(attempt_dir: str, request: AttemptRequest) -> int:
+    import subprocess
+
     fds = ()
     if os.environ.get(PROGRESS_FD_ENV):
         fds = (int(os.environ[PROGRESS_FD_ENV]),)
@@ -90,13 +100,15 @@ def run_command(attempt_dir: Path, request: AttemptRequest) -> int:
 
 def _user_traceback(exc: BaseException, filename: str) -> str:
     """The traceback from the cell down, without this bootstrap's own frames."""
+    import traceback
+
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename != filename:
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
-def run_python(attempt_dir: Path, request: AttemptRequest) -> int:
+def run_python(attempt_dir: str, request: AttemptRequest) -> int:
     filename = f"<cell {request['name']}>"
     source = request["source"]
     try:
@@ -109,13 +121,14 @@ def run_python(attempt_dir: Path, request: AttemptRequest) -> int:
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
 
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
-    package_path = attempt_dir / VARIABLES_FILE
-    if package_path.exists():
+    package_path = os.path.join(attempt_dir, VARIABLES_FILE)
+    if os.path.exists(package_path):
         import cloudpickle  # only when there is something to unpickle: it costs start-up time
 
         from ..package import read_package
 
-        variables, _ = read_package(package_path.read_bytes())
+        with open(package_path, "rb") as package:
+            variables, _ = read_package(package.read())
         for name, blob in variables.items():
             try:
                 namespace[name] = cloudpickle.loads(blob)
@@ -155,44 +168,53 @@ def run_python(attempt_dir: Path, request: AttemptRequest) -> int:
             message = f"output variables could not be pickled: {type(err).__name__}: {err}"
             _write_status(attempt_dir, request, message, False)
             return EXIT_NOT_RETRYABLE
-        (attempt_dir / OUTPUTS_FILE).write_bytes(blob)
+        with open(os.path.join(attempt_dir, OUTPUTS_FILE), "wb") as outputs:
+            outputs.write(blob)
     return 0
 
 
-def _await_tracking_run(attempt_dir: Path, timeout: float = 30.0) -> None:
+def _await_tracking_run(attempt_dir: str, timeout: float = 30.0) -> None:
     """The orchestrator opens the attempt's MLflow run while this process starts; the
     user's code must log into it, so wait for its id (never longer than ``timeout``)."""
-    path = attempt_dir / RUN_ID_FILE
+    path = os.path.join(attempt_dir, RUN_ID_FILE)
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    while not os.path.exists(path):
         if time.monotonic() > deadline:
             print("trainorch: no MLflow run arrived; this attempt is not tracked", file=sys.stderr)
             return
         time.sleep(0.005)
-    run_id = path.read_text().strip()
+    with open(path, encoding="utf-8") as handle:
+        run_id = handle.read().strip()
     if run_id:
         # MLflow deletes MLFLOW_RUN_ID once it has read it; ours stays.
         os.environ["MLFLOW_RUN_ID"] = os.environ[MLFLOW_RUN_ID_ENV] = run_id
 
 
-def main(argv: list[str]) -> int:
-    attempt_dir = Path(argv[1])
-    request: AttemptRequest = json.loads((attempt_dir / REQUEST_FILE).read_text())
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+def main(argv: list[str], parent: int | None = None) -> int:
+    """Run the attempt whose folder is ``argv[1]``; ``parent``: the process whose end ends
+    this one (default: the one that started it)."""
+    attempt_dir = argv[1]
+    with open(os.path.join(attempt_dir, REQUEST_FILE), encoding="utf-8") as handle:
+        request: AttemptRequest = json.load(handle)
+    parent = os.getppid() if parent is None else parent
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     _forward_sigterm_to_group(request["kind"])
     if os.environ.get(TRACKING_ENV):
         _await_tracking_run(attempt_dir)
     workdir = os.getcwd()
     if workdir not in sys.path:
         sys.path.insert(0, workdir)
-    if (attempt_dir / MODULES_DIR).is_dir():
+    modules = os.path.join(attempt_dir, MODULES_DIR)
+    if os.path.isdir(modules):
         # The kernel's modules as they were at submit, before any of the same name that
         # the worker's folders hold; before the variables too, whose classes may be theirs.
-        sys.path.insert(0, str(attempt_dir / MODULES_DIR))
-    if (attempt_dir / KERNEL_VERSIONS_FILE).exists():
+        sys.path.insert(0, modules)
+    if os.path.exists(os.path.join(attempt_dir, KERNEL_VERSIONS_FILE)):
+        from pathlib import Path
+
         from .versions import check_versions  # importlib.metadata costs start-up time
 
-        for warning in check_versions(attempt_dir):
+        for warning in check_versions(Path(attempt_dir)):
             print(warning, file=sys.stderr, flush=True)
     if request["kind"] == "command":
         return run_command(attempt_dir, request)

@@ -2,47 +2,18 @@
 
 The orchestrator sends ``run_attempt`` an ``AttemptRequest`` and gets an
 ``AttemptOutcome`` back; the supervisor and the child share the files of the attempt's
-folder and the ``TRAINORCH_*`` variables named here. Requests and outcomes stay plain
+folder and the ``TRAINORCH_*`` variables named in ``names``. Requests and outcomes stay plain
 dicts (``TypedDict``): they cross Dask pickled and lie on disk as JSON, so what an older
-version wrote still reads. Standard library only: every job's process imports this.
+version wrote still reads. Standard library only.
 """
 
 from __future__ import annotations
 
 from typing import Any, NotRequired, TypedDict
 
-# Dask event topic of the supervisors' messages (output batches, "started").
-EVENT_TOPIC = "trainorch"
-
-# -- files of an attempt's folder on its worker ---------------------------------------
-REQUEST_FILE = "request.json"  # the AttemptRequest without its package (mode 0600)
-OUTCOME_FILE = "outcome.json"  # the AttemptOutcome without outputs, until collected
-STATUS_FILE = "status.json"  # the child's ChildStatus, when it failed in a known way
-OUTPUTS_FILE = "outputs.pkl"  # the variables the job gives back (cloudpickle)
-VARIABLES_FILE = "variables.zip"  # the captured variables the job starts with
-LOG_FILE = "log.jsonl"  # every output line, ``[seq, stream, text, time]``
-RUN_ID_FILE = "mlflow_run_id"  # the attempt's MLflow run id ("" for none)
-CHECKPOINTS_DIR = "checkpoints"  # when the orchestrator names no checkpoint folder
-UPSTREAM_DIR = "upstream"  # the jobs this one waited on: UPSTREAM_INDEX, ID/OUTPUTS_FILE
-UPSTREAM_INDEX = "upstream.json"  # [UpstreamJob without outputs], in dependency order
-MODULES_DIR = "modules"  # the kernel's local modules from the package, first on the import path
-KERNEL_VERSIONS_FILE = "kernel_versions.json"  # {distribution: version} the kernel had
-VERSIONS_FILE = "versions.json"  # {distribution: DistributionVersions}, written by the child
-
-# -- environment ----------------------------------------------------------------------
-# Of the worker: where attempts keep their folders (else the worker's local directory).
-ATTEMPT_DIR_ENV = "TRAINORCH_ATTEMPT_DIR"
-# Of the job's process, set by the supervisor.
-JOB_ID_ENV = "TRAINORCH_JOB_ID"
-JOB_NAME_ENV = "TRAINORCH_JOB_NAME"
-ATTEMPT_ENV = "TRAINORCH_ATTEMPT"
-CHECKPOINT_DIR_ENV = "TRAINORCH_CHECKPOINT_DIR"
-PROGRESS_FD_ENV = "TRAINORCH_PROGRESS_FD"  # where ``progress()`` writes its JSON lines
-UPSTREAM_DIR_ENV = "TRAINORCH_UPSTREAM_DIR"  # set when the job has dependencies
-# Set by the orchestrator when tracking is on: the child waits for its run id.
-TRACKING_ENV = "TRAINORCH_TRACKING"
-# Set by the child to the attempt's run id (MLflow removes MLFLOW_RUN_ID once read).
-MLFLOW_RUN_ID_ENV = "TRAINORCH_MLFLOW_RUN_ID"
+# The names of files and variables live in ``names`` (imported by the job's process,
+# which must not pay for ``typing``); everything else imports them from here.
+from .names import *  # noqa: F403
 
 
 class GangRole(TypedDict):

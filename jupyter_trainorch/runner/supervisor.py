@@ -1,9 +1,10 @@
 """The Dask task that supervises one attempt on a worker.
 
-``run_attempt`` runs in a worker thread: it spawns the job's child process in a new
-process group, streams its output and progress back to the orchestrator as batched
-Dask events (and to a durable file on the worker), and stops it on cancel or timeout
-(SIGTERM to the group, grace, SIGKILL). It knows nothing about the store.
+``run_attempt`` runs in a worker thread: it starts the job's process in a new process
+group (forked by the worker's zygote, or a fresh interpreter: ``launch``), streams its
+output and progress back to the orchestrator as batched Dask events (and to a durable file
+on the worker), and stops it on cancel or timeout (SIGTERM to the group, grace, SIGKILL).
+It knows nothing about the store.
 """
 
 from __future__ import annotations
@@ -11,18 +12,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from ..environ import without_service_settings
 from ..files import write_private
 from ..package import build_package, extract_files, read_package
 from .gang import gang_environment, meet_rank_zero
+from .launch import JobProcess, start_job_process, stop_group, worker_environment
 from .local_code import recorded_versions, unpack_local_code, with_modules_path
 from .masking import SecretMask
 from .protocol import (
@@ -93,7 +92,7 @@ class Supervisor:
             ranks=ranks,
         )
         self.send = send
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: JobProcess | None = None
         self.master_port = 0  # a multi-node attempt's, once rank 0 has chosen it
         self.process_started: float | None = None
         self.out_of_memory = 0  # bytes used when stopped for passing its memory claim
@@ -107,10 +106,7 @@ class Supervisor:
     # -- process -----------------------------------------------------------
     def _environment(self, progress_fd: int) -> dict[str, str]:
         req = self.request
-        env = without_service_settings()
-        # `python` in a command job is the worker's own interpreter (its virtual environment,
-        # activated or not), as it is for the job's Python cells.
-        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+        env = worker_environment()
         env.update({str(k): str(v) for k, v in (req.get("env") or {}).items()})
         env.update({str(k): str(v) for k, v in (req.get("secret_env") or {}).items()})
         env.update(
@@ -157,18 +153,11 @@ class Supervisor:
         if self.gang:
             self.master_port = meet_rank_zero(self.gang, self.cancel_requested)
         read_fd, write_fd = os.pipe()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_trainorch.runner.child", str(self.dir)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            # One pipe keeps stdout and stderr lines in the order the job wrote them.
-            stderr=subprocess.STDOUT,
-            pass_fds=(write_fd,),
-            env=self._environment(write_fd),
-            cwd=self._workdir(),
-            start_new_session=True,
-        )
-        os.close(write_fd)
+        try:
+            env = self._environment(write_fd)
+            self.proc = start_job_process(self.dir, env, self._workdir(), write_fd)
+        finally:
+            os.close(write_fd)
         self.process_started = time.time()
         self.readers = [
             threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True),
@@ -216,22 +205,6 @@ class Supervisor:
                     continue
                 self.batcher.progress(record)
 
-    def _stop_group(self, grace: float) -> None:
-        assert self.proc is not None
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            self.proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
-
     # -- lifecycle -----------------------------------------------------------
     def wait(self) -> AttemptOutcome:
         assert self.proc is not None
@@ -244,11 +217,11 @@ class Supervisor:
         while self.proc.poll() is None:
             if self.cancel_requested.wait(0.05):
                 cancelled = True
-                self._stop_group(grace)
+                stop_group(self.proc, grace)
                 break
             if deadline is not None and time.monotonic() > deadline:
                 timed_out = True
-                self._stop_group(grace)
+                stop_group(self.proc, grace)
                 break
             if limit and time.monotonic() >= next_check:
                 next_check = time.monotonic() + MEMORY_CHECK_SECONDS
@@ -256,7 +229,7 @@ class Supervisor:
                 if used > limit:
                     # Past its claim it would take memory placed for other jobs: no grace.
                     self.out_of_memory = used
-                    self._stop_group(0)
+                    stop_group(self.proc, 0)
                     break
         exit_code = self.proc.wait()
         self.sampler.stop()
@@ -280,7 +253,11 @@ class Supervisor:
             status = json.loads(status_path.read_text())
         outputs_path = self.dir / OUTPUTS_FILE
         error = status.get("error")
-        if timed_out:
+        # Its parent zygote died: the job's fault no more than a lost worker would be.
+        lost = self.proc.lost if self.proc is not None and not cancelled else None
+        if lost:
+            error, status = lost, {**status, "retryable": True}
+        elif timed_out:
             error = f"timed out after {self.request['timeout']:g}s"
         elif cancelled:
             error = "cancelled"
@@ -299,7 +276,7 @@ class Supervisor:
             "exit_code": exit_code,
             "error": None if error is None else self.mask(error),
             "retryable": bool(status.get("retryable", True)) and not cancelled,
-            "infrastructure": False,
+            "infrastructure": bool(lost),
             "cancelled": cancelled,
             "timed_out": timed_out,
             "outputs": outputs_path.read_bytes()
