@@ -199,6 +199,7 @@ def test_a_failing_job_fails_its_task_with_the_jobs_sentence(
     assert "about to fail" in output  # a worker that waits prints the job's log as it comes
     after = transport.get(outcome["xcom"]["after_failure"]["job_id"])
     assert after["dependencies"] == [{"job_id": failed["id"], "when": "notok"}]
+    assert (after["template"]["name"], after["priority_class"]) == ("command", "high")
 
 
 FAILING_DAG = """
@@ -211,7 +212,8 @@ with DAG("failing", schedule=None, start_date=datetime.datetime(2026, 1, 1)):
         task_id="fail", job_name="fail", command="echo about to fail; exit 3", deferrable=False
     )
     after_failure = TrainorchSubmitOperator(
-        task_id="after_failure", command="echo cleaning up", upstream_jobs={"fail": "notok"},
+        task_id="after_failure", template="command", job_params={"cmd": "echo cleaning up"},
+        overrides={"priority": "high"}, upstream_jobs={"fail": "notok"},
         trigger_rule="one_failed", deferrable=True,
     )
     fail >> after_failure

@@ -8,11 +8,6 @@ JSON; the others are named in the task log) and the job id as the return value.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import logging
-import pickle
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -29,6 +24,7 @@ from .compat import (
     default_deferrable,
 )
 from .hooks import DEFAULT_CONNECTION, TrainorchHook
+from .job_outcome import LogStream, failure_sentence, idempotency_key, json_outputs, log_tail
 from .triggers import TrainorchJobTrigger
 
 Context = Mapping[str, Any]
@@ -38,13 +34,6 @@ _CONDITION_HOLDS = {
     "any": set(TERMINAL_STATES),
     "notok": {"failed", "cancelled"},
 }
-
-
-def failure_sentence(job: Mapping[str, Any]) -> str:
-    """``trainorch job ID (NAME) failed: <the job's error>``."""
-    error = job.get("error")
-    reason = f": {error}" if error and error != job["state"] else ""
-    return f"trainorch job {job['id']} ({job.get('name', '')}) {job['state']}{reason}"
 
 
 class TrainorchSubmitOperator(BaseOperator):
@@ -129,7 +118,7 @@ class TrainorchSubmitOperator(BaseOperator):
         transport = self._transport()
         try:
             body = self.submit_request(ti, transport)
-            job = transport.submit(body, idempotency_key=_idempotency_key(ti))
+            job = transport.submit(body, idempotency_key=idempotency_key(ti))
         except (SpecError, TrainOrchError) as err:
             raise AirflowException(str(err)) from None
         self.job_id = job["id"]
@@ -141,7 +130,7 @@ class TrainorchSubmitOperator(BaseOperator):
                 method_name="execute_complete",
             )
         try:
-            Job(job["id"], transport).follow(out=_LogStream(self.log))
+            Job(job["id"], transport).follow(out=LogStream(self.log))
             return self._finish(ti, transport, transport.get(job["id"]))
         except TrainOrchError as err:
             raise AirflowException(str(err)) from None
@@ -160,7 +149,7 @@ class TrainorchSubmitOperator(BaseOperator):
                 )
             if event["status"] != "ended":
                 raise AirflowException(event.get("message") or f"lost trainorch job {job_id}")
-            self._print_log(transport, job_id)
+            log_tail(transport, job_id, self.log, self.log_lines)
             return self._finish(ti, transport, transport.get(job_id))
         except TrainOrchError as err:
             raise AirflowException(str(err)) from None
@@ -236,52 +225,14 @@ class TrainorchSubmitOperator(BaseOperator):
         ti.xcom_push(key="mlflow_experiment_id", value=mlflow.get("experiment_id"))
         if job["state"] != "succeeded":
             raise AirflowException(failure_sentence(job))
-        outputs = self._json_outputs(transport, job) if job.get("has_outputs") else {}
+        outputs = json_outputs(transport, job, self.log) if job.get("has_outputs") else {}
         ti.xcom_push(key="outputs", value=outputs)
         return str(job["id"])
-
-    def _json_outputs(self, transport: HTTPTransport, job: Mapping[str, Any]) -> dict[str, Any]:
-        """The job's ``--out`` values that XCom can hold (JSON). The service pickled them;
-        it is the one this connection trusts with the job, as ``Job.result()`` does."""
-        blob = transport.outputs(job["id"])
-        try:
-            values = pickle.loads(blob) if blob else {}
-        except Exception as err:  # a value whose class is not importable here
-            self.log.warning(
-                "the outputs of trainorch job %s cannot be read here (%s: %s); "
-                "read them with jupyter_trainorch.client.get_job(%r).result()",
-                job["id"], type(err).__name__, err, job["id"],
-            )  # fmt: skip
-            return {}
-        kept = {}
-        for name, value in values.items():
-            try:
-                json.dumps(value, allow_nan=False)
-            except (TypeError, ValueError):
-                self.log.warning(
-                    "output %s of trainorch job %s (%s) is not JSON and stays out of XCom",
-                    name, job["id"], type(value).__name__,
-                )  # fmt: skip
-                continue
-            kept[name] = value
-        return kept
-
-    def _print_log(self, transport: HTTPTransport, job_id: str) -> None:
-        lines = Job(job_id, transport).logs().splitlines()
-        if len(lines) > self.log_lines:
-            self.log.info(
-                "... %d earlier lines of the job's log left out", len(lines) - self.log_lines
-            )
-        for line in lines[-self.log_lines :]:
-            self.log.info("%s", line)
 
     # -- plumbing --------------------------------------------------------------------------
 
     def _transport(self) -> HTTPTransport:
-        try:
-            return TrainorchHook(self.trainorch_conn_id).get_conn()
-        except TrainOrchError as err:
-            raise AirflowException(str(err)) from None
+        return TrainorchHook(self.trainorch_conn_id).get_conn()
 
     def _deadline(self, ti: Any) -> float | None:
         """When ``execution_timeout`` runs out (Airflow 2 times a deferred task out then)."""
@@ -289,26 +240,3 @@ class TrainorchSubmitOperator(BaseOperator):
             return None
         started = getattr(ti, "start_date", None) or datetime.now(timezone.utc)
         return started.timestamp() + self.execution_timeout.total_seconds()
-
-
-def _idempotency_key(ti: Any) -> str:
-    """One job per task try: a submit retried after a lost answer finds the same job."""
-    identity = "\0".join(
-        str(part)
-        for part in (ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1), ti.try_number)
-    )
-    return "airflow-" + hashlib.sha256(identity.encode()).hexdigest()[:48]
-
-
-class _LogStream(io.TextIOBase):
-    """A text stream whose lines go to a logger (the task log)."""
-
-    def __init__(self, log: logging.Logger) -> None:
-        self._log = log
-        self._partial = ""
-
-    def write(self, text: str) -> int:
-        *lines, self._partial = (self._partial + text).split("\n")
-        for line in lines:
-            self._log.info("%s", line)
-        return len(text)
