@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from airflow_venv import AIRFLOW_VERSION, AirflowUnavailable, ensure_airflow_python
-from conftest import service_process, stop_services_under
+from conftest import running_service
 
 from jupyter_trainorch import Pipeline, Step
 from jupyter_trainorch.cli import main
@@ -86,12 +86,8 @@ def airflow_python() -> Path:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("airflow-service")
-    server = service_process(root)
-    server.start()
-    yield server
-    server.stop()
-    stop_services_under(root)
+    with running_service(tmp_path_factory.mktemp("airflow-service")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -258,6 +254,30 @@ def test_export_refuses_a_bad_dag_id_in_one_sentence(service, exported: dict, ca
     assert capsys.readouterr().err.strip() == (
         "trainorch: --dag-id must be 1 to 250 letters, digits, '_', '.' or '-', not 'no spaces'"
     )
+
+
+def test_export_of_a_job_outside_a_group_takes_the_jobs_it_waits_on(
+    service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transport = HTTPTransport(service.url, service.token)
+    submit = {"template": "command", "overrides": {"secret_env": {"API_KEY": "s3cret"}}}
+    first = transport.submit({**submit, "name": "first", "params": {"cmd": "echo first"}})
+    transport.submit({**submit, "name": "unrelated", "params": {"cmd": "echo other"}})
+    second = transport.submit({**submit, "name": "second", "params": {"cmd": "echo second"},
+                               "dependencies": [{"job": first["id"], "when": "any"}]})  # fmt: skip
+    monkeypatch.setenv("TRAINORCH_URL", service.url)
+    monkeypatch.setenv("TRAINORCH_TOKEN", service.token)
+    assert main(["export", second["id"], "--format", "airflow", "--dir", str(tmp_path)]) == 0
+    source = (tmp_path / "trainorch_second.py").read_text()
+    compile(source, "trainorch_second.py", "exec")
+    assert sorted(p.name for p in (tmp_path / "trainorch_second").iterdir()) == [
+        ".airflowignore", "first", "second",
+    ]  # fmt: skip
+    assert 'upstream_jobs={"first": "any"},\n        trigger_rule="all_done",' in source
+    assert 'tasks["first"] >> tasks["second"]' in source
+    # Secret values never reach the files: the DAG takes them from Airflow Variables.
+    assert '"secret_env": {"API_KEY": "{{ var.value.API_KEY }}"}' in source
+    assert "s3cret" not in source + (tmp_path / "trainorch_second/first/first.yaml").read_text()
 
 
 # -- plumbing --------------------------------------------------------------------------------

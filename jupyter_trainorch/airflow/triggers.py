@@ -23,6 +23,7 @@ from .hooks import DEFAULT_CONNECTION, TrainorchHook
 # job goes on meanwhile, and a task that gave up would leave it running unwatched.
 RECONNECT_FOR = 600.0
 _MAX_LONG_POLL = 60.0  # what the service allows
+_PAST_THE_END = 2**62  # the largest cursor the service takes
 
 
 class TrainorchService:
@@ -154,8 +155,11 @@ class TrainorchJobTrigger(BaseTrigger):
     async def _wait(self) -> dict[str, Any]:
         url, token = await TrainorchHook(self.trainorch_conn_id).address()
         async with TrainorchService(url, token) as service:
-            # The cursor first: a change between reading the job and polling is not missed.
-            after = int((await service.call("GET", "/events", {"after": 0, "timeout": 0}))["last"])
+            # The cursor first, so a change between reading the job and polling is not missed.
+            # A cursor past the feed's end is answered with the current one and no changes
+            # (``reset``), where after=0 would bring back the whole feed.
+            newest = await service.call("GET", "/events", {"after": _PAST_THE_END, "timeout": 0})
+            after = int(newest["last"])
             while True:
                 job = await service.job(self.job_id)
                 if job["state"] in TERMINAL_STATES:
