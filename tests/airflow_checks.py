@@ -69,7 +69,9 @@ def run(folder: str, dag_id: str) -> dict[str, Any]:
             select(XComModel).where(XComModel.dag_id == dag_id, XComModel.run_id == dag_run.run_id)
         ).all()
         for row in rows:
-            xcoms.setdefault(row.task_id, {})[row.key] = XComModel.deserialize_value(row)
+            # As the task stored it through Airflow's execution API (JSON, read back by
+            # SQLAlchemy); XComModel.deserialize_value would decode a text such as "1" again.
+            xcoms.setdefault(row.task_id, {})[row.key] = row.value
     return {"state": str(dag_run.state), "tasks": states, "xcom": xcoms}
 
 

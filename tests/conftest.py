@@ -260,9 +260,11 @@ def service_process(root: Path, cluster: str = "local") -> Process:
 
 
 @contextlib.contextmanager
-def running_service(root: Path) -> Iterator[Process]:
-    """``trainorch serve`` in ``root``, started; stopped with the cluster it started."""
+def running_service(root: Path, **env: str) -> Iterator[Process]:
+    """``trainorch serve`` in ``root`` with these extra environment variables, started;
+    stopped with the cluster it started."""
     server = service_process(root)
+    server.env.update(env)
     server.start()
     try:
         yield server

@@ -86,7 +86,9 @@ def airflow_python() -> Path:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory):
-    with running_service(tmp_path_factory.mktemp("airflow-service")) as server:
+    root = tmp_path_factory.mktemp("airflow-service")
+    # With MLflow (on SQLite), so that tasks have runs to push.
+    with running_service(root, TRAINORCH_MLFLOW=f"sqlite:///{root}/mlflow.db") as server:
         yield server
 
 
@@ -173,7 +175,8 @@ def test_exported_dag_runs_its_jobs_on_the_service(
     assert xcom["train"]["return_value"] == train["id"] != exported["jobs"]["train"]
     assert train["dependencies"] == [{"job_id": xcom["prep"]["job_id"], "when": "ok"}]
     assert train["group"].startswith("airflow:nightly_train/")
-    assert "mlflow_run_id" in xcom["train"]  # None here: the test service runs without MLflow
+    assert xcom["train"]["mlflow_run_id"] == train["mlflow"]["run_id"] is not None
+    assert xcom["train"]["mlflow_experiment_id"] == train["mlflow"]["experiment_id"] is not None
     report = transport.get(xcom["report"]["job_id"])
     assert report["dependencies"] == [{"job_id": train["id"], "when": "any"}]
 
