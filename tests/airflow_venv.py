@@ -40,7 +40,13 @@ def venv_folder() -> Path:
 
 def ensure_airflow_python() -> Path:
     """The venv's Python, making the venv first if it is not there."""
-    folder = venv_folder()
+    try:
+        return _ensure(venv_folder())
+    except OSError as err:  # a cache folder that cannot be written, a full disk
+        raise AirflowUnavailable(f"{venv_folder()}: {err.strerror or err}") from None
+
+
+def _ensure(folder: Path) -> Path:
     python = folder / "bin" / "python"
     if (folder / _COMPLETE).exists():
         return python
