@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -256,3 +257,17 @@ def service_process(root: Path, cluster: str = "local") -> Process:
                f"--IdentityProvider.token={token}", "--allow-root"]  # fmt: skip
     env = {**service_env(root), "TRAINORCH_CLUSTER": cluster, "TRAINORCH_MLFLOW": "off"}
     return Process(command, env, root / "service.log", f"http://127.0.0.1:{port}/", token)
+
+
+@contextlib.contextmanager
+def running_service(root: Path, **env: str) -> Iterator[Process]:
+    """``trainorch serve`` in ``root`` with these extra environment variables, started;
+    stopped with the cluster it started."""
+    server = service_process(root)
+    server.env.update(env)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        stop_services_under(root)

@@ -8,7 +8,7 @@ import os
 
 import pytest
 import schemathesis
-from conftest import service_process, stop_services_under
+from conftest import running_service
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -27,12 +27,8 @@ schema = schema.exclude(path="/trainorch/api/service/stop")
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fuzz")
-    server = service_process(root)
-    server.start()
-    yield server
-    server.stop()
-    stop_services_under(root)
+    with running_service(tmp_path_factory.mktemp("fuzz")) as server:
+        yield server
 
 
 def _harmless(case: schemathesis.Case) -> None:

@@ -146,9 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("id", metavar="ID")
     export.add_argument("--dir", default=".", metavar="DIR", help="where to write (default: here)")
     export.add_argument(
-        "--format", default="template", choices=("template", "pytorchjob", "trainjob"),
+        "--format", default="template", choices=("template", "pytorchjob", "trainjob", "airflow"),
         help="template: a trainorch template and script (default); pytorchjob, trainjob: "
-        "also a Kubeflow manifest that runs them (docs/integrations.md)",
+        "also a Kubeflow manifest that runs them; airflow: the job's pipeline (its group and "
+        "the jobs it waits on) as an Airflow DAG file (docs/integrations.md)",
+    )  # fmt: skip
+    export.add_argument(
+        "--dag-id", dest="dag_id", metavar="NAME",
+        help="the DAG id of an airflow export (default: trainorch_<job name>)",
+    )  # fmt: skip
+    export.add_argument(
+        "--connection", default="trainorch_default", metavar="CONN_ID",
+        help="the Airflow connection to the trainorch service (default: trainorch_default)",
     )  # fmt: skip
     export.add_argument(
         "--image", metavar="IMAGE", help="the container image of a Kubeflow manifest "

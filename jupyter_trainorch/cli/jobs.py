@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import os
 import sys
 from typing import Any
@@ -45,8 +44,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from ..client.job import Job
-    from ..package import build_package, template_files
-    from ..spec import SpecError, TemplateRegistry, parse_set_values, render_spec
+    from ..spec import SpecError, parse_set_values
 
     if args.file and args.template:
         raise SpecError("give either a template FILE or --template NAME, not both")
@@ -59,10 +57,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     depends_on = list(args.after or [])
     dependencies = conditional(args.after_any, args.after_notok)
     if args.file:
+        from ..client.file_request import template_file_request
+
         # Rendered here, where the file and its relative inputs are, not on the server.
-        template = TemplateRegistry().load_file(args.file)
-        spec = render_spec(
-            template,
+        body: dict[str, Any] = template_file_request(
+            args.file,
             params=params,
             overrides=overrides,
             depends_on=depends_on,
@@ -70,10 +69,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
             workdir=os.getcwd(),
             name=args.name,
         )
-        body: dict[str, Any] = {"spec": spec.to_dict()}
-        files = template_files(template)
-        if files:
-            body["package"] = base64.b64encode(build_package(files=files)).decode()
     else:
         body = {
             "template": args.template,
@@ -264,6 +259,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..client.export import export_job
 
     transport = _transport()
+    if args.format == "airflow":
+        from ..client.airflow_dag import export_airflow
+
+        for path in export_airflow(
+            transport, args.id, Path(args.dir), args.dag_id, args.connection
+        ):
+            print(path)
+        return EXIT_OK
     job = transport.get(args.id)
     package = transport.package(args.id)
     if args.format == "template":

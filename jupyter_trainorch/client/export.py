@@ -28,21 +28,50 @@ with _zipfile.ZipFile("variables.zip") as _archive:
 _TRACKING_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "TRAINORCH_MLFLOW_RUN_ID")
 
 
-def _file_stem(name: str) -> str:
+def file_stem(name: str) -> str:
+    """A job name as a file name (and template name)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "job"
+
+
+def unpack_files(package: bytes | None, folder: Path) -> tuple[dict[str, bytes], list[str]]:
+    """Write the package's input files and local modules into ``folder``; return its
+    captured variables and the names of the files written."""
+    variables, inputs = read_package(package) if package else ({}, {})
+    # The kernel's local modules go beside the script, where its imports find them.
+    inputs = {**read_modules(package), **inputs}
+    folder.mkdir(parents=True, exist_ok=True)
+    extract_files(inputs, folder)
+    return variables, list(inputs)
+
+
+def template_fields(job: dict[str, Any]) -> dict[str, Any]:
+    """What a standalone template keeps of ``job``: resources, retries, priority, env (not
+    the tracking variables of its run), the names of its secrets, timeout, experiment."""
+    spec = job["spec"]
+    env = {k: v for k, v in (spec.get("env") or {}).items() if k not in _TRACKING_ENV}
+    fields: dict[str, Any] = {
+        "resources": spec.get("resources") or {},
+        "retries": spec.get("retries") or {},
+        "priority": job.get("priority", 100),
+        "env": env,
+    }
+    secrets = sorted(spec.get("secret_env") or {})
+    if secrets:
+        # Their values never leave the job: whoever submits the export sets them again.
+        fields["secret_env"] = dict.fromkeys(secrets, "")
+    if spec.get("timeout"):
+        fields["timeout"] = spec["timeout"]
+    if spec.get("experiment"):
+        fields["experiment"] = spec["experiment"]
+    return fields
 
 
 def export_job(job: dict[str, Any], package: bytes | None, folder: Path) -> list[Path]:
     """Write the template, script and inputs of ``job`` (its detail JSON) into ``folder``."""
     spec = job["spec"]
-    stem = _file_stem(job["name"])
-    folder.mkdir(parents=True, exist_ok=True)
-    variables, inputs = read_package(package) if package else ({}, {})
-    # The kernel's local modules go beside the script, where its imports find them.
-    inputs = {**read_modules(package), **inputs}
-    extract_files(inputs, folder)
-    written = [folder / name for name in inputs]
-    shipped = list(inputs)
+    stem = file_stem(job["name"])
+    variables, shipped = unpack_files(package, folder)
+    written = [folder / name for name in shipped]
     if spec.get("kind", "python") == "python":
         script = folder / f"{stem}.py"
         header = [
@@ -62,29 +91,22 @@ def export_job(job: dict[str, Any], package: bytes | None, folder: Path) -> list
         command = f"python {script.name}"
     else:
         command = spec["command"]
-    env = {k: v for k, v in (spec.get("env") or {}).items() if k not in _TRACKING_ENV}
+    fields = template_fields(job)
     template = {
         "version": 1,
         "name": stem,
         "description": f"Exported from job {job['id']} ({job['name']})",
         "kind": "command",
         "command": command,
-        "resources": spec.get("resources") or {},
-        "retries": spec.get("retries") or {},
-        "priority": job.get("priority", 100),
-        "env": env,
+        **{k: fields[k] for k in ("resources", "retries", "priority", "env")},
         "inputs": sorted(shipped),
     }
-    secrets = sorted(spec.get("secret_env") or {})
+    secrets = sorted(fields.get("secret_env") or {})
     if secrets:
-        # Their values never leave the job: whoever submits the export sets them again.
         template["description"] += (
             f"; set its secrets when you submit it: --secret-env {'=… --secret-env '.join(secrets)}=…"
         )
-    if spec.get("timeout"):
-        template["timeout"] = spec["timeout"]
-    if spec.get("experiment"):
-        template["experiment"] = spec["experiment"]
+    template.update({k: fields[k] for k in ("timeout", "experiment") if k in fields})
     target = folder / f"{stem}.yaml"
     target.write_text(yaml.safe_dump(template, sort_keys=False))
     return [target, *written]

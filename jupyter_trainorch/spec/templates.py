@@ -324,9 +324,12 @@ def default_search_paths() -> list[Path]:
     Later entries override earlier ones, so the environment variable (the more deliberate
     choice) wins over the config folder.
     """
-    from jupyter_core.paths import jupyter_config_dir
-
-    paths = [Path(jupyter_config_dir()) / "trainorch" / "templates"]
+    try:
+        from jupyter_core.paths import jupyter_config_dir
+    except ImportError:  # a client without Jupyter (an Airflow worker): the variable only
+        paths = []
+    else:
+        paths = [Path(jupyter_config_dir()) / "trainorch" / "templates"]
     env = os.environ.get("TRAINORCH_TEMPLATE_PATH", "")
     return paths + [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
 
