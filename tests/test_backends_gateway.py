@@ -140,7 +140,7 @@ def _answers(url: str) -> bool:
 SLEEPS = "import time\ntime.sleep(6)\n"
 
 
-@pytest.mark.timeout(170)
+@pytest.mark.timeout(300)
 def test_a_gateway_cluster_scales_on_the_queue_and_back_to_its_minimum(tmp_path, gateway_server):
     from jupyter_trainorch.spec import Resources
 
@@ -157,7 +157,7 @@ def test_a_gateway_cluster_scales_on_the_queue_and_back_to_its_minimum(tmp_path,
         def both_running() -> bool:
             return all(host.store.get_job(j).state == "running" for j in jobs)
 
-        wait_until(both_running, 90, "two gateway workers running the two jobs")
+        wait_until(both_running, 180, "two gateway workers running the two jobs")
         assert len(backend.workers) == 2
         for job_id in jobs:
             assert wait_final(host, job_id, 60).state == "succeeded"

@@ -134,7 +134,7 @@ def test_a_host_that_cannot_submit_slurm_jobs_is_told_so(tmp_path, monkeypatch):
         start_host(tmp_path / "data", cluster="slurm", mlflow="off")
 
 
-@pytest.mark.timeout(170)
+@pytest.mark.timeout(300)
 def test_slurm_jobs_are_submitted_for_the_queue_and_cancelled_when_idle(tmp_path, fake_slurm):
     from conftest import submit, wait_final
 
@@ -155,7 +155,7 @@ def test_slurm_jobs_are_submitted_for_the_queue_and_cancelled_when_idle(tmp_path
         def both_running() -> bool:
             return all(host.store.get_job(j).state == "running" for j in jobs)
 
-        wait_until(both_running, 90, "two Slurm jobs' workers running the two jobs")
+        wait_until(both_running, 180, "two Slurm jobs' workers running the two jobs")
         assert len(_ids(fake_slurm / "submitted")) == 2
         for job_id in jobs:
             assert wait_final(host, job_id, 60).state == "succeeded"
