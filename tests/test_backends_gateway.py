@@ -137,7 +137,8 @@ def _answers(url: str) -> bool:
         return False
 
 
-SLEEPS = "import time\ntime.sleep(6)\n"
+# Long enough that the first job still runs when the second worker arrives on a loaded machine.
+SLEEPS = "import time\ntime.sleep(20)\n"
 
 
 @pytest.mark.timeout(300)

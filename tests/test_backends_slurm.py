@@ -149,7 +149,7 @@ def test_slurm_jobs_are_submitted_for_the_queue_and_cancelled_when_idle(tmp_path
     try:
         backend = host.orchestrator.backend
         assert not backend.workers and not _ids(fake_slurm / "submitted")
-        jobs = [submit(host, name=f"s{i}", source="import time\ntime.sleep(5)",
+        jobs = [submit(host, name=f"s{i}", source="import time\ntime.sleep(20)",
                        resources=Resources(gpus=1)) for i in range(2)]  # fmt: skip
 
         def both_running() -> bool:
