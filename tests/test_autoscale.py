@@ -106,6 +106,54 @@ def test_the_plugin_answers_managers_with_our_demand_and_only_idle_workers() -> 
     asyncio.run(main())
 
 
+def test_the_newest_demand_reaches_the_scheduler_when_an_older_post_is_slow() -> None:
+    """Decisions follow each other faster than a post to a remote scheduler returns: the
+    scheduler must end with the newest, never an older one that arrived late."""
+    import asyncio
+
+    from distributed import Client, LocalCluster
+
+    from jupyter_trainorch.cluster.demand import QueueDemand
+    from jupyter_trainorch.orchestrator.autoscale import Autoscaler
+    from jupyter_trainorch.orchestrator.feed import ChangeFeed
+
+    async def main() -> None:
+        async with LocalCluster(
+            n_workers=0, processes=False, asynchronous=True, dashboard_address=":0"
+        ) as cluster:
+            async with Client(cluster, asynchronous=True) as client:
+                await client.register_plugin(QueueDemand())
+                delays = iter([0.5, 0.0, 0.0])
+
+                class SlowFirstPost:
+                    workers: dict = {}
+
+                    async def post_demand(self, target: int, close: tuple[str, ...]) -> None:
+                        await asyncio.sleep(next(delays))
+                        await client.scheduler.trainorch_demand(target=target, closable=close)
+
+                tasks: list[asyncio.Task] = []
+
+                def spawn(coro):
+                    tasks.append(asyncio.ensure_future(coro))
+                    return tasks[-1]
+
+                pool = Pool(gpus=1, cpus=1, maximum=4, grace=60)
+                autoscaler = Autoscaler(
+                    pool, SlowFirstPost(), ChangeFeed(), time.monotonic, spawn, lambda: None
+                )
+                autoscaler.round([job("a", gpus=1)], [])
+                await asyncio.sleep(0.05)
+                autoscaler.round([job("a", gpus=1), job("b", gpus=1)], [])
+                while not all(task.done() for task in tasks):
+                    await asyncio.gather(*tasks)
+                assert await client.scheduler.adaptive_target() == 2
+                assert [e["target"] for e in autoscaler.events] == [1, 2]
+                autoscaler.close()
+
+    asyncio.run(main())
+
+
 SLEEPER = "import time\ntime.sleep(float(seconds))\nprint('slept', seconds)"
 
 

@@ -46,6 +46,8 @@ class Autoscaler:
         self.wake = wake
         self.idle_since: dict[str, float] = {}
         self.posted: tuple[int, tuple[str, ...]] | None = None
+        self._unsent: Scaling | None = None
+        self._posting: asyncio.Task[Any] | None = None
         self.events: deque[dict[str, Any]] = deque(maxlen=KEPT_EVENTS)
         self._timer: asyncio.TimerHandle | None = None
 
@@ -82,7 +84,9 @@ class Autoscaler:
         wanted = (decision.target, decision.close)
         if wanted != self.posted:
             self.posted = wanted
-            self.spawn(self._post(decision))
+            self._unsent = decision
+            if self._posting is None or self._posting.done():
+                self._posting = self.spawn(self._post_latest())
         self._wake_when_grace_ends(now)
         return decision
 
@@ -107,11 +111,19 @@ class Autoscaler:
         if later is not None:
             self._timer = asyncio.get_running_loop().call_later(later - now + 0.05, self.wake)
 
+    async def _post_latest(self) -> None:
+        """One post at a time, always the newest decision: posts sent side by side could
+        arrive out of order and leave the scheduler with an older demand."""
+        while self._unsent is not None:
+            decision, self._unsent = self._unsent, None
+            await self._post(decision)
+
     async def _post(self, decision: Scaling) -> None:
         try:
             await self.backend.post_demand(decision.target, decision.close)
         except Exception as err:  # noqa: BLE001 - the cluster manager may not scale
-            self.posted = None
+            if self._unsent is None:
+                self.posted = None
             log.warning("could not tell the scheduler the queue's demand: %s", err)
             return
         if decision.reason:
