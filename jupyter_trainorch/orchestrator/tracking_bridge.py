@@ -67,6 +67,11 @@ class TrackingBridge:
     def enabled(self) -> bool:
         return self.hooks is not None
 
+    def backlog(self) -> int:
+        """What is still to record: operations the tracking process has not carried out,
+        and attempts whose run is still being made."""
+        return 0 if self.hooks is None else self.hooks.backlog() + len(self._held)
+
     def env(self, run: Running) -> dict[str, str]:
         """What a job's process needs to log into its attempt's run."""
         if self.hooks is None:

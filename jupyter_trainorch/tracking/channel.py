@@ -84,9 +84,10 @@ class TrackingChannel:
         process.stdin.write(json.dumps(self.setup) + "\n")
         process.stdin.flush()
         self._process = process
-        threading.Thread(
+        self._reader = threading.Thread(
             target=self._read, args=(process,), name="trainorch-tracking-in", daemon=True
-        ).start()
+        )
+        self._reader.start()
 
     def send(self, job_id: str, build: Build) -> None:
         """Queue an operation (``build()`` makes it, on the writer thread)."""
@@ -117,6 +118,7 @@ class TrackingChannel:
             process.kill()
             process.wait()
             return False
+        self._reader.join(timeout)  # what it said last is handled before this returns
         return self.pending() == 0
 
     def _write(self) -> None:

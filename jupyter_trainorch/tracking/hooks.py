@@ -80,20 +80,21 @@ class TrackingHooks:
             "sys_path": list(sys.path),
         }  # fmt: skip
         self._channel = TrackingChannel(setup, self._received, self._lost, self._restarted)
-        left_behind = self._ledger.read()  # by an earlier service that did not stop cleanly
-        if left_behind:
-            # After the runs that adopted attempts had taken are named (named ones stay).
-            self._channel.send("", lambda: {"op": "discard", "run_ids": left_behind})
+        # Reserved runs an earlier service left (it did not stop cleanly): deleted once the
+        # first attempt is dispatched, after recovery named those its adopted attempts had
+        # taken (``discard_reserved`` leaves named runs alone).
+        self._left_behind = self._ledger.read()
         threading.Thread(target=self._refresh, name="trainorch-mlflow-pool", daemon=True).start()
 
     def close(self) -> None:
         """Record everything sent so far, then delete the reserved runs nobody took."""
         self._stopped.set()
-        left = self.pool.drain()
+        left = self.pool.drain() + self._left_behind
         if left:
             self._channel.send("", lambda: {"op": "discard", "run_ids": left})
         done = self._channel.stop(CLOSE_TIMEOUT)
-        self._ledger.write([] if done else left)
+        # Runs made after the pool was emptied, and what could not be deleted: next time.
+        self._ledger.write(self.pool.drain() + ([] if done else left))
 
     def wait_ready(self, timeout: float) -> str | None:
         """The tracker class the tracking process built (``module:name``), once it has."""
@@ -156,6 +157,9 @@ class TrackingHooks:
         """A run made ahead for an attempt of ``experiment`` (no waiting, no MLflow call)."""
         run_id = self.pool.take(experiment)
         self._top_up(experiment)
+        if self._left_behind:
+            left, self._left_behind = self._left_behind, []
+            self._channel.send("", lambda: {"op": "discard", "run_ids": left})
         return run_id
 
     async def reserve_now(self, job_id: str, experiment: str) -> str | None:

@@ -137,12 +137,14 @@ class Ledger:
     def __init__(self, path: Path | None, tracking_uri: str) -> None:
         self.path = path
         self.tracking_uri = tracking_uri
+        self._lock = threading.Lock()  # one writer at a time: they share a staging file
 
     def write(self, run_ids: list[str]) -> None:
         if self.path is None:
             return
         text = json.dumps({"tracking_uri": self.tracking_uri, "reserved": run_ids})
-        write_private(self.path, text)
+        with self._lock:
+            write_private(self.path, text)
 
     def read(self) -> list[str]:
         """What an earlier service left listed for this tracking store."""
