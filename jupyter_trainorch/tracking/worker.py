@@ -32,7 +32,9 @@ PAUSE_AFTER_FAILURE = 60.0
 # Recording yields while an attempt started this recently (and the CPUs are busy).
 STARTING_WINDOW = 1.0
 OPERATIONS = ("attempt_started", "metrics", "attempt_ended", "job_ended")
-NICENESS = 5
+# Below the jobs, but not so far that tracking stalls while training keeps every core busy:
+# at 10 it still gets about a tenth of a busy core (metrics batches, runs for new attempts).
+NICENESS = 10
 
 
 class Outbox:
