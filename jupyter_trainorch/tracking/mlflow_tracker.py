@@ -1,8 +1,8 @@
 """MLflow tracking: one run per job, one nested run per attempt.
 
-Every call is made from one of the tracking lanes' threads (``hooks``): MLflow's SQLite
-store costs milliseconds of CPU a call and must never stall scheduling. What raises here
-becomes a warning on the job there, and the job runs on. Metrics are logged synchronously
+Every call is made in the tracking process (``worker``), on one of its lanes: MLflow's
+SQLite store costs milliseconds of CPU a call and must never stall scheduling. What raises
+here becomes a warning on the job there, and the job runs on. Metrics are logged synchronously
 in batches: MLflow's asynchronous logging drops points against a SQLite server.
 """
 

@@ -45,7 +45,7 @@ class Reserved:
 
 class RunPool:
     """Reserved runs by experiment name. Thread-safe: taken from on the orchestrator's
-    loop, filled and emptied by the tracking lanes."""
+    loop, filled as the tracking process reports runs made (``hooks``)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
