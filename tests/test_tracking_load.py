@@ -97,7 +97,9 @@ def test_an_attempt_starts_with_its_run_id_in_its_request(tmp_path, monkeypatch)
     assert lines == [f"run {run_id} waits None"]
     run = _client(data).get_run(run_id)
     assert run.info.run_name == "second attempt 1" and run.info.status == "FINISHED"
-    assert run.data.tags["mlflow.parentRunId"] == host.store.get_job(job.id).mlflow["run_id"]
+    # The job's own run was reserved at its start too: the job showed it as soon as it ended.
+    assert run.data.tags["mlflow.parentRunId"] == job.mlflow["run_id"]
+    assert _client(data).get_run(job.mlflow["run_id"]).info.run_name == "second"
 
 
 LOGS_A_METRIC = """
@@ -155,10 +157,11 @@ def test_reserved_runs_follow_demand_and_age_out():
     for _ in range(5):
         pool.note_demand("e")
     assert pool.wanted("e") == MIN_RESERVED + 5
-    pool.add("e", "old")
+    pool.add("e", "old", "1")
     now[0] = 1.0
-    pool.add("e", "new")
-    assert pool.take("e") == "old"  # the oldest first: start times stay close
+    pool.add("e", "new", "1")
+    taken = pool.take("e")
+    assert taken is not None and taken.run_id == "old"  # the oldest first: start times stay close
     now[0] = 1.0 + MAX_AGE + 0.1
     assert pool.take("e") is None  # too old to hand out: deleted instead
     assert pool.expired() == ["new"]

@@ -287,8 +287,8 @@ class Scheduler:
                               started=now, mlflow_run_id=run.mlflow_run_id)
             )  # fmt: skip
             fields: dict[str, Any] = {"state": STARTING, "not_before": None}
-            if job.started is None:
-                fields["started"] = now
+            if job.started is None:  # with the job's run, when one was reserved
+                fields.update(started=now, **self.attempts.tracking.reserve_job_run(job))
             changes.append((job.id, fields))
             launches.append((job, run, package))
         self.store.add_attempts(attempts)

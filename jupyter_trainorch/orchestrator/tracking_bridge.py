@@ -22,7 +22,7 @@ from ..runner.protocol import MLFLOW_RUN_ID_ENV, TRACKING_ENV
 from ..runner.supervisor import deliver_run_id as deliver_on_worker
 from ..store import JobRecord, JobStore
 from ..tracking import TrackingHooks, tracking_uri
-from ..tracking.fields import experiment_name
+from ..tracking.fields import experiment_name, run_url
 from . import gangs
 from .config import OrchestratorConfig
 from .feed import ChangeFeed
@@ -46,6 +46,8 @@ class TrackingBridge:
         # Attempts whose run is being made, by (job id, n): what their job reports meanwhile
         # (metrics, the attempt's end, the job's end) waits here for the run's id.
         self._held: dict[tuple[str, int], list[Callable[[str | None], None]]] = {}
+        # Runs reserved for jobs at their first start, until their attempt names them.
+        self._job_runs: dict[str, dict[str, Any]] = {}
 
     def start(self) -> None:
         uri = tracking_uri(self.config.mlflow, self.config.data_dir)
@@ -100,7 +102,22 @@ class TrackingBridge:
         """A run reserved ahead for the attempt about to be dispatched, if one is left."""
         if self.hooks is None:
             return None
-        return self.hooks.reserve(experiment_name(job.spec))
+        reserved = self.hooks.reserve(experiment_name(job.spec))
+        return reserved.run_id if reserved else None
+
+    def reserve_job_run(self, job: JobRecord) -> dict[str, Any]:
+        """``{"mlflow": …}`` for a job starting for the first time, when a run is left to
+        be its own: the job then shows its run from its start (else the tracking process
+        makes one, a moment later)."""
+        if self.hooks is None or job.mlflow.get("run_id"):
+            return {}
+        reserved = self.hooks.reserve(experiment_name(job.spec))
+        if reserved is None:
+            return {}
+        info = {"experiment_id": reserved.experiment_id, "run_id": reserved.run_id,
+                "url": run_url(self.config.mlflow_ui_url, reserved.experiment_id, reserved.run_id)}  # fmt: skip
+        self._job_runs[job.id] = info
+        return {"mlflow": {**job.mlflow, **info}}
 
     def attempt_starting(
         self, job: JobRecord, run: Running, package: bytes | None
@@ -115,9 +132,9 @@ class TrackingBridge:
         return lambda tracker: self._open_attempt_run(tracker, job, run, package)
 
     def attempt_adopted(self, job: JobRecord, run: Running) -> None:
-        """After a restart: name the run again, in case the service stopped before it had."""
+        """After a restart: name the runs again, in case the service stopped before it had."""
         if self.hooks is not None and run.mlflow_run_id:
-            self._name_attempt(job, run, lambda: self._stored_meta(job.id))
+            self._name_attempt(job, run, lambda: self._stored_meta(job.id), adopted=True)
 
     async def _open_attempt_run(
         self, tracker: AttemptTracker, job: JobRecord, run: Running, package: bytes | None
@@ -136,12 +153,15 @@ class TrackingBridge:
         await deliver_run_id(tracker, run, run_id or "")
 
     def _name_attempt(
-        self, job: JobRecord, run: Running, meta: Callable[[], dict[str, str]]
-    ) -> None:
+        self, job: JobRecord, run: Running, meta: Callable[[], dict[str, str]],
+        adopted: bool = False,
+    ) -> None:  # fmt: skip
         assert self.hooks is not None and run.mlflow_run_id
+        reserved = self._job_runs.pop(job.id, None)
         self.hooks.attempt_started(
-            job.id, job.to_dict, job.spec, job.created, meta, job.mlflow, run.mlflow_run_id,
-            run.n, run.worker, list(run.gpu_ids),
+            job.id, job.to_dict, job.spec, job.created, meta, reserved or job.mlflow,
+            None if adopted else reserved is not None, run.mlflow_run_id, run.n, run.worker,
+            list(run.gpu_ids),
         )  # fmt: skip
 
     def _stored_meta(self, job_id: str) -> dict[str, str]:

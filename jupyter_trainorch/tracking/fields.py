@@ -72,6 +72,24 @@ def job_tags(job: dict[str, Any]) -> dict[str, str]:
     return tags
 
 
+def job_run_tags(job: dict[str, Any], spec: dict[str, Any]) -> dict[str, str]:
+    """The job's own run: the job's tags, its name and where it came from."""
+    template = spec.get("template") or {}
+    return {
+        **job_tags(job),
+        RUN_NAME_TAG: job["name"],
+        "mlflow.source.name": f"jupyter-trainorch:{template.get('name', '')}",
+        "mlflow.source.type": "JOB",
+    }
+
+
+def run_url(ui_url: str | None, experiment_id: str, run_id: str) -> str | None:
+    """The run's page in the MLflow UI at ``ui_url``, if there is one."""
+    if not ui_url:
+        return None
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def attempt_tags(
     job: dict[str, Any], parent_run_id: str | None, n: int, worker: str, gpu_ids: list[str]
 ) -> dict[str, str]:

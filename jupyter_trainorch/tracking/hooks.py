@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .channel import Setup, TrackingChannel, class_path
-from .pool import Ledger, RunPool
+from .pool import Ledger, Reserved, RunPool
 
 log = logging.getLogger(__name__)
 # The attempt's process does not wait for a run made on demand (only ``import mlflow``
@@ -107,7 +107,7 @@ class TrackingHooks:
     # -- what the tracking process says ------------------------------------------
     def _received(self, message: dict[str, Any]) -> None:
         if "reserved" in message:
-            self._reserved(message["experiment"], message["reserved"], message.get("request"))
+            self._reserved(message)
         elif "reserve_failed" in message:
             experiment = message["reserve_failed"]
             with self._lock:
@@ -118,7 +118,12 @@ class TrackingHooks:
             info = {k: v for k, v in message.items() if k != "job_id"}
             self._on_info(message["job_id"], info.pop("job_run", None) or info)
 
-    def _reserved(self, experiment: str, run_id: str | None, request: int | None) -> None:
+    def _reserved(self, message: dict[str, Any]) -> None:
+        experiment, run_id, request = (
+            message["experiment"],
+            message["reserved"],
+            message.get("request"),
+        )
         if request:
             with self._lock:
                 waiting = self._waiting.pop(request, None)
@@ -129,8 +134,8 @@ class TrackingHooks:
         else:
             with self._lock:
                 self._asking[experiment] = max(0, self._asking.get(experiment, 0) - 1)
-        if run_id:
-            self.pool.add(experiment, run_id)
+        if run_id and message.get("experiment_id"):
+            self.pool.add(experiment, run_id, message["experiment_id"])
             self._ledger.write(self.pool.run_ids())
         self._top_up(experiment)
 
@@ -153,14 +158,14 @@ class TrackingHooks:
         self.pool.note_demand(experiment)
         self._top_up(experiment)
 
-    def reserve(self, experiment: str) -> str | None:
-        """A run made ahead for an attempt of ``experiment`` (no waiting, no MLflow call)."""
-        run_id = self.pool.take(experiment)
+    def reserve(self, experiment: str) -> Reserved | None:
+        """A run made ahead for ``experiment`` (no waiting, no MLflow call)."""
+        reserved = self.pool.take(experiment)
         self._top_up(experiment)
         if self._left_behind:
             left, self._left_behind = self._left_behind, []
             self._channel.send("", lambda: {"op": "discard", "run_ids": left})
-        return run_id
+        return reserved
 
     async def reserve_now(self, job_id: str, experiment: str) -> str | None:
         """A run for an attempt that found none reserved, made before any other (the
@@ -205,14 +210,18 @@ class TrackingHooks:
     # -- recording -----------------------------------------------------------------
     def attempt_started(
         self, job_id: str, job: Lazy, spec: dict[str, Any], created: float, meta: Lazy,
-        stored: dict[str, Any], run_id: str, n: int, worker: str, gpu_ids: list[str],
+        stored: dict[str, Any], name_job: bool | None, run_id: str, n: int, worker: str,
+        gpu_ids: list[str],
     ) -> None:  # fmt: skip
-        """Make the reserved run ``run_id`` attempt ``n``'s. ``job`` (its dict) and ``meta``
-        (the package's texts, for a job run not made yet) are read on the writer thread."""
+        """Make the reserved run ``run_id`` attempt ``n``'s. ``stored``: the job's run as
+        the store knows it; ``name_job``: whether it is a reserved run to make the job's
+        (None: unknown, after a restart). ``job`` (its dict) and ``meta`` (the package's
+        texts, for a job run not named yet) are read on the writer thread."""
         self._channel.send(job_id, lambda: {
             "op": "attempt_started", "job": job(), "spec": spec, "created": created,
-            "meta": {} if stored.get("run_id") else meta(), "stored": stored, "run_id": run_id,
-            "n": n, "worker": worker, "gpu_ids": gpu_ids,
+            "meta": meta() if name_job is not False or not stored.get("run_id") else {},
+            "stored": stored, "name_job": name_job, "run_id": run_id, "n": n,
+            "worker": worker, "gpu_ids": gpu_ids,
         })  # fmt: skip
 
     def metrics(self, job_id: str, run_id: str, points: list[dict[str, Any]]) -> None:

@@ -14,13 +14,13 @@ from typing import Any
 
 from .fields import (
     RESERVED_RUN_NAME,
-    RUN_NAME_TAG,
     STATUS,
     attempt_tags,
     experiment_name,
-    job_tags,
+    job_run_tags,
     ms,
     params,
+    run_url,
     step,
 )
 from .git import git_info
@@ -62,9 +62,7 @@ class MlflowTracker:
         self.client.search_experiments(max_results=1)
 
     def url(self, experiment_id: str, run_id: str) -> str | None:
-        if not self.ui_url:
-            return None
-        return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+        return run_url(self.ui_url, experiment_id, run_id)
 
     def _experiment(self, name: str) -> str:
         if name in self._experiments:
@@ -95,16 +93,10 @@ class MlflowTracker:
         """Create the job's run with its params and tags; ``start_time``: when the job was
         submitted (its run spans its wait in the queue)."""
         experiment_id = self._experiment(experiment_name(spec))
-        template = spec.get("template") or {}
-        tags = {
-            **job_tags(job),
-            RUN_NAME_TAG: job["name"],
-            "mlflow.source.name": f"jupyter-trainorch:{template.get('name', '')}",
-            "mlflow.source.type": "JOB",
-        }
         run = self.client.create_run(
-            experiment_id, start_time=ms(start_time), tags=tags, run_name=job["name"]
-        )
+            experiment_id, start_time=ms(start_time), tags=job_run_tags(job, spec),
+            run_name=job["name"],
+        )  # fmt: skip
         run_id = run.info.run_id
         job_params = params(job)
         if job_params:
@@ -114,6 +106,17 @@ class MlflowTracker:
             "run_id": run_id,
             "url": self.url(experiment_id, run_id),
         }
+
+    def name_job(self, run_id: str, job: dict[str, Any], spec: dict[str, Any]) -> None:
+        """Make a reserved run the job's own: its name, tags and params."""
+        from mlflow.entities import RunTag
+
+        tags = [RunTag(k, v) for k, v in job_run_tags(job, spec).items()]
+        self.client.log_batch(run_id, params=params(job), tags=tags, synchronous=True)
+
+    def is_reserved(self, run_id: str) -> bool:
+        """Whether ``run_id`` is still a reserved run that nobody named."""
+        return bool(self.client.get_run(run_id).info.run_name == RESERVED_RUN_NAME)
 
     def describe_job(
         self, run_id: str, spec: dict[str, Any], meta: dict[str, str] | None = None
@@ -143,8 +146,8 @@ class MlflowTracker:
 
     # -- attempts --------------------------------------------------------------------
     def reserve_run(self, experiment_id: str) -> str:
-        """A run made ahead of the attempt that will log into it (``name_attempt`` makes
-        it that attempt's), so that an attempt never waits for MLflow to start."""
+        """A run made ahead of the attempt (or job) it will be given to: ``name_attempt``
+        (``name_job``) makes it theirs. So an attempt never waits for MLflow to start."""
         run = self.client.create_run(experiment_id, start_time=ms(), run_name=RESERVED_RUN_NAME)
         return run.info.run_id
 
@@ -187,7 +190,7 @@ class MlflowTracker:
         except MlflowException:
             return False  # gone, or another tracking store than the one it was made in
         if info.run_name != RESERVED_RUN_NAME or info.lifecycle_stage != "active":
-            return False
+            return False  # named: given to an attempt or a job after all
         self.client.delete_run(run_id)
         return True
 

@@ -40,6 +40,7 @@ IN_USE_FOR = 600.0
 @dataclass
 class Reserved:
     run_id: str
+    experiment_id: str
     made: float  # on the pool's clock
 
 
@@ -63,7 +64,7 @@ class RunPool:
             self._demand.setdefault(experiment, deque()).append(now)
             self._last_use[experiment] = now
 
-    def take(self, experiment: str) -> str | None:
+    def take(self, experiment: str) -> Reserved | None:
         """The oldest reserved run of ``experiment`` that is young enough, if any."""
         self.note_demand(experiment)
         now = self.clock()
@@ -73,13 +74,14 @@ class RunPool:
                 reserved = runs.popleft()
                 if now - reserved.made <= MAX_AGE:
                     self.last_take = now
-                    return reserved.run_id
+                    return reserved
                 self._expired.append(reserved.run_id)
         return None
 
-    def add(self, experiment: str, run_id: str) -> None:
+    def add(self, experiment: str, run_id: str, experiment_id: str) -> None:
+        reserved = Reserved(run_id, experiment_id, self.clock())
         with self._lock:
-            self._runs.setdefault(experiment, deque()).append(Reserved(run_id, self.clock()))
+            self._runs.setdefault(experiment, deque()).append(reserved)
 
     def wanted(self, experiment: str) -> int:
         """How many more runs ``experiment`` should have reserved (0 when enough)."""

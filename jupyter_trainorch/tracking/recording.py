@@ -62,13 +62,27 @@ class Recording:
     # -- the job's run -----------------------------------------------------------
     def _job_run(
         self, job: dict[str, Any], spec: dict[str, Any], created: float, meta: dict[str, str],
-        stored: dict[str, Any],
+        stored: dict[str, Any], name_job: bool | None = False,
     ) -> dict[str, Any]:  # fmt: skip
-        """The job's run, made now if it has none (``stored``: as the store knows it)."""
+        """The job's run, made now if it has none. ``stored``: as the store knows it;
+        ``name_job``: it is a run reserved at the job's first start, to be made the job's
+        (None: it may be, after a restart)."""
         job_id = job["id"]
         if job_id in self._job_runs:
             return self._job_runs[job_id]
         if stored.get("run_id"):
+            if name_job is None:
+                name_job = bool(
+                    self._guarded(
+                        job_id, "reading the job's run", self.tracker.is_reserved, stored["run_id"]
+                    )  # fmt: skip
+                )
+            if name_job:
+                self._guarded(
+                    job_id, "naming the job's run", self.tracker.name_job, stored["run_id"],
+                    job, spec,
+                )  # fmt: skip
+                self._describe(job_id, stored, spec, meta)
             self._job_runs[job_id] = stored
             return stored
         info = self._guarded(
@@ -78,21 +92,27 @@ class Recording:
             return {}
         self._job_runs[job_id] = info
         self._on_job_run(job_id, info)
+        self._describe(job_id, info, spec, meta)
+        return info
+
+    def _describe(
+        self, job_id: str, info: dict[str, Any], spec: dict[str, Any], meta: dict[str, str]
+    ) -> None:
         self.record(
             LATER, job_id, "logging the job's artifacts", self.tracker.describe_job,
             info["run_id"], spec, meta,
         )  # fmt: skip
-        return info
 
     # -- what the orchestrator calls ---------------------------------------------
     def attempt_started(
         self, job: dict[str, Any], spec: dict[str, Any], created: float, meta: dict[str, str],
-        stored: dict[str, Any], run_id: str, n: int, worker: str, gpu_ids: list[str],
+        stored: dict[str, Any], name_job: bool | None, run_id: str, n: int, worker: str,
+        gpu_ids: list[str],
     ) -> Future:  # fmt: skip
         """Make the reserved run ``run_id`` attempt ``n``'s (its job's run first, if new)."""
 
         def name() -> None:
-            parent = self._job_run(job, spec, created, meta, stored)
+            parent = self._job_run(job, spec, created, meta, stored, name_job)
             self._last_attempt_run[job["id"]] = run_id
             if not self.tracker.name_attempt(run_id, parent.get("run_id"), job, n, worker, gpu_ids):
                 self._warn(job["id"], PARAMS_KEPT)

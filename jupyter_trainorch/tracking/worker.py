@@ -136,17 +136,19 @@ class TrackingWorker(Recording):
         """A run for ``experiment``: for the pool, or for an attempt of ``job_id`` waiting
         for it (``request`` tells the orchestrator which)."""
 
-        def make() -> str:
+        def make() -> tuple[str, str]:
             if experiment not in self._experiments:
                 self._experiments[experiment] = self.tracker.experiment_id(experiment)
-            return str(self.tracker.reserve_run(self._experiments[experiment]))
+            made = self._experiments[experiment]
+            return str(self.tracker.reserve_run(made)), made
 
         if job_id:
-            run_id = self._guarded(job_id, "creating the attempt's run", make)
-            self.out.send(reserved=run_id, experiment=experiment, request=request)
+            run_id, made = self._guarded(job_id, "creating the attempt's run", make) or ("", "")
+            self.out.send(reserved=run_id or None, experiment=experiment, request=request)
             return
         try:
-            self.out.send(reserved=self._with_retries(make), experiment=experiment)
+            run_id, made = self._with_retries(make)
+            self.out.send(reserved=run_id, experiment=experiment, experiment_id=made)
         except Exception as err:  # noqa: BLE001 - attempts make their own run meanwhile
             self.out.send(reserve_failed=experiment, error=f"{type(err).__name__}: {err}"[:300])
 
