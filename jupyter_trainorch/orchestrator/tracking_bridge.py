@@ -3,9 +3,10 @@ what the runs report back.
 
 An attempt is dispatched with a run reserved ahead (``tracking.pool``): its id is in the
 attempt's environment, so the job's process logs into it from its first line and waits
-for nothing. Only when none is reserved does the run open while the process starts, and
-the process waits for its id (``deliver_run_id``), bounded. The job's run, names, tags and
-artifacts follow on the record lane.
+for nothing; a job starting for the first time gets one for its own run too. When none is
+left, the run is made while the process starts and its id follows (``deliver_run_id``);
+the process does not wait for it unless it imports MLflow first (``runner.mlflow_run``).
+Names, tags, params and artifacts follow in the tracking process.
 
 Callbacks from the tracking threads only touch the store and the change feed, both
 thread-safe. With tracking off every method is a no-op, so callers never check.
@@ -26,6 +27,7 @@ from ..tracking.fields import experiment_name, run_url
 from . import gangs
 from .config import OrchestratorConfig
 from .feed import ChangeFeed
+from .tracking_news import TrackingNews
 
 if TYPE_CHECKING:
     from .attempts import AttemptTracker, Running
@@ -43,6 +45,7 @@ class TrackingBridge:
         self.config = config
         self.hooks: TrackingHooks | None = None
         self.uri: str | None = None
+        self.news = TrackingNews(store, feed)
         # Attempts whose run is being made, by (job id, n): what their job reports meanwhile
         # (metrics, the attempt's end, the job's end) waits here for the run's id.
         self._held: dict[tuple[str, int], list[Callable[[str | None], None]]] = {}
@@ -57,13 +60,14 @@ class TrackingBridge:
         self.hooks = TrackingHooks(
             self.config.tracker_class, uri, self.config.data_dir / "mlartifacts",
             self.config.mlflow_ui_url or None,
-            on_info=lambda job_id, info: self.add_info(job_id, **info),
+            on_info=self.news.add,
             ledger=self.config.data_dir / LEDGER_FILE,
         )  # fmt: skip
 
     def close(self) -> None:
         if self.hooks is not None:
             self.hooks.close()
+        self.news.flush()
 
     @property
     def enabled(self) -> bool:
@@ -71,8 +75,10 @@ class TrackingBridge:
 
     def backlog(self) -> int:
         """What is still to record: operations the tracking process has not carried out,
-        and attempts whose run is still being made."""
-        return 0 if self.hooks is None else self.hooks.backlog() + len(self._held)
+        attempts whose run is still being made, news not yet in the store."""
+        if self.hooks is None:
+            return 0
+        return self.hooks.backlog() + len(self._held) + self.news.pending()
 
     def env(self, run: Running) -> dict[str, str]:
         """What a job's process needs to log into its attempt's run."""
@@ -82,16 +88,8 @@ class TrackingBridge:
         if run.mlflow_run_id:
             env["MLFLOW_RUN_ID"] = env[MLFLOW_RUN_ID_ENV] = run.mlflow_run_id
         else:
-            env[TRACKING_ENV] = "1"  # the process waits for the id: ``deliver_run_id``
+            env[TRACKING_ENV] = "1"  # the id follows (``deliver_run_id``)
         return env
-
-    def add_info(self, job_id: str, **info: Any) -> None:
-        """Merge into the job's ``mlflow`` field (run ids, warning, metrics, model) and say so."""
-        job = self.store.get_job(job_id)
-        if job is None or not any(info.values()):
-            return
-        self.store.update_job(job_id, mlflow={**job.mlflow, **info})
-        self.feed.publish("job", job_id, user=job.user, state=job.state, mlflow=sorted(info))
 
     def submitted(self, record: JobRecord) -> None:
         """Nothing is made for a queued job; runs are reserved for its experiment."""
@@ -114,8 +112,9 @@ class TrackingBridge:
         reserved = self.hooks.reserve(experiment_name(job.spec))
         if reserved is None:
             return {}
-        info = {"experiment_id": reserved.experiment_id, "run_id": reserved.run_id,
-                "url": run_url(self.config.mlflow_ui_url, reserved.experiment_id, reserved.run_id)}  # fmt: skip
+        experiment_id, run_id = reserved.experiment_id, reserved.run_id
+        url = run_url(self.config.mlflow_ui_url, experiment_id, run_id)
+        info = {"experiment_id": experiment_id, "run_id": run_id, "url": url}
         self._job_runs[job.id] = info
         return {"mlflow": {**job.mlflow, **info}}
 

@@ -168,7 +168,11 @@ class TrackingChannel:
                 self.ready = message["ready"]
                 self._ready.set()
             else:
-                self._on_message(message)
+                try:
+                    self._on_message(message)
+                except Exception:  # noqa: BLE001 - this thread must keep reading, or the
+                    # process blocks writing to a full pipe and tracking stops for good
+                    log.exception("could not take in what the tracking process said")
         process.wait()
         if not self._stopping:
             self._ended_unexpectedly(process.returncode)

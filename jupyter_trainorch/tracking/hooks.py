@@ -2,10 +2,10 @@
 
 Every MLflow call is made by the tracking process (``worker``), never on the orchestrator's
 threads. What an attempt needs to start is here already: runs reserved ahead (``pool``),
-taken at dispatch without waiting. Only when none is left does an attempt ask for one
-and wait, bounded (``reserve_now``). A queued job costs nothing: its run is made when its
-first attempt starts. Recording (names, tags, artifacts, metrics, closing runs) follows in
-the tracking process, which yields while attempts start on busy CPUs.
+taken at dispatch without waiting (for the attempt, and for its job at the job's first
+start). When none is left, a run is asked for (``reserve_now``) and the attempt starts
+meanwhile. A queued job costs nothing until it starts. Recording (names, tags, artifacts,
+metrics, closing runs) follows in the tracking process, below the jobs' CPU priority.
 
 Any failure is reported as ``mlflow.warning`` on the job; nothing here can fail a job.
 """
@@ -48,6 +48,15 @@ def tracking_uri(setting: str, data_dir: Path) -> str | None:
     if setting.strip():
         return setting.strip()
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir / 'mlflow.db'}"
+
+
+def _resolve(future: concurrent.futures.Future[str | None], run_id: str | None) -> bool:
+    """Hand ``run_id`` to an attempt waiting for it; False if it no longer waits."""
+    try:
+        future.set_result(run_id)
+    except concurrent.futures.InvalidStateError:  # cancelled: the service is stopping
+        return False
+    return True
 
 
 class TrackingHooks:
@@ -127,10 +136,9 @@ class TrackingHooks:
         if request:
             with self._lock:
                 waiting = self._waiting.pop(request, None)
-            if waiting is not None:
-                waiting[1].set_result(run_id)
+            if waiting is not None and _resolve(waiting[1], run_id):
                 return
-            # The attempt gave up waiting: the next one takes it.
+            # The attempt gave up waiting (or stopped): the next one takes it.
         else:
             with self._lock:
                 self._asking[experiment] = max(0, self._asking.get(experiment, 0) - 1)
@@ -150,7 +158,7 @@ class TrackingHooks:
             waiting, self._waiting = list(self._waiting.values()), {}
             self._asking.clear()
         for _, future in waiting:
-            future.set_result(None)
+            _resolve(future, None)
 
     # -- reserved runs -------------------------------------------------------------
     def job_submitted(self, experiment: str) -> None:
