@@ -1,6 +1,7 @@
 """Scale: placement time with a 10,000-job queue, then dispatch rate on a real cluster.
 
-Run ``python bench/scale.py [--jobs 10000] [--gpus-per-worker 64] [--duration 45]``.
+Run ``python bench/scale.py [--jobs 10000] [--gpus-per-worker 64] [--duration 45]``;
+``--tracking`` compares MLflow tracking on and off instead (``bench/tracking.py``).
 
 1. Policy only: :func:`policy_decisions.measure` with 10,000 queued jobs on 64
    workers of 8 GPUs (target: one decision in at most 5 ms).
@@ -276,19 +277,24 @@ def p95(values: Sequence[float]) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=10000, help="jobs queued before dispatch opens")
-    parser.add_argument(
-        "--gpus-per-worker", type=int, default=64, help="GPU slots of each of 2 workers"
-    )
+    parser.add_argument("--jobs", type=int, help="jobs queued before dispatch opens (10000)")
+    parser.add_argument("--gpus-per-worker", type=int, help="GPU slots of each of 2 workers (64)")
     parser.add_argument(
         "--duration", type=float, default=45.0, help="longest drain window, seconds"
     )
     parser.add_argument("--skip-policy", action="store_true", help="only the cluster part")
+    parser.add_argument("--tracking", action="store_true", help="MLflow on against off instead "
+                        "(bench/tracking.py: 1000 jobs on 2 x 16 slots unless given)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.tracking:
+        import tracking
+
+        given = [("--jobs", args.jobs), ("--gpus-per-worker", args.gpus_per_worker)]
+        return tracking.main([*(f"{k}={v}" for k, v in given if v), "--first-line-jobs=0"])
     logging.getLogger("distributed").setLevel(logging.WARNING)
     if not args.skip_policy:
         policy_section()
-    cluster_section(args.jobs, args.gpus_per_worker, args.duration)
+    cluster_section(args.jobs or 10000, args.gpus_per_worker or 64, args.duration)
     return 0
 
 

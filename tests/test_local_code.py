@@ -213,7 +213,10 @@ def test_a_worker_with_other_versions_says_so_and_records_both(tmp_path, monkeyp
         "running tinydist 2.0",
     ]
 
-    attempt_run = job.to_dict()["attempts"][0]["mlflow_run_id"]
+    # Tracking never holds a job back: on a service just started, the run may come after.
+    attempt_run = wait_until(
+        lambda: job.to_dict()["attempts"][0]["mlflow_run_id"], timeout=60, what="the attempt's run"
+    )
     client = MlflowClient(f"sqlite:///{Path(os.environ['TRAINORCH_DATA_DIR']) / 'mlflow.db'}")
     tags = wait_until(
         lambda: client.get_run(attempt_run).data.tags.get("trainorch.version_mismatch"),

@@ -203,7 +203,10 @@ def test_an_unreachable_tracking_server_does_not_fail_the_job(tmp_path):
         assert job.state == "succeeded"
         job = wait_until(lambda: (j := host.store.get_job(job_id)).mlflow.get("warning") and j, timeout=60,
                          what="the tracking warning")  # fmt: skip
-        assert job.mlflow["warning"].startswith("MLflow tracking failed (creating the job's run)")
+        # The attempt's run is the first one made (the job's follows it).
+        assert job.mlflow["warning"].startswith(
+            "MLflow tracking failed (creating the attempt's run)"
+        )
         # While paused, later jobs start at once instead of waiting on MLflow.
         started = time.monotonic()
         second = wait_final(

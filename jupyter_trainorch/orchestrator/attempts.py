@@ -25,7 +25,6 @@ from ..runner.protocol import AttemptOutcome, AttemptRequest
 from ..runner.supervisor import (
     cancel_attempt,
     cancel_jobs,
-    deliver_run_id,
     forget_attempts,
     read_log,
     remove_checkpoints,
@@ -123,15 +122,16 @@ class AttemptTracker:
 
     # -- launch ------------------------------------------------------------------------
     def launch(self, job: JobRecord, run: Running, package: bytes | None) -> None:
-        """Hand the attempt to Dask; its MLflow run opens meanwhile, not before."""
+        """Hand the attempt to Dask with its MLflow run reserved (``tracking_bridge``)."""
         self.running[run.job_id] = run
+        opening = self.tracking.attempt_starting(job, run, package)
         request = self._request(job, run, package)
         if run.ranks:
             gangs.submit_ranks(self, run, request)
         else:
             run.future = self.submit(request, run.key, run.worker, run.gpu_ids)
-        if self.tracking.enabled:
-            self.spawn(self.tracking.open_attempt_run(job, run, self.deliver_run_id))
+        if opening is not None:  # none was reserved: it opens while the process starts
+            self.spawn(opening(self))
         self.spawn(gangs.watch_gang(self, run) if run.ranks else self.watch(run))
 
     def submit(
@@ -155,26 +155,6 @@ class AttemptTracker:
 
     def _request(self, job: JobRecord, run: Running, package: bytes | None) -> AttemptRequest:
         return attempt_request(job, run, package, self.config, self.tracking)
-
-    async def deliver_run_id(self, run: Running, run_id: str) -> None:
-        """Give the child (each rank's) its MLflow run id once the supervisor has
-        registered the attempt."""
-        waiting = gangs.members(run)
-        for _ in range(100):
-            if self.running.get(run.job_id) is not run:
-                return
-            for member in list(waiting):
-                try:
-                    delivered = await self.backend.client.run(
-                        deliver_run_id, member.key, run_id, workers=[member.worker]
-                    )
-                except Exception:  # noqa: BLE001 - worker gone: the lost-worker path ends it
-                    return
-                if any(delivered.values()):
-                    waiting.remove(member)
-            if not waiting:
-                return
-            await asyncio.sleep(0.05)
 
     # -- events from workers -------------------------------------------------------------
     def on_worker_event(self, event: tuple[float, dict[str, Any]]) -> None:
@@ -202,8 +182,8 @@ class AttemptTracker:
         if progress:
             self._store_progress(run, progress)
         points = message.get("metrics")
-        if points and run.mlflow_run_id:
-            self.tracking.metrics(run.job_id, run.mlflow_run_id, points)
+        if points:
+            self.tracking.metrics(run, points)
 
     def mark_running(self, run: Running, pid: int | None, started: float | None) -> None:
         if run.started_running:
@@ -272,13 +252,12 @@ class AttemptTracker:
         if outcome.get("process_started") and not run.started_running:
             fields.update(process_started=outcome["process_started"], pid=outcome.get("pid"))
         self.store.update_attempt(run.job_id, run.n, **fields)
-        if run.mlflow_run_id:
-            store, job_id, n = self.store, run.job_id, run.n
-            self.tracking.attempt_ended(
-                job_id, run.mlflow_run_id, attempt_state,
-                lambda: "\n".join(line.text for line in store.read_logs(job_id, attempt=n, limit=10**6)),
-                versions=outcome.get("versions"),
-            )  # fmt: skip
+        store, job_id, n = self.store, run.job_id, run.n
+        self.tracking.attempt_ended(
+            run, attempt_state,
+            lambda: "\n".join(line.text for line in store.read_logs(job_id, attempt=n, limit=10**6)),
+            versions=outcome.get("versions"),
+        )  # fmt: skip
         self._on_end(
             AttemptEnd(
                 run=run,

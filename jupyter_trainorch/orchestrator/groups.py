@@ -62,7 +62,7 @@ def submit_group(
         assert earlier is not None
         return earlier, False
     for n in order:
-        orch.enqueue(made[n][0], jobs[n][1], made[n][1])
+        orch.enqueue(made[n][0], made[n][1])
     return [made[n][0] for n in range(len(jobs))], True
 
 

@@ -17,6 +17,7 @@ from ..runner.protocol import AttemptReport, attempt_key
 from ..runner.supervisor import attempt_reports
 from ..store import AttemptRecord, JobRecord
 from .attempts import AttemptTracker, Running
+from .tracking_bridge import deliver_run_id
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ async def adopt(
         pid=attempt.pid,
     )
     tracker.running[job.id] = run
+    tracker.tracking.attempt_adopted(job, run)
     if report["state"] == "finished":
         await tracker.finish(run, report["outcome"])
         return
@@ -99,7 +101,7 @@ async def adopt(
         tracker.store_lines(run, held)
     if tracker.tracking.enabled:
         # It may still wait for its run id if the earlier orchestrator died first.
-        tracker.spawn(tracker.deliver_run_id(run, run.mlflow_run_id or ""))
+        tracker.spawn(deliver_run_id(tracker, run, run.mlflow_run_id or ""))
     tracker.spawn(tracker.watch(run))
 
 

@@ -28,7 +28,7 @@ def attempt_request(
         "source": spec.get("source", ""),
         "command": spec.get("command", ""),
         "params": spec.get("params", {}),
-        "env": {**spec.get("env", {}), **tracking.env()},
+        "env": {**spec.get("env", {}), **tracking.env(run)},
         "secret_env": spec.get("secret_env", {}),
         "outputs": spec.get("outputs", []),
         "workdir": spec.get("workdir"),

@@ -279,15 +279,16 @@ class Scheduler:
                 started=now,
                 timeout=job.spec.get("timeout"),
                 ranks=gangs.extra_ranks(job.id, n, placement.ranks),
+                # Stored with the attempt: its process logs into this run from its first line.
+                mlflow_run_id=self.attempts.tracking.reserve_run(job),
             )
             attempts.append(
-                AttemptRecord(
-                    job.id, n, STARTING, placement.worker, list(placement.gpu_ids), started=now
-                )
-            )
+                AttemptRecord(job.id, n, STARTING, placement.worker, list(placement.gpu_ids),
+                              started=now, mlflow_run_id=run.mlflow_run_id)
+            )  # fmt: skip
             fields: dict[str, Any] = {"state": STARTING, "not_before": None}
-            if job.started is None:
-                fields["started"] = now
+            if job.started is None:  # with the job's run, when one was reserved
+                fields.update(started=now, **self.attempts.tracking.reserve_job_run(job))
             changes.append((job.id, fields))
             launches.append((job, run, package))
         self.store.add_attempts(attempts)

@@ -274,7 +274,7 @@ class Orchestrator:
         record, unfinished = self.new_record(spec, package, rerun_of, idempotency_key,
                                              request_hash, admin)  # fmt: skip
         self.store.create_job(record, package)
-        self.enqueue(record, package, unfinished)
+        self.enqueue(record, unfinished)
         return record
 
     def new_record(
@@ -313,9 +313,9 @@ class Orchestrator:
         )
         return record, unfinished
 
-    def enqueue(self, record: JobRecord, package: bytes | None, unfinished: set[str]) -> None:
+    def enqueue(self, record: JobRecord, unfinished: set[str]) -> None:
         """A stored new job: into the queue, or waiting on ``unfinished``."""
-        self.tracking.submitted(record, package)
+        self.tracking.submitted(record)
         if unfinished:
             self.queue.wait_for(record.id, unfinished)
         else:

@@ -26,12 +26,10 @@ import time
 
 from .names import (
     KERNEL_VERSIONS_FILE,
-    MLFLOW_RUN_ID_ENV,
     MODULES_DIR,
     OUTPUTS_FILE,
     PROGRESS_FD_ENV,
     REQUEST_FILE,
-    RUN_ID_FILE,
     STATUS_FILE,
     TRACKING_ENV,
     VARIABLES_FILE,
@@ -173,23 +171,6 @@ def run_python(attempt_dir: str, request: AttemptRequest) -> int:
     return 0
 
 
-def _await_tracking_run(attempt_dir: str, timeout: float = 30.0) -> None:
-    """The orchestrator opens the attempt's MLflow run while this process starts; the
-    user's code must log into it, so wait for its id (never longer than ``timeout``)."""
-    path = os.path.join(attempt_dir, RUN_ID_FILE)
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            print("trainorch: no MLflow run arrived; this attempt is not tracked", file=sys.stderr)
-            return
-        time.sleep(0.005)
-    with open(path, encoding="utf-8") as handle:
-        run_id = handle.read().strip()
-    if run_id:
-        # MLflow deletes MLFLOW_RUN_ID once it has read it; ours stays.
-        os.environ["MLFLOW_RUN_ID"] = os.environ[MLFLOW_RUN_ID_ENV] = run_id
-
-
 def main(argv: list[str], parent: int | None = None) -> int:
     """Run the attempt whose folder is ``argv[1]``; ``parent``: the process whose end ends
     this one (default: the one that started it)."""
@@ -199,8 +180,10 @@ def main(argv: list[str], parent: int | None = None) -> int:
     parent = os.getppid() if parent is None else parent
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     _forward_sigterm_to_group(request["kind"])
-    if os.environ.get(TRACKING_ENV):
-        _await_tracking_run(attempt_dir)
+    if os.environ.get(TRACKING_ENV):  # no run was reserved: its id arrives meanwhile
+        from .mlflow_run import await_run_id
+
+        await_run_id(attempt_dir, request["kind"])
     workdir = os.getcwd()
     if workdir not in sys.path:
         sys.path.insert(0, workdir)

@@ -31,9 +31,11 @@ ATTEMPT_ENV = "TRAINORCH_ATTEMPT"
 CHECKPOINT_DIR_ENV = "TRAINORCH_CHECKPOINT_DIR"
 PROGRESS_FD_ENV = "TRAINORCH_PROGRESS_FD"  # where ``progress()`` writes its JSON lines
 UPSTREAM_DIR_ENV = "TRAINORCH_UPSTREAM_DIR"  # set when the job has dependencies
-# Set by the orchestrator when tracking is on: the child waits for its run id.
+# Set by the orchestrator when no run was reserved ahead for the attempt: its id arrives
+# in RUN_ID_FILE, which the child waits for only at ``import mlflow`` (``mlflow_run``).
 TRACKING_ENV = "TRAINORCH_TRACKING"
-# Set by the child to the attempt's run id (MLflow removes MLFLOW_RUN_ID once read).
+# The attempt's run id, kept where MLflow does not remove it (it removes MLFLOW_RUN_ID once
+# read): set by the orchestrator with a reserved run, else by the child when it arrives.
 MLFLOW_RUN_ID_ENV = "TRAINORCH_MLFLOW_RUN_ID"
 
 # -- the worker's zygote ----------------------------------------------------------------

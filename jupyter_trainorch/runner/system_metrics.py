@@ -60,14 +60,19 @@ class SystemSampler:
     def _run(self) -> None:
         import psutil
 
-        read_gpus = _gpu_reader(self.gpu_ids)
-        try:
-            root = psutil.Process(self.pid)
-        except psutil.NoSuchProcess:
-            return
+        root: psutil.Process | None = None
+        read_gpus = None
         step = 0
         known: dict[int, psutil.Process] = {}
         while not self._stop.wait(self.interval):
+            if root is None:
+                # At the first sample, not at the start: a job that ends sooner (most of a
+                # burst of short jobs) costs its worker no NVML set-up or process lookup.
+                read_gpus = _gpu_reader(self.gpu_ids)
+                try:
+                    root = psutil.Process(self.pid)
+                except psutil.NoSuchProcess:
+                    return
             try:
                 tree = [root, *root.children(recursive=True)]
             except psutil.NoSuchProcess:

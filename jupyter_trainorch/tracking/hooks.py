@@ -1,30 +1,44 @@
-"""The orchestrator's tracking hooks, run on one background thread in call order.
+"""The orchestrator's tracking hooks: MLflow kept off the path of a starting job.
 
-One thread keeps a job's run created before its attempts' runs and keeps MLflow's
-latency off the scheduling loop. Any failure is logged once per job and reported as
-``mlflow.warning`` on the job; nothing here can fail a job.
+Every MLflow call is made by the tracking process (``worker``), never on the orchestrator's
+threads. What an attempt needs to start is here already: runs reserved ahead (``pool``),
+taken at dispatch without waiting (for the attempt, and for its job at the job's first
+start). When none is left, a run is asked for (``reserve_now``) and the attempt starts
+meanwhile. A queued job costs nothing until it starts. Recording (names, tags, artifacts,
+metrics, closing runs) follows in the tracking process, below the jobs' CPU priority.
+
+Any failure is reported as ``mlflow.warning`` on the job; nothing here can fail a job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import logging
+import math
 import os
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .mlflow_tracker import MlflowTracker
+from .channel import Setup, TrackingChannel, class_path
+from .pool import Ledger, Reserved, RunPool
 
 log = logging.getLogger(__name__)
-MAX_LOG_ARTIFACT_BYTES = 5 * 2**20
-# After a failure, calls are skipped for this long: an unreachable server must not make
-# every attempt wait for MLflow's HTTP retries before it may start.
+# The attempt's process does not wait for a run made on demand (only ``import mlflow``
+# does, bounded: ``runner.mlflow_run``); this bounds how long the orchestrator asks.
+ATTEMPT_RUN_WAIT = 300.0
+# After runs could not be reserved, attempts make their own for this long.
 PAUSE_AFTER_FAILURE = 60.0
-# The attempt starts without its run rather than wait longer than this for MLflow.
-ATTEMPT_RUN_WAIT = 15.0
+REFRESH_EVERY = 10.0  # reserved runs too old are replaced, unused ones deleted
+CLOSE_TIMEOUT = 600.0  # for what is still to record when the service stops
+LOST = "the tracking process ended before it recorded all of this job; its runs may be incomplete"
+
+Lazy = Callable[[], Any]
 
 
 def tracking_uri(setting: str, data_dir: Path) -> str | None:
@@ -36,176 +50,208 @@ def tracking_uri(setting: str, data_dir: Path) -> str | None:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir / 'mlflow.db'}"
 
 
+def _resolve(future: concurrent.futures.Future[str | None], run_id: str | None) -> bool:
+    """Hand ``run_id`` to an attempt waiting for it; False if it no longer waits."""
+    try:
+        future.set_result(run_id)
+    except concurrent.futures.InvalidStateError:  # cancelled: the service is stopping
+        return False
+    return True
+
+
 class TrackingHooks:
     def __init__(
         self,
-        tracker: MlflowTracker,
-        on_warning: Callable[[str, str], None],
-        on_final_metrics: Callable[[str, dict[str, float]], None] | None = None,
+        tracker_class: type,
+        uri: str,
+        artifact_root: Path | None,
+        ui_url: str | None,
+        on_info: Callable[[str, dict[str, Any]], None],
+        ledger: Path | None = None,
     ) -> None:
-        self.tracker = tracker
-        self._on_warning = on_warning
-        self._on_final_metrics = on_final_metrics
-        # Two lanes: runs are created on one thread, so an attempt's run never queues behind
-        # artifact uploads, metrics and git calls, which go to the other.
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="trainorch-mlflow"
-        )
-        self._slow = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="trainorch-mlflow-io"
-        )
-        self._warned: set[str] = set()
-        # Written by the run-creating lane, read (and emptied) by the other, always later.
-        self._job_runs: dict[str, dict[str, Any]] = {}
-        self._last_attempt_run: dict[str, str] = {}
-        self._paused_until = 0.0
+        """``on_info(job_id, info)``: what goes into the job's ``mlflow`` field."""
+        self.uri = uri
+        self._on_info = on_info
+        self.pool = RunPool()
+        self._ledger = Ledger(ledger, uri)
+        self._lock = threading.Lock()
+        self._asking: dict[str, int] = {}  # runs asked for, by experiment, not yet made
+        self._pool_paused_until = -math.inf
+        self._waiting: dict[int, tuple[str, concurrent.futures.Future[str | None]]] = {}
+        self._requests = itertools.count(1)
+        self._stopped = threading.Event()
         # Fail fast against a server that is down (MLflow's defaults retry for minutes).
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        setup: Setup = {
+            "tracker_class": class_path(tracker_class), "tracking_uri": uri,
+            "artifact_root": str(artifact_root) if artifact_root else None, "ui_url": ui_url,
+            "sys_path": list(sys.path),
+        }  # fmt: skip
+        self._channel = TrackingChannel(setup, self._received, self._lost, self._restarted)
+        # Reserved runs an earlier service left (it did not stop cleanly): deleted once the
+        # first attempt is dispatched, after recovery named those its adopted attempts had
+        # taken (``discard_reserved`` leaves named runs alone).
+        self._left_behind = self._ledger.read()
+        threading.Thread(target=self._refresh, name="trainorch-mlflow-pool", daemon=True).start()
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=False)
-        self._slow.shutdown(wait=True, cancel_futures=False)
+        """Record everything sent so far, then delete the reserved runs nobody took."""
+        self._stopped.set()
+        left = self.pool.drain() + self._left_behind
+        if left:
+            self._channel.send("", lambda: {"op": "discard", "run_ids": left})
+        done = self._channel.stop(CLOSE_TIMEOUT)
+        # Runs made after the pool was emptied, and what could not be deleted: next time.
+        self._ledger.write(self.pool.drain() + ([] if done else left))
 
-    def _guarded(self, job_id: str, what: str, fn: Callable[..., Any], *args: Any) -> Any:
-        if time.monotonic() < self._paused_until:
-            self._warn(job_id, f"MLflow tracking is paused after a failure; {what} was skipped")
-            return None
+    def wait_ready(self, timeout: float) -> str | None:
+        """The tracker class the tracking process built (``module:name``), once it has."""
+        return self._channel.wait_ready(timeout)
+
+    def backlog(self) -> int:
+        """Tracking operations not carried out yet."""
+        return self._channel.pending()
+
+    # -- what the tracking process says ------------------------------------------
+    def _received(self, message: dict[str, Any]) -> None:
+        if "reserved" in message:
+            self._reserved(message)
+        elif "reserve_failed" in message:
+            experiment = message["reserve_failed"]
+            with self._lock:
+                self._asking[experiment] = max(0, self._asking.get(experiment, 0) - 1)
+                self._pool_paused_until = time.monotonic() + PAUSE_AFTER_FAILURE
+            log.warning("MLflow: could not reserve runs for %s: %s", experiment, message["error"])
+        elif "job_id" in message:
+            info = {k: v for k, v in message.items() if k != "job_id"}
+            self._on_info(message["job_id"], info.pop("job_run", None) or info)
+
+    def _reserved(self, message: dict[str, Any]) -> None:
+        experiment, run_id, request = (
+            message["experiment"],
+            message["reserved"],
+            message.get("request"),
+        )
+        if request:
+            with self._lock:
+                waiting = self._waiting.pop(request, None)
+            if waiting is not None and _resolve(waiting[1], run_id):
+                return
+            # The attempt gave up waiting (or stopped): the next one takes it.
+        else:
+            with self._lock:
+                self._asking[experiment] = max(0, self._asking.get(experiment, 0) - 1)
+        if run_id and message.get("experiment_id"):
+            self.pool.add(experiment, run_id, message["experiment_id"])
+            self._ledger.write(self.pool.run_ids())
+        self._top_up(experiment)
+
+    def _lost(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            log.warning("job %s: %s", job_id, LOST)
+            self._on_info(job_id, {"warning": LOST})
+
+    def _restarted(self) -> None:
+        """A new tracking process knows nothing of what the last one was asked."""
+        with self._lock:
+            waiting, self._waiting = list(self._waiting.values()), {}
+            self._asking.clear()
+        for _, future in waiting:
+            _resolve(future, None)
+
+    # -- reserved runs -------------------------------------------------------------
+    def job_submitted(self, experiment: str) -> None:
+        """Its attempt will want a run soon: reserve some ahead."""
+        self.pool.note_demand(experiment)
+        self._top_up(experiment)
+
+    def reserve(self, experiment: str) -> Reserved | None:
+        """A run made ahead for ``experiment`` (no waiting, no MLflow call)."""
+        reserved = self.pool.take(experiment)
+        self._top_up(experiment)
+        if self._left_behind:
+            left, self._left_behind = self._left_behind, []
+            self._channel.send("", lambda: {"op": "discard", "run_ids": left})
+        return reserved
+
+    async def reserve_now(self, job_id: str, experiment: str) -> str | None:
+        """A run for an attempt that found none reserved, made before any other (the
+        tracking process answers these first). None after ``ATTEMPT_RUN_WAIT`` or when
+        MLflow failed (the attempt runs untracked, and the job says so)."""
+        request = next(self._requests)
+        future: concurrent.futures.Future[str | None] = concurrent.futures.Future()
+        with self._lock:
+            self._waiting[request] = (job_id, future)
+        self._channel.send(job_id, lambda: {"op": "reserve", "experiment": experiment,
+                                            "job_id": job_id, "request": request})  # fmt: skip
         try:
-            return self._with_retries(fn, *args)
-        except Exception as err:  # noqa: BLE001 - tracking must never fail a job
-            self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE
-            first_line = (str(err).splitlines() or [""])[0][:300]
-            self._warn(
-                job_id, f"MLflow tracking failed ({what}): {type(err).__name__}: {first_line}"
-            )
-            return None
-
-    @staticmethod
-    def _with_retries(fn: Callable[..., Any], *args: Any) -> Any:
-        # A SQLite tracking store is written by job processes too: "database is locked"
-        # passes after a moment and is no reason to stop tracking.
-        for wait in (0.2, 0.5, 1.0, 2.0):
-            try:
-                return fn(*args)
-            except Exception as err:  # noqa: BLE001
-                if "locked" not in str(err):
-                    raise
-                time.sleep(wait)
-        return fn(*args)
-
-    def _warn(self, job_id: str, message: str) -> None:
-        if job_id not in self._warned:
-            self._warned.add(job_id)
-            log.warning("job %s: %s", job_id, message)
-            self._on_warning(job_id, message)
-
-    def submit(
-        self, job_id: str, what: str, fn: Callable[..., Any], *args: Any
-    ) -> concurrent.futures.Future[Any]:
-        return self._executor.submit(self._guarded, job_id, what, fn, *args)
-
-    def submit_slow(self, job_id: str, what: str, fn: Callable[..., Any], *args: Any) -> None:
-        self._slow.submit(self._guarded, job_id, what, fn, *args)
-
-    async def run(self, job_id: str, what: str, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.wrap_future(self.submit(job_id, what, fn, *args))
-
-    # -- what the orchestrator calls ---------------------------------------------
-    def job_submitted(
-        self, job: dict[str, Any], spec: dict[str, Any], meta: dict[str, str],
-        done: Callable[[dict[str, Any]], None],
-    ) -> None:  # fmt: skip
-        def start() -> dict[str, Any]:
-            info = self.tracker.start_job(job, spec)
-            self._job_runs[job["id"]] = info
-            done(info)
-            return info
-
-        created = self.submit(job["id"], "creating the job's run", start)
-
-        def describe() -> None:
-            info = created.result()
-            if info:
-                self.tracker.describe_job(info["run_id"], spec, meta)
-
-        self.submit_slow(job["id"], "logging the job's artifacts", describe)
-
-    async def attempt_started(
-        self, job: dict[str, Any], stored: dict[str, Any], n: int, worker: str, gpu_ids: list[str]
-    ) -> str | None:
-        """The attempt's run id; ``stored`` is the job's run as the store knows it (after a restart)."""
-
-        def start() -> str | None:
-            # Queued behind the job's own run on this thread, so it exists by now.
-            parent = self._job_runs.get(job["id"]) or stored
-            if not parent.get("run_id"):
-                return None
-            run_id = self.tracker.start_attempt(
-                parent["experiment_id"], parent["run_id"], job, n, worker, gpu_ids
-            )
-            self._last_attempt_run[job["id"]] = run_id
-            return run_id
-
-        try:
-            return await asyncio.wait_for(
-                self.run(job["id"], "creating the attempt's run", start), ATTEMPT_RUN_WAIT
-            )
+            return await asyncio.wait_for(asyncio.wrap_future(future), ATTEMPT_RUN_WAIT)
         except asyncio.TimeoutError:
-            self._warn(
-                job["id"],
-                f"MLflow did not answer in {ATTEMPT_RUN_WAIT:g}s; the attempt runs untracked",
-            )
+            with self._lock:
+                self._waiting.pop(request, None)
+            message = f"MLflow did not answer in {ATTEMPT_RUN_WAIT:g}s; the attempt runs untracked"
+            log.warning("job %s: %s", job_id, message)
+            self._on_info(job_id, {"warning": message})
             return None
+
+    def _top_up(self, experiment: str) -> None:
+        expired = self.pool.expired()
+        if expired:
+            self._channel.send("", lambda: {"op": "discard", "run_ids": expired})
+        with self._lock:
+            if self._stopped.is_set() or time.monotonic() < self._pool_paused_until:
+                return
+            more = self.pool.wanted(experiment) - self._asking.get(experiment, 0)
+            if more <= 0:
+                return
+            self._asking[experiment] = self._asking.get(experiment, 0) + more
+        for _ in range(more):
+            self._channel.send("", lambda: {"op": "reserve", "experiment": experiment,
+                                            "job_id": "", "request": 0})  # fmt: skip
+
+    def _refresh(self) -> None:
+        while not self._stopped.wait(REFRESH_EVERY):
+            for experiment in self.pool.experiments():
+                self._top_up(experiment)
+
+    # -- recording -----------------------------------------------------------------
+    def attempt_started(
+        self, job_id: str, job: Lazy, spec: dict[str, Any], created: float, meta: Lazy,
+        stored: dict[str, Any], name_job: bool | None, run_id: str, n: int, worker: str,
+        gpu_ids: list[str],
+    ) -> None:  # fmt: skip
+        """Make the reserved run ``run_id`` attempt ``n``'s. ``stored``: the job's run as
+        the store knows it; ``name_job``: whether it is a reserved run to make the job's
+        (None: unknown, after a restart). ``job`` (its dict) and ``meta`` (the package's
+        texts, for a job run not named yet) are read on the writer thread."""
+        self._channel.send(job_id, lambda: {
+            "op": "attempt_started", "job": job(), "spec": spec, "created": created,
+            "meta": meta() if name_job is not False or not stored.get("run_id") else {},
+            "stored": stored, "name_job": name_job, "run_id": run_id, "n": n,
+            "worker": worker, "gpu_ids": gpu_ids,
+        })  # fmt: skip
 
     def metrics(self, job_id: str, run_id: str, points: list[dict[str, Any]]) -> None:
-        self.submit_slow(job_id, "logging metrics", self.tracker.log_metrics, run_id, points)
+        self._channel.send(job_id, lambda: {"op": "metrics", "job_id": job_id,
+                                            "run_id": run_id, "points": points})  # fmt: skip
 
     def attempt_ended(
         self, job_id: str, run_id: str, state: str, read_log: Callable[[], str],
         versions: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
-        def end() -> None:
-            text = read_log()
-            if len(text) > MAX_LOG_ARTIFACT_BYTES:
-                text = "[…earlier lines cut…]\n" + text[-MAX_LOG_ARTIFACT_BYTES:]
-            if versions:  # guarded on its own: the run is closed even when this fails
-                self._guarded(
-                    job_id, "logging the versions", self.tracker.log_versions, run_id, versions
-                )
-            self.tracker.end_attempt(run_id, state, text)
-            if self._on_final_metrics is not None:
-                self._on_final_metrics(job_id, self.tracker.final_metrics(run_id))
-
-        # After this attempt's metrics, which wait in the same lane.
-        self.submit_slow(job_id, "closing the attempt's run", end)
+        self._channel.send(job_id, lambda: {
+            "op": "attempt_ended", "job_id": job_id, "run_id": run_id, "state": state,
+            "log_text": read_log(), "versions": versions,
+        })  # fmt: skip
 
     def job_ended(
-        self, job_id: str, stored: dict[str, Any], state: str, register_model: str = "",
-        registered: Callable[[str, dict[str, Any]], None] | None = None,
-        attempt_run: str | None = None,
+        self, job_id: str, job: Lazy, spec: dict[str, Any], created: float, meta: Lazy,
+        stored: dict[str, Any], state: str, attempt_run: str | None = None,
     ) -> None:  # fmt: skip
-        """``attempt_run``: the last attempt's run as the store knows it (after a restart)."""
-
-        def end() -> None:
-            parent = self._job_runs.pop(job_id, None) or stored
-            last = self._last_attempt_run.pop(job_id, None) or attempt_run
-            if parent.get("run_id"):
-                if last:
-                    # MLflow's compare relates a run's params to that run's own metrics,
-                    # so the job's run gets its last attempt's. Guarded on its own: the
-                    # run is closed even when this fails.
-                    self._guarded(
-                        job_id, "copying the final metrics", self.tracker.copy_final_metrics,
-                        last, parent["run_id"],
-                    )  # fmt: skip
-                self.tracker.end_job(parent["run_id"], state)
-            if state == "succeeded" and register_model and last and parent.get("experiment_id"):
-                version = self._guarded(
-                    job_id, "registering the model", self.tracker.register_model,
-                    register_model, parent["experiment_id"], last,
-                )  # fmt: skip
-                if version and registered is not None:
-                    registered(job_id, version)
-
-        self.submit_slow(job_id, "closing the job's run", end)
+        """A job that never ran gets its run now (``meta`` is read for it)."""
+        self._channel.send(job_id, lambda: {
+            "op": "job_ended", "job": job(), "spec": spec, "created": created,
+            "meta": {} if stored.get("run_id") else meta(), "stored": stored, "state": state,
+            "attempt_run": attempt_run,
+        })  # fmt: skip

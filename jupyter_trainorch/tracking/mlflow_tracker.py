@@ -1,72 +1,32 @@
 """MLflow tracking: one run per job, one nested run per attempt.
 
-Every call is made from the tracker's own thread (MLflow's SQLite store is slow and
-must never stall scheduling) and never raises: a tracking failure becomes a warning
-on the job, and the job runs on. Metrics are logged synchronously in batches:
-MLflow's asynchronous logging drops points against a SQLite server.
+Every call is made in the tracking process (``worker``), on one of its lanes: MLflow's
+SQLite store costs milliseconds of CPU a call and must never stall scheduling. What raises
+here becomes a warning on the job there, and the job runs on. Metrics are logged synchronously
+in batches: MLflow's asynchronous logging drops points against a SQLite server.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
+from .fields import (
+    RESERVED_RUN_NAME,
+    STATUS,
+    attempt_tags,
+    experiment_name,
+    job_run_tags,
+    ms,
+    params,
+    run_url,
+    step,
+)
 from .git import git_info
 from .ui import local_store
 
 log = logging.getLogger(__name__)
-
-STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
-PARENT_TAG = "mlflow.parentRunId"
-# Jobs without an experiment go here, not to MLflow's "Default": that one was made with
-# the store and keeps its artifacts in ``./mlruns`` of whichever folder created the store.
-DEFAULT_EXPERIMENT = "trainorch"
-
-
-def _ms(seconds: float | None = None) -> int:
-    return int((seconds if seconds is not None else time.time()) * 1000)
-
-
-def _step(value: Any) -> int:
-    try:
-        return int(value or 0)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _param_text(value: Any) -> str:
-    # str() as mlflow.log_param does: the job's code logging the same param into its
-    # attempt's run must write the same text, since MLflow refuses to change a param.
-    return str(value)[:6000]  # MLflow's limit on a param value
-
-
-def _params(job: dict[str, Any]) -> list[Any]:
-    from mlflow.entities import Param
-
-    return [Param(str(k), _param_text(v)) for k, v in sorted((job.get("params") or {}).items())]
-
-
-def _job_tags(job: dict[str, Any]) -> dict[str, str]:
-    """The trainorch tags a job's run and each attempt's run carry, so MLflow's search
-    and compare can group and filter attempts as well as jobs."""
-    template = job.get("template") or {}
-    tags = {
-        "mlflow.user": job.get("user") or "",
-        "trainorch.job_id": job["id"],
-        "trainorch.template.name": str(template.get("name", "")),
-        "trainorch.template.version": str(template.get("version", "")),
-        "trainorch.template.hash": str(template.get("hash", "")),
-        "trainorch.priority": str(job.get("priority_class", "")),
-        "trainorch.gpus": str((job.get("resources") or {}).get("gpus", 0)),
-        "trainorch.code_hash": str(job.get("code_hash") or ""),
-    }
-    if job.get("group"):
-        tags["trainorch.group"] = str(job["group"])
-    if job.get("rerun_of"):
-        tags["trainorch.rerun_of"] = str(job["rerun_of"])
-    return tags
 
 
 class MlflowTracker:
@@ -96,10 +56,13 @@ class MlflowTracker:
             self._client = MlflowClient(self.tracking_uri)
         return self._client
 
+    def warm_up(self) -> None:
+        """Import MLflow and open the store (a new SQLite store creates its tables: seconds),
+        so that the first job's runs do not wait for either."""
+        self.client.search_experiments(max_results=1)
+
     def url(self, experiment_id: str, run_id: str) -> str | None:
-        if not self.ui_url:
-            return None
-        return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+        return run_url(self.ui_url, experiment_id, run_id)
 
     def _experiment(self, name: str) -> str:
         if name in self._experiments:
@@ -119,33 +82,41 @@ class MlflowTracker:
         self._experiments[name] = experiment_id
         return experiment_id
 
+    def experiment_id(self, name: str) -> str:
+        """The id of experiment ``name``, made on first use."""
+        return self._experiment(name)
+
     # -- the job's run ---------------------------------------------------------------
-    def start_job(self, job: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-        """Create the job's run with its params and tags (what attempts' runs wait for)."""
-        experiment = str(spec.get("experiment") or "")
-        # Older kernels name MLflow's "Default" when a notebook has no name.
-        experiment_id = self._experiment(
-            experiment if experiment not in ("", "Default") else DEFAULT_EXPERIMENT
-        )
-        template = spec.get("template") or {}
-        tags = {
-            **_job_tags(job),
-            "mlflow.runName": job["name"],
-            "mlflow.source.name": f"jupyter-trainorch:{template.get('name', '')}",
-            "mlflow.source.type": "JOB",
-        }
+    def start_job(
+        self, job: dict[str, Any], spec: dict[str, Any], start_time: float | None = None
+    ) -> dict[str, Any]:
+        """Create the job's run with its params and tags; ``start_time``: when the job was
+        submitted (its run spans its wait in the queue)."""
+        experiment_id = self._experiment(experiment_name(spec))
         run = self.client.create_run(
-            experiment_id, start_time=_ms(), tags=tags, run_name=job["name"]
-        )
+            experiment_id, start_time=ms(start_time), tags=job_run_tags(job, spec),
+            run_name=job["name"],
+        )  # fmt: skip
         run_id = run.info.run_id
-        params = _params(job)
-        if params:
-            self.client.log_batch(run_id, params=params, synchronous=True)
+        job_params = params(job)
+        if job_params:
+            self.client.log_batch(run_id, params=job_params, synchronous=True)
         return {
             "experiment_id": experiment_id,
             "run_id": run_id,
             "url": self.url(experiment_id, run_id),
         }
+
+    def name_job(self, run_id: str, job: dict[str, Any], spec: dict[str, Any]) -> None:
+        """Make a reserved run the job's own: its name, tags and params."""
+        from mlflow.entities import RunTag
+
+        tags = [RunTag(k, v) for k, v in job_run_tags(job, spec).items()]
+        self.client.log_batch(run_id, params=params(job), tags=tags, synchronous=True)
+
+    def is_reserved(self, run_id: str) -> bool:
+        """Whether ``run_id`` is still a reserved run that nobody named."""
+        return bool(self.client.get_run(run_id).info.run_name == RESERVED_RUN_NAME)
 
     def describe_job(
         self, run_id: str, spec: dict[str, Any], meta: dict[str, str] | None = None
@@ -171,41 +142,64 @@ class MlflowTracker:
             self.client.log_text(run_id, text, f"trainorch/{name}")
 
     def end_job(self, run_id: str, state: str) -> None:
-        self.client.set_terminated(run_id, status=STATUS.get(state, "FAILED"), end_time=_ms())
+        self.client.set_terminated(run_id, status=STATUS.get(state, "FAILED"), end_time=ms())
 
     # -- attempts --------------------------------------------------------------------
-    def start_attempt(
+    def reserve_run(self, experiment_id: str) -> str:
+        """A run made ahead of the attempt (or job) it will be given to: ``name_attempt``
+        (``name_job``) makes it theirs. So an attempt never waits for MLflow to start."""
+        run = self.client.create_run(experiment_id, start_time=ms(), run_name=RESERVED_RUN_NAME)
+        return run.info.run_id
+
+    def name_attempt(
         self,
-        experiment_id: str,
-        parent_run_id: str,
+        run_id: str,
+        parent_run_id: str | None,
         job: dict[str, Any],
         n: int,
         worker: str,
         gpu_ids: list[str],
-    ) -> str:
-        tags = {
-            **_job_tags(job),
-            PARENT_TAG: parent_run_id,
-            "mlflow.runName": f"{job['name']} attempt {n}",
-            "trainorch.attempt": str(n),
-            "trainorch.worker": worker,
-            "trainorch.gpu_ids": ",".join(gpu_ids),
-        }
-        run = self.client.create_run(
-            experiment_id, start_time=_ms(), tags=tags, run_name=f"{job['name']} attempt {n}"
-        )
-        params = _params(job)
-        if params:
-            # Before the job's process can log into the run (it waits for this id).
-            self.client.log_batch(run.info.run_id, params=params, synchronous=True)
-        return run.info.run_id
+    ) -> bool:
+        """Make a reserved run attempt ``n``'s: its name, tags, params and job's run.
+        False when the job's code logged a param of its own first with another value
+        (MLflow keeps the first value; the tags are set all the same)."""
+        from mlflow.entities import RunTag
+        from mlflow.exceptions import MlflowException
+
+        tags = [
+            RunTag(k, v) for k, v in attempt_tags(job, parent_run_id, n, worker, gpu_ids).items()
+        ]
+        job_params = params(job)
+        try:
+            self.client.log_batch(run_id, params=job_params, tags=tags, synchronous=True)
+        except MlflowException as err:
+            if "Changing param values" not in str(err):
+                raise
+            logged = self.client.get_run(run_id).data.params
+            missing = [p for p in job_params if p.key not in logged]
+            self.client.log_batch(run_id, params=missing, tags=tags, synchronous=True)
+            return False
+        return True
+
+    def discard_reserved(self, run_id: str) -> bool:
+        """Delete a reserved run that no attempt was given (still named as reserved)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            info = self.client.get_run(run_id).info
+        except MlflowException:
+            return False  # gone, or another tracking store than the one it was made in
+        if info.run_name != RESERVED_RUN_NAME or info.lifecycle_stage != "active":
+            return False  # named: given to an attempt or a job after all
+        self.client.delete_run(run_id)
+        return True
 
     def log_metrics(self, run_id: str, points: list[dict[str, Any]]) -> None:
         """``[{"step", "time", "metrics": {key: value}}]`` as one batch (MLflow takes 1,000 a call)."""
         from mlflow.entities import Metric
 
         batch = [
-            Metric(str(key), float(value), _ms(point.get("time")), _step(point.get("step")))
+            Metric(str(key), float(value), ms(point.get("time")), step(point.get("step")))
             for point in points
             for key, value in (point.get("metrics") or {}).items()
             if isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -281,4 +275,4 @@ class MlflowTracker:
     def end_attempt(self, run_id: str, state: str, log_text: str) -> None:
         if log_text:
             self.client.log_text(run_id, log_text, "trainorch/log.txt")
-        self.client.set_terminated(run_id, status=STATUS.get(state, "FAILED"), end_time=_ms())
+        self.client.set_terminated(run_id, status=STATUS.get(state, "FAILED"), end_time=ms())

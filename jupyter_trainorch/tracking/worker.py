@@ -1,0 +1,204 @@
+"""The tracking process: every MLflow call the orchestrator makes, away from its event loop.
+
+``python -m jupyter_trainorch.tracking.worker``, started and stopped by ``TrackingHooks``.
+MLflow's client is CPU-bound Python (7-20 ms a call on a SQLite store); on a thread of the
+orchestrator it held the GIL against the event loop, which then waited up to 5 ms each time
+it took the GIL back after a socket call. Here it only competes for a CPU.
+
+JSON lines on stdin: the first is ``Setup``, then operations (``op``), each numbered
+(``seq``) and acknowledged with ``{"done": seq}`` once carried out. On stdout: what the
+orchestrator keeps (runs reserved, a job's run, warnings, final metrics, model versions).
+Two lanes (``lanes.RecordLane``): one makes runs, urgent ones (an attempt waiting) first;
+the other records, and yields while attempts start on busy CPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from .channel import Setup, class_path, import_class
+from .lanes import LATER, URGENT, CpuLoad, RecordLane
+from .recording import Recording
+
+log = logging.getLogger(__name__)
+PAUSE_AFTER_FAILURE = 60.0
+# Recording yields while an attempt started this recently (and the CPUs are busy).
+STARTING_WINDOW = 1.0
+OPERATIONS = ("attempt_started", "metrics", "attempt_ended", "job_ended")
+# Below the jobs, but not so far that tracking stalls while training keeps every core busy:
+# at 10 it still gets about a tenth of a busy core (metrics batches, runs for new attempts).
+NICENESS = 10
+
+
+class Outbox:
+    """Lines to the orchestrator, whole, from any thread."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, **message: Any) -> None:
+        line = json.dumps(message, separators=(",", ":")) + "\n"
+        with self._lock:
+            self._stream.write(line)
+            self._stream.flush()
+
+
+class TrackingWorker(Recording):
+    def __init__(self, tracker: Any, out: Outbox) -> None:
+        super().__init__(
+            on_final_metrics=lambda job_id, metrics: out.send(job_id=job_id, metrics=metrics),
+            on_job_run=lambda job_id, info: out.send(job_id=job_id, job_run=info),
+            on_model=lambda job_id, version: out.send(job_id=job_id, model=version),
+        )
+        self.tracker = tracker
+        self.out = out
+        self._paused_until = 0.0
+        self._warned: set[str] = set()
+        self._experiments: dict[str, str] = {}
+        self._last_start = 0.0
+        cpu = CpuLoad()
+        self._runs = RecordLane(lambda: False, name="trainorch-mlflow-runs")
+        self._record = RecordLane(
+            lambda: time.monotonic() - self._last_start < STARTING_WINDOW and cpu.busy()
+        )
+
+    # -- what Recording needs ----------------------------------------------------
+    def record(self, priority: int, job_id: str, what: str, fn: Any, *args: Any) -> Any:
+        return self._record.submit(priority, self._guarded, job_id, what, fn, *args)
+
+    def _guarded(self, job_id: str, what: str, fn: Any, *args: Any) -> Any:
+        if time.monotonic() < self._paused_until:
+            self._warn(job_id, f"MLflow tracking is paused after a failure; {what} was skipped")
+            return None
+        try:
+            return self._with_retries(fn, *args)
+        except Exception as err:  # noqa: BLE001 - tracking must never fail a job
+            self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE
+            first_line = (str(err).splitlines() or [""])[0][:300]
+            self._warn(
+                job_id, f"MLflow tracking failed ({what}): {type(err).__name__}: {first_line}"
+            )
+            return None
+
+    @staticmethod
+    def _with_retries(fn: Any, *args: Any) -> Any:
+        # A SQLite tracking store is written by job processes too: "database is locked"
+        # passes after a moment and is no reason to stop tracking.
+        for wait in (0.2, 0.5, 1.0, 2.0):
+            try:
+                return fn(*args)
+            except Exception as err:  # noqa: BLE001
+                if "locked" not in str(err):
+                    raise
+                time.sleep(wait)
+        return fn(*args)
+
+    def _warn(self, job_id: str, message: str) -> None:
+        if job_id and job_id not in self._warned:
+            self._warned.add(job_id)
+            log.warning("job %s: %s", job_id, message)
+            self.out.send(job_id=job_id, warning=message)
+
+    # -- operations ----------------------------------------------------------------
+    def handle(self, message: dict[str, Any]) -> None:
+        """Queue operation ``message``; it is acknowledged once carried out."""
+        op, seq = message.pop("op"), message.pop("seq")
+        if op == "attempt_started":
+            self._last_start = time.monotonic()
+        if op == "reserve":
+            urgent = bool(message["job_id"])  # an attempt waits for it
+            done = self._runs.submit(URGENT if urgent else LATER, self._reserve, **message)
+        elif op == "discard":
+            done = self._record.submit(LATER, self._discard, **message)
+        elif op in OPERATIONS:
+            done = getattr(self, op)(**message)
+        else:
+            log.error("unknown tracking operation %r", op)
+            self.out.send(done=seq)
+            return
+
+        def acknowledge(future: Any) -> None:
+            if future.exception() is not None:  # a bug: recording itself never raises
+                log.error("tracking operation %s failed: %r", op, future.exception())
+            self.out.send(done=seq)
+
+        done.add_done_callback(acknowledge)
+
+    def _reserve(self, experiment: str, job_id: str, request: int) -> None:
+        """A run for ``experiment``: for the pool, or for an attempt of ``job_id`` waiting
+        for it (``request`` tells the orchestrator which)."""
+
+        def make() -> tuple[str, str]:
+            if experiment not in self._experiments:
+                self._experiments[experiment] = self.tracker.experiment_id(experiment)
+            made = self._experiments[experiment]
+            return str(self.tracker.reserve_run(made)), made
+
+        if job_id:
+            run_id, made = self._guarded(job_id, "creating the attempt's run", make) or ("", "")
+            self.out.send(reserved=run_id or None, experiment=experiment, request=request)
+            return
+        try:
+            run_id, made = self._with_retries(make)
+            self.out.send(reserved=run_id, experiment=experiment, experiment_id=made)
+        except Exception as err:  # noqa: BLE001 - attempts make their own run meanwhile
+            self.out.send(reserve_failed=experiment, error=f"{type(err).__name__}: {err}"[:300])
+
+    def _discard(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            try:
+                self.tracker.discard_reserved(run_id)
+            except Exception as err:  # noqa: BLE001 - stays a reserved run: harmless
+                log.debug("could not delete the reserved run %s: %s", run_id, err)
+
+    def warm_up(self) -> None:
+        try:
+            self.tracker.warm_up()
+        except Exception as err:  # noqa: BLE001 - a job's own call reports it, if it lasts
+            log.debug("MLflow could not be reached yet: %s", err)
+
+    def close(self) -> None:
+        """Carry out everything received, then end."""
+        self._runs.close()
+        self._record.close()
+
+
+def main() -> int:
+    if hasattr(os, "nice"):
+        # Jobs go first: nothing a starting job needs is made here any more urgently than
+        # the CPUs allow (runs reserved ahead are taken; a run made on demand is awaited
+        # only by ``import mlflow``). Tracking catches up when a burst of starts is over.
+        os.nice(NICENESS)
+    logging.basicConfig(level=logging.WARNING, format="trainorch tracking: %(message)s")
+    # Protocol lines only on stdout: anything else a library prints goes to stderr.
+    out = Outbox(sys.stdout)
+    sys.stdout = sys.stderr
+    setup: Setup = json.loads(sys.stdin.readline())
+    sys.path.extend(p for p in setup["sys_path"] if p not in sys.path)
+    tracker = import_class(setup["tracker_class"])(
+        setup["tracking_uri"],
+        Path(setup["artifact_root"]) if setup["artifact_root"] else None,
+        setup["ui_url"],
+    )
+    worker = TrackingWorker(tracker, out)
+    out.send(ready=class_path(type(tracker)))
+    worker._runs.submit(URGENT, worker.warm_up)
+    for line in sys.stdin:
+        message = json.loads(line)
+        if message.get("op") == "stop":
+            break
+        worker.handle(message)
+    worker.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

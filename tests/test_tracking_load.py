@@ -1,0 +1,179 @@
+"""Tracking under load, against a real local cluster and MLflow on a SQLite file: every job
+is tracked however many are queued, and a job's process never waits for its run to start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import start_host, submit, wait_final, wait_until
+
+from jupyter_trainorch.orchestrator.attempts import AttemptTracker
+from jupyter_trainorch.runner.protocol import MLFLOW_RUN_ID_ENV, RUN_ID_FILE, TRACKING_ENV
+from jupyter_trainorch.tracking.fields import RESERVED_RUN_NAME
+from jupyter_trainorch.tracking.lanes import LATER, URGENT, RecordLane
+from jupyter_trainorch.tracking.pool import MAX_AGE, MIN_RESERVED, RunPool
+
+PRINT_RUN = """
+import os
+print("run", os.environ.get("MLFLOW_RUN_ID"), "waits", os.environ.get("TRAINORCH_TRACKING"))
+"""
+
+
+def _client(data: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{data / 'mlflow.db'}")
+
+
+def _caught_up(host, timeout: float) -> None:
+    tracking = host.orchestrator.tracking
+    wait_until(lambda: tracking.backlog() == 0, timeout=timeout, what="tracking to catch up")
+
+
+def test_two_hundred_quick_jobs_are_each_tracked(tmp_path):
+    data = tmp_path / "data"
+    host = start_host(data, workers=2, gpus_per_worker=0, slots_per_worker=8)
+    try:
+        started = time.monotonic()
+        ids = [submit(host, name=f"quick-{i}", source="pass", user="ada") for i in range(200)]
+        jobs = [wait_final(host, job_id, timeout=300) for job_id in ids]
+        ran_for = time.monotonic() - started
+        _caught_up(host, timeout=300)
+        caught_up = time.monotonic() - started
+        jobs = [host.store.get_job(job_id) for job_id in ids]
+    finally:
+        host.stop()
+    assert [j.state for j in jobs] == ["succeeded"] * 200
+    assert ran_for < 240 and caught_up < 420, (ran_for, caught_up)  # bounded, on 2 busy cores
+    client = _client(data)
+    experiment = client.get_experiment_by_name("trainorch").experiment_id
+    runs = {r.info.run_id: r for r in client.search_runs([experiment], max_results=1000)}
+    assert len(runs) == 400  # a run per job and per attempt, no reserved run left over
+    for job in jobs:
+        assert "warning" not in job.mlflow, job.mlflow
+        parent = runs[job.mlflow["run_id"]]
+        assert parent.info.status == "FINISHED" and parent.info.run_name == job.name
+        assert parent.data.tags["trainorch.job_id"] == job.id
+        assert parent.data.tags["mlflow.user"] == "ada"
+        (attempt,) = job.attempts
+        run = runs[attempt.mlflow_run_id]
+        assert run.info.status == "FINISHED" and run.info.run_name == f"{job.name} attempt 1"
+        tags = run.data.tags
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert (tags["trainorch.job_id"], tags["trainorch.attempt"]) == (job.id, "1")
+        assert tags["trainorch.worker"] == attempt.worker
+    deleted = client.search_runs([experiment], run_view_type=2, max_results=1000)  # DELETED_ONLY
+    assert {r.info.run_name for r in deleted} <= {RESERVED_RUN_NAME}
+
+
+def test_an_attempt_starts_with_its_run_id_in_its_request(tmp_path, monkeypatch):
+    requests = []
+    submit_attempt = AttemptTracker.submit
+
+    def recording(self, request, *args):
+        requests.append(request)
+        return submit_attempt(self, request, *args)
+
+    monkeypatch.setattr(AttemptTracker, "submit", recording)
+    data = tmp_path / "data"
+    host = start_host(data)
+    try:
+        wait_final(host, submit(host, name="first", source="pass"), timeout=120)
+        hooks = host.orchestrator.tracking.hooks
+        wait_until(lambda: len(hooks.pool.run_ids()) >= MIN_RESERVED, timeout=120,
+                   what="runs reserved ahead")  # fmt: skip
+        job = wait_final(host, submit(host, name="second", source=PRINT_RUN), timeout=120)
+        lines = [line.text for line in host.store.read_logs(job.id)]
+        _caught_up(host, timeout=120)
+    finally:
+        host.stop()
+    run_id = job.attempts[0].mlflow_run_id
+    env = requests[-1]["env"]
+    # The id travels with the request: the process logs into the run from its first line.
+    assert env["MLFLOW_RUN_ID"] == env[MLFLOW_RUN_ID_ENV] == run_id and TRACKING_ENV not in env
+    assert lines == [f"run {run_id} waits None"]
+    run = _client(data).get_run(run_id)
+    assert run.info.run_name == "second attempt 1" and run.info.status == "FINISHED"
+    # The job's own run was reserved at its start too: the job showed it as soon as it ended.
+    assert run.data.tags["mlflow.parentRunId"] == job.mlflow["run_id"]
+    assert _client(data).get_run(job.mlflow["run_id"]).info.run_name == "second"
+
+
+LOGS_A_METRIC = """
+import os
+print("at start", os.environ.get("MLFLOW_RUN_ID"))
+import mlflow
+mlflow.log_metric("seen", 1.0)
+print("logged into", mlflow.active_run().info.run_id)
+"""
+
+
+def test_without_a_reserved_run_only_import_mlflow_waits_for_it(tmp_path, monkeypatch):
+    from jupyter_trainorch.tracking.hooks import TrackingHooks
+
+    monkeypatch.setattr(TrackingHooks, "reserve", lambda self, experiment: None)
+    data = tmp_path / "data"
+    host = start_host(data)
+    try:
+        job = wait_final(host, submit(host, name="late-run", source=LOGS_A_METRIC), timeout=120)
+        _caught_up(host, timeout=120)
+        job = host.store.get_job(job.id)
+        lines = [line.text for line in host.store.read_logs(job.id)]
+    finally:
+        host.stop()
+    assert job.state == "succeeded", lines
+    run_id = job.attempts[0].mlflow_run_id
+    assert lines == ["at start None", f"logged into {run_id}"]
+    run = _client(data).get_run(run_id)
+    assert run.data.metrics == {"seen": 1.0} and run.info.run_name == "late-run attempt 1"
+
+
+def test_the_process_starts_at_once_and_import_mlflow_waits_for_the_run_id(tmp_path):
+    probe = (
+        "import os, sys, time\n"
+        "from jupyter_trainorch.runner.mlflow_run import await_run_id\n"
+        "started = time.monotonic(); await_run_id(sys.argv[1], 'python')\n"
+        "print('started', round(time.monotonic() - started, 2), os.environ.get('MLFLOW_RUN_ID'), flush=True)\n"
+        "import mlflow\n"
+        "print('imported', os.environ.get('MLFLOW_RUN_ID'), flush=True)\n"
+    )  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", probe, str(tmp_path)], stdout=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline().split() == ["started", "0.0", "None"]
+    time.sleep(0.5)  # the orchestrator delivers the id later
+    (tmp_path / RUN_ID_FILE).write_text("a" * 32)
+    assert proc.stdout.readline().split() == ["imported", "a" * 32]
+    assert proc.wait(timeout=60) == 0
+
+
+def test_reserved_runs_follow_demand_and_age_out():
+    now = [0.0]
+    pool = RunPool(clock=lambda: now[0])
+    assert pool.wanted("e") == 0  # not in use
+    for _ in range(5):
+        pool.note_demand("e")
+    assert pool.wanted("e") == MIN_RESERVED + 5
+    pool.add("e", "old", "1")
+    now[0] = 1.0
+    pool.add("e", "new", "1")
+    taken = pool.take("e")
+    assert taken is not None and taken.run_id == "old"  # the oldest first: start times stay close
+    now[0] = 1.0 + MAX_AGE + 0.1
+    assert pool.take("e") is None  # too old to hand out: deleted instead
+    assert pool.expired() == ["new"]
+
+
+def test_a_starting_attempt_goes_before_what_is_queued_for_later():
+    lane = RecordLane(lambda: False)
+    done: list[str] = []
+    blocker = lane.submit(URGENT, time.sleep, 0.2)
+    later = [lane.submit(LATER, done.append, f"later {i}") for i in range(3)]
+    urgent = lane.submit(URGENT, done.append, "urgent")
+    for future in (blocker, *later, urgent):
+        future.result(timeout=10)
+    lane.close()
+    assert done == ["urgent", "later 0", "later 1", "later 2"]
