@@ -183,7 +183,7 @@ def test_a_line_that_never_ends_is_cut_not_hoarded():
     writer = threading.Thread(target=write)
     writer.start()
     lines: list[str] = []
-    read_lines(read_fd, lines.append, lambda bar: None)
+    read_lines(read_fd, lines.extend, lambda bar: None)
     writer.join()
     os.close(read_fd)
     assert len(lines) == 2 and lines[1] == "next"

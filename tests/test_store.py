@@ -172,6 +172,43 @@ def test_resent_log_batches_keep_each_line_once(store: JobStore) -> None:
     assert len(store.read_logs("j1")) == 9
 
 
+def test_lines_are_kept_compressed_in_batches_and_read_with_a_cursor(store: JobStore) -> None:
+    from sqlalchemy import func, select
+
+    from jupyter_trainorch.store.logs import MAX_BATCH_LINES
+    from jupyter_trainorch.store.orm import LogBatchRow
+
+    store.create_job(job("j1"), None)
+    count = MAX_BATCH_LINES + 7  # a gap filled from the worker's file: more than a batch
+    text = "epoch {} loss 0.{} " + "x" * 40
+    lines = [(s, "output", text.format(s, s), 100.0 + s) for s in range(1, count + 1)]
+    assert store.append_logs("j1", 1, lines) == count
+    with store._session() as session:
+        batches = session.scalar(select(func.count()).select_from(LogBatchRow))
+        stored = session.scalar(select(func.sum(func.length(LogBatchRow.data))))
+    assert batches == 2 and stored < sum(len(t) for _, _, t, _ in lines) / 3
+    read = store.read_logs("j1", limit=10**6)
+    assert [(x.seq, x.stream, x.text, x.time) for x in read] == [tuple(x) for x in lines]
+    ids = [x.id for x in read]
+    assert ids == sorted(set(ids))
+    # Paging across the batches' boundary, as a follower does.
+    page, cursor = [], 0
+    while chunk := store.read_logs("j1", attempt=1, after=cursor, limit=1000):
+        page.extend(chunk)
+        cursor = chunk[-1].id
+    assert [x.seq for x in page] == list(range(1, count + 1))
+    # Ranks of a multi-node attempt interleave their numbers; a rank's batch sent again
+    # (and one overlapping what is stored) adds only the lines not stored yet.
+    rank1 = [(2 * n + 1, "output", f"rank 1 line {n}", 200.0 + n) for n in range(1, 6)]
+    rank0 = [(2 * n, "output", f"rank 0 line {n}", 200.0 + n) for n in range(1, 6)]
+    assert store.append_logs("j1", 2, rank1) == 5 and store.append_logs("j1", 2, rank0) == 5
+    assert store.append_logs("j1", 2, rank1[2:] + [(13, "output", "late", 300.0)]) == 1
+    assert store.log_seqs("j1", 2) == {*range(2, 12), 13}
+    assert store.max_log_seq("j1", 2) == 13
+    newest = store.read_logs("j1", after=ids[-1])
+    assert [x.attempt for x in newest] == [2] * 11 and newest[-1].text == "late"
+
+
 def test_lease_has_one_live_owner(store: JobStore) -> None:
     now = 1000.0
     assert store.acquire_lease("a", "http://a", now, ttl=10) is None
@@ -330,7 +367,10 @@ def test_upgrade_from_0001_postgresql(pg_server: PostgresServer) -> None:
 def test_downgrade_and_upgrade_again(db_url: str) -> None:
     from alembic import command
 
-    JobStore(db_url).close()
+    first = JobStore(db_url)
+    first.create_job(job("j0"), None)
+    first.append_logs("j0", 1, [(1, "output", "kept", 1.0), (2, "error", "both ways", 2.0)])
+    first.close()
     engine = create_engine(db_url)
     try:
         with engine.begin() as connection:
@@ -338,6 +378,9 @@ def test_downgrade_and_upgrade_again(db_url: str) -> None:
         assert "idempotency_key" not in {c["name"] for c in inspect(engine).get_columns("jobs")}
         store = JobStore(db_url)
         store.create_job(job("j1", key="k"), None)
+        assert [(x.seq, x.stream, x.text) for x in store.read_logs("j0")] == [
+            (1, "output", "kept"), (2, "error", "both ways"),
+        ]  # fmt: skip
         store.close()
         assert schema_differences(db_url) == []
     finally:

@@ -277,7 +277,7 @@ class JobService:
 
     async def logs(
         self, caller: Caller, job_id: str, attempt: int | None = None, after: int = 0,
-        wait: float = 0.0, limit: int = 5000,
+        wait: float = 0.0, limit: int = 10_000,
     ) -> dict[str, Any]:  # fmt: skip
         """Log lines after the cursor ``after``; with ``wait``, until some arrive or the job
         ends (a long poll for ``--follow``), holding no thread while it waits."""

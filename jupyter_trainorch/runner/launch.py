@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from ..environ import ZYGOTE_SWITCH, without_service_settings
-from .zygote_client import ForkedProcess, ZygoteUnavailable, ready_zygote
+from .zygote_client import ForkedProcess, ZygoteUnavailable, ready_zygote, widen_pipe
 
 # How a fresh interpreter runs the job: ``-c`` spares the ``runpy`` that ``-m`` loads. The
 # '' that ``-c`` puts first on the import path goes: ``child.main`` puts the job's working
@@ -86,7 +86,7 @@ def start_job_process(
                 return zygote.spawn([str(attempt_dir)], env, cwd, progress_fd)
             except ZygoteUnavailable:
                 pass  # it is replaced at a later attempt; this one starts fresh
-    return FreshProcess(
+    process = FreshProcess(
         [sys.executable, "-c", FRESH_START, str(attempt_dir)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -97,6 +97,8 @@ def start_job_process(
         cwd=cwd,
         start_new_session=True,
     )
+    widen_pipe(process.stdout.fileno())  # type: ignore[union-attr]
+    return process
 
 
 def stop_group(proc: JobProcess, grace: float) -> None:

@@ -1,10 +1,11 @@
 """A child's output: split into lines, masked, capped, batched into sequenced events.
 
 Dask keeps only the last 1,000 events per topic and drops events while no client
-listens, so lines travel in batches (about 100 lines or 250 ms) with sequence
-numbers, and every line is also appended to a durable file on the worker from
-which the orchestrator fills any gap. Secret values are masked before a line goes
-anywhere; past the attempt's cap, lines are counted out but no longer kept.
+listens, so lines travel in batches (up to 2,000 lines, 256 KB or 250 ms) with sequence
+numbers, and every line is also appended to a durable file on the worker (a JSON array
+of lines per read) from which the orchestrator fills any gap. Secret values are masked
+before a line goes anywhere; past the attempt's cap, lines are counted out but no longer
+kept.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Any
 
 from .masking import SecretMask
 
-MAX_BATCH_LINES = 100
+# A batch is one Dask event: the scheduler keeps the last 1,000 of a topic in its memory.
+MAX_BATCH_LINES = 2000
+MAX_BATCH_CHARS = 256 * 1024
 FLUSH_INTERVAL = 0.25
 MAX_LINE_CHARS = 8192
 MAX_POINTS_PER_BATCH = 1000
@@ -33,7 +36,7 @@ TRUNCATED = (
     "further output is discarded"
 )
 
-_LINE_END = re.compile(rb"([\r\n])")
+_LINE_END_TEXT = re.compile("([\r\n])")
 _SCALE = {"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 _TQDM = re.compile(
     r"^(?:(?P<desc>.*?):\s*)?(?:\s*\d+%\|.*?\|\s*)?"
@@ -56,33 +59,61 @@ def parse_tqdm(text: str) -> dict[str, Any] | None:
     return {"step": as_int(step), "total": as_int(total), "message": desc, "metrics": {}}
 
 
-def read_lines(fd: int, line: Callable[[str], None], bar: Callable[[dict[str, Any]], None]) -> None:
-    """Read ``fd`` until it closes, calling ``line`` for each line and ``bar`` for each
-    tqdm bar. A segment ended by ``\\r`` is a redrawn bar, not a line."""
+def read_lines(
+    fd: int, lines: Callable[[list[str]], None], bar: Callable[[dict[str, Any]], None]
+) -> None:
+    """Read ``fd`` until it closes, calling ``lines`` with the lines each read completed
+    and ``bar`` for each tqdm bar. A segment ended by ``\\r`` is a redrawn bar, not a line.
+    Whole reads are split at once: a job printing fast must not wait on us line by line."""
     pending = b""
     skipping = False  # the rest of an over-long line
     while True:
         chunk = os.read(fd, 65536)
         if not chunk:
             break
-        parts = _LINE_END.split(pending + chunk)  # segment, end, segment, end, …, rest
-        pending = parts.pop()
-        for segment, end in zip(parts[::2], parts[1::2], strict=True):
-            if skipping:
-                skipping = False
+        data = pending + chunk
+        if skipping:
+            ends = [i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0]
+            if not ends:
+                pending = b""
                 continue
-            text = segment.decode("utf-8", "replace")
-            parsed = parse_tqdm(text)
-            if parsed is not None:
-                bar(parsed)
-            if end == b"\n":
-                line(text)
+            data, skipping = data[min(ends) + 1 :], False
+        cut = max(data.rfind(b"\n"), data.rfind(b"\r"))
+        if cut >= 0:
+            pending = data[cut + 1 :]
+            done = _segments(data[: cut + 1].decode("utf-8", "replace"), bar)
+            if done:
+                lines(done)
+        else:
+            pending = data
         if len(pending) > MAX_PENDING_BYTES:
             if not skipping:
-                line(pending.decode("utf-8", "replace"))
+                lines([pending.decode("utf-8", "replace")])
             pending, skipping = b"", True
     if pending and not skipping:
-        line(pending.decode("utf-8", "replace"))
+        lines([pending.decode("utf-8", "replace")])
+
+
+def _segments(text: str, bar: Callable[[dict[str, Any]], None]) -> list[str]:
+    """The lines of ``text`` (which ends with a line end); bars go to ``bar``."""
+    if "\r" not in text:
+        found = text[:-1].split("\n")
+        for segment in found:
+            if "[" in segment:  # a bar's elapsed time: cheaper than the full pattern
+                parsed = parse_tqdm(segment)
+                if parsed is not None:
+                    bar(parsed)
+        return found
+    found = []
+    parts = _LINE_END_TEXT.split(text)  # segment, end, …, segment, end, ""
+    for segment, end in zip(parts[:-1:2], parts[1::2], strict=True):
+        if "[" in segment:
+            parsed = parse_tqdm(segment)
+            if parsed is not None:
+                bar(parsed)
+        if end == "\n":
+            found.append(segment)
+    return found
 
 
 class LineBatcher:
@@ -111,6 +142,7 @@ class LineBatcher:
         self.bytes = 0
         self.truncated = False
         self._lines: list[list[Any]] = []
+        self._pending_bytes = 0
         self._progress: dict[str, Any] | None = None
         # Every metric point is kept (for the experiment's history); progress only the latest.
         self._points: list[dict[str, Any]] = []
@@ -121,26 +153,35 @@ class LineBatcher:
         self._timer = threading.Thread(target=self._tick, daemon=True)
         self._timer.start()
 
-    def add(self, text: str, stream: str = STREAM) -> None:
+    def add(self, texts: list[str], stream: str = STREAM) -> None:
+        """Lines the job wrote, in order: masked, cut, numbered, kept on disk and batched."""
         # Masked before it is cut, so that no secret's beginning is left at the cut.
-        text = self._mask(text)
-        if len(text) > MAX_LINE_CHARS:
-            text = text[:MAX_LINE_CHARS] + " …[line truncated]"
-        size = len(text.encode("utf-8", "replace")) + 1
+        if self._mask:
+            texts = [self._mask(text) for text in texts]
+        now = time.time()
         with self._lock:
             if self.truncated:
                 return
-            if self.max_bytes and self.bytes + size > self.max_bytes:
-                self.truncated = True
-                text = TRUNCATED.format(mb=self.max_bytes / 1e6)
-            else:
-                self.bytes += size
-            self.count += 1
-            seq = self.count * self._ranks + self._rank
-            record = [seq, stream, self._prefix + text, time.time()]
-            self._file.write(json.dumps(record) + "\n")
-            self._lines.append(record)
-            full = len(self._lines) >= MAX_BATCH_LINES
+            records = []
+            for text in texts:
+                if len(text) > MAX_LINE_CHARS:
+                    text = text[:MAX_LINE_CHARS] + " …[line truncated]"
+                size = (len(text) if text.isascii() else len(text.encode("utf-8", "replace"))) + 1
+                if self.max_bytes and self.bytes + size > self.max_bytes:
+                    self.truncated = True
+                    text = TRUNCATED.format(mb=self.max_bytes / 1e6)
+                else:
+                    self.bytes += size
+                self.count += 1
+                seq = self.count * self._ranks + self._rank
+                records.append([seq, stream, self._prefix + text, now])
+                if self.truncated:
+                    break
+            # One JSON array per call: encoding each line alone costs more than the line.
+            self._file.write(json.dumps(records) + "\n")
+            self._lines.extend(records)
+            self._pending_bytes += sum(len(record[2]) for record in records)
+            full = len(self._lines) >= MAX_BATCH_LINES or self._pending_bytes >= MAX_BATCH_CHARS
         if full:
             self.flush()
 
@@ -166,6 +207,7 @@ class LineBatcher:
     def flush(self) -> None:
         with self._lock:
             lines, self._lines = self._lines, []
+            self._pending_bytes = 0
             progress, self._progress = self._progress, None
             points, self._points = self._points, []
             self._file.flush()

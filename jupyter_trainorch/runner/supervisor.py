@@ -435,9 +435,11 @@ def read_log(path: str, after_seq: int) -> list[list[Any]]:
     try:
         with open(path, encoding="utf-8") as handle:
             for raw in handle:
-                record = json.loads(raw)
-                if record[0] > after_seq:
-                    lines.append(record)
+                try:
+                    records = json.loads(raw)
+                except ValueError:  # the write a killed worker left unfinished
+                    continue
+                lines.extend(record for record in records if record[0] > after_seq)
     except FileNotFoundError:
         pass
     return lines

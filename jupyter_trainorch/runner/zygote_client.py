@@ -10,6 +10,7 @@ ready, attempts start a fresh interpreter (``runner.launch``).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -134,6 +135,7 @@ class Zygote:
         """Fork a job process running ``runner.child.main`` with ``argv``, ``env`` and
         ``cwd``; its stdout and stderr go to a new pipe, ``progress_fd`` is given to it."""
         output_read, output_write = os.pipe()
+        widen_pipe(output_read)
         channel, theirs = socket.socketpair()
         try:
             with self._send_lock:
@@ -249,3 +251,16 @@ def _stop_with_worker() -> None:
 
     if PLUGIN_NAME not in worker.plugins:
         worker.loop.add_callback(worker.plugin_add, plugin=StopZygote(), name=PLUGIN_NAME)
+
+
+# Linux lets an unprivileged process grow a pipe to /proc/sys/fs/pipe-max-size (1 MiB by
+# default); the default 64 KiB stops a job printing fast whenever its reader falls behind.
+JOB_PIPE_BYTES = 1 << 20
+
+
+def widen_pipe(fd: int) -> None:
+    """Give a job's output pipe room for bursts (best effort: the default size works)."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, JOB_PIPE_BYTES)
+    except (OSError, AttributeError):
+        pass

@@ -71,17 +71,25 @@ class AttemptRow(Base):
     __table_args__ = (Index("ix_attempt_job_n", "job_id", "n", unique=True),)
 
 
-class LogRow(Base):
-    __tablename__ = "logs"
+class LogBatchRow(Base):
+    """Lines of one attempt as they arrived together: ``data`` is zlib-compressed JSON of
+    ``[[seq, stream, text, time], …]``. A line's id (readers' cursor) is
+    ``id * LINE_ID_STRIDE + its index`` (``store.logs``)."""
+
+    __tablename__ = "log_batches"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(String(32))
     attempt: Mapped[int] = mapped_column(Integer)
-    seq: Mapped[int] = mapped_column(Integer)
-    stream: Mapped[str] = mapped_column(String(8))
-    text: Mapped[str] = mapped_column(Text)
-    time: Mapped[float] = mapped_column(Float)
+    first_seq: Mapped[int] = mapped_column(Integer)
+    last_seq: Mapped[int] = mapped_column(Integer)
+    lines: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
-    __table_args__ = (Index("ix_logs_job_attempt_seq", "job_id", "attempt", "seq", unique=True),)
+    __table_args__ = (
+        Index("ix_log_batches_job_attempt", "job_id", "attempt"),
+        # Ids make readers' cursors: SQLite must never hand one out twice.
+        {"sqlite_autoincrement": True},
+    )
 
 
 class LeaseRow(Base):

@@ -17,10 +17,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker, undefer
 
 from ..processes import pid_alive
-from .engine import insert_ignoring_duplicates, make_engine
+from .engine import make_engine
+from .logs import LogStore
 from .migrations import ensure_schema
-from .models import SUCCEEDED, AttemptRecord, DuplicateSubmission, JobRecord, Lease, LogLine
-from .orm import AttemptRow, JobRow, LeaseRow, LogRow
+from .models import SUCCEEDED, AttemptRecord, DuplicateSubmission, JobRecord, Lease
+from .orm import AttemptRow, JobRow, LeaseRow
 
 _LEASE_NAME = "orchestrator"
 
@@ -93,7 +94,7 @@ def _filtered(query: Any, states: Iterable[str] | None, user: str | None, text: 
     return query
 
 
-class JobStore:
+class JobStore(LogStore):
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
@@ -395,60 +396,6 @@ class JobStore:
                 .where(AttemptRow.job_id == job_id, AttemptRow.n == n)
                 .values(**fields)
             )
-
-    # -- logs -------------------------------------------------------------
-    def append_logs(
-        self, job_id: str, attempt: int, lines: Sequence[tuple[int, str, str, float]]
-    ) -> int:
-        """Store ``(seq, stream, text, time)`` lines; a line already stored is skipped."""
-        if not lines:
-            return 0
-        rows = [
-            {"job_id": job_id, "attempt": attempt, "seq": s, "stream": st, "text": t, "time": tm}
-            for s, st, t, tm in lines
-        ]
-        # A re-sent batch may overlap what is stored: the database skips those lines itself,
-        # in the same statement, so concurrent senders cannot race between check and insert.
-        table = LogRow.__table__
-        statement = insert_ignoring_duplicates(self.engine.dialect.name, table)
-        with self._session.begin() as session:
-            if self.engine.dialect.name == "postgresql":
-                # psycopg reports no rowcount for a batch: count the ids inserted instead.
-                return len(session.execute(statement.returning(table.c.id), rows).all())
-            # sqlite3 sums a batch's changes (RETURNING would need SQLite >= 3.35).
-            return max(int(session.execute(statement, rows).rowcount), 0)
-
-    def max_log_seq(self, job_id: str, attempt: int) -> int:
-        """The highest stored line number of an attempt (0 when it has none)."""
-        with self._session() as session:
-            highest = session.scalar(
-                select(func.max(LogRow.seq)).where(
-                    LogRow.job_id == job_id, LogRow.attempt == attempt
-                )
-            )
-        return int(highest or 0)
-
-    def log_seqs(self, job_id: str, attempt: int) -> set[int]:
-        with self._session() as session:
-            return set(
-                session.scalars(
-                    select(LogRow.seq).where(LogRow.job_id == job_id, LogRow.attempt == attempt)
-                )
-            )
-
-    def read_logs(
-        self, job_id: str, attempt: int | None = None, after: int = 0, limit: int = 10_000
-    ) -> list[LogLine]:
-        """Lines with a store id greater than ``after`` (ids only grow: a cursor)."""
-        with self._session() as session:
-            query = select(LogRow).where(LogRow.job_id == job_id, LogRow.id > after)
-            if attempt is not None:
-                query = query.where(LogRow.attempt == attempt)
-            query = query.order_by(LogRow.id).limit(limit)
-            return [
-                LogLine(r.id, r.job_id, r.attempt, r.seq, r.stream, r.text, r.time)
-                for r in session.scalars(query)
-            ]
 
     # -- lease ------------------------------------------------------------
     def current_lease(self) -> Lease | None:
