@@ -259,3 +259,21 @@ def test_bad_data_fields_are_refused_with_a_sentence(host):
                     data={"d": f"job:{plain}/artifacts/m.pt"}) == (
         f"data.d: job '{plain}' declares no artifact 'm.pt' (its artifacts: none)"
     )  # fmt: skip
+
+
+def test_the_train_magic_takes_data_and_artifact_flags():
+    from IPython.core.error import UsageError
+
+    from jupyter_trainorch.client.magics import build_request
+
+    line = "--data train=s3://b/train.csv --data base=models:/m@prod --artifact out/model.pt --artifact w=ckpt/"
+    body, _, _ = build_request(line, "pass", 1)
+    assert body["overrides"]["data"] == {"train": "s3://b/train.csv", "base": "models:/m@prod"}
+    assert body["overrides"]["artifacts"] == [
+        {"name": "model.pt", "path": "out/model.pt"},
+        {"name": "w", "path": "ckpt/"},
+    ]
+    with pytest.raises(UsageError, match="^%%train: --data takes NAME=URI, not 'train'$"):
+        build_request("--data train", "pass", 1)
+    with pytest.raises(UsageError, match="^%%train: data.m must be models:/NAME@alias"):
+        build_request("--data m=models:/x", "pass", 1)

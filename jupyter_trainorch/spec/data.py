@@ -154,3 +154,26 @@ def data_field(key: str, value: Any, folder: str | None = None) -> Any:
             if data_kind(uri) == "path" and not os.path.isabs(local_path(uri)):
                 checked[name] = os.path.join(folder, uri)
     return checked
+
+
+def flag_overrides(data: list[str], artifacts: list[str]) -> dict[str, Any]:
+    """``--data NAME=URI`` and ``--artifact [NAME=]PATH`` flags (each repeatable) as the
+    ``data`` and ``artifacts`` overrides of a submit; a SpecError names the bad one."""
+    from .errors import SpecError
+
+    chosen: dict[str, Any] = {}
+    if data:
+        pairs = {}
+        for pair in data:
+            name, sep, uri = str(pair).partition("=")
+            if not sep or not name.strip() or not uri.strip():
+                raise SpecError(f"--data takes NAME=URI, not {str(pair)[:80]!r}")
+            pairs[name.strip()] = uri.strip()
+        chosen["data"] = data_field("data", pairs)
+    if artifacts:
+        entries: list[Any] = []
+        for item in artifacts:
+            name, sep, path = str(item).partition("=")
+            entries.append({name: path} if sep and ARTIFACT_NAME.fullmatch(name) else item)
+        chosen["artifacts"] = data_field("artifacts", entries)
+    return chosen

@@ -1481,7 +1481,7 @@ export interface components {
             outputs?: string[] | null;
             /**
              * Overrides
-             * @description flags: gpus, nodes, cpus, memory, priority, retries, timeout, env, secret_env, name, experiment, register_model
+             * @description flags: gpus, nodes, cpus, memory, priority, retries, timeout, env, secret_env, name, experiment, register_model, data ({NAME: URI}), artifacts ([PATH])
              * @default null
              */
             overrides?: {
