@@ -213,5 +213,5 @@ def recorded_data(attempt_dir: str) -> dict[str, Any]:
     try:
         found = json.loads(Path(attempt_dir, DATA_FILE).read_text())
     except (FileNotFoundError, ValueError):
-        return {}
+        found = {}
     return {"data": found.get("data"), "artifacts": found.get("artifacts")}
