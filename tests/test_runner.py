@@ -221,7 +221,13 @@ def test_a_jobs_secrets_are_masked_in_its_stored_log_and_error(orchestrator, tmp
     folder = orchestrator.config.data_dir / "attempts" / attempt_key(job_id, 1)
     request = json.loads((folder / REQUEST_FILE).read_text())
     # The package and the upstream jobs' values lie in files of their own.
-    assert set(request) == set(AttemptRequest.__annotations__) - {"package", "upstream", "gang"}
+    assert set(request) == set(AttemptRequest.__annotations__) - {
+        "package",
+        "upstream",
+        "gang",
+        "data",
+        "data_errors",
+    }
     upstream = json.loads((folder / UPSTREAM_DIR / UPSTREAM_INDEX).read_text())
     assert [u["job_id"] for u in upstream] == [blocker] and SECRET not in json.dumps(upstream)
     assert request["secret_env"] == {"API_TOKEN": SECRET} and request["max_log_bytes"] == CAP

@@ -112,6 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
         "it from this environment (repeatable)",
     )  # fmt: skip
     submit.add_argument(
+        "--data", action="append", default=[], metavar="NAME=URI",
+        help="a data input: a path, s3://… or another fsspec URI, models:/NAME@alias, "
+        "job:JOB/artifacts/PATH; its local path is in TRAINORCH_DATA_<NAME> (repeatable)",
+    )  # fmt: skip
+    submit.add_argument(
+        "--artifact", action="append", default=[], metavar="[NAME=]PATH",
+        help="a file or folder the job writes, logged to MLflow when it succeeds (repeatable)",
+    )  # fmt: skip
+    submit.add_argument(
         "--wait",
         action="store_true",
         help="print the logs until the job ends; exit 1 unless it succeeded",

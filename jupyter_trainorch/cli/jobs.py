@@ -39,6 +39,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         from ..spec import parse_secret_pairs
 
         chosen["secret_env"] = parse_secret_pairs(args.secret_env)
+    from ..spec.data import flag_overrides
+
+    chosen.update(flag_overrides(args.data, args.artifact))
     return chosen
 
 

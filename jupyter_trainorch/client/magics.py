@@ -52,6 +52,8 @@ def _train_parser() -> _Parser:
     parser.add_argument("--out", default="")
     parser.add_argument("--env", action="append", default=[])
     parser.add_argument("--secret-env", dest="secret_env", action="append", default=[])
+    parser.add_argument("--data", action="append", default=[])
+    parser.add_argument("--artifact", action="append", default=[])
     parser.add_argument("--wait", action="store_true")
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("params", nargs="*")
@@ -73,6 +75,7 @@ def build_request(
     line: str, cell: str, execution_count: int | None
 ) -> tuple[dict[str, Any], list[str], bool]:
     """The submit body for a ``%%train`` cell; also the ``--out`` names and ``--wait``."""
+    from ..spec.data import flag_overrides
     from ..spec.dependencies import conditional
     from ..spec.render import parse_secret_pairs, parse_set_values
 
@@ -84,6 +87,7 @@ def build_request(
         params = parse_set_values(args.params)
         env = parse_set_values(args.env) if args.env else {}
         secrets = parse_secret_pairs(args.secret_env)
+        data_io = flag_overrides(args.data, args.artifact)
     except SpecError as err:
         raise UsageError(f"%%train: {err}") from None
     overrides: dict[str, Any] = {
@@ -106,6 +110,7 @@ def build_request(
         overrides["env"] = {k: str(v) for k, v in env.items()}
     if secrets:
         overrides["secret_env"] = secrets
+    overrides.update(data_io)
     outputs = _split_list([args.out]) if args.out else []
     for name in outputs:
         if not name.isidentifier():

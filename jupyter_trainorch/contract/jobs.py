@@ -179,7 +179,7 @@ class SubmitRequest(Shape):
     params: dict[str, Any] | None = None
     overrides: dict[str, Any] | None = Field(
         None, description="flags: gpus, nodes, cpus, memory, priority, retries, timeout, env, "
-        "secret_env, name, experiment, register_model",
+        "secret_env, name, experiment, register_model, data ({NAME: URI}), artifacts ([PATH])",
     )  # fmt: skip
     source: str | None = None
     depends_on: list[str] | None = Field(None, description="jobs (ids or names) to run after")

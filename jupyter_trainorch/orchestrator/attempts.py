@@ -256,7 +256,7 @@ class AttemptTracker:
         self.tracking.attempt_ended(
             run, attempt_state,
             lambda: "\n".join(line.text for line in store.read_logs(job_id, attempt=n, limit=10**6)),
-            versions=outcome.get("versions"),
+            versions=outcome.get("versions"), data=outcome.get("data"),
         )  # fmt: skip
         self._on_end(
             AttemptEnd(

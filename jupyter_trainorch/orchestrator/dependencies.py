@@ -28,6 +28,7 @@ from ..spec.dependencies import (
 from ..spec.model import Dependency
 from ..store import CANCELLED, FAILED, PENDING, QUEUED, JobRecord, JobStore
 from .access import Forbidden
+from .data_inputs import check_data, release_problem
 
 if TYPE_CHECKING:
     from .outcomes import JobOutcomes
@@ -44,6 +45,7 @@ def resolve(
     ``admin``), is refused with one sentence."""
     group = group or {}
     resolved: dict[str, Dependency] = {}
+    refs: dict[str, str] = {}  # each reference as written -> its job id
     unfinished: set[str] = set()
     for dep in spec.conditions():
         flag = FLAGS[dep.when]
@@ -65,8 +67,11 @@ def resolve(
                 unfinished.add(job.id)
             dep_id = job.id
         resolved[dep_id] = Dependency(job=dep_id, when=dep.when)
+        refs[dep.job] = dep_id
     spec.dependencies = list(resolved.values())
     spec.depends_on = list(resolved)
+    if spec.data:
+        check_data(store, spec, refs, unfinished, group)
     return unfinished
 
 
@@ -127,6 +132,11 @@ def settle_dependents(outcomes: JobOutcomes, job_id: str, state: str) -> None:
         if verdict(when, state) == NEVER:
             _never(outcomes, dependent, job_id, when, state)
         elif outcomes.queue.dependency_met(dependent, job_id):
+            problem = release_problem(waiting, outcomes.store)
+            if problem:  # before it is queued, so before it holds a GPU
+                outcomes.queue.forget(dependent)
+                outcomes.end_job(dependent, FAILED, error=problem)
+                continue
             outcomes.store.update_job(dependent, state=QUEUED)
             queued = outcomes.store.get_job(dependent)
             assert queued is not None

@@ -31,6 +31,7 @@ def attempt_request(
         "env": {**spec.get("env", {}), **tracking.env(run)},
         "secret_env": spec.get("secret_env", {}),
         "outputs": spec.get("outputs", []),
+        "artifacts": spec.get("artifacts", []),
         "workdir": spec.get("workdir"),
         "timeout": spec.get("timeout"),
         "gpu_ids": list(run.gpu_ids),

@@ -182,13 +182,15 @@ class TrackingBridge:
 
     def attempt_ended(
         self, run: Running, state: str, read_log: Callable[[], str],
-        versions: dict[str, Any] | None = None,
+        versions: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
-        """``versions``: the kernel's and the worker's of what the cell imports."""
+        """``versions``: the kernel's and the worker's of what the cell imports; ``data``:
+        its inputs as staged (``DataRecord`` by name)."""
         if self.hooks is not None:
             hooks, job_id = self.hooks, run.job_id
             self._when_run(
-                run, lambda run_id: hooks.attempt_ended(job_id, run_id, state, read_log, versions)
+                run,
+                lambda run_id: hooks.attempt_ended(job_id, run_id, state, read_log, versions, data),
             )
 
     def job_ended(self, job: JobRecord, state: str) -> None:

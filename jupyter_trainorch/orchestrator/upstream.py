@@ -1,5 +1,6 @@
 """What a job is told about the jobs it waited on: their ``--out`` values and where their
-files are, handed to each attempt with its request (``runner.protocol.UpstreamJob``).
+files are, handed to each attempt with its request (``runner.protocol.UpstreamJob``), and
+its data inputs, with the artifacts of those jobs it reads (``job:``) as MLflow URIs.
 
 Only the owner's own data travels: ids, names, states, the pickled ``--out`` values,
 the working and checkpoint folders and the MLflow run; never ``env`` or ``secret_env``.
@@ -16,6 +17,7 @@ from ..contract.limits import MAX_UPSTREAM_BYTES
 from ..runner.protocol import AttemptRequest, UpstreamJob
 from ..store import JobRecord, JobStore
 from .attempts import AttemptTracker, Running
+from .data_inputs import attempt_data
 
 
 def upstream_jobs(
@@ -65,4 +67,6 @@ class UpstreamAttempts(AttemptTracker):
         request = super()._request(job, run, package)
         if job.depends_on:
             request["upstream"] = upstream_jobs(self.store, job, self.config.checkpoint_folder)
+        if job.spec.get("data"):
+            request.update(attempt_data(self.store, job))  # type: ignore[typeddict-item]
         return request

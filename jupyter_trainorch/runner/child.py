@@ -5,7 +5,8 @@ Started by the supervisor in a process group of its own: forked by the worker's 
 zygote cannot serve. Runs a python cell (with its captured variables and params) or a shell
 command, writes ``status.json`` when it fails in a way the supervisor must know about (not
 retryable), and ``outputs.pkl`` with the variables the user asked back (its files and
-variables: ``protocol``). It dies with its parent: a watchdog kills the whole process group
+variables: ``protocol``). A job with data inputs stages them first (``data_inputs``), one
+with artifacts logs them to MLflow once its code succeeded (``artifacts``). It dies with its parent: a watchdog kills the whole process group
 if the parent disappears.
 
 Everything this module imports is paid before the cell's first line by every fresh job
@@ -199,9 +200,21 @@ def main(argv: list[str], parent: int | None = None) -> int:
 
         for warning in check_versions(Path(attempt_dir)):
             print(warning, file=sys.stderr, flush=True)
+    if request.get("data") or request.get("data_errors"):
+        from .data_inputs import stage_inputs
+
+        failed = stage_inputs(attempt_dir, request, _write_status)
+        if failed is not None:
+            return failed
     if request["kind"] == "command":
-        return run_command(attempt_dir, request)
-    return run_python(attempt_dir, request)
+        code = run_command(attempt_dir, request)
+    else:
+        code = run_python(attempt_dir, request)
+    if code == 0 and request.get("artifacts"):
+        from .artifacts import upload_artifacts  # after the job's code: MLflow only now
+
+        code = upload_artifacts(attempt_dir, request, _write_status, workdir)
+    return code
 
 
 if __name__ == "__main__":

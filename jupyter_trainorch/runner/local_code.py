@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from ..package import KERNEL_VERSIONS, extract_files, read_meta, read_modules
 from .protocol import KERNEL_VERSIONS_FILE, MODULES_DIR, VERSIONS_FILE, DistributionVersions
@@ -40,3 +41,11 @@ def recorded_versions(attempt_dir: Path) -> dict[str, DistributionVersions] | No
         return json.loads((attempt_dir / VERSIONS_FILE).read_text())
     except (FileNotFoundError, ValueError):
         return None
+
+
+def recorded(attempt_dir: Path) -> dict[str, Any]:
+    """What the child recorded for the attempt's outcome: ``versions``, and ``data`` and
+    ``artifacts`` when it had any."""
+    from .data_inputs import recorded_data
+
+    return {"versions": recorded_versions(attempt_dir), **recorded_data(str(attempt_dir))}

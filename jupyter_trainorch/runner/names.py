@@ -20,6 +20,8 @@ UPSTREAM_INDEX = "upstream.json"  # [UpstreamJob without outputs], in dependency
 MODULES_DIR = "modules"  # the kernel's local modules from the package, first on the import path
 KERNEL_VERSIONS_FILE = "kernel_versions.json"  # {distribution: version} the kernel had
 VERSIONS_FILE = "versions.json"  # {distribution: DistributionVersions}, written by the child
+DATA_FILE = "data.json"  # {"data": {name: DataRecord}, "artifacts": {name: uri}}, by the child
+DATA_DIR = "data"  # remote inputs copied for the attempt: DATA_DIR/NAME/…
 
 # -- environment ----------------------------------------------------------------------
 # Of the worker: where attempts keep their folders (else the worker's local directory).

@@ -58,6 +58,11 @@ class AttemptRequest(TypedDict):
     env: dict[str, str]
     secret_env: dict[str, str]  # in the job's environment, masked in all it reports
     outputs: list[str]
+    artifacts: NotRequired[list[dict[str, str]]]  # [{name, path}] to log to MLflow at success
+    # Inputs by name (``data_uri``; ``job:`` references already ``runs:/…``), and the ones
+    # that cannot be had, with the sentence the attempt fails with.
+    data: NotRequired[dict[str, str]]
+    data_errors: NotRequired[dict[str, str]]
     workdir: str | None
     timeout: float | None
     gpu_ids: list[str]
@@ -76,6 +81,20 @@ class DistributionVersions(TypedDict):
 
     kernel: str
     worker: str | None  # None: not installed where the job ran
+
+
+class DataRecord(TypedDict, total=False):
+    """One data input as the job's process staged it (``DATA_FILE``)."""
+
+    uri: str
+    path: str  # local, in TRAINORCH_DATA_<NAME>
+    sha256: (
+        str | None
+    )  # of the file, or of a folder's sorted "path<NUL>hash" lines; None: not hashed
+    bytes: int
+    files: int
+    note: str  # why it was not hashed
+    version: str  # a models:/NAME@alias input: the version it was
 
 
 class AttemptOutcome(TypedDict, total=False):
@@ -97,6 +116,8 @@ class AttemptOutcome(TypedDict, total=False):
     pid: int | None
     process_started: float | None
     versions: dict[str, DistributionVersions] | None  # None: the package recorded none
+    data: dict[str, DataRecord] | None  # the inputs it was given; None: none
+    artifacts: dict[str, str] | None  # name -> the MLflow URI it was logged to
 
 
 class AttemptReport(TypedDict, total=False):

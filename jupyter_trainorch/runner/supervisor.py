@@ -22,7 +22,7 @@ from ..files import write_private
 from ..package import build_package, extract_files, read_package
 from .gang import gang_environment, meet_rank_zero
 from .launch import JobProcess, start_job_process, stop_group, worker_environment
-from .local_code import recorded_versions, unpack_local_code, with_modules_path
+from .local_code import recorded, unpack_local_code, with_modules_path
 from .masking import SecretMask
 from .protocol import (
     ATTEMPT_DIR_ENV,
@@ -286,7 +286,7 @@ class Supervisor:
             "log_path": str(self.dir / LOG_FILE),
             "pid": self.proc.pid if self.proc else None,
             "process_started": self.process_started,
-            "versions": recorded_versions(self.dir),
+            **recorded(self.dir),
         }
 
     def report(self) -> AttemptReport:

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from .data import Artifacts, DataInputs
 from .errors import SpecError
 from .units import (
     MAX_PRIORITY,
@@ -342,6 +343,8 @@ class JobSpec(SpecModel):
         Field(max_length=100),
         AfterValidator(_identifiers),
     ] = Field(default_factory=list)
+    data: DataInputs = Field(default_factory=dict)
+    artifacts: Artifacts = Field(default_factory=list)
     workdir: Annotated[str, Field(max_length=MAX_PATH_CHARS), AfterValidator(_no_nul)] | None = None
     experiment: Label = ""  # MLflow experiment; empty: the orchestrator's default
     group: Label = ""  # jobs of one sweep share it

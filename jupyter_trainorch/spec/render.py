@@ -14,7 +14,7 @@ from jinja2 import TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import SecurityError
 
 from .errors import SpecError
-from .model import JobSpec, Resources, RetryPolicy
+from .model import JobSpec, Resources, RetryPolicy, validate
 from .sandbox import JINJA, render_bounded
 from .templates import Template
 from .units import parse_duration, parse_memory, parse_priority
@@ -62,6 +62,8 @@ _OVERRIDES = (
     "name",
     "experiment",
     "register_model",
+    "data",
+    "artifacts",
 )
 
 
@@ -129,42 +131,54 @@ def render_spec(
         raise SpecError("--secret-env must be a mapping of variable names to values")
     secrets = {**template.secret_env, **{str(k): str(v) for k, v in extra_secrets.items()}}
     secrets = {k: _render(v, values, f"secret_env.{k}") for k, v in secrets.items()}
+    for key, shape in (("data", dict), ("artifacts", list)):
+        if not isinstance(overrides.get(key) or shape(), shape):
+            raise SpecError(
+                f"--{key} must be a {'mapping of names to URIs' if shape is dict else 'list of paths'}"
+            )
     command = _render(template.command, values, "command") if template.kind == "command" else ""
     job_name = name if name is not None else overrides.get("name", template.name)
     job_name = _render(str(job_name), values, "name").strip()
     if not job_name:
         raise SpecError("name must not be empty")
-    return JobSpec(
-        name=job_name,
-        kind=template.kind,
-        source=source if source is not None else template.source,
-        command=command,
-        params=values,
-        resources=resources,
-        retry=retry,
-        timeout=_flag("timeout", overrides["timeout"])
-        if "timeout" in overrides
-        else template.timeout,
-        priority=_flag("priority", overrides["priority"])
-        if "priority" in overrides
-        else template.priority,
-        env=env,
-        secret_env=secrets,
-        depends_on=[str(d) for d in depends_on],
-        # The template's own, then the caller's: a job named twice takes its last condition.
-        dependencies=[
-            *template.dependencies,
-            *({"job": str(d)} for d in depends_on),
-            *dependencies,
-        ],
-        outputs=list(outputs) if outputs is not None else list(template.outputs),
-        workdir=workdir,
-        register_model=str(overrides.get("register_model") or template.register_model).strip(),
-        experiment=_render(
-            str(overrides.get("experiment") or template.experiment), values, "experiment"
-        ).strip(),
-        template=template.ref(),
-        user=user,
+    # Validated as a request would be: a bad flag value is a sentence naming its field.
+    return validate(
+        JobSpec,
+        dict(
+            name=job_name,
+            kind=template.kind,
+            source=source if source is not None else template.source,
+            command=command,
+            params=values,
+            resources=resources,
+            retry=retry,
+            timeout=_flag("timeout", overrides["timeout"])
+            if "timeout" in overrides
+            else template.timeout,
+            priority=_flag("priority", overrides["priority"])
+            if "priority" in overrides
+            else template.priority,
+            env=env,
+            secret_env=secrets,
+            depends_on=[str(d) for d in depends_on],
+            # The template's own, then the caller's: a job named twice takes its last condition.
+            dependencies=[
+                *template.dependencies,
+                *({"job": str(d)} for d in depends_on),
+                *dependencies,
+            ],
+            outputs=list(outputs) if outputs is not None else list(template.outputs),
+            # The caller's inputs add to (or replace, by name) the template's; artifacts add up.
+            data={**template.data, **(overrides.get("data") or {})},
+            artifacts=[*template.artifacts, *(overrides.get("artifacts") or [])],
+            workdir=workdir,
+            register_model=str(overrides.get("register_model") or template.register_model).strip(),
+            experiment=_render(
+                str(overrides.get("experiment") or template.experiment), values, "experiment"
+            ).strip(),
+            template=template.ref(),
+            user=user,
+        ),
     )
 
 

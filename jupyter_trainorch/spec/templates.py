@@ -18,6 +18,7 @@ from typing import Any
 
 from jinja2 import TemplateSyntaxError
 
+from .data import data_field
 from .errors import SpecError
 from .model import ENV_NAME, Dependency, Resources, RetryPolicy, TemplateRef, validate
 from .sandbox import JINJA
@@ -28,7 +29,7 @@ from .yaml_files import read_yaml as _read
 SCHEMA_VERSION = 1
 TEMPLATE_FIELDS = tuple(
     "version name description extends kind command source resources retries timeout priority "
-    "env secret_env inputs outputs params experiment register_model depends_on".split()
+    "env secret_env inputs outputs data artifacts params experiment register_model depends_on".split()
 )
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 _TEXT_FIELDS = (
@@ -66,6 +67,8 @@ class Template:
     secret_env: dict[str, str] = field(default_factory=dict)
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    data: dict[str, str] = field(default_factory=dict)
+    artifacts: list[dict[str, str]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     experiment: str = ""
     register_model: str = ""
@@ -91,6 +94,8 @@ class Template:
             "experiment": self.experiment, "register_model": self.register_model,
             # Only when set: templates without dependencies keep the hash they always had.
             **({"depends_on": self.dependencies} if self.dependencies else {}),
+            **({"data": self.data} if self.data else {}),
+            **({"artifacts": self.artifacts} if self.artifacts else {}),
         }  # fmt: skip
 
     def ref(self) -> TemplateRef:
@@ -219,6 +224,8 @@ def _check_fields(raw: dict[str, Any], where: _Where, folder: Path | None) -> di
             data[key] = where.call(key, parse_priority, value, "priority")
         elif key == "depends_on":
             data[key] = where.call(key, _dependencies, value)
+        elif key in ("data", "artifacts"):
+            data[key] = where.call(key, data_field, key, value, folder and str(folder))
         elif key in ("env", "secret_env"):
             env = {}
             for name, text in value.items():
@@ -309,6 +316,8 @@ def _build(doc: _Doc, data: dict[str, Any]) -> Template:
         secret_env=dict(data.get("secret_env", {})),
         inputs=list(data.get("inputs", [])),
         outputs=list(data.get("outputs", [])),
+        data=dict(data.get("data", {})),
+        artifacts=list(data.get("artifacts", [])),
         params=dict(data.get("params", {})),
         experiment=data.get("experiment", ""),
         register_model=data.get("register_model", ""),

@@ -238,11 +238,11 @@ class TrackingHooks:
 
     def attempt_ended(
         self, job_id: str, run_id: str, state: str, read_log: Callable[[], str],
-        versions: dict[str, Any] | None = None,
+        versions: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
         self._channel.send(job_id, lambda: {
             "op": "attempt_ended", "job_id": job_id, "run_id": run_id, "state": state,
-            "log_text": read_log(), "versions": versions,
+            "log_text": read_log(), "versions": versions, "data": data,
         })  # fmt: skip
 
     def job_ended(

@@ -257,6 +257,22 @@ class MlflowTracker:
             self.client.set_registered_model_alias(name, alias, version.version)
         return {"name": name, "version": str(version.version), "alias": alias or None}
 
+    def log_data(self, run_id: str, job_run: str | None, data: dict[str, Any]) -> None:
+        """Each data input's URI and content hash as params of the attempt's run (the
+        inputs it ran with), and as tags of the job's run (its latest attempt's), named
+        ``trainorch.data.<name>.uri`` / ``.sha256`` (``.version`` for a model alias)."""
+        from mlflow.entities import Param, RunTag
+
+        fields = {
+            f"trainorch.data.{name}.{key}": str(record[key])[:6000]
+            for name, record in sorted(data.items())
+            for key in ("uri", "sha256", "version", "bytes")
+            if record.get(key) is not None
+        }
+        self.client.log_batch(run_id, params=[Param(k, v) for k, v in fields.items()])
+        if job_run:
+            self.client.log_batch(job_run, tags=[RunTag(k, v) for k, v in fields.items()])
+
     def log_versions(self, run_id: str, versions: dict[str, Any]) -> None:
         """The kernel's and the worker's versions of what the cell imports (an artifact),
         and those that differ as a tag, so that runs can be searched by it."""

@@ -137,7 +137,7 @@ class Recording:
 
     def attempt_ended(
         self, job_id: str, run_id: str, state: str, log_text: str,
-        versions: dict[str, Any] | None = None,
+        versions: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
     ) -> Future:  # fmt: skip
         def end() -> None:
             text = log_text
@@ -146,6 +146,11 @@ class Recording:
             if versions:  # guarded on its own: the run is closed even when this fails
                 self._guarded(
                     job_id, "logging the versions", self.tracker.log_versions, run_id, versions
+                )
+            if data:  # its inputs' hashes, on this run and (the latest) on the job's
+                job_run = self._job_runs.get(job_id, {}).get("run_id")
+                self._guarded(
+                    job_id, "logging the data inputs", self.tracker.log_data, run_id, job_run, data
                 )
             self.tracker.end_attempt(run_id, state, text)
             self._on_final_metrics(job_id, self.tracker.final_metrics(run_id))

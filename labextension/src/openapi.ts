@@ -317,6 +317,17 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * Artifact
+         * @description A file or folder the job writes (``path``, relative to its working folder), logged
+         *     to its attempt's MLflow run as ``artifacts/<name>``.
+         */
+        Artifact: {
+            /** Name */
+            name: string;
+            /** Path */
+            path: string;
+        };
         /** Attempt */
         Attempt: {
             /**
@@ -761,10 +772,24 @@ export interface components {
          */
         "JobSpec-Input": {
             /**
+             * Artifacts
+             * @description files or folders the job writes, logged to MLflow when it succeeds: PATH (named by its last part) or {NAME: PATH}
+             */
+            artifacts?: (string | {
+                [key: string]: string;
+            })[];
+            /**
              * Command
              * @default
              */
             command?: string;
+            /**
+             * Data
+             * @description inputs by name: a path, file:// or fsspec URI (s3://…), models:/NAME@alias, models:/NAME/VERSION, runs:/RUN_ID/PATH or job:JOB/artifacts/PATH; the job finds each one's local path in TRAINORCH_DATA_<NAME>
+             */
+            data?: {
+                [key: string]: string;
+            };
             /**
              * Dependencies
              * @description jobs to wait on, with the condition; depends_on entries wait on success
@@ -852,10 +877,22 @@ export interface components {
          */
         "JobSpec-Output": {
             /**
+             * Artifacts
+             * @description files or folders the job writes, logged to MLflow when it succeeds: PATH (named by its last part) or {NAME: PATH}
+             */
+            artifacts?: components["schemas"]["Artifact"][];
+            /**
              * Command
              * @default
              */
             command?: string;
+            /**
+             * Data
+             * @description inputs by name: a path, file:// or fsspec URI (s3://…), models:/NAME@alias, models:/NAME/VERSION, runs:/RUN_ID/PATH or job:JOB/artifacts/PATH; the job finds each one's local path in TRAINORCH_DATA_<NAME>
+             */
+            data?: {
+                [key: string]: string;
+            };
             /**
              * Dependencies
              * @description jobs to wait on, with the condition; depends_on entries wait on success
@@ -1444,7 +1481,7 @@ export interface components {
             outputs?: string[] | null;
             /**
              * Overrides
-             * @description flags: gpus, nodes, cpus, memory, priority, retries, timeout, env, secret_env, name, experiment, register_model
+             * @description flags: gpus, nodes, cpus, memory, priority, retries, timeout, env, secret_env, name, experiment, register_model, data ({NAME: URI}), artifacts ([PATH])
              * @default null
              */
             overrides?: {
