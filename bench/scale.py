@@ -286,10 +286,12 @@ def raw_dask_section(jobs: int, gpus_per_worker: int, duration: float) -> float:
     ``python -c pass`` child; completions/s over the same window."""
     from distributed import Client, LocalCluster, as_completed
 
-    with LocalCluster(
+    cluster = LocalCluster(
         n_workers=2, threads_per_worker=gpus_per_worker, processes=True,
         resources={"GPU": gpus_per_worker}, dashboard_address=None,
-    ) as cluster, Client(cluster) as client:  # fmt: skip
+    )  # fmt: skip
+    client = Client(cluster)
+    try:
         client.submit(spawn_bare_child, pure=False).result()  # workers up and warm
         opened = time.time()
         futures = [
@@ -303,12 +305,20 @@ def raw_dask_section(jobs: int, gpus_per_worker: int, duration: float) -> float:
         except TimeoutError:
             pass
         window = time.time() - opened
-        client.cancel(futures)
-    rate = done / window
-    print(
-        f"raw Dask, same shape: {done} of {jobs} finished in {window:.1f} s, "
-        f"{rate:.1f} completions/s"
-    )
+        rate = done / window
+        print(
+            f"raw Dask, same shape: {done} of {jobs} finished in {window:.1f} s, "
+            f"{rate:.1f} completions/s",
+            flush=True,
+        )
+        client.cancel(futures, force=True)
+    finally:
+        logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
+        for close in (client.close, cluster.close):
+            try:
+                close(timeout=120)
+            except Exception:  # noqa: BLE001 - busy threads end with their children
+                pass
     return rate
 
 
