@@ -257,6 +257,14 @@ class TrainOrch(Configurable):
         env="TRAINORCH_WORKER_COOLDOWN",
         help="Seconds a worker that fails job after job is left out of placement.",
     )
+    container_engine = Choice(
+        ["auto", "podman", "docker", "off"],
+        "auto",
+        env="TRAINORCH_CONTAINER_ENGINE",
+        help="What runs a job that names an image: 'auto' (podman, else docker, on the "
+        "workers' PATH), 'podman', 'docker', or 'off' (such jobs are refused). The engine "
+        "must answer on the workers; a local cluster's workers are this machine.",
+    )
     cluster_options = BackendOptions(
         "",
         env="TRAINORCH_CLUSTER_OPTIONS",
@@ -459,6 +467,7 @@ class TrainOrch(Configurable):
     _autoscale_grace_default = _from_environment("autoscale_grace")
     _worker_failure_limit_default = _from_environment("worker_failure_limit")
     _worker_cooldown_default = _from_environment("worker_cooldown")
+    _container_engine_default = _from_environment("container_engine")
     _cluster_options_default = _from_environment("cluster_options")
     _fair_share_half_life_default = _from_environment("fair_share_half_life")
     _gpu_quota_default = _from_environment("gpu_quota")

@@ -227,6 +227,8 @@ def test_a_jobs_secrets_are_masked_in_its_stored_log_and_error(orchestrator, tmp
         "gang",
         "data",
         "data_errors",
+        "image",
+        "container_engine",
     }
     upstream = json.loads((folder / UPSTREAM_DIR / UPSTREAM_INDEX).read_text())
     assert [u["job_id"] for u in upstream] == [blocker] and SECRET not in json.dumps(upstream)

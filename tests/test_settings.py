@@ -47,6 +47,7 @@ EXAMPLES: dict[str, tuple[str, object]] = {
     "autoscale_grace": ("120", 120.0),
     "worker_failure_limit": ("5", 5),
     "worker_cooldown": ("60", 60.0),
+    "container_engine": ("docker", "docker"),
     "cluster_options": ('{"workers": 3}', '{"workers": 3}'),
     "fair_share_half_life": ("3600", 3600.0),
     "gpu_quota": ("8", 8),

@@ -46,7 +46,7 @@ def unpack_files(package: bytes | None, folder: Path) -> tuple[dict[str, bytes],
 
 def template_fields(job: dict[str, Any]) -> dict[str, Any]:
     """What a standalone template keeps of ``job``: resources, retries, priority, env (not
-    the tracking variables of its run), the names of its secrets, timeout, experiment."""
+    the tracking variables of its run), the names of its secrets, timeout, experiment, image."""
     spec = job["spec"]
     env = {k: v for k, v in (spec.get("env") or {}).items() if k not in _TRACKING_ENV}
     fields: dict[str, Any] = {
@@ -63,6 +63,8 @@ def template_fields(job: dict[str, Any]) -> dict[str, Any]:
         fields["timeout"] = spec["timeout"]
     if spec.get("experiment"):
         fields["experiment"] = spec["experiment"]
+    if spec.get("image"):
+        fields["image"] = spec["image"]
     return fields
 
 
@@ -106,7 +108,7 @@ def export_job(job: dict[str, Any], package: bytes | None, folder: Path) -> list
         template["description"] += (
             f"; set its secrets when you submit it: --secret-env {'=… --secret-env '.join(secrets)}=…"
         )
-    template.update({k: fields[k] for k in ("timeout", "experiment") if k in fields})
+    template.update({k: fields[k] for k in ("timeout", "experiment", "image") if k in fields})
     target = folder / f"{stem}.yaml"
     target.write_text(yaml.safe_dump(template, sort_keys=False))
     return [target, *written]

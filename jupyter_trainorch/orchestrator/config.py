@@ -57,6 +57,7 @@ class OrchestratorConfig:
     autoscale_grace: float
     worker_failure_limit: int
     worker_cooldown: float
+    container_engine: str
     cluster_options: str
     fair_share_half_life: float
     gpu_quota: int

@@ -1,4 +1,5 @@
-"""Reading a submit request: the body becomes the caller's ``JobSpec`` and code package.
+"""Reading a submit request: the body becomes the caller's ``JobSpec`` and code package;
+``check_runnable`` then refuses a job the cluster could never run.
 
 Identity and quota groups come from the authenticated caller, never from the body; the
 idempotency key and the request's hash make a repeated submit return the job it made.
@@ -67,6 +68,33 @@ class Intake:
             workdir=body.get("workdir"),
             name=body.get("name"),
         )
+
+
+# The backends whose workers run on the orchestrator's machine, where an engine can be asked.
+_LOCAL_BACKENDS = ("local", "local-cuda")
+
+
+def check_runnable(orchestrator: Any, spec: JobSpec) -> None:
+    """Refuse, with one sentence, a job no worker could take: more than a worker holds (of
+    those there are, or autoscaling could add), or an image with no engine to run it."""
+    from .. import policy
+
+    autoscaler = orchestrator.autoscaler
+    could_hold = autoscaler.could_hold() if autoscaler is not None else []
+    if orchestrator.backend.workers or could_hold:
+        res = spec.resources
+        views = orchestrator.scheduler.views() + could_hold
+        problem = policy.fit_error(res.gpus, res.cpus, res.memory, views, nodes=res.nodes)
+        if problem:
+            raise SpecError(problem)
+    setting = orchestrator.config.container_engine
+    # Remote workers' engines cannot be asked from here: their attempt says so if absent.
+    if spec.image and (setting == "off" or orchestrator.backend.kind in _LOCAL_BACKENDS):
+        from ..runner.containers import image_refusal
+
+        refusal = image_refusal(spec.image, setting)
+        if refusal:
+            raise SpecError(refusal)
 
 
 def key_and_hash(

@@ -42,7 +42,9 @@ def attempt_request(
         "package": package,
         "max_log_bytes": config.max_log_bytes,
         "memory_limit": int(spec.get("resources", {}).get("memory") or 0),
-    }
+        **({"image": spec["image"], "container_engine": config.container_engine}
+           if spec.get("image") else {}),
+    }  # fmt: skip
 
 
 def progress_record(progress: dict[str, Any], updated: str) -> dict[str, Any]:

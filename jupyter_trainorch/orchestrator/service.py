@@ -22,11 +22,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .. import policy
 from ..cluster import ClusterBackend
 from ..package import code_hash
 from ..runner.protocol import EVENT_TOPIC
-from ..spec import JobSpec, SpecError
+from ..spec import JobSpec
 from ..store import (
     CANCELLED,
     FAILED,
@@ -47,6 +46,7 @@ from .config import OrchestratorConfig
 from .errors import JobNotFound, JobStateError, OrchestratorBusy
 from .feed import ChangeFeed
 from .groups import check_replay, submit_group
+from .intake import check_runnable
 from .notices import Notices
 from .outcomes import JobOutcomes
 from .queue import JobQueue
@@ -284,17 +284,7 @@ class Orchestrator:
     ) -> tuple[JobRecord, set[str]]:  # fmt: skip
         """A checked, not yet stored job and the dependencies it must wait on (``group``:
         names of jobs submitted with it -> their ids)."""
-        could_hold = self.autoscaler.could_hold() if self.autoscaler is not None else []
-        if self.backend.workers or could_hold:
-            problem = policy.fit_error(
-                spec.resources.gpus,
-                spec.resources.cpus,
-                spec.resources.memory,
-                self.scheduler.views() + could_hold,
-                nodes=spec.resources.nodes,
-            )
-            if problem:
-                raise SpecError(problem)
+        check_runnable(self, spec)
         unfinished = dependencies.resolve(self.store, spec, admin, group)
         record = JobRecord(
             id=uuid.uuid4().hex[:10],

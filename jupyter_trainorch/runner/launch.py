@@ -6,6 +6,7 @@ instead while the zygote starts or after it died, when it does not answer, when 
 is turned off (``TRAINORCH_ZYGOTE=off`` in the worker's environment), and for a job whose
 environment changes what an interpreter reads only when it starts (``PYTHON*`` settings,
 the dynamic linker's ``LD_*``, the locale): a forked process cannot take those on.
+A job with an ``image`` runs in that container (``runner.containers``), never forked.
 Either way the job's process leads a process group of its own, which is how it is stopped.
 """
 
@@ -15,7 +16,9 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ..environ import ZYGOTE_SWITCH, without_service_settings
 from .zygote_client import ForkedProcess, ZygoteUnavailable, ready_zygote, widen_pipe
@@ -75,10 +78,16 @@ def zygote_allowed() -> bool:
 
 
 def start_job_process(
-    attempt_dir: Path, env: dict[str, str], cwd: str, progress_fd: int
-) -> JobProcess:
+    attempt_dir: Path, env: dict[str, str], cwd: str, progress_fd: int,
+    request: Mapping[str, Any] | None = None,
+) -> JobProcess:  # fmt: skip
     """Start ``runner.child`` for the attempt in ``attempt_dir`` in a process group of its
-    own, stdout and stderr on one pipe (``.stdout``), ``progress_fd`` passed to it."""
+    own, stdout and stderr on one pipe (``.stdout``), ``progress_fd`` passed to it; in the
+    container image the attempt's ``request`` names, if any."""
+    if request is not None and request.get("image"):
+        from .containers import start_container  # only jobs with an image load it
+
+        return start_container(attempt_dir, env, cwd, request)
     if zygote_allowed():
         zygote = ready_zygote(worker_environment(), attempt_dir.parent / "zygote.log")
         if zygote is not None and start_time_difference(env, zygote.env) is None:
@@ -112,6 +121,8 @@ def stop_group(proc: JobProcess, grace: float) -> None:
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         pass
+    if hasattr(proc, "kill_container"):
+        proc.kill_container()
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:

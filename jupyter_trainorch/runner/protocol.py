@@ -74,6 +74,8 @@ class AttemptRequest(TypedDict):
     memory_limit: NotRequired[int]  # bytes its processes may use together; 0: no limit
     upstream: NotRequired[list[UpstreamJob]]  # only for a job with dependencies
     gang: NotRequired[GangRole]  # only for a rank of a multi-node job
+    image: NotRequired[str]  # only for a job that runs in a container image
+    container_engine: NotRequired[str]  # with image: auto, podman, docker or off
 
 
 class DistributionVersions(TypedDict):

@@ -155,7 +155,7 @@ class Supervisor:
         read_fd, write_fd = os.pipe()
         try:
             env = self._environment(write_fd)
-            self.proc = start_job_process(self.dir, env, self._workdir(), write_fd)
+            self.proc = start_job_process(self.dir, env, self._workdir(), write_fd, req)
         finally:
             os.close(write_fd)
         self.process_started = time.time()

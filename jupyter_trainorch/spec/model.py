@@ -44,10 +44,20 @@ MAX_ENV_ENTRIES = 256
 MAX_ENV_VALUE_CHARS = 32 * 2**10
 MAX_PARAMS_BYTES = 2**20
 MAX_LIST_ITEMS = 1000
+MAX_IMAGE_CHARS = 512
 MAX_NODES = 64  # ranks of one multi-node job, each a supervised process on its own worker
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# An OCI image reference as docker and podman read it: [registry[:port]/]path[:tag][@digest].
+_IMAGE_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+# The first part names a registry only with a dot, a port or as localhost (docker's rule).
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_IMAGE_HOST = rf"(?:localhost(?::[0-9]+)?|{_LABEL}(?:\.{_LABEL})+(?::[0-9]+)?|{_LABEL}:[0-9]+)"
+IMAGE_REFERENCE = re.compile(
+    rf"(?:{_IMAGE_HOST}/)?{_IMAGE_PART}(?:/{_IMAGE_PART})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
 
 
 class SpecModel(BaseModel):
@@ -115,6 +125,15 @@ def _env(value: Any) -> dict[str, str]:
     return env
 
 
+def _image(value: str) -> str:
+    if not IMAGE_REFERENCE.fullmatch(value):
+        raise ValueError(
+            "must be a container image reference such as pytorch/pytorch:2.6.0 or "
+            f"registry.example:5000/team/train@sha256:…, not {short_repr(value)}"
+        )
+    return value
+
+
 def _params(value: dict[str, Any]) -> dict[str, Any]:
     try:
         text = json.dumps(value, allow_nan=False)
@@ -149,6 +168,13 @@ Seconds = Annotated[
     BeforeValidator(_unit(parse_duration), json_schema_input_type=float | str | None),
 ]
 JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN)]
+Image = Annotated[str, Field(max_length=MAX_IMAGE_CHARS), AfterValidator(_image)]
+
+
+class ImageRef(BaseModel):
+    """Checks a template's ``image`` with the same rule and sentence as a spec's."""
+
+    image: Image
 
 
 class Resources(SpecModel):
@@ -346,6 +372,11 @@ class JobSpec(SpecModel):
     data: DataInputs = Field(default_factory=dict)
     artifacts: Artifacts = Field(default_factory=list)
     workdir: Annotated[str, Field(max_length=MAX_PATH_CHARS), AfterValidator(_no_nul)] | None = None
+    image: Image | None = Field(
+        None,
+        description="a container image the job runs in (podman or docker on its worker); "
+        "none: the worker's own environment",
+    )
     experiment: Label = ""  # MLflow experiment; empty: the orchestrator's default
     group: Label = ""  # jobs of one sweep share it
     register_model: Label = ""  # "NAME" or "NAME@alias": register the model the job logs

@@ -64,6 +64,7 @@ _OVERRIDES = (
     "register_model",
     "data",
     "artifacts",
+    "image",
 )
 
 
@@ -172,6 +173,7 @@ def render_spec(
             data={**template.data, **(overrides.get("data") or {})},
             artifacts=[*template.artifacts, *(overrides.get("artifacts") or [])],
             workdir=workdir,
+            image=str(overrides.get("image") or template.image).strip() or None,
             register_model=str(overrides.get("register_model") or template.register_model).strip(),
             experiment=_render(
                 str(overrides.get("experiment") or template.experiment), values, "experiment"

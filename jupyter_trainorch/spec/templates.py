@@ -20,7 +20,7 @@ from jinja2 import TemplateSyntaxError
 
 from .data import data_field
 from .errors import SpecError
-from .model import ENV_NAME, Dependency, Resources, RetryPolicy, TemplateRef, validate
+from .model import ENV_NAME, Dependency, ImageRef, Resources, RetryPolicy, TemplateRef, validate
 from .sandbox import JINJA
 from .units import JOB_KINDS, PRIORITY_CLASSES, parse_duration, parse_priority
 from .yaml_files import Where as _Where
@@ -29,7 +29,8 @@ from .yaml_files import read_yaml as _read
 SCHEMA_VERSION = 1
 TEMPLATE_FIELDS = tuple(
     "version name description extends kind command source resources retries timeout priority "
-    "env secret_env inputs outputs data artifacts params experiment register_model depends_on".split()
+    "env secret_env inputs outputs data artifacts params experiment register_model depends_on "
+    "image".split()
 )
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 _TEXT_FIELDS = (
@@ -41,6 +42,7 @@ _TEXT_FIELDS = (
     "source",
     "experiment",
     "register_model",
+    "image",
 )
 _MAPPING_FIELDS = ("resources", "env", "secret_env", "params")
 # Plain keys that users carry over from other tools or the legacy schema; difflib alone
@@ -73,6 +75,7 @@ class Template:
     experiment: str = ""
     register_model: str = ""
     dependencies: list[dict[str, str]] = field(default_factory=list)  # {job, when}
+    image: str = ""  # the container image its jobs run in; empty: the worker's environment
     path: str | None = None
     extends: str | None = None
     hash: str = field(init=False, default="")
@@ -96,6 +99,7 @@ class Template:
             **({"depends_on": self.dependencies} if self.dependencies else {}),
             **({"data": self.data} if self.data else {}),
             **({"artifacts": self.artifacts} if self.artifacts else {}),
+            **({"image": self.image} if self.image else {}),
         }  # fmt: skip
 
     def ref(self) -> TemplateRef:
@@ -209,6 +213,8 @@ def _check_fields(raw: dict[str, Any], where: _Where, folder: Path | None) -> di
                 raise where.error(key, f"kind must be one of {', '.join(JOB_KINDS)}, not {value!r}")
             if key == "command":
                 _check_jinja(where, key, value)
+            if key == "image":
+                where.call(key, validate, ImageRef, {"image": value})
             data[key] = value.strip() if key in ("name", "extends") else value
         elif key in _MAPPING_FIELDS and not isinstance(value, dict):
             raise where.error(key, f"{key} must be a mapping of names to values, not {value!r}")
@@ -322,6 +328,7 @@ def _build(doc: _Doc, data: dict[str, Any]) -> Template:
         experiment=data.get("experiment", ""),
         register_model=data.get("register_model", ""),
         dependencies=list(data.get("depends_on", [])),
+        image=data.get("image", ""),
         path=doc.path,
         extends=doc.data.get("extends"),
     )

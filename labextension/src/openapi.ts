@@ -812,6 +812,12 @@ export interface components {
              */
             group?: string;
             /**
+             * Image
+             * @description a container image the job runs in (podman or docker on its worker); none: the worker's own environment
+             * @default null
+             */
+            image?: string | null;
+            /**
              * Kind
              * @description "python": run source; "command": run command in a shell
              * @default python
@@ -914,6 +920,12 @@ export interface components {
              * @default
              */
             group?: string;
+            /**
+             * Image
+             * @description a container image the job runs in (podman or docker on its worker); none: the worker's own environment
+             * @default null
+             */
+            image?: string | null;
             /**
              * Kind
              * @description "python": run source; "command": run command in a shell
