@@ -94,6 +94,29 @@ def test_the_pipeline_example_passes_outputs_between_steps(tmp_path, kernel_env)
     assert "report: succeeded {'error': 0.0}" in texts[6]
 
 
+@pytest.mark.timeout(300)
+def test_the_sweep_example_compares_and_registers_the_best(tmp_path, kernel_env):
+    notebook = _run(nbformat.read(EXAMPLES / "sweep-and-compare.ipynb", as_version=4), tmp_path)
+    texts = [_text(c) for c in notebook.cells if c.cell_type == "code"]
+    assert texts[3].strip() == "['succeeded', 'succeeded', 'succeeded']"
+    table = texts[4].splitlines()
+    assert table[0].split() == ["param.lr", "param.epochs", "metric.loss"]
+    assert [float(row.split()[0]) for row in table[1:4]] == [0.2, 0.05, 0.01]
+    losses = [float(row.split()[2]) for row in table[1:4]]
+    assert losses == sorted(losses) and losses[0] < 1e-3
+    assert "best lr: 0.2" in texts[4]
+    assert "registered w 2.9" in texts[5] or "registered w 3.0" in texts[5]
+    assert "'name': 'line-fit'" in texts[6] and "'alias': 'champion'" in texts[6]
+
+    from mlflow.tracking import MlflowClient
+
+    data = Path(os.environ["TRAINORCH_DATA_DIR"])
+    client = MlflowClient(f"sqlite:///{data / 'mlflow.db'}")
+    version = client.get_model_version_by_alias("line-fit", "champion")
+    run = client.get_run(version.run_id)
+    assert run.data.params["lr"] == "0.2"
+
+
 def test_the_preemption_example_resumes_from_its_checkpoint(tmp_path, kernel_env, monkeypatch):
     monkeypatch.setenv("TRAINORCH_PREEMPTION_MIN_RUNTIME", "3")
     notebook = _run(nbformat.read(EXAMPLES / "preemption.ipynb", as_version=4), tmp_path)

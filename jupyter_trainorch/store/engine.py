@@ -3,18 +3,39 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from sqlalchemy import Table, create_engine, event
 from sqlalchemy.engine import Engine
 
+BUSY_SECONDS = 30.0
+
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={int(BUSY_SECONDS * 1000)}")
+    _use_write_ahead_log(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _use_write_ahead_log(cursor: Any) -> None:
+    """Switching a new database to WAL needs it to itself, and SQLite answers "locked" at
+    once, without waiting, while another process creates or migrates it: try again."""
+    import sqlite3
+
+    deadline = time.monotonic() + BUSY_SECONDS
+    delay = 0.02
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
 
 def make_engine(url: str) -> Engine:
