@@ -209,9 +209,9 @@ BAD_FILES = {
     "yaml syntax": ("version: 1\nresources: {gpus: 1\nkind: python\n", 3, ["not valid YAML"]),
     "bad indent": ("version: 1\nenv:\n  A: 1\n B: 2\n", 4, ["not valid YAML"]),
     "newer version": (
-        "# a comment\nversion: 2\n",
+        "# a comment\nversion: 3\n",
         2,
-        ["written for a newer jupyter-trainorch (schema version 2; this one reads up to 1)"],
+        ["written for a newer jupyter-trainorch (schema version 3; this one reads up to 2)"],
     ),
     "jinja syntax": ("version: 1\ncommand: echo {{ lr \n", 2, ["command", "syntax"]),
     "command kind without command": ("version: 1\nkind: command\n", 2, ["sets no command"]),

@@ -34,7 +34,13 @@ from .services import (
     cmd_service_stop,
 )
 from .simulate import cmd_simulate
-from .templates import cmd_templates_list, cmd_templates_show, cmd_templates_validate
+from .templates import (
+    cmd_templates_diff,
+    cmd_templates_list,
+    cmd_templates_migrate,
+    cmd_templates_show,
+    cmd_templates_validate,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--json", action="store_true", help="print the figures as JSON")
     simulate.add_argument("--plot", metavar="OUT.png", help="GPUs busy and queue length over time")
 
-    templates = verbs.add_parser("templates", help="List, show or check job templates.")
+    templates = verbs.add_parser(
+        "templates", help="List, show, check, compare or migrate job templates."
+    )
     actions = templates.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
     actions.add_parser("list", help="the templates this machine knows").set_defaults(
@@ -236,6 +244,21 @@ def build_parser() -> argparse.ArgumentParser:
     validate = actions.add_parser("validate", help="check template files")
     validate.add_argument("files", nargs="+", metavar="FILE")
     validate.set_defaults(handler=cmd_templates_validate)
+    compare = actions.add_parser(
+        "diff", help="two templates, resolved, as a unified diff (exit 0: the same, 1: they "
+        "differ); each a NAME, a FILE, or NAME@COMMIT / FILE@COMMIT from its git repository",
+    )  # fmt: skip
+    compare.add_argument("a", metavar="A")
+    compare.add_argument("b", metavar="B")
+    compare.set_defaults(handler=cmd_templates_diff)
+    migrate = actions.add_parser(
+        "migrate", help="print a template file in the current schema and what changed"
+    )
+    migrate.add_argument("file", metavar="FILE")
+    migrate.add_argument(
+        "--write", action="store_true", help="rewrite FILE in place, keeping FILE.bak"
+    )
+    migrate.set_defaults(handler=cmd_templates_migrate)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Template verbs: list, show, validate (local, no server needed)."""
+"""Template verbs: list, show, validate, diff, migrate (local, no server needed)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,45 @@ def cmd_templates_validate(args: argparse.Namespace) -> int:
         else:
             print(f"{path}: ok")
     return status
+
+
+def cmd_templates_diff(args: argparse.Namespace) -> int:
+    from ..spec import TemplateRegistry
+    from ..spec.template_diff import diff
+
+    # Like diff(1): 0 when the same, 1 when they differ (2, an error, comes from main).
+    text = diff(TemplateRegistry(), args.a, args.b)
+    print(text, end="")
+    return EXIT_JOB_FAILED if text else EXIT_OK
+
+
+def cmd_templates_migrate(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+
+    from ..spec.template_migrate import SCHEMA_VERSION, migrate_file
+
+    migration = migrate_file(args.file)
+    if not migration.changes:
+        print(f"{args.file}: already schema version {SCHEMA_VERSION}, nothing to migrate")
+        return EXIT_OK
+    if not args.write:
+        # The template to stdout (ready for ``> new.yaml``), what changed to stderr.
+        print(migration.text, end="")
+        for change in migration.changes:
+            print(f"{PROG}: {change}", file=sys.stderr)
+        return EXIT_OK
+    backup = f"{args.file}.bak"
+    shutil.copy2(args.file, backup)
+    temporary = f"{args.file}.migrating"
+    with open(temporary, "w", encoding="utf-8") as out:
+        out.write(migration.text)
+    shutil.copymode(backup, temporary)
+    os.replace(temporary, args.file)  # never a half-written template
+    for change in migration.changes:
+        print(change)
+    print(f"{args.file}: migrated to schema version {SCHEMA_VERSION} (the old file is {backup})")
+    return EXIT_OK
 
 
 # -- parser ----------------------------------------------------------------------------------

@@ -303,6 +303,12 @@ class TemplateRef(SpecModel):
     name: Label = "python-cell"
     version: Annotated[int, Field(ge=0, le=1_000_000)] = 1
     hash: Annotated[str, Field(max_length=128)] = ""
+    commit: Annotated[str | None, Field(max_length=64, pattern=r"^[0-9a-f]{7,64}$")] = Field(
+        None, description="the git commit of the repository the template file lies in, if any"
+    )
+    dirty: bool | None = Field(
+        None, description="whether the template file differs from that commit (null: not in git)"
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

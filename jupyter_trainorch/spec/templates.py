@@ -22,14 +22,16 @@ from .data import data_field
 from .errors import SpecError
 from .model import ENV_NAME, Dependency, ImageRef, Resources, RetryPolicy, TemplateRef, validate
 from .sandbox import JINJA
+from .template_git import search_path, split_path_list
+from .template_migrate import SCHEMA_VERSION, check_version, migrate_v0, written_schema
 from .units import JOB_KINDS, PRIORITY_CLASSES, parse_duration, parse_priority
 from .yaml_files import Where as _Where
+from .yaml_files import parse_yaml
 from .yaml_files import read_yaml as _read
 
-SCHEMA_VERSION = 1
 TEMPLATE_FIELDS = tuple(
     "version name description extends kind command source resources retries timeout priority "
-    "env secret_env inputs outputs data artifacts params experiment register_model depends_on "
+    "env secret_env inputs files outputs data artifacts params experiment register_model depends_on "
     "image".split()
 )
 BUILTIN_DIR = Path(__file__).parent / "builtin"
@@ -56,7 +58,8 @@ class Template:
     """A fully resolved template (its ``extends`` chain already merged in)."""
 
     name: str
-    version: int = SCHEMA_VERSION  # schema the resolved template is expressed in
+    # The schema its file is written in: a schema 1 file keeps the version and hash it had.
+    version: int = SCHEMA_VERSION
     description: str = ""
     kind: str = "python"
     command: str = ""
@@ -103,7 +106,15 @@ class Template:
         }  # fmt: skip
 
     def ref(self) -> TemplateRef:
-        return TemplateRef(name=self.name, version=self.version, hash=self.hash)
+        """Its reference in a job: name, schema, content hash and, for a file in a git work
+        tree, the commit and whether the file has uncommitted changes (asked now, not when
+        it was loaded, since the file may have been committed since)."""
+        from .template_git import git_state
+
+        commit, dirty = git_state(self.path)
+        return TemplateRef(
+            name=self.name, version=self.version, hash=self.hash, commit=commit, dirty=dirty
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {**self._content(), "depends_on": self.dependencies, "path": self.path,
@@ -129,48 +140,7 @@ class _Doc:
     data: dict[str, Any]
     where: _Where
     path: str | None
-
-
-def _rename(mapping: dict[str, Any], old: str, new: str) -> None:
-    for key in list(mapping):
-        if key == old or key.startswith((old + ".", old + "[")):
-            mapping[new + key[len(old) :]] = mapping.pop(key)
-
-
-def _migrate_v0(data: dict[str, Any], where: _Where) -> dict[str, Any]:
-    """Schema 0 kept resources at the top level and called params ``defaults``."""
-    data = dict(data)
-    moved = {k: data.pop(k) for k in ("gpus", "cpus", "memory", "nodes") if k in data}
-    if moved:
-        existing = data.get("resources")
-        data["resources"] = {**moved, **(existing if isinstance(existing, dict) else {})}
-        for key in moved:
-            for mapping in (where.lines, where.texts):
-                _rename(mapping, key, f"resources.{key}")
-    if "defaults" in data and "params" not in data:
-        data["params"] = data.pop("defaults")
-        for mapping in (where.lines, where.texts):
-            _rename(mapping, "defaults", "params")
-    return data
-
-
-def _check_version(data: dict[str, Any], where: _Where, required: bool) -> int:
-    if "version" not in data:
-        if required:
-            raise where.error(
-                "", "the template has no 'version' field (add 'version: 1' at the top)"
-            )
-        return SCHEMA_VERSION
-    version = data["version"]
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise where.error("version", f"version must be a schema number such as 1, not {version!r}")
-    if version > SCHEMA_VERSION:
-        raise where.error(
-            "version",
-            f"the template was written for a newer jupyter-trainorch (schema version {version}; "
-            f"this one reads up to {SCHEMA_VERSION})",
-        )
-    return version
+    version: int = SCHEMA_VERSION
 
 
 def _check_jinja(where: _Where, path: str, text: str) -> None:
@@ -247,21 +217,21 @@ def _check_fields(raw: dict[str, Any], where: _Where, folder: Path | None) -> di
                 if not isinstance(name, str) or not name.isidentifier():
                     raise where.error(f"params.{name}", f"params: {name!r} is not a valid name")
             data[key] = dict(value)
-        else:  # inputs, outputs
+        else:  # inputs (spelled files since schema 2), outputs
             items = [value] if isinstance(value, str) else value
             if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
                 raise where.error(key, f"{key} must be a list of text entries, not {value!r}")
             for i, item in enumerate(items):
                 if key == "outputs" and not item.isidentifier():
                     raise where.error(f"{key}[{i}]", f"outputs: {item!r} is not a variable name")
-            if key == "inputs":
+            if key in ("inputs", "files"):
                 for i, item in enumerate(items):
                     if os.path.isabs(item) or item.startswith("~") or ".." in Path(item).parts:
-                        raise where.error(f"{key}[{i}]", f"inputs: {item!r} must be a path "
+                        raise where.error(f"{key}[{i}]", f"{key}: {item!r} must be a path "
                                           "inside the template's folder (relative, without ..)")  # fmt: skip
                 if folder is not None:
                     items = [str(folder / i) for i in items]
-            data[key] = list(items)
+            data["inputs" if key == "files" else key] = list(items)
     if "command" in data and "kind" not in data:
         data["kind"] = "command"
     return data
@@ -285,11 +255,18 @@ def _dependencies(value: Any) -> list[dict[str, str]]:
 def _parse_doc(raw: Any, where: _Where, path: Path | None, default_name: str) -> _Doc:
     if not isinstance(raw, dict):
         raise where.error("", "a template must be a YAML mapping of fields such as name and kind")
-    if _check_version(raw, where, required=path is not None) == 0:
-        raw = _migrate_v0(raw, where)
+    version = check_version(raw, where, required=path is not None)
+    if version == 0:
+        raw = migrate_v0(raw, where)
+    written = written_schema(raw, where, version)
     data = _check_fields(raw, where, path.parent if path is not None else None)
     name = data.pop("name", default_name)
-    return _Doc(name=name, data=data, where=where, path=str(path) if path is not None else None)
+    return _Doc(name, data, where, str(path) if path is not None else None, written)
+
+
+def check_document(raw: Any, where: _Where, path: Path) -> None:
+    """Check a template file's own fields as loading it would (``extends`` left aside)."""
+    _parse_doc(raw, where, path, path.stem)
 
 
 def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
@@ -310,6 +287,7 @@ def _build(doc: _Doc, data: dict[str, Any]) -> Template:
         raise doc.where.error("kind", "the template is of kind command but sets no command")
     return Template(
         name=doc.name,
+        version=doc.version,
         description=data.get("description", ""),
         kind=kind,
         command=data.get("command", ""),
@@ -334,7 +312,7 @@ def _build(doc: _Doc, data: dict[str, Any]) -> Template:
     )
 
 
-def default_search_paths() -> list[Path]:
+def default_search_paths() -> list[str | Path]:
     """The Jupyter config folder's ``trainorch/templates``, then ``TRAINORCH_TEMPLATE_PATH``.
 
     Later entries override earlier ones, so the environment variable (the more deliberate
@@ -343,11 +321,12 @@ def default_search_paths() -> list[Path]:
     try:
         from jupyter_core.paths import jupyter_config_dir
     except ImportError:  # a client without Jupyter (an Airflow worker): the variable only
-        paths = []
+        paths: list[str | Path] = []
     else:
         paths = [Path(jupyter_config_dir()) / "trainorch" / "templates"]
     env = os.environ.get("TRAINORCH_TEMPLATE_PATH", "")
-    return paths + [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
+    # Entries stay text: a file:// URL is read (or refused) by the registry.
+    return [*paths, *(p for p in split_path_list(env) if p.strip())]
 
 
 def _yaml_files(folder: Path) -> list[Path]:
@@ -364,12 +343,18 @@ class TemplateRegistry:
     def __init__(self, search_paths: list[str | Path] | None = None):
         if search_paths is None:
             search_paths = list(default_search_paths())
-        self.search_paths = [Path(p).expanduser() for p in search_paths]
+        self.search_paths: list[Path] = []
+        self._path_errors: dict[str, str] = {}
+        for entry in search_paths:
+            try:
+                self.search_paths.append(search_path(entry))
+            except SpecError as err:
+                self._path_errors[str(entry)] = str(err)
         self.reload()
 
     def reload(self) -> None:
         """Re-read every template file (after one was added or edited)."""
-        self.errors: dict[str, str] = {}
+        self.errors: dict[str, str] = dict(self._path_errors)
         self._docs: dict[str, list[_Doc]] = {}  # lowest priority first, per name
         self._cache: dict[str, Template] = {}
         self._broken: dict[str, str] = {}  # file stem -> path, to explain a failed ``extends``
@@ -415,6 +400,18 @@ class TemplateRegistry:
         """A template file outside the registry (``trainorch submit job.yaml``)."""
         return self._resolve(self._read_doc(Path(path)))
 
+    def load_text(self, text: str, path: str | Path, origin: str) -> Template:
+        """A template file's text from elsewhere (git at a commit), read as if it lay at
+        ``path``; ``origin`` names it in errors."""
+        raw, lines, texts = parse_yaml(text, origin)
+        path = Path(path)
+        return self._resolve(_parse_doc(raw, _Where(origin, lines, texts), path, path.stem))
+
+    def path_of(self, name: str) -> str | None:
+        """The file the template ``name`` comes from (the one that wins, by priority)."""
+        self.get(name)  # an unknown name: the usual sentence
+        return self._docs[name][-1].path
+
     def from_dict(self, data: dict[str, Any], origin: str = "<inline>") -> Template:
         """A template given as a mapping (schema version defaults to the current one)."""
         where = _Where(origin, {}, {})
@@ -428,7 +425,9 @@ class TemplateRegistry:
         name = doc.data["extends"]
         defs = self._docs.get(name, [])
         for i, candidate in enumerate(defs):
-            if candidate is doc:  # extending its own name means the definition it overrides
+            # Extending its own name means the definition it overrides; the same file read
+            # again (at another commit, or by path) stands for its registered copy.
+            if candidate is doc or (doc.path is not None and candidate.path == doc.path):
                 defs = defs[:i]
                 break
         if not defs and name in self._broken:

@@ -111,6 +111,14 @@ def read_yaml(path: Path) -> tuple[Any, dict[str, int], dict[str, str]]:
     except (OSError, UnicodeDecodeError) as err:
         reason = getattr(err, "strerror", None) or "it is not UTF-8 text"
         raise SpecError(f"{path}: the template could not be read ({reason})") from None
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, path: str) -> tuple[Any, dict[str, int], dict[str, str]]:
+    """A template's text (from a file, or from git at a commit) read as ``read_yaml`` does;
+    ``path`` names it in errors."""
+    if len(text.encode("utf-8")) > MAX_TEMPLATE_BYTES:
+        raise SpecError(f"{path}: the template is larger than {MAX_TEMPLATE_BYTES // 2**10} KiB")
     loader = None
     try:
         loader = Loader(text)  # reads the first characters already: may refuse them

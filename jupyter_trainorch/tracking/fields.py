@@ -65,6 +65,9 @@ def job_tags(job: dict[str, Any]) -> dict[str, str]:
         "trainorch.gpus": str((job.get("resources") or {}).get("gpus", 0)),
         "trainorch.code_hash": str(job.get("code_hash") or ""),
     }
+    if template.get("commit"):  # a template from a git work tree
+        tags["trainorch.template.commit"] = str(template["commit"])
+        tags["trainorch.template.dirty"] = str(bool(template.get("dirty"))).lower()
     if job.get("group"):
         tags["trainorch.group"] = str(job["group"])
     if job.get("rerun_of"):

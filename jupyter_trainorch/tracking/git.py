@@ -8,7 +8,8 @@ from typing import Any
 MAX_DIFF_BYTES = 2 * 2**20
 
 
-def _git(folder: str, *args: str) -> str | None:
+def run_git(folder: str, *args: str) -> str | None:
+    """``git -C folder ARGS``'s output, or None when git is missing, slow or says no."""
     try:
         done = subprocess.run(
             ["git", "-C", folder, *args], capture_output=True, text=True, timeout=10, check=False
@@ -22,21 +23,21 @@ def git_info(folder: str | None) -> dict[str, Any]:
     """MLflow's git tags (commit, branch, dirty) and the uncommitted diff, if in a repository."""
     if not folder:
         return {}
-    commit = _git(folder, "rev-parse", "HEAD")
+    commit = run_git(folder, "rev-parse", "HEAD")
     if not commit:
         return {}
-    status = _git(folder, "status", "--porcelain") or ""
+    status = run_git(folder, "status", "--porcelain") or ""
     info: dict[str, Any] = {
         "mlflow.source.git.commit": commit.strip(),
         "mlflow.source.git.dirty": "true" if status.strip() else "false",
     }
-    branch = (_git(folder, "rev-parse", "--abbrev-ref", "HEAD") or "").strip()
+    branch = (run_git(folder, "rev-parse", "--abbrev-ref", "HEAD") or "").strip()
     if branch and branch != "HEAD":
         info["mlflow.source.git.branch"] = branch
-    remote = (_git(folder, "config", "--get", "remote.origin.url") or "").strip()
+    remote = (run_git(folder, "config", "--get", "remote.origin.url") or "").strip()
     if remote:
         info["mlflow.source.git.repoURL"] = remote
     if status.strip():
-        diff = _git(folder, "diff", "HEAD") or ""
+        diff = run_git(folder, "diff", "HEAD") or ""
         info["diff"] = diff[:MAX_DIFF_BYTES]
     return info
