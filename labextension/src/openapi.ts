@@ -1611,6 +1611,18 @@ export interface components {
         /** TemplateRef */
         TemplateRef: {
             /**
+             * Commit
+             * @description the git commit of the repository the template file lies in, if any
+             * @default null
+             */
+            commit?: string | null;
+            /**
+             * Dirty
+             * @description whether the template file differs from that commit (null: not in git)
+             * @default null
+             */
+            dirty?: boolean | null;
+            /**
              * Hash
              * @default
              */
