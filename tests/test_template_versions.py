@@ -117,16 +117,14 @@ def test_a_job_records_its_template_s_commit_and_whether_it_was_dirty(repo, tmp_
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(f"sqlite:///{data / 'mlflow.db'}")
-        tags = wait_until(
-            lambda: (
-                (t := client.get_run(ended["mlflow"]["run_id"]).data.tags).get(
-                    "trainorch.template.commit"
-                )
-                and t
-            ),
-            30,
-            "the run's template tags",
-        )
+
+        def template_tags() -> dict[str, str] | None:
+            # Tracking catches up after the job: its run id and tags appear a moment later.
+            run_id = service.get(ada, clean["id"])["mlflow"].get("run_id")
+            tags = client.get_run(run_id).data.tags if run_id else {}
+            return tags if tags.get("trainorch.template.commit") else None
+
+        tags = wait_until(template_tags, 60, "the run's template tags")
         assert tags["trainorch.template.commit"] == second
         assert tags["trainorch.template.dirty"] == "false"
     finally:
