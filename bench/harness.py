@@ -24,7 +24,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # count alike.
 from jupyter_trainorch.policy.simulate import percentile  # noqa: E402
 
-__all__ = ["free_port", "percentile", "trainorch_service"]
+__all__ = ["free_port", "percentile", "trainorch_service", "wait_for_stamp"]
+
+
+def wait_for_stamp(path: Path, timeout: float = 120.0) -> float:
+    """The time a job wrote into ``path`` when its first line ran."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return float(path.read_text())
+        except (FileNotFoundError, ValueError):
+            time.sleep(0.002)
+    raise TimeoutError(f"no first line within {timeout:g} s")
 
 
 def free_port() -> int:

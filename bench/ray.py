@@ -31,19 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import free_port, percentile, trainorch_service  # noqa: E402 - after the path
+from harness import free_port, percentile, trainorch_service, wait_for_stamp  # noqa: E402
 
 STAMP = "import time; open({path!r}, 'w').write(repr(time.time()))"
-
-
-def wait_for_stamp(path: Path, timeout: float = 120.0) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            return float(path.read_text())
-        except (FileNotFoundError, ValueError):
-            time.sleep(0.002)
-    raise TimeoutError(f"no first line within {timeout:g} s")
 
 
 def http_json(url: str, body: dict | None = None, timeout: float = 30.0) -> dict:

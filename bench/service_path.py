@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import free_port, percentile  # noqa: E402 - after the path
+from harness import free_port, percentile, wait_for_stamp  # noqa: E402 - after the path
 
 JOB_SOURCE = """\
 _first_line_at = __import__("time").time()
@@ -50,16 +50,6 @@ def spawn_bare_child(argv: list[str]) -> float:
     proc.wait()
     proc.stdout.close()
     return float(line)
-
-
-def wait_for_stamp(path: Path, timeout: float = 120.0) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            return float(path.read_text())
-        except (FileNotFoundError, ValueError):
-            time.sleep(0.002)
-    raise TimeoutError(f"no first line within {timeout:g}s")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
