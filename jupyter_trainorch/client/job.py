@@ -176,6 +176,29 @@ class Job:
             + (f"\n  {schedule}" if schedule else "")
         )  # fmt: skip
 
+    def metrics(self) -> Any:
+        """Every metric point of every attempt, as MLflow holds them: a DataFrame with
+        ``attempt``, ``step``, ``time`` and a column per metric (``progress(step, loss=…)``
+        gives one point per step). Raises when MLflow cannot be read or tracking is off."""
+        import pandas as pd
+
+        history = self.transport.metrics(self.id)
+        if history.get("warning"):
+            raise TrainOrchError(f"job {self.id}: {history['warning']}", 503)
+        rows: dict[tuple[int, float], dict[str, Any]] = {}
+        for attempt in history["attempts"]:
+            for key, points in attempt["metrics"].items():
+                for step, value, stamp in points:
+                    row = rows.setdefault(
+                        (attempt["n"], step),
+                        {"attempt": attempt["n"], "step": step, "time": stamp},
+                    )
+                    row[key], row["time"] = value, max(row["time"], stamp)
+        frame = pd.DataFrame(sorted(rows.values(), key=lambda r: (r["attempt"], r["step"])))
+        if not frame.empty:
+            frame["time"] = pd.to_datetime(frame["time"], unit="ms", utc=True)
+        return frame
+
     @property
     def model(self) -> dict[str, Any] | None:
         """The model version this job registered (``name``, ``version``, ``alias``), if any."""

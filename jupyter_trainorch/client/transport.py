@@ -190,6 +190,9 @@ class HTTPTransport:
             timeout=self.timeout + wait,
         )  # fmt: skip
 
+    def metrics(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/jobs/{_quote(job_id)}/metrics")
+
     def outputs(self, job_id: str) -> bytes | None:
         try:
             return self._request("GET", f"/jobs/{_quote(job_id)}/outputs", raw=True)
