@@ -17,6 +17,7 @@ import cloudpickle
 import pytest
 from conftest import log_text, submit, wait_final, wait_until
 
+from jupyter_trainorch.log_batches import unpack
 from jupyter_trainorch.runner.protocol import (
     ATTEMPT_ENV,
     CHECKPOINT_DIR_ENV,
@@ -74,11 +75,16 @@ def _run(client: Any, request: AttemptRequest) -> tuple[AttemptOutcome, Path]:
 
 
 def _sent(client: Any, job_id: str, count: int) -> list[dict[str, Any]]:
-    """The output messages the supervisor sent, once ``count`` lines have arrived."""
+    """The output messages the supervisor sent, once ``count`` lines have arrived; their
+    lines (sent packed, as the store keeps them) unpacked."""
 
     def arrived() -> list[dict[str, Any]] | None:
-        messages = [m for _, m in client.get_events(EVENT_TOPIC) if m.get("job_id") == job_id]
-        lines = sum(len(m.get("lines") or []) for m in messages)
+        messages = [
+            {**m, "lines": unpack(m["lines"]) if "lines" in m else []}
+            for _, m in client.get_events(EVENT_TOPIC)
+            if m.get("job_id") == job_id and isinstance(m.get("lines", b""), bytes)
+        ]
+        lines = sum(len(m["lines"]) for m in messages)
         return messages if lines >= count else None
 
     return wait_until(arrived, what="the attempt's events")  # type: ignore[return-value]

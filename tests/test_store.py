@@ -209,6 +209,44 @@ def test_lines_are_kept_compressed_in_batches_and_read_with_a_cursor(store: JobS
     assert [x.attempt for x in newest] == [2] * 11 and newest[-1].text == "late"
 
 
+def test_a_workers_batches_are_kept_as_they_came_and_pages_match_read_logs(
+    store: JobStore, tmp_path: Path
+) -> None:
+    from jupyter_trainorch.log_batches import unpack
+    from jupyter_trainorch.runner.streams import MAX_BATCH_LINES, LineBatcher
+
+    store.create_job(job("j1"), None)
+    sent: list[dict] = []
+    batcher = LineBatcher(sent.append, tmp_path / "output.log", rank=1, ranks=2)
+    batcher.add([f"line {n}" for n in range(1, 4501)])  # one large read of the job's pipe
+    batcher.add(["tail é"])  # not ASCII: counted line by line
+    batcher.close()
+    batches = [m for m in sent if "lines" in m]
+    assert [m["seqs"][2] for m in batches] == [MAX_BATCH_LINES, MAX_BATCH_LINES, 501]
+    for message in batches:
+        lines = unpack(message["lines"])
+        assert message["seqs"] == [lines[0][0], lines[-1][0], len(lines)]
+        first, last, count = message["seqs"]
+        assert store.append_log_batch("j1", 1, message["lines"], first, last, count) == count
+    assert store.append_log_batch("j1", 1, batches[1]["lines"], *batches[1]["seqs"]) == 0
+    read = store.read_logs("j1", limit=10**6)
+    assert [x.seq for x in read] == [2 * n + 1 for n in range(1, 4502)]
+    assert read[0].text == "[rank 1] line 1" and read[-1].text == "[rank 1] tail é"
+    # Rank 0's batch spans rank 1's numbers without sharing one: every line is added.
+    rank0 = LineBatcher(sent.append, tmp_path / "rank0.log", rank=0, ranks=2)
+    rank0.add(["rank 0 says"] * 3)
+    rank0.close()
+    packed = sent[-1]
+    assert store.append_log_batch("j1", 1, packed["lines"], *packed["seqs"]) == 3
+    assert len(store.read_logs("j1", limit=10**6)) == 4504
+    # A REST page is read_logs' lines as dicts, paged by the same cursor.
+    cursor, paged = 0, []
+    while page := store.read_log_page("j1", after=cursor, limit=1000):
+        paged.extend(page)
+        cursor = page[-1]["id"]
+    assert paged == [x.to_dict() for x in store.read_logs("j1", limit=10**6)]
+
+
 def test_lease_has_one_live_owner(store: JobStore) -> None:
     now = 1000.0
     assert store.acquire_lease("a", "http://a", now, ttl=10) is None

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.utils import url_path_join
 from tornado import httputil, web, websocket
@@ -118,7 +119,11 @@ class BaseHandler(CallerMixin, APIHandler):
     def write_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(data))
+        try:
+            body = orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)  # log pages: 10,000 lines
+        except TypeError:  # what only the standard library writes (an int over 64 bits)
+            body = json.dumps(data).encode()
+        self.finish(body)
 
 
 class JobsHandler(BaseHandler):
@@ -194,6 +199,9 @@ class PackageHandler(BaseHandler):
 
 
 class LogsHandler(BaseHandler):
+    def compute_etag(self) -> None:
+        return None  # a long poll's pages are never the same twice: no hash of each one
+
     @web.authenticated
     async def get(self, job_id: str) -> None:
         result = await self.answer(

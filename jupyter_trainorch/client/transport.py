@@ -24,6 +24,8 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 if TYPE_CHECKING:
     from ..orchestrator import OrchestratorConfig
 
@@ -118,7 +120,12 @@ class HTTPTransport:
             http.client.HTTPException,
         ) as err:
             raise _Unreachable(str(getattr(err, "reason", err))) from None
-        return payload if raw else json.loads(payload or b"null")
+        if raw:
+            return payload
+        try:
+            return orjson.loads(payload or b"null")
+        except orjson.JSONDecodeError:  # NaN, which only the standard library reads
+            return json.loads(payload)
 
     def me(self) -> dict[str, Any]:
         return self._request("GET", "/me")

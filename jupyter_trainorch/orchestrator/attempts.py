@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..cluster import ClusterBackend
+from ..log_batches import unpack
 from ..runner.protocol import AttemptOutcome, AttemptRequest
 from ..runner.supervisor import (
     cancel_attempt,
@@ -173,7 +174,12 @@ class AttemptTracker:
                 run.checkpointed = min(float(saved), self.clock())
             return
         lines = message.get("lines") or []
-        if lines:
+        if isinstance(lines, bytes):  # packed, as workers send them
+            if run.held_lines is not None:
+                run.held_lines.extend(tuple(line) for line in unpack(lines))
+            else:
+                self.store_batch(run, lines, message.get("seqs"))
+        elif lines:  # a list: a worker still running an older version
             if run.held_lines is not None:
                 run.held_lines.extend(tuple(line) for line in lines)
             else:
@@ -194,6 +200,15 @@ class AttemptTracker:
             {"state": RUNNING, "pid": pid, "process_started": started or self.clock()},
         )  # fmt: skip
         self.feed.publish("job", run.job_id, user=run.user, state=RUNNING)
+
+    def store_batch(self, run: Running, data: bytes, seqs: Any) -> None:
+        """A packed batch: stored as it came, decoded only where its lines are wanted."""
+        first, last, count = seqs if isinstance(seqs, list) and len(seqs) == 3 else (1, 0, 0)
+        stored = self.store.append_log_batch(run.job_id, run.n, data, first, last, count)
+        if stored:
+            self.feed.publish("logs", run.job_id, user=run.user, attempt=run.n, lines=stored)
+            if self.line_sink is not None:
+                self.line_sink(run, [tuple(line) for line in unpack(data)])
 
     def store_lines(self, run: Running, lines: list[tuple[Any, ...]]) -> None:
         if self.store.append_logs(run.job_id, run.n, lines):

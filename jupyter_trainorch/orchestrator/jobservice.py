@@ -297,12 +297,12 @@ class JobService:
         job = self.store.get_job(job_id)
         if job is None:
             raise JobNotFound(job_id)
-        lines = self.store.read_logs(job_id, attempt=attempt, after=after, limit=limit)
+        lines = self.store.read_log_page(job_id, attempt=attempt, after=after, limit=limit)
         return {
             "job_id": job_id,
             "state": job.state,
-            "lines": [line.to_dict() for line in lines],
-            "next": lines[-1].id if lines else after,
+            "lines": lines,
+            "next": lines[-1]["id"] if lines else after,
             "finished": job.state in TERMINAL_STATES,
         }
 

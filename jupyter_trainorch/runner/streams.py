@@ -10,7 +10,6 @@ kept.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
@@ -19,6 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from ..log_batches import pack_json
 from .masking import SecretMask
 
 # A batch is one Dask event: the scheduler keeps the last 1,000 of a topic in its memory.
@@ -117,7 +119,9 @@ def _segments(text: str, bar: Callable[[dict[str, Any]], None]) -> list[str]:
 
 
 class LineBatcher:
-    """Collects lines and progress; ``send`` receives ``{"lines": [...], "progress": ...}``.
+    """Collects lines and progress; ``send`` receives ``{"lines": …, "seqs": [first, last,
+    count], "progress": …, "metrics": […]}``, the lines packed as the store keeps them
+    (``log_batches``), at most ``MAX_BATCH_LINES`` of them.
 
     ``mask`` hides secret values in lines and progress messages; after ``max_bytes``
     of lines (0: no cap) one last line says so and later lines are dropped. Rank ``rank``
@@ -141,7 +145,10 @@ class LineBatcher:
         self.max_bytes = max_bytes
         self.bytes = 0
         self.truncated = False
-        self._lines: list[list[Any]] = []
+        # The JSON arrays of the pending lines, as written to the durable file.
+        self._encoded: list[bytes] = []
+        self._first_seq = self._last_seq = 0
+        self._pending_lines = 0
         self._pending_bytes = 0
         self._progress: dict[str, Any] | None = None
         # Every metric point is kept (for the experiment's history); progress only the latest.
@@ -159,31 +166,64 @@ class LineBatcher:
         if self._mask:
             texts = [self._mask(text) for text in texts]
         now = time.time()
-        with self._lock:
-            if self.truncated:
-                return
-            records = []
-            for text in texts:
-                if len(text) > MAX_LINE_CHARS:
-                    text = text[:MAX_LINE_CHARS] + " …[line truncated]"
-                size = (len(text) if text.isascii() else len(text.encode("utf-8", "replace"))) + 1
-                if self.max_bytes and self.bytes + size > self.max_bytes:
-                    self.truncated = True
-                    text = TRUNCATED.format(mb=self.max_bytes / 1e6)
-                else:
-                    self.bytes += size
-                self.count += 1
-                seq = self.count * self._ranks + self._rank
-                records.append([seq, stream, self._prefix + text, now])
+        while texts:
+            with self._lock:
                 if self.truncated:
-                    break
-            # One JSON array per call: encoding each line alone costs more than the line.
-            self._file.write(json.dumps(records) + "\n")
-            self._lines.extend(records)
-            self._pending_bytes += sum(len(record[2]) for record in records)
-            full = len(self._lines) >= MAX_BATCH_LINES or self._pending_bytes >= MAX_BATCH_CHARS
-        if full:
-            self.flush()
+                    return
+                # A batch holds at most MAX_BATCH_LINES, however much one read brought.
+                room = MAX_BATCH_LINES - self._pending_lines
+                part, texts = texts[:room], texts[room:]
+                records = self._fast_records(part, stream, now)
+                if records is None:
+                    records = self._records(part, stream, now)
+                if not records:
+                    return
+                # One JSON array per part: encoding each line alone costs more than the line.
+                encoded = orjson.dumps(records)
+                self._file.write(encoded.decode() + "\n")
+                if not self._encoded:
+                    self._first_seq = records[0][0]
+                self._last_seq = records[-1][0]
+                self._encoded.append(encoded)
+                self._pending_lines += len(records)
+                self._pending_bytes += len(encoded)
+                full = (
+                    self._pending_lines >= MAX_BATCH_LINES or self._pending_bytes >= MAX_BATCH_CHARS
+                )
+            if full:
+                self.flush()
+
+    def _fast_records(self, texts: list[str], stream: str, now: float) -> list[list[Any]] | None:
+        """The common case in bulk: short ASCII lines well within the cap."""
+        if not all(map(str.isascii, texts)) or max(map(len, texts), default=0) > MAX_LINE_CHARS:
+            return None
+        size = sum(map(len, texts)) + len(texts)
+        if self.max_bytes and self.bytes + size > self.max_bytes:
+            return None
+        first, ranks, rank, prefix = self.count + 1, self._ranks, self._rank, self._prefix
+        self.bytes += size
+        self.count += len(texts)
+        return [[n * ranks + rank, stream, prefix + text, now]
+                for n, text in enumerate(texts, first)]  # fmt: skip
+
+    def _records(self, texts: list[str], stream: str, now: float) -> list[list[Any]]:
+        """Line by line: cut long lines, count UTF-8 bytes, stop at the cap."""
+        records = []
+        for text in texts:
+            if len(text) > MAX_LINE_CHARS:
+                text = text[:MAX_LINE_CHARS] + " …[line truncated]"
+            size = (len(text) if text.isascii() else len(text.encode("utf-8", "replace"))) + 1
+            if self.max_bytes and self.bytes + size > self.max_bytes:
+                self.truncated = True
+                text = TRUNCATED.format(mb=self.max_bytes / 1e6)
+            else:
+                self.bytes += size
+            self.count += 1
+            seq = self.count * self._ranks + self._rank
+            records.append([seq, stream, self._prefix + text, now])
+            if self.truncated:
+                break
+        return records
 
     def progress(self, record: dict[str, Any]) -> None:
         if self._mask:
@@ -206,13 +246,18 @@ class LineBatcher:
 
     def flush(self) -> None:
         with self._lock:
-            lines, self._lines = self._lines, []
-            self._pending_bytes = 0
+            encoded, self._encoded = self._encoded, []
+            seqs = [self._first_seq, self._last_seq, self._pending_lines]
+            self._pending_lines = self._pending_bytes = 0
             progress, self._progress = self._progress, None
             points, self._points = self._points, []
             self._file.flush()
-        if lines or progress or points:
-            self._send({"lines": lines, "progress": progress, "metrics": points})
+        message: dict[str, Any] = {"progress": progress, "metrics": points}
+        if encoded:
+            message["lines"] = pack_json(b"[" + b",".join(part[1:-1] for part in encoded) + b"]")
+            message["seqs"] = seqs
+        if encoded or progress or points:
+            self._send(message)
 
     def _tick(self) -> None:
         while not self._closed.wait(FLUSH_INTERVAL):

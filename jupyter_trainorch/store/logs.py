@@ -9,23 +9,18 @@ line's place in it.
 
 from __future__ import annotations
 
-import json
-import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 
-from .models import LogLine
+from ..log_batches import Line, pack, unpack
+from .models import LogLine, iso
 from .orm import LogBatchRow
 
 MAX_BATCH_LINES = 2048
 LINE_ID_STRIDE = 4096  # more than MAX_BATCH_LINES: ids of two batches never meet
-# Fast and still 3-10x on program output; level 6 costs 3x the CPU for a few % more.
-COMPRESSION_LEVEL = 1
-
-Line = tuple[int, str, str, float]  # (seq, stream, text, time)
 
 
 class LogStore:
@@ -49,7 +44,7 @@ class LogStore:
                 )
             ).all()
             if overlapping:
-                stored = {line[0] for row in overlapping for line in _unpack(row.data)}
+                stored = {line[0] for row in overlapping for line in unpack(row.data)}
                 lines = [line for line in lines if line[0] not in stored]
             unique: dict[int, Line] = {}
             for line in lines:
@@ -61,10 +56,34 @@ class LogStore:
                 session.execute(
                     insert(LogBatchRow).values(
                         job_id=job_id, attempt=attempt, first_seq=min(seqs),
-                        last_seq=max(seqs), lines=len(part), data=_pack(part),
+                        last_seq=max(seqs), lines=len(part), data=pack(part),
                     )
                 )  # fmt: skip
         return len(fresh)
+
+    def append_log_batch(
+        self, job_id: str, attempt: int, data: bytes, first_seq: int, last_seq: int, count: int
+    ) -> int:
+        """Store a batch as a worker packed it (``log_batches.pack``: lines ``first_seq``
+        to ``last_seq``, ``count`` of them), as it came when it overlaps no stored lines."""
+        if not 0 < count <= MAX_BATCH_LINES or first_seq > last_seq:
+            return self.append_logs(job_id, attempt, unpack(data))
+        with self._session.begin() as session:
+            overlaps = session.scalar(
+                select(LogBatchRow.id).where(
+                    LogBatchRow.job_id == job_id, LogBatchRow.attempt == attempt,
+                    LogBatchRow.first_seq <= last_seq, LogBatchRow.last_seq >= first_seq,
+                ).limit(1)
+            )  # fmt: skip
+            if overlaps is None:
+                session.execute(
+                    insert(LogBatchRow).values(
+                        job_id=job_id, attempt=attempt, first_seq=first_seq,
+                        last_seq=last_seq, lines=count, data=data,
+                    )
+                )  # fmt: skip
+                return count
+        return self.append_logs(job_id, attempt, unpack(data))
 
     def max_log_seq(self, job_id: str, attempt: int) -> int:
         """The highest stored line number of an attempt (0 when it has none)."""
@@ -79,25 +98,54 @@ class LogStore:
     def log_seqs(self, job_id: str, attempt: int) -> set[int]:
         with self._session() as session:
             rows = session.execute(_batches(job_id, attempt)).all()
-        return {line[0] for row in rows for line in _unpack(row.data)}
+        return {line[0] for row in rows for line in unpack(row.data)}
 
     def read_logs(
         self, job_id: str, attempt: int | None = None, after: int = 0, limit: int = 10_000
     ) -> list[LogLine]:
         """Lines with an id greater than ``after`` (ids only grow: a cursor), in order."""
-        query = _batches(job_id, attempt).where(LogBatchRow.id >= after // LINE_ID_STRIDE)
-        found: list[LogLine] = []
+        return [
+            LogLine(base + index, job_id, n, seq, stream, text, time)
+            for base, n, lines, start in self._log_batches(job_id, attempt, after, limit)
+            for index, (seq, stream, text, time) in enumerate(lines, start)
+        ]
+
+    def read_log_page(
+        self, job_id: str, attempt: int | None = None, after: int = 0, limit: int = 10_000
+    ) -> list[dict[str, Any]]:
+        """``read_logs`` as the REST API sends lines (``LogLine.to_dict``), built straight
+        from the stored batches: a page of 10,000 lines is read at the speed a job prints."""
+        page: list[dict[str, Any]] = []
+        stamps: dict[float, str | None] = {}  # the lines of one read of a pipe share a time
+        for base, n, lines, start in self._log_batches(job_id, attempt, after, limit):
+            for index, (seq, stream, text, time) in enumerate(lines, start):
+                stamp = stamps.get(time)
+                if stamp is None:
+                    stamp = stamps[time] = iso(time)
+                page.append({"id": base + index, "attempt": n, "seq": seq, "stream": stream,
+                             "text": text, "time": stamp})  # fmt: skip
+        return page
+
+    def _log_batches(
+        self, job_id: str, attempt: int | None, after: int, limit: int
+    ) -> Iterator[tuple[int, int, list[list[Any]], int]]:
+        """``(first line id, attempt, lines, index of the first)``: the lines after the
+        cursor, at most ``limit`` of them, batch by batch."""
+        # Batches whose last line is past the cursor; the first may hold the cursor.
+        query = _batches(job_id, attempt).where(
+            LogBatchRow.id >= after // LINE_ID_STRIDE,
+            LogBatchRow.id * LINE_ID_STRIDE + LogBatchRow.lines > after + 1,
+        )
+        left = limit
         with self._session() as session:
             for row in session.execute(query).yield_per(16):
                 base = row.id * LINE_ID_STRIDE
-                found.extend(
-                    LogLine(base + index, job_id, row.attempt, seq, stream, text, time)
-                    for index, (seq, stream, text, time) in enumerate(_unpack(row.data))
-                    if base + index > after
-                )
-                if len(found) >= limit:
-                    break
-        return found[:limit]
+                start = max(after - base + 1, 0)
+                lines = unpack(row.data)[start : start + left]
+                yield base, row.attempt, lines, start
+                left -= len(lines)
+                if left <= 0:
+                    return
 
 
 def _batches(job_id: str, attempt: int | None) -> Any:
@@ -107,11 +155,3 @@ def _batches(job_id: str, attempt: int | None) -> Any:
     if attempt is not None:
         query = query.where(LogBatchRow.attempt == attempt)
     return query.order_by(LogBatchRow.id)
-
-
-def _pack(lines: Sequence[Line]) -> bytes:
-    return zlib.compress(json.dumps(lines).encode(), COMPRESSION_LEVEL)  # tuples as arrays
-
-
-def _unpack(data: bytes) -> list[list[Any]]:
-    return json.loads(zlib.decompress(data))
