@@ -4,7 +4,9 @@ Airflow pins many packages, so it never goes into the test environment: it gets 
 its own, made once and kept (``~/.cache/jupyter-trainorch/airflow-<version>-py<X.Y>``, or
 ``TRAINORCH_AIRFLOW_VENV``), with ``apache-airflow==AIRFLOW_VERSION`` installed from the
 package index under the pins of ``tests/data/airflow/`` (as Airflow's own constraints files
-pin it). This package is not installed there: the tests put its source on ``PYTHONPATH``.
+pin it). This package is not installed there: the tests put its source on ``PYTHONPATH``,
+and the venv gets the few requirements of its own that the Airflow side imports
+(``PROVIDER_REQUIREMENTS``), as ``pip install jupyter-trainorch`` would bring them.
 
 ``python3 tests/airflow_venv.py`` (what ``.ci/run`` calls) makes it and prints its Python;
 about 40 s the first time, nothing once it is there.
@@ -21,8 +23,12 @@ from pathlib import Path
 
 AIRFLOW_VERSION = "3.3.2"
 CONSTRAINTS = Path(__file__).parent / "data" / "airflow" / f"constraints-{AIRFLOW_VERSION}.txt"
-# Written last: a folder without it is an attempt that did not finish.
+# What jupyter_trainorch.airflow (through the client) imports besides Airflow's own pins.
+PROVIDER_REQUIREMENTS = ["orjson>=3.9"]
+# Written last, naming what is installed: a folder without it is an attempt that did not
+# finish; one naming other requirements gets them installed.
 _COMPLETE = ".trainorch-airflow-complete"
+_MARK = f"{AIRFLOW_VERSION} {' '.join(PROVIDER_REQUIREMENTS)}\n"
 _PIP_TIMEOUT = 900
 
 
@@ -46,19 +52,27 @@ def ensure_airflow_python() -> Path:
         raise AirflowUnavailable(f"{venv_folder()}: {err.strerror or err}") from None
 
 
+def _marked(folder: Path) -> bool:
+    try:
+        return (folder / _COMPLETE).read_text() == _MARK
+    except OSError:
+        return False
+
+
 def _ensure(folder: Path) -> Path:
     python = folder / "bin" / "python"
-    if (folder / _COMPLETE).exists():
+    if _marked(folder):
         return python
     folder.parent.mkdir(parents=True, exist_ok=True)
     # Test processes started at once (pytest-xdist) make it once, one after the other.
     with open(folder.parent / f".{folder.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (folder / _COMPLETE).exists():
+        if _marked(folder):
             return python
         if folder.exists() and any(folder.iterdir()):
-            if _has_airflow(python):  # made by hand, or the mark was lost
-                (folder / _COMPLETE).write_text(AIRFLOW_VERSION + "\n")
+            if _has_airflow(python):  # made by hand, by an older version, or the mark was lost
+                _install_provider_requirements(python)
+                (folder / _COMPLETE).write_text(_MARK)
                 return python
             if os.environ.get("TRAINORCH_AIRFLOW_VENV"):  # never remove a folder one named
                 raise AirflowUnavailable(
@@ -72,9 +86,18 @@ def _ensure(folder: Path) -> Path:
              f"apache-airflow=={AIRFLOW_VERSION}", "-c", str(CONSTRAINTS)],
             f"pip install apache-airflow=={AIRFLOW_VERSION}",
         )  # fmt: skip
-        _run([str(python), "-c", "import airflow.sdk, httpx, jsonschema"], "import airflow")
-        (folder / _COMPLETE).write_text(AIRFLOW_VERSION + "\n")
+        _install_provider_requirements(python)
+        _run([str(python), "-c", "import airflow.sdk, httpx, jsonschema, orjson"], "import airflow")
+        (folder / _COMPLETE).write_text(_MARK)
     return python
+
+
+def _install_provider_requirements(python: Path) -> None:
+    _run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         *PROVIDER_REQUIREMENTS, "-c", str(CONSTRAINTS)],
+        f"pip install {' '.join(PROVIDER_REQUIREMENTS)}",
+    )  # fmt: skip
 
 
 def _has_airflow(python: Path) -> bool:
