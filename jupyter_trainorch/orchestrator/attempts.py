@@ -174,16 +174,14 @@ class AttemptTracker:
                 run.checkpointed = min(float(saved), self.clock())
             return
         lines = message.get("lines") or []
-        if isinstance(lines, bytes):  # packed, as workers send them
+        if isinstance(lines, bytes) and run.held_lines is None:  # packed, as workers send them
+            self.store_batch(run, lines, message.get("seqs"))
+        elif lines:  # held while missing lines are read back, or a list from an older worker
+            lines = [tuple(line) for line in (unpack(lines) if isinstance(lines, bytes) else lines)]
             if run.held_lines is not None:
-                run.held_lines.extend(tuple(line) for line in unpack(lines))
+                run.held_lines.extend(lines)
             else:
-                self.store_batch(run, lines, message.get("seqs"))
-        elif lines:  # a list: a worker still running an older version
-            if run.held_lines is not None:
-                run.held_lines.extend(tuple(line) for line in lines)
-            else:
-                self.store_lines(run, [tuple(line) for line in lines])
+                self.store_lines(run, lines)
         progress = message.get("progress")
         if progress:
             self._store_progress(run, progress)
@@ -203,18 +201,23 @@ class AttemptTracker:
 
     def store_batch(self, run: Running, data: bytes, seqs: Any) -> None:
         """A packed batch: stored as it came, decoded only where its lines are wanted."""
-        first, last, count = seqs if isinstance(seqs, list) and len(seqs) == 3 else (1, 0, 0)
-        stored = self.store.append_log_batch(run.job_id, run.n, data, first, last, count)
-        if stored:
-            self.feed.publish("logs", run.job_id, user=run.user, attempt=run.n, lines=stored)
-            if self.line_sink is not None:
-                self.line_sink(run, [tuple(line) for line in unpack(data)])
+        if not (isinstance(seqs, list) and len(seqs) == 3):
+            self.store_lines(run, [tuple(line) for line in unpack(data)])
+            return
+        stored = self.store.append_log_batch(run.job_id, run.n, data, *seqs)
+        self._announce_lines(run, stored, lambda: [tuple(line) for line in unpack(data)])
 
     def store_lines(self, run: Running, lines: list[tuple[Any, ...]]) -> None:
         if self.store.append_logs(run.job_id, run.n, lines):
-            self.feed.publish("logs", run.job_id, user=run.user, attempt=run.n, lines=len(lines))
+            self._announce_lines(run, len(lines), lambda: lines)
+
+    def _announce_lines(
+        self, run: Running, count: int, lines: Callable[[], list[tuple[Any, ...]]]
+    ) -> None:
+        if count:
+            self.feed.publish("logs", run.job_id, user=run.user, attempt=run.n, lines=count)
             if self.line_sink is not None:
-                self.line_sink(run, lines)
+                self.line_sink(run, lines())
 
     def _store_progress(self, run: Running, progress: dict[str, Any]) -> None:
         record = progress_record(progress, iso(self.clock()))
