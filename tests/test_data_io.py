@@ -277,3 +277,36 @@ def test_the_train_magic_takes_data_and_artifact_flags():
         build_request("--data train", "pass", 1)
     with pytest.raises(UsageError, match="^%%train: data.m must be models:/NAME@alias"):
         build_request("--data m=models:/x", "pass", 1)
+
+
+def test_an_exported_job_keeps_its_data_inputs_and_artifacts(host, tmp_path):
+    """``trainorch export`` writes the current schema, and a job made from the exported
+    template reads the same input and logs the same artifact."""
+    from jupyter_trainorch.client.export import export_job
+    from jupyter_trainorch.package import build_package, template_files
+    from jupyter_trainorch.spec import TemplateRegistry, render_spec
+    from jupyter_trainorch.spec.secrets import public_spec
+
+    data = tmp_path / "train.csv"
+    data.write_text("a,b\n")
+    source = READ_INPUT + WRITE_MODEL
+    first = wait_final(host, submit(host, name="exportable", source=source, params={"epochs": 2},
+                                    data={"train": str(data)},
+                                    artifacts=[{"model.pt": "out/model.pt"}]))  # fmt: skip
+    assert first.state == "succeeded", first.error
+    package = host.store.get_jobs([first.id], with_packages=True)[first.id][1]
+    detail = {**first.to_dict(), "spec": public_spec(first.spec)}
+    export_job(detail, package, tmp_path / "export")
+    template = TemplateRegistry().load_file(tmp_path / "export" / "exportable.yaml")
+    assert template.version == 2
+    assert "files:" in (tmp_path / "export" / "exportable.yaml").read_text()
+    spec = render_spec(template, workdir=str(tmp_path))
+    assert spec.data == {"train": str(data)}
+    assert [(a.name, a.path) for a in spec.artifacts] == [("model.pt", "out/model.pt")]
+    shipped = build_package(files=template_files(template))  # as trainorch submit FILE sends it
+    again = wait_final(host, host.call(lambda o: o.submit(spec, shipped)).id, timeout=120)
+    assert again.state == "succeeded", (again.error, log_text(host, again.id))
+    assert "text a,b" in log_text(host, again.id)
+    run = wait_until(lambda: _attempt_run(host, again), what="the exported job's attempt run")
+    listed = [f.path for f in _client(host).list_artifacts(run.info.run_id, "artifacts")]
+    assert listed == ["artifacts/model.pt"]

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from ..package import build_package, extract_files, read_modules, read_package
+from ..spec.template_migrate import SCHEMA_VERSION
 
 _LOADER = """import zipfile as _zipfile
 
@@ -46,7 +47,8 @@ def unpack_files(package: bytes | None, folder: Path) -> tuple[dict[str, bytes],
 
 def template_fields(job: dict[str, Any]) -> dict[str, Any]:
     """What a standalone template keeps of ``job``: resources, retries, priority, env (not
-    the tracking variables of its run), the names of its secrets, timeout, experiment, image."""
+    the tracking variables of its run), the names of its secrets, timeout, experiment,
+    image, data inputs and artifacts."""
     spec = job["spec"]
     env = {k: v for k, v in (spec.get("env") or {}).items() if k not in _TRACKING_ENV}
     fields: dict[str, Any] = {
@@ -65,6 +67,10 @@ def template_fields(job: dict[str, Any]) -> dict[str, Any]:
         fields["experiment"] = spec["experiment"]
     if spec.get("image"):
         fields["image"] = spec["image"]
+    if spec.get("data"):
+        fields["data"] = dict(spec["data"])
+    if spec.get("artifacts"):
+        fields["artifacts"] = [{item["name"]: item["path"]} for item in spec["artifacts"]]
     return fields
 
 
@@ -95,20 +101,26 @@ def export_job(job: dict[str, Any], package: bytes | None, folder: Path) -> list
         command = spec["command"]
     fields = template_fields(job)
     template = {
-        "version": 1,
+        "version": SCHEMA_VERSION,
         "name": stem,
         "description": f"Exported from job {job['id']} ({job['name']})",
         "kind": "command",
         "command": command,
         **{k: fields[k] for k in ("resources", "retries", "priority", "env")},
-        "inputs": sorted(shipped),
+        "files": sorted(shipped),
     }
     secrets = sorted(fields.get("secret_env") or {})
     if secrets:
         template["description"] += (
             f"; set its secrets when you submit it: --secret-env {'=… --secret-env '.join(secrets)}=…"
         )
-    template.update({k: fields[k] for k in ("timeout", "experiment", "image") if k in fields})
+    template.update(
+        {
+            k: fields[k]
+            for k in ("timeout", "experiment", "image", "data", "artifacts")
+            if k in fields
+        }
+    )
     target = folder / f"{stem}.yaml"
     target.write_text(yaml.safe_dump(template, sort_keys=False))
     return [target, *written]

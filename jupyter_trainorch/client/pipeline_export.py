@@ -19,6 +19,7 @@ import yaml
 
 from ..package import build_package
 from ..spec.errors import SpecError
+from ..spec.template_migrate import SCHEMA_VERSION
 from .export import file_stem, template_fields, unpack_files
 from .transport import HTTPTransport
 
@@ -124,7 +125,7 @@ def write_job_folder(job: dict[str, Any], package: bytes | None, folder: Path) -
     variables, shipped = unpack_files(package, folder)
     kind = spec.get("kind", "python")
     template: dict[str, Any] = {
-        "version": 1,
+        "version": SCHEMA_VERSION,
         "name": stem,
         "description": f"Job {job['id']} ({job['name']}), code hash {job.get('code_hash', '')}",
         "kind": kind,
@@ -141,7 +142,7 @@ def write_job_folder(job: dict[str, Any], package: bytes | None, folder: Path) -
     if spec.get("register_model"):
         template["register_model"] = spec["register_model"]
     if shipped:
-        template["inputs"] = sorted(shipped)
+        template["files"] = sorted(shipped)
     target = folder / f"{stem}.yaml"
     target.write_text(yaml.dump(template, Dumper=_ReadableDumper, sort_keys=False))
     variables_path = None
