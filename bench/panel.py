@@ -53,6 +53,22 @@ OBSERVE = """() => {
   new PerformanceObserver(list => {
     for (const entry of list.getEntries()) window.__benchTasks.push(entry.duration);
   }).observe({ type: 'longtask' });
+  window.__benchFrames = [];
+  new PerformanceObserver(list => {
+    for (const f of list.getEntries()) {
+      if (f.duration <= 100) continue;
+      const end = f.startTime + f.duration;
+      window.__benchFrames.push({
+        at: f.startTime, duration: f.duration,
+        render: f.renderStart ? end - f.renderStart : 0,
+        styleLayout: f.styleAndLayoutStart ? end - f.styleAndLayoutStart : 0,
+        scripts: f.scripts.map(s => ({
+          duration: s.duration, layout: s.forcedStyleAndLayoutDuration,
+          invoker: s.invoker, fn: s.sourceFunctionName, url: (s.sourceURL || '').split('/').pop(),
+        })),
+      });
+    }
+  }).observe({ type: 'long-animation-frame' });
   window.__benchAwaited = new Set();
   window.__benchSeen = {};
   setInterval(() => {
@@ -64,9 +80,18 @@ OBSERVE = """() => {
     }
   }, 10);
 }"""
-ONLY_MATCHING = """([selector, fragment]) => {
+LIST = "#trainorch-panel .trainorch-list"
+# The page time (performance.now) of each key pressed in the filter box.
+KEY_TIMES = """box => {
+  window.__benchKeys = [];
+  box.addEventListener('keydown', event => window.__benchKeys.push(event.timeStamp));
+}"""
+# The page time once the list shows a search, and for the whole fragment only its rows.
+SEARCH_SHOWN = """([list, selector, text, whole]) => {
+  if (document.querySelector(list)?.dataset.search !== text) return false;
   const rows = [...document.querySelectorAll(selector)];
-  return rows.length > 0 && rows.every(row => row.textContent.toLowerCase().includes(fragment));
+  const only = rows.length > 0 && rows.every(row => row.textContent.toLowerCase().includes(text));
+  return !whole || only ? performance.now() : false;
 }"""
 UNFILTERED = """([selector, fragment]) => [...document.querySelectorAll(selector)].some(
   row => !row.textContent.toLowerCase().includes(fragment))"""
@@ -159,24 +184,31 @@ def wait_ended(lab: Lab, ids: list[str], timeout: float = 120) -> None:
 
 def filter_response(page) -> tuple[float, float]:
     """Milliseconds from the first key of the fragment until only matching rows show (the
-    typing of its keys included), and from the last key's delivery to the page."""
+    typing of its keys included), and the slowest key's response inside the page: from its
+    ``keydown`` to the animation frame whose list shows that key's search (``data-search``)."""
     box = page.locator("#trainorch-panel").get_by_placeholder(FILTER).first
+    box.evaluate(KEY_TIMES)
     started = time.perf_counter()
-    box.press_sequentially(FRAGMENT[:-1])
-    last_key = time.perf_counter()
-    box.press(FRAGMENT[-1])
-    page.wait_for_function(ONLY_MATCHING, arg=[ROW, FRAGMENT], polling="raf", timeout=30_000)
+    slowest = 0.0
+    for typed in range(1, len(FRAGMENT) + 1):
+        box.press(FRAGMENT[typed - 1])
+        shown = page.wait_for_function(
+            SEARCH_SHOWN, arg=[LIST, ROW, FRAGMENT[:typed], typed == len(FRAGMENT)],
+            polling="raf", timeout=30_000,
+        ).json_value()  # fmt: skip
+        slowest = max(slowest, shown - page.evaluate("() => window.__benchKeys.at(-1)"))
     ended = time.perf_counter()
     box.fill("")
     page.wait_for_function(UNFILTERED, arg=[ROW, FRAGMENT], polling="raf", timeout=30_000)
-    return (ended - started) * 1000, (ended - last_key) * 1000
+    return (ended - started) * 1000, slowest
 
 
 def long_tasks(page, since: float) -> dict[str, float]:
     tasks = page.evaluate("() => window.__benchTasks.splice(0)")
+    frames = page.evaluate("() => window.__benchFrames.splice(0)")
     wall = time.monotonic() - since
     return {"wall": wall, "blocked": sum(tasks), "longest": max(tasks, default=0.0),
-            "over_100": sum(t > 100 for t in tasks), "count": len(tasks)}  # fmt: skip
+            "over_100": sum(t > 100 for t in tasks), "count": len(tasks), "frames": frames}  # fmt: skip
 
 
 def measure(
@@ -241,6 +273,8 @@ def main() -> int:
     parser.add_argument("--sample", type=int, default=20, help="jobs whose row latency is timed")
     parser.add_argument("--seed", type=int, default=10, help="jobs submitted one at a time first")
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of the idle baseline")
+    parser.add_argument("--explain", action="store_true",
+                        help="print what each frame over 100 ms spent its time on")  # fmt: skip
     parser.add_argument("--window", type=float, default=30.0,
                         help="seconds of the burst's figures at least, from its first submit")  # fmt: skip
     args = parser.parse_args()
@@ -258,7 +292,24 @@ def main() -> int:
         finally:
             lab.stop()
     report(figures, args.jobs)
+    if args.explain:
+        explain(figures["burst"]["frames"])
     return 0
+
+
+def explain(frames: list[dict]) -> None:
+    """Each animation frame over 100 ms of the burst: its script, forced layout, style and
+    layout, and render time, then its longest scripts (Chromium's long-animation-frame
+    entries)."""
+    print(f"frames over 100 ms during the burst: {len(frames)}")
+    for frame in frames:
+        script = sum(s["duration"] for s in frame["scripts"])
+        forced = sum(s["layout"] for s in frame["scripts"])
+        print(f"  at {frame['at'] / 1000:7.1f} s: {frame['duration']:.0f} ms; scripts {script:.0f} ms "
+              f"(forced layout {forced:.0f} ms), render {frame['render']:.0f} ms "
+              f"(style and layout {frame['styleLayout']:.0f} ms)")  # fmt: skip
+        for s in sorted(frame["scripts"], key=lambda s: -s["duration"])[:3]:
+            print(f"      {s['duration']:5.0f} ms {s['invoker']} {s['fn']} {s['url']}")
 
 
 def report(figures: dict[str, dict], jobs: int) -> None:
@@ -284,14 +335,16 @@ def report(figures: dict[str, dict], jobs: int) -> None:
           f"({len(base['latency'])} jobs, one at a time)")  # fmt: skip
     print(
         f"filter '{FRAGMENT}':       burst {burst['filter'][0]:.0f} ms, idle {base['filter'][0]:.0f} ms"
-        f" (its {len(FRAGMENT)} keys typed included)\n"
-        f"  after the last key:   burst {burst['filter'][1]:.0f} ms, idle {base['filter'][1]:.0f} ms"
+        f" ({len(FRAGMENT)} keys, each awaited: the harness's round trips included)\n"
+        f"  slowest key, keydown -> list shows it: burst {burst['filter'][1]:.0f} ms, "
+        f"idle {base['filter'][1]:.0f} ms"
     )
     print(
         f"target no task > 100 ms during the burst: {'PASS' if burst['over_100'] == 0 else 'MISS'}"
     )
     print(
-        f"target filter <= 100 ms during the burst: {'PASS' if burst['filter'][0] <= 100 else 'MISS'}"
+        "target filter <= 100 ms a key during the burst: "
+        f"{'PASS' if burst['filter'][1] <= 100 else 'MISS'}"
     )
 
 

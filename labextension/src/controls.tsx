@@ -4,11 +4,22 @@
 import { ISignal, Signal } from '@lumino/signaling';
 import * as React from 'react';
 
-/** Re-render when `signal` fires. */
+/** Whether the code running now handles the user's input (a click, a key, a change). */
+function handlingInput(): boolean {
+  const event = window.event;
+  return event instanceof UIEvent || event?.type === 'change' || event?.type === 'submit';
+}
+
+/**
+ * Re-render when `signal` fires. What the user did renders at once (a controlled checkbox
+ * must not flicker); what arrived from the server renders as a transition, which React
+ * renders in slices and interrupts for input, so a burst of changes never blocks a key.
+ */
 export function useSignal(signal: ISignal<unknown, unknown>): void {
   const [, setCount] = React.useState(0);
   React.useEffect(() => {
-    const slot = (): void => setCount(count => count + 1);
+    const bump = (): void => setCount(count => count + 1);
+    const slot = (): void => (handlingInput() ? bump() : React.startTransition(bump));
     signal.connect(slot);
     return () => {
       signal.disconnect(slot);
@@ -30,7 +41,7 @@ export function useTick(active: boolean): void {
     if (!active) {
       return;
     }
-    const slot = (): void => setCount(count => count + 1);
+    const slot = (): void => React.startTransition(() => setCount(count => count + 1));
     clock.connect(slot);
     if (clockUsers++ === 0) {
       clockTimer = window.setInterval(() => clock.emit(), 1000);

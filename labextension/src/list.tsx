@@ -98,7 +98,7 @@ export function JobList(props: { model: TrainorchModel; actions: IJobActions }):
           {list.error}
         </div>
       )}
-      <div className="trainorch-list" role="list">
+      <div className="trainorch-list" role="list" data-search={list.query.search}>
         {jobs.length === 0 && <EmptyList list={list} />}
         {groupJobs(jobs).map(item =>
           item.group ? (
