@@ -311,6 +311,9 @@ def raw_dask_section(jobs: int, gpus_per_worker: int, duration: float) -> float:
             f"{rate:.1f} completions/s",
             flush=True,
         )
+        # Cancelling thousands of pending tasks under busy threads fills the output with
+        # Dask's complaints; the figure is taken.
+        logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
         client.cancel(futures, force=True)
     finally:
         logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)

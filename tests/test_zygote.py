@@ -187,6 +187,44 @@ def test_exit_codes_and_outputs_come_back_from_forked_processes(host):
     assert cloudpickle.loads(host.store.get_outputs(answer)) == {"answer": 42, "parent": zygote}
 
 
+ENDS_LIKE_A_FRESH_PROCESS = """
+import atexit, os, sys, threading, time
+print("parent", os.getppid(), flush=True)
+left_open = open(os.path.join(folder, "left-open.txt"), "w")
+left_open.write("written, never closed")
+class Cycle:
+    def __init__(self):
+        self.me = self
+    def __del__(self):
+        print("collected", flush=True)
+Cycle()
+atexit.register(lambda: print("atexit ran", flush=True))
+def late():
+    time.sleep(0.3)
+    print("thread joined")
+threading.Thread(target=late).start()
+sys.stdout.write("buffered, no newline")
+"""
+
+
+@pytest.mark.parametrize("forked", [True, False], ids=["forked", "fresh"])
+def test_a_forked_job_ends_as_a_fresh_process_would(host, tmp_path, forked):
+    """The forked process skips tearing down the zygote's heap, not what the job made: its
+    thread is joined, its atexit handlers run, its cycles collected, its buffered output
+    delivered and the file it left open flushed, as in a fresh interpreter."""
+    zygote = ready_zygote(host)
+    _, worker = worker_of(host)
+    env = {} if forked else {"PYTHONHASHSEED": "0"}  # read at start: a fresh interpreter
+    job_id = submit(host, name="ends", source=ENDS_LIKE_A_FRESH_PROCESS, env=env,
+                    params={"folder": str(tmp_path)})  # fmt: skip
+    job = wait_final(host, job_id)
+    assert job.state == "succeeded", job.attempts
+    text = log_text(host, job_id)
+    assert values(host, job_id, "parent") == [str(zygote if forked else worker)]
+    assert text[1:] == ["buffered, no newlinethread joined", "atexit ran", "collected"], text
+    assert (tmp_path / "left-open.txt").read_text() == "written, never closed"
+
+
 def test_a_job_that_sets_what_an_interpreter_reads_at_start_runs_fresh(host):
     ready_zygote(host)
     _, worker = worker_of(host)

@@ -16,6 +16,7 @@ until a path needs them.
 
 from __future__ import annotations
 
+import atexit
 import builtins
 import json
 import linecache
@@ -137,6 +138,10 @@ def run_python(attempt_dir: str, request: AttemptRequest) -> int:
                 _write_status(attempt_dir, request, message, False)
                 return EXIT_NOT_RETRYABLE
     namespace.update(request.get("params") or {})
+    # Registered before the cell's own handlers, so it runs after them: the cell's globals
+    # then go one by one as a script's do, and a file it left open is flushed, not lost
+    # in a garbage cycle of functions and their globals.
+    atexit.register(namespace.clear)
 
     try:
         exec(code, namespace)
