@@ -35,7 +35,13 @@ from jupyter_trainorch.runner.protocol import (
     AttemptRequest,
     attempt_key,
 )
-from jupyter_trainorch.runner.streams import MAX_PENDING_BYTES, TRUNCATED, read_lines
+from jupyter_trainorch.runner.streams import (
+    MAX_BATCH_LINES,
+    MAX_PENDING_BYTES,
+    TRUNCATED,
+    LineBatcher,
+    read_lines,
+)
 from jupyter_trainorch.runner.supervisor import read_log, run_attempt
 
 SECRET = "hunter2-s3cr3t-value"
@@ -256,3 +262,51 @@ def test_a_job_past_the_log_cap_succeeds_with_one_truncation_line(orchestrator):
     lines = log_text(orchestrator, job.id)
     assert job.state == "succeeded"
     assert lines == [f"line {i:03d} " + "x" * 40 for i in range(CAP // 50)] + [NOTICE]
+
+
+def test_a_workers_packed_batches_are_stored_as_they_came(host_factory):
+    """Over real Dask events (whose lists arrive as tuples) each batch takes the packed
+    path: stored without being decoded and packed again line by line."""
+    host = host_factory(workers=1, gpus_per_worker=0, mlflow="off")
+    repacked: list[int] = []
+    append_logs = host.store.append_logs
+
+    def counting_append_logs(job_id: str, attempt: int, lines: Any) -> int:
+        repacked.append(len(lines))
+        return append_logs(job_id, attempt, lines)
+
+    host.store.append_logs = counting_append_logs
+    source = "for i in range(5000):\n    print(f'line {i}')\n"
+    job = wait_final(host, submit(host, name="packed", source=source))
+    assert job.state == "succeeded"
+    assert log_text(host, job.id) == [f"line {i}" for i in range(5000)]
+    assert repacked == []
+
+
+def test_batches_leave_in_the_order_their_lines_were_taken(tmp_path):
+    """The reader's full batch and the timer's flush never swap places on the way out,
+    however long the first send takes."""
+    first_sending, release = threading.Event(), threading.Event()
+    sent: list[int] = []
+
+    def send(message: dict[str, Any]) -> None:
+        if "seqs" in message:
+            if not sent and not first_sending.is_set():
+                first_sending.set()
+                release.wait(5)
+            sent.append(message["seqs"][0])
+
+    batcher = LineBatcher(send, tmp_path / "output.log")
+    full = [f"a{n}" for n in range(MAX_BATCH_LINES)]
+    reader = threading.Thread(target=batcher.add, args=(full,))
+    reader.start()
+    assert first_sending.wait(5)
+    batcher.add(["b"])  # the next line, while the full batch is on its way
+    timer = threading.Thread(target=batcher.flush)
+    timer.start()
+    timer.join(0.3)
+    release.set()
+    reader.join(5)
+    timer.join(5)
+    batcher.close()
+    assert sent == [1, MAX_BATCH_LINES + 1]

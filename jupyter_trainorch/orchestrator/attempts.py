@@ -201,7 +201,8 @@ class AttemptTracker:
 
     def store_batch(self, run: Running, data: bytes, seqs: Any) -> None:
         """A packed batch: stored as it came, decoded only where its lines are wanted."""
-        if not (isinstance(seqs, list) and len(seqs) == 3):
+        # Dask's messages bring lists back as tuples.
+        if not (isinstance(seqs, (list, tuple)) and len(seqs) == 3):
             self.store_lines(run, [tuple(line) for line in unpack(data)])
             return
         stored = self.store.append_log_batch(run.job_id, run.n, data, *seqs)

@@ -154,6 +154,7 @@ class LineBatcher:
         # Every metric point is kept (for the experiment's history); progress only the latest.
         self._points: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()  # taken before ``_lock``, never after
         self._file = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self.count = 0
         self._closed = threading.Event()
@@ -245,19 +246,23 @@ class LineBatcher:
                 self._points.append({"step": step, "metrics": metrics, "time": time.time()})
 
     def flush(self) -> None:
-        with self._lock:
-            encoded, self._encoded = self._encoded, []
-            seqs = [self._first_seq, self._last_seq, self._pending_lines]
-            self._pending_lines = self._pending_bytes = 0
-            progress, self._progress = self._progress, None
-            points, self._points = self._points, []
-            self._file.flush()
-        message: dict[str, Any] = {"progress": progress, "metrics": points}
-        if encoded:
-            message["lines"] = pack_json(b"[" + b",".join(part[1:-1] for part in encoded) + b"]")
-            message["seqs"] = seqs
-        if encoded or progress or points:
-            self._send(message)
+        # The reader (a full batch) and the timer both flush: a batch taken first must be
+        # sent first, or the service would store it after the next one.
+        with self._send_lock:
+            with self._lock:
+                encoded, self._encoded = self._encoded, []
+                seqs = [self._first_seq, self._last_seq, self._pending_lines]
+                self._pending_lines = self._pending_bytes = 0
+                progress, self._progress = self._progress, None
+                points, self._points = self._points, []
+                self._file.flush()
+            message: dict[str, Any] = {"progress": progress, "metrics": points}
+            if encoded:
+                joined = b"[" + b",".join(part[1:-1] for part in encoded) + b"]"
+                message["lines"] = pack_json(joined)
+                message["seqs"] = seqs
+            if encoded or progress or points:
+                self._send(message)
 
     def _tick(self) -> None:
         while not self._closed.wait(FLUSH_INTERVAL):
