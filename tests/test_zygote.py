@@ -197,12 +197,15 @@ class Cycle:
         self.me = self
     def __del__(self):
         print("collected", flush=True)
-Cycle()
+kept = Cycle()  # garbage only once the globals go at exit
 atexit.register(lambda: print("atexit ran", flush=True))
 def late():
     time.sleep(0.3)
     print("thread joined")
 threading.Thread(target=late).start()
+from concurrent.futures import ThreadPoolExecutor
+pool = ThreadPoolExecutor(2)  # left open: its idle workers are not daemons
+pool.submit(print, "pooled").result()
 sys.stdout.write("buffered, no newline")
 """
 
@@ -221,7 +224,9 @@ def test_a_forked_job_ends_as_a_fresh_process_would(host, tmp_path, forked):
     assert job.state == "succeeded", job.attempts
     text = log_text(host, job_id)
     assert values(host, job_id, "parent") == [str(zygote if forked else worker)]
-    assert text[1:] == ["buffered, no newlinethread joined", "atexit ran", "collected"], text
+    assert text[1:] == ["pooled", "buffered, no newlinethread joined", "atexit ran", "collected"], (
+        text
+    )
     assert (tmp_path / "left-open.txt").read_text() == "written, never closed"
 
 

@@ -219,10 +219,9 @@ def main(argv: list[str]) -> int:
 def end_forked_job(code: int) -> NoReturn:
     """Leave the forked job process as described above: what the job made is finalized,
     the heap inherited from the zygote is not touched."""
-    current = threading.current_thread()
-    for thread in threading.enumerate():
-        if thread is not current and not thread.daemon:
-            thread.join()
+    # What the interpreter's shutdown calls first: it stops thread pools (their workers
+    # are not daemons and wait for work) and joins every non-daemon thread.
+    threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     atexit._clear()  # the handlers hold the job's globals: let them go with the rest
     gc.collect()  # the job's own cycles only: the inherited objects are frozen
