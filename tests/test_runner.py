@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -200,6 +202,29 @@ def test_a_line_that_never_ends_is_cut_not_hoarded():
     os.close(read_fd)
     assert len(lines) == 2 and lines[1] == "next"
     assert MAX_PENDING_BYTES < len(lines[0]) <= MAX_PENDING_BYTES + 65536
+
+
+def test_a_fast_printer_is_read_thousands_of_lines_at_a_time(monkeypatch):
+    # Unbuffered, as jobs run: every print is its own write, and a reader that read as
+    # soon as any byte arrived took a few lines a read, its CPU taken from the job's.
+    printer = subprocess.Popen(
+        [sys.executable, "-c", "for i in range(20000): print(f'{i:08d}', 'x' * 38)"],
+        stdout=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    reads = []
+    real_read = os.read
+
+    def read(fd: int, size: int) -> bytes:
+        reads.append(size)
+        return real_read(fd, size)
+
+    monkeypatch.setattr(os, "read", read)
+    lines: list[str] = []
+    read_lines(printer.stdout.fileno(), lines.extend, lambda bar: None)
+    monkeypatch.undo()
+    assert printer.wait() == 0
+    assert lines == [f"{i:08d} " + "x" * 38 for i in range(20000)]
+    assert len(reads) <= 200, f"{len(reads)} reads for 20,000 lines"
 
 
 # -- through the orchestrator ----------------------------------------------------------

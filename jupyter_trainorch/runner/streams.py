@@ -32,6 +32,12 @@ MAX_POINTS_PER_BATCH = 1000
 # Bytes of one line held while waiting for its end: a job that writes without newlines
 # must not fill the worker's memory. Far more than the MAX_LINE_CHARS that are kept.
 MAX_PENDING_BYTES = 1 << 20
+READ_BYTES = 1 << 16
+# A pipe read returns as soon as any byte is there: a job printing fast would wake the
+# reader for every few lines, and the reader's work per read would take the CPU the job
+# prints with. After a read that did not fill its buffer the reader waits this long, so
+# that the next read takes thousands of lines at once. A line can arrive this much later.
+READ_PAUSE = 0.002
 STREAM = "output"
 TRUNCATED = (
     "[trainorch] output truncated: this attempt wrote more than {mb:g} MB; "
@@ -69,10 +75,14 @@ def read_lines(
     Whole reads are split at once: a job printing fast must not wait on us line by line."""
     pending = b""
     skipping = False  # the rest of an over-long line
+    drained = False
     while True:
-        chunk = os.read(fd, 65536)
+        if drained:
+            time.sleep(READ_PAUSE)  # the last read's lines have gone on: let more gather
+        chunk = os.read(fd, READ_BYTES)
         if not chunk:
             break
+        drained = len(chunk) < READ_BYTES
         data = pending + chunk
         if skipping:
             ends = [i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0]
