@@ -120,8 +120,9 @@ class BaseHandler(CallerMixin, APIHandler):
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         try:
-            body = orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)  # log pages: 10,000 lines
-        except TypeError:  # what only the standard library writes (an int over 64 bits)
+            body = orjson.dumps(data)  # log pages: 10,000 lines
+        except TypeError:  # what only the standard library writes (keys that are not text,
+            # an int over 64 bits); orjson's option for such keys halves its speed on any page
             body = json.dumps(data).encode()
         self.finish(body)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.engine import Engine
 
 from ..log_batches import Line, pack, unpack
@@ -68,20 +68,13 @@ class LogStore:
         to ``last_seq``, ``count`` of them), as it came when it overlaps no stored lines."""
         if not 0 < count <= MAX_BATCH_LINES or first_seq > last_seq:
             return self.append_logs(job_id, attempt, unpack(data))
-        with self._session.begin() as session:
-            overlaps = session.scalar(
-                select(LogBatchRow.id).where(
-                    LogBatchRow.job_id == job_id, LogBatchRow.attempt == attempt,
-                    LogBatchRow.first_seq <= last_seq, LogBatchRow.last_seq >= first_seq,
-                ).limit(1)
-            )  # fmt: skip
-            if overlaps is None:
-                session.execute(
-                    insert(LogBatchRow).values(
-                        job_id=job_id, attempt=attempt, first_seq=first_seq,
-                        last_seq=last_seq, lines=count, data=data,
-                    )
-                )  # fmt: skip
+        batch = {"job_id": job_id, "attempt": attempt, "first_seq": first_seq,
+                 "last_seq": last_seq, "lines": count, "data": data}  # fmt: skip
+        # Statements built once, on a plain connection: a job printing fast sends a
+        # hundred batches a second, and building the statements cost 15x the writing.
+        with self.engine.begin() as connection:
+            if connection.scalar(_OVERLAPPING_BATCH, batch) is None:
+                connection.execute(_INSERT_BATCH, batch)
                 return count
         return self.append_logs(job_id, attempt, unpack(data))
 
@@ -118,12 +111,12 @@ class LogStore:
         page: list[dict[str, Any]] = []
         stamps: dict[float, str | None] = {}  # the lines of one read of a pipe share a time
         for base, n, lines, start in self._log_batches(job_id, attempt, after, limit):
-            for index, (seq, stream, text, time) in enumerate(lines, start):
-                stamp = stamps.get(time)
-                if stamp is None:
-                    stamp = stamps[time] = iso(time)
-                page.append({"id": base + index, "attempt": n, "seq": seq, "stream": stream,
-                             "text": text, "time": stamp})  # fmt: skip
+            for time in {line[3] for line in lines}.difference(stamps):
+                stamps[time] = iso(time)
+            numbered = enumerate(lines, base + start)
+            page.extend([{"id": line_id, "attempt": n, "seq": seq, "stream": stream,
+                          "text": text, "time": stamps[time]}
+                         for line_id, (seq, stream, text, time) in numbered])  # fmt: skip
         return page
 
     def _log_batches(
@@ -146,6 +139,19 @@ class LogStore:
                 left -= len(lines)
                 if left <= 0:
                     return
+
+
+_OVERLAPPING_BATCH = (
+    select(LogBatchRow.id)
+    .where(
+        LogBatchRow.job_id == bindparam("job_id"),
+        LogBatchRow.attempt == bindparam("attempt"),
+        LogBatchRow.first_seq <= bindparam("last_seq"),
+        LogBatchRow.last_seq >= bindparam("first_seq"),
+    )
+    .limit(1)
+)
+_INSERT_BATCH = insert(LogBatchRow)
 
 
 def _batches(job_id: str, attempt: int | None) -> Any:
