@@ -66,7 +66,7 @@ def trainorch_service(timeout: float = 120.0) -> Iterator[Service]:
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyter_trainorch.cli", "serve", f"--port={port}",
          "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}", "--allow-root"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + timeout

@@ -79,3 +79,22 @@ def stop_process_group(pgid: int, grace: float = 10.0) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+# Linux shares the CPU between sessions before it shares it between their processes
+# ("autogroup"): the service's session, the cluster's and each job's get equal parts. Jobs
+# come first: the service's session, when it has one of its own, yields this much.
+SERVICE_SESSION_NICE = 2
+
+
+def yield_cpu_to_jobs(nice: int = SERVICE_SESSION_NICE) -> bool:
+    """Lower the CPU priority of the session this process leads below a job's; a session
+    it does not lead (a terminal's) is left alone. True when the priority was lowered."""
+    if not hasattr(os, "getsid") or os.getsid(0) != os.getpid():
+        return False
+    try:
+        with open("/proc/self/autogroup", "w") as autogroup:
+            autogroup.write(str(nice))
+    except OSError:  # not Linux, or a kernel without session groups
+        return False
+    return True

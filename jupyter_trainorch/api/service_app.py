@@ -29,6 +29,7 @@ from traitlets import Bool, TraitError, default
 
 from ..contract.limits import MAX_REQUEST_BYTES
 from ..orchestrator.jobservice import JobService
+from ..processes import SERVICE_SESSION_NICE, yield_cpu_to_jobs
 from ..service.runtime import ServiceInfo, remove_runtime, write_runtime
 from ..settings import TrainOrch
 from .handlers import service_handlers
@@ -131,6 +132,9 @@ class TrainOrchServiceApp(ExtensionApp):
     def _on_server_started(self) -> None:
         assert self.serverapp is not None and self.service is not None
         self.service.url = self.serverapp.connection_url
+        if yield_cpu_to_jobs():
+            self.log.info("trainorch: jobs come before the service for the CPU (nice %d)",
+                          SERVICE_SESSION_NICE)  # fmt: skip
         threading.Thread(
             target=self._start_orchestrator, name="trainorch-start", daemon=True
         ).start()
