@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import wait_until
 from nbclient import NotebookClient
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -67,6 +68,13 @@ def test_quickstart_runs_in_a_plain_kernel(tmp_path, kernel_env):
     (run,) = client.search_runs(
         [experiment.experiment_id], filter_string="tags.`mlflow.runName` = 'capture'"
     )
+    # The tracking process describes a run after the job started, without holding it up:
+    # a short job can end first.
+    wait_until(
+        lambda: any(a.path.endswith("variables.json") for a in
+                    client.list_artifacts(run.info.run_id, "trainorch")),
+        timeout=60, what="the capture run's description",
+    )  # fmt: skip
     manifest = json.loads(
         Path(
             client.download_artifacts(run.info.run_id, "trainorch/variables.json", str(tmp_path))
