@@ -30,6 +30,7 @@ def test_gateway_options_follow_what_the_gateway_offers():
     assert values["image"] == "reg.example/t:1"
     assert values["environment"] == {
         "Z": "1", "A": "b", "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0",
+        "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
         "DASK_DISTRIBUTED__WORKER__RESOURCES": '{"GPU": 1}',
     }  # fmt: skip
     assert (

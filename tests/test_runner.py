@@ -240,6 +240,15 @@ def orchestrator(host_factory):
     return host_factory(workers=1, gpus_per_worker=0, max_log_bytes=CAP, mlflow="off")
 
 
+def test_the_local_clusters_workers_run_without_dasks_profiler(orchestrator):
+    # Its sampling of every thread's stack deadlocked a worker after some thousand jobs on
+    # Python 3.11 (cluster.managed.NO_WORKER_PROFILER).
+    profiled = orchestrator.call(
+        lambda o: o.backend.client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
+    )  # fmt: skip
+    assert profiled and not any(profiled.values()), profiled
+
+
 def test_a_jobs_secrets_are_masked_in_its_stored_log_and_error(orchestrator, tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     blocker = submit(

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ..files import write_private
 from .managed import (
     NO_DASK_RETRIES,
+    NO_WORKER_PROFILER,
     ManagedClusterBackend,
     backend_options,
     resources_variable,
@@ -63,15 +64,21 @@ def gateway_option_values(options: ClusterOptions, offered: Mapping[str, Any]) -
         values["worker_gpus"] = options.gpus_per_worker
     environment = {**options.environment, **resources_variable(options.gpus_per_worker)}
     if "environment" in offered:
-        values["environment"] = {**(offered["environment"] or {}), **NO_DASK_RETRIES, **environment}
+        values["environment"] = {
+            **(offered["environment"] or {}),
+            **NO_DASK_RETRIES,
+            **NO_WORKER_PROFILER,
+            **environment,
+        }
     elif environment:
         ours = "gpus_per_worker" if options.gpus_per_worker else "environment"
         put("environment", environment, ours)
     else:
         log.warning(
             "the gateway offers no 'environment' option: set %s on its clusters "
-            "(c.ClusterConfig.environment) so that Dask leaves retries to trainorch",
-            ", ".join(f"{k}={v}" for k, v in NO_DASK_RETRIES.items()),
+            "(c.ClusterConfig.environment) so that Dask leaves retries to trainorch and runs "
+            "its workers without the profiler",
+            ", ".join(f"{k}={v}" for k, v in {**NO_DASK_RETRIES, **NO_WORKER_PROFILER}.items()),
         )
     for name, value in options.gateway_options.items():
         put(name, value, f"gateway_options {name!r}")

@@ -76,3 +76,9 @@ def resources_variable(gpus: int) -> dict[str, str]:
 
 # Dask must not run a job task again when its worker dies: the orchestrator's retry policy does.
 NO_DASK_RETRIES = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
+# Dask's profiler reads every thread's stack (``sys._current_frames``) every 10 ms. On
+# Python 3.11 that call deadlocks the worker when a garbage collection starts inside it
+# while a thread ends (CPython gh-106883): a worker ending a few threads with every job hung
+# so after some thousand jobs. A job worker's own Python work is not worth profiling.
+NO_WORKER_PROFILER = {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
+WORKER_PROFILER_OFF = {"distributed.worker.profile.enabled": False}  # the same, as Dask config

@@ -31,7 +31,7 @@ from ..environ import without_service_settings
 from ..files import write_private
 from .backends import CLUSTER_START_TIMEOUT, LocalBackend
 from .local_process import add_scaling_arguments, read_state, scale_on_queue
-from .managed import backend_options
+from .managed import NO_WORKER_PROFILER, WORKER_PROFILER_OFF, backend_options
 from .options import ClusterOptions, parse_cluster_options
 
 if TYPE_CHECKING:
@@ -49,7 +49,8 @@ def slurm_cluster_kwargs(options: ClusterOptions) -> dict[str, Any]:
     """SLURMCluster's keyword arguments for ``options`` (pure: nothing is started)."""
     gpus = options.gpus_per_worker
     directives = [f"--gres=gpu:{gpus}"] if gpus else []
-    exports = [f"export {name}={shlex.quote(value)}" for name, value in options.environment.items()]
+    environment = {**NO_WORKER_PROFILER, **options.environment}
+    exports = [f"export {name}={shlex.quote(value)}" for name, value in environment.items()]
     kwargs: dict[str, Any] = {
         "cores": options.cores or 1,  # also the worker's threads: jobs it may run at once
         "processes": 1,  # one worker per Slurm job, holding all of the job's GPUs
@@ -126,7 +127,7 @@ async def serve(state_file: Path, options: ClusterOptions, autoscale: tuple[int,
     from dask_jobqueue import SLURMCluster
 
     # Job tasks are retried by the orchestrator's policy, never re-run by Dask.
-    dask.config.set({"distributed.scheduler.allowed-failures": 0})
+    dask.config.set({"distributed.scheduler.allowed-failures": 0, **WORKER_PROFILER_OFF})
     cluster = await SLURMCluster(asynchronous=True, **slurm_cluster_kwargs(options))
     jobs = 1 if options.workers is None else options.workers
     if autoscale[1]:
