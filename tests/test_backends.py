@@ -207,3 +207,38 @@ def test_the_kubernetes_backend_runs_a_job_on_the_workers_its_resource_describes
     finally:
         host.stop()
     assert StandInOperator.made[-1].deleted is True  # a stopped service deletes it
+
+
+def test_a_worker_whose_arrival_was_not_heard_is_found_all_the_same(monkeypatch):
+    # A worker that registers before the backend's subscription reaches the scheduler
+    # announces itself to nobody: here no announcement is heard at all.
+    import asyncio
+
+    from distributed import Scheduler, Worker
+
+    from jupyter_trainorch.cluster import backends
+    from jupyter_trainorch.cluster.backends import ClusterBackend
+
+    monkeypatch.setattr(backends, "WORKERS_REREAD_SECONDS", 0.2)
+
+    async def run() -> list[str]:
+        async with Scheduler(host="127.0.0.1", port=0, dashboard_address=":0") as scheduler:
+            backend = ClusterBackend(scheduler.address)
+            backend._scheduler_event = lambda event: None  # deaf to add-worker
+            joined: list[str] = []
+
+            async def on_change(added: list, left: list) -> None:
+                joined.extend(worker.address for worker in added)
+
+            await backend.start(on_change)
+            assert backend.workers == {}
+            async with Worker(scheduler.address, host="127.0.0.1", nthreads=1) as worker:
+                for _ in range(50):
+                    if joined:
+                        break
+                    await asyncio.sleep(0.1)
+                assert joined == [worker.address]
+            await backend.close()
+            return joined
+
+    assert len(asyncio.run(run())) == 1

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from ..orchestrator.config import OrchestratorConfig
 
 CLUSTER_START_TIMEOUT = 120.0
+# Workers are followed by the scheduler's add/remove events, and re-read this often as well:
+# a worker that registers before our subscription reaches the scheduler announces itself to
+# nobody, and the jobs it could run would wait forever.
+WORKERS_REREAD_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,7 @@ class ClusterBackend:
         self.workers: dict[str, WorkerInfo] = {}
         self._on_change: WorkersChanged | None = None
         self._refresh_lock = asyncio.Lock()
+        self._reread: asyncio.Task[None] | None = None
         self._demand_installed = False
         # Autoscaling on the queue (minimum, maximum workers); maximum 0: the size stays.
         self.autoscale: tuple[int, int] = (0, 0)
@@ -86,11 +91,26 @@ class ClusterBackend:
         self._on_change = on_change
         address = await self._start_cluster()
         self.client = await Client(address, asynchronous=True, name="trainorch-orchestrator")
+        await self._follow_workers()
+
+    async def _follow_workers(self) -> None:
         self.client.subscribe_topic("all", self._scheduler_event)
         await self.refresh()
+        self._reread = asyncio.ensure_future(self._reread_workers())
+
+    async def _reread_workers(self) -> None:
+        while True:
+            await asyncio.sleep(WORKERS_REREAD_SECONDS)
+            try:
+                await self.refresh()
+            except Exception as err:  # noqa: BLE001 - the scheduler away for a moment
+                log.debug("could not re-read the cluster's workers: %s", err)
 
     async def close(self, stop_cluster: bool = False) -> None:
         """Disconnect; ``stop_cluster`` also ends a cluster this backend started."""
+        if self._reread is not None:
+            self._reread.cancel()
+            self._reread = None
         if self.client is not None:
             for topic in list(self.client._event_handlers):
                 self.client.unsubscribe_topic(topic)

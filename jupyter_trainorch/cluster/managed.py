@@ -57,8 +57,7 @@ class ManagedClusterBackend(ClusterBackend):
 
             await self.client.register_plugin(QueueDemand())
             self._demand_installed = True
-        self.client.subscribe_topic("all", self._scheduler_event)
-        await self.refresh()
+        await self._follow_workers()
 
     async def close(self, stop_cluster: bool = False) -> None:
         await super().close()
