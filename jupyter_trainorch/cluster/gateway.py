@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..files import write_private
 from .managed import (
-    NO_DASK_RETRIES,
-    NO_WORKER_PROFILER,
+    CLUSTER_DASK_ENVIRONMENT,
     ManagedClusterBackend,
     backend_options,
     resources_variable,
@@ -66,8 +65,7 @@ def gateway_option_values(options: ClusterOptions, offered: Mapping[str, Any]) -
     if "environment" in offered:
         values["environment"] = {
             **(offered["environment"] or {}),
-            **NO_DASK_RETRIES,
-            **NO_WORKER_PROFILER,
+            **CLUSTER_DASK_ENVIRONMENT,
             **environment,
         }
     elif environment:
@@ -78,7 +76,7 @@ def gateway_option_values(options: ClusterOptions, offered: Mapping[str, Any]) -
             "the gateway offers no 'environment' option: set %s on its clusters "
             "(c.ClusterConfig.environment) so that Dask leaves retries to trainorch and runs "
             "its workers without the profiler",
-            ", ".join(f"{k}={v}" for k, v in {**NO_DASK_RETRIES, **NO_WORKER_PROFILER}.items()),
+            ", ".join(f"{k}={v}" for k, v in CLUSTER_DASK_ENVIRONMENT.items()),
         )
     for name, value in options.gateway_options.items():
         put(name, value, f"gateway_options {name!r}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .managed import NO_DASK_RETRIES, NO_WORKER_PROFILER, ManagedClusterBackend, backend_options
+from .managed import CLUSTER_DASK_ENVIRONMENT, ManagedClusterBackend, backend_options
 from .options import ClusterOptions
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def cluster_spec(options: ClusterOptions) -> dict[str, Any]:
         name=options.name or DEFAULT_NAME,
         image=options.image,
         n_workers=1 if options.workers is None else options.workers,
-        env={**options.environment, **NO_DASK_RETRIES, **NO_WORKER_PROFILER},
+        env={**options.environment, **CLUSTER_DASK_ENVIRONMENT},
         worker_command=worker_command(options),
         idle_timeout=0,  # trainorch keeps the cluster while jobs may come
     )

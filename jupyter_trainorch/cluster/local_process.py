@@ -124,11 +124,11 @@ def _idle(scheduler: Any) -> bool:
 async def serve(args: argparse.Namespace) -> None:
     import dask
 
-    from .managed import WORKER_PROFILER_OFF
+    from .managed import CLUSTER_DASK_CONFIG
 
     # Job tasks are retried by the orchestrator's policy, never re-run by Dask. The workers
     # (spawned with this process's Dask config) run without Dask's profiler: see its reason.
-    dask.config.set({"distributed.scheduler.allowed-failures": 0, **WORKER_PROFILER_OFF})
+    dask.config.set(CLUSTER_DASK_CONFIG)
     state_file = Path(args.state_file)
     attempt_dir = Path(args.attempt_dir or state_file.parent / "attempts")
     attempt_dir.mkdir(parents=True, exist_ok=True)

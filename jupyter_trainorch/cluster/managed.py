@@ -80,4 +80,10 @@ NO_DASK_RETRIES = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
 # while a thread ends (CPython gh-106883): a worker ending a few threads with every job hung
 # so after some thousand jobs. A job worker's own Python work is not worth profiling.
 NO_WORKER_PROFILER = {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
-WORKER_PROFILER_OFF = {"distributed.worker.profile.enabled": False}  # the same, as Dask config
+# What every cluster of ours runs with: as worker environment, and as the Dask config of a
+# process that starts its workers itself.
+CLUSTER_DASK_ENVIRONMENT = {**NO_DASK_RETRIES, **NO_WORKER_PROFILER}
+CLUSTER_DASK_CONFIG = {
+    "distributed.scheduler.allowed-failures": 0,
+    "distributed.worker.profile.enabled": False,
+}

@@ -31,7 +31,7 @@ from ..environ import without_service_settings
 from ..files import write_private
 from .backends import CLUSTER_START_TIMEOUT, LocalBackend
 from .local_process import add_scaling_arguments, read_state, scale_on_queue
-from .managed import NO_WORKER_PROFILER, WORKER_PROFILER_OFF, backend_options
+from .managed import CLUSTER_DASK_CONFIG, NO_WORKER_PROFILER, backend_options
 from .options import ClusterOptions, parse_cluster_options
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ async def serve(state_file: Path, options: ClusterOptions, autoscale: tuple[int,
     from dask_jobqueue import SLURMCluster
 
     # Job tasks are retried by the orchestrator's policy, never re-run by Dask.
-    dask.config.set({"distributed.scheduler.allowed-failures": 0, **WORKER_PROFILER_OFF})
+    dask.config.set(CLUSTER_DASK_CONFIG)
     cluster = await SLURMCluster(asynchronous=True, **slurm_cluster_kwargs(options))
     jobs = 1 if options.workers is None else options.workers
     if autoscale[1]:
