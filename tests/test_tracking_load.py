@@ -3,6 +3,7 @@ is tracked however many are queued, and a job's process never waits for its run 
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -115,13 +116,28 @@ def test_without_a_reserved_run_only_import_mlflow_waits_for_it(tmp_path, monkey
     from jupyter_trainorch.tracking.hooks import TrackingHooks
 
     monkeypatch.setattr(TrackingHooks, "reserve", lambda self, experiment: None)
+    reserve_now = TrackingHooks.reserve_now
+
+    async def made_late(self, job_id, experiment):  # as under a burst of starts
+        await asyncio.sleep(1.5)
+        return await reserve_now(self, job_id, experiment)
+
+    monkeypatch.setattr(TrackingHooks, "reserve_now", made_late)
+    hurried = []
+    hurry = TrackingHooks.hurry
+    monkeypatch.setattr(TrackingHooks, "hurry",
+                        lambda self, job_id: hurried.append(job_id) or hurry(self, job_id))  # fmt: skip
     data = tmp_path / "data"
     host = start_host(data)
     try:
+        quiet = wait_final(host, submit(host, name="no-mlflow", source="pass"), timeout=120)
         job = wait_final(host, submit(host, name="late-run", source=LOGS_A_METRIC), timeout=120)
+        command = wait_final(host, submit(host, name="late-command", kind="command",
+                                          command='echo "run $MLFLOW_RUN_ID"'), timeout=120)  # fmt: skip
         _caught_up(host, timeout=120)
-        job = host.store.get_job(job.id)
+        job, command = host.store.get_job(job.id), host.store.get_job(command.id)
         lines = [line.text for line in host.store.read_logs(job.id)]
+        command_lines = [line.text for line in host.store.read_logs(command.id)]
     finally:
         host.stop()
     assert job.state == "succeeded", lines
@@ -129,13 +145,18 @@ def test_without_a_reserved_run_only_import_mlflow_waits_for_it(tmp_path, monkey
     assert lines == ["at start None", f"logged into {run_id}"]
     run = _client(data).get_run(run_id)
     assert run.data.metrics == {"seen": 1.0} and run.info.run_name == "late-run attempt 1"
+    # A command reads its environment when it starts, so it waits for its run there.
+    assert command_lines == [f"run {command.attempts[0].mlflow_run_id}"]
+    # Each process that waited asked for its run to be made first; the job that never
+    # imported mlflow did not.
+    assert hurried == [job.id, command.id], (quiet.id, hurried)
 
 
 def test_the_process_starts_at_once_and_import_mlflow_waits_for_the_run_id(tmp_path):
     probe = (
         "import os, sys, time\n"
-        "from jupyter_trainorch.runner.mlflow_run import await_run_id\n"
-        "started = time.monotonic(); await_run_id(sys.argv[1], 'python')\n"
+        "from jupyter_trainorch.runner.mlflow_run import watch_for_run_id\n"
+        "started = time.monotonic(); watch_for_run_id(sys.argv[1])\n"
         "print('started', round(time.monotonic() - started, 2), os.environ.get('MLFLOW_RUN_ID'), flush=True)\n"
         "import mlflow\n"
         "print('imported', os.environ.get('MLFLOW_RUN_ID'), flush=True)\n"
@@ -177,3 +198,39 @@ def test_a_starting_attempt_goes_before_what_is_queued_for_later():
         future.result(timeout=10)
     lane.close()
     assert done == ["urgent", "later 0", "later 1", "later 2"]
+
+
+def test_an_urgent_task_cuts_a_pause_short():
+    lane = RecordLane(lambda: True)  # always yielding: the CPUs are busy with starts
+    lane.submit(LATER, time.sleep, 0.1).result(timeout=10)  # then pauses about 0.9 s
+    started = time.monotonic()
+    lane.submit(URGENT, lambda: None).result(timeout=10)
+    assert time.monotonic() - started < 0.5
+    lane.close()
+
+
+def test_a_hurried_run_is_made_next_and_only_once(tmp_path, monkeypatch):
+    import io
+    import json
+
+    from jupyter_trainorch.tracking import worker as tracking_worker
+    from jupyter_trainorch.tracking.mlflow_tracker import MlflowTracker
+
+    # The CPUs read as busy and attempts keep starting: runs asked for are made in turn,
+    # each followed by a pause.
+    monkeypatch.setattr(tracking_worker.CpuLoad, "busy", lambda self: True)
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker.warm_up()
+    stream = io.StringIO()
+    worker = tracking_worker.TrackingWorker(tracker, tracking_worker.Outbox(stream))
+    for request in range(1, 9):
+        worker.handle({"op": "reserve", "experiment": "trainorch", "job_id": f"job-{request}",
+                       "request": request, "seq": request})  # fmt: skip
+    worker.handle({"op": "hurry", "request": 8, "seq": 9})
+    worker.close()
+    messages = [json.loads(line) for line in stream.getvalue().splitlines()]
+    made = [m["request"] for m in messages if "reserved" in m]
+    assert sorted(made) == list(range(1, 9)) and made.index(8) <= 2, made
+    assert sorted(m["done"] for m in messages if "done" in m) == list(range(1, 10))
+    experiment = tracker.client.get_experiment_by_name("trainorch").experiment_id
+    assert len(tracker.client.search_runs([experiment])) == 8

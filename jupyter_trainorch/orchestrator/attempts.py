@@ -168,6 +168,9 @@ class AttemptTracker:
         if message.get("type") == "started":
             self.mark_running(run, message.get("pid"), message.get("time"))
             return
+        if message.get("type") == "wants_run_id":
+            self.tracking.attempt_waits(run)
+            return
         if message.get("type") == "checkpoint":
             saved = message.get("time")
             if isinstance(saved, (int, float)) and math.isfinite(saved):

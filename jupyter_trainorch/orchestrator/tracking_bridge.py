@@ -130,6 +130,12 @@ class TrackingBridge:
         self._held[(run.job_id, run.n)] = []
         return lambda tracker: self._open_attempt_run(tracker, job, run, package)
 
+    def attempt_waits(self, run: Running) -> None:
+        """The attempt's process waits for its run (it imports ``mlflow``, or it is a
+        command): if it is still being made, it is made next."""
+        if self.hooks is not None and (run.job_id, run.n) in self._held:
+            self.hooks.hurry(run.job_id)
+
     def attempt_adopted(self, job: JobRecord, run: Running) -> None:
         """After a restart: name the runs again, in case the service stopped before it had."""
         if self.hooks is not None and run.mlflow_run_id:

@@ -39,11 +39,13 @@ from .names import (
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from .protocol import AttemptRequest, ChildStatus
 
 EXIT_NOT_RETRYABLE = 3
+PARENT_CHECK = 0.5  # seconds between looks at whether the parent is still there
 
 
 def _write_status(attempt_dir: str, request: AttemptRequest, error: str, retryable: bool) -> None:
@@ -58,11 +60,25 @@ def _write_status(attempt_dir: str, request: AttemptRequest, error: str, retryab
     write_private(Path(attempt_dir, STATUS_FILE), json.dumps(status))
 
 
-def _watch_parent(parent: int) -> None:
+def _watch(parent: int, look_for_run_id: Callable[[], float | None] | None) -> None:
+    """The process's one helper thread (a thread costs a forked job about a millisecond of
+    CPU): the whole group ends when the parent is gone; meanwhile, when the attempt's
+    MLflow run id is to arrive, it is looked for (``mlflow_run.RunIdWatch``)."""
+    check_parent_at = time.monotonic() + PARENT_CHECK
     while True:
-        time.sleep(0.5)
-        if os.getppid() != parent:
-            os.killpg(0, signal.SIGKILL)
+        pause = check_parent_at - time.monotonic()
+        if look_for_run_id is not None:
+            again = look_for_run_id()
+            if again is None:
+                look_for_run_id = None
+            else:
+                pause = min(pause, again)
+        if pause > 0:
+            time.sleep(pause)
+        if time.monotonic() >= check_parent_at:
+            if os.getppid() != parent:
+                os.killpg(0, signal.SIGKILL)
+            check_parent_at += PARENT_CHECK
 
 
 def _forward_sigterm_to_group(kind: str) -> None:
@@ -184,12 +200,18 @@ def main(argv: list[str], parent: int | None = None) -> int:
     with open(os.path.join(attempt_dir, REQUEST_FILE), encoding="utf-8") as handle:
         request: AttemptRequest = json.load(handle)
     parent = os.getppid() if parent is None else parent
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    _forward_sigterm_to_group(request["kind"])
-    if os.environ.get(TRACKING_ENV):  # no run was reserved: its id arrives meanwhile
-        from .mlflow_run import await_run_id
+    look_for_run_id = None
+    waits_for_run_id = bool(os.environ.get(TRACKING_ENV))  # none was reserved: it follows
+    if waits_for_run_id and request["kind"] != "command":
+        from .mlflow_run import watch_for_run_id
 
-        await_run_id(attempt_dir, request["kind"])
+        look_for_run_id = watch_for_run_id(attempt_dir)
+    threading.Thread(target=_watch, args=(parent, look_for_run_id), daemon=True).start()
+    _forward_sigterm_to_group(request["kind"])
+    if waits_for_run_id and request["kind"] == "command":
+        from .mlflow_run import wait_for_run_id
+
+        wait_for_run_id(attempt_dir)  # its processes read the environment once, at their start
     workdir = os.getcwd()
     if workdir not in sys.path:
         sys.path.insert(0, workdir)

@@ -39,6 +39,9 @@ TRACKING_ENV = "TRAINORCH_TRACKING"
 # The attempt's run id, kept where MLflow does not remove it (it removes MLFLOW_RUN_ID once
 # read): set by the orchestrator with a reserved run, else by the child when it arrives.
 MLFLOW_RUN_ID_ENV = "TRAINORCH_MLFLOW_RUN_ID"
+# On the progress pipe, ``{WANTS_RUN_ID: true}``: the child waits for RUN_ID_FILE now, so
+# the orchestrator has that run made first; the supervisor's event has this type.
+WANTS_RUN_ID = "wants_run_id"
 
 # -- the worker's zygote ----------------------------------------------------------------
 # Its exit code where it cannot watch its children (no pidfds): the worker then starts

@@ -43,6 +43,7 @@ from .protocol import (
     UPSTREAM_DIR_ENV,
     UPSTREAM_INDEX,
     VARIABLES_FILE,
+    WANTS_RUN_ID,
     AttemptOutcome,
     AttemptReport,
     AttemptRequest,
@@ -202,6 +203,9 @@ class Supervisor:
                     continue
                 if isinstance(record, dict) and "checkpoint" in record:
                     self.send({"type": "checkpoint", **self._ids(), "time": record["checkpoint"]})
+                    continue
+                if isinstance(record, dict) and record.get(WANTS_RUN_ID):
+                    self.send({"type": WANTS_RUN_ID, **self._ids()})
                     continue
                 self.batcher.progress(record)
 

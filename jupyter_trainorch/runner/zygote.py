@@ -55,6 +55,7 @@ import cloudpickle  # noqa: F401 - a notebook cell's captured variables
 
 import jupyter_trainorch.checkpoint  # noqa: F401
 import jupyter_trainorch.package  # noqa: F401 - reads the captured variables
+import jupyter_trainorch.runner.mlflow_run  # noqa: F401 - a job started without its run id
 import jupyter_trainorch.runner.versions  # noqa: F401 - compares the kernel's versions
 from jupyter_trainorch.runner import child
 from jupyter_trainorch.runner.names import PROGRESS_FD_ENV, ZYGOTE_UNSUPPORTED

@@ -68,6 +68,7 @@ class TrackingChannel:
         self._outgoing: queue.Queue[tuple[int, str, Build] | None] = queue.Queue()
         self._process: subprocess.Popen[str] | None = None
         self._started_at = 0.0
+        self._last_done = time.monotonic()
         self._stopping = False
         self.ready: str | None = None  # the tracker class the process built
         self._ready = threading.Event()
@@ -75,7 +76,7 @@ class TrackingChannel:
         threading.Thread(target=self._write, name="trainorch-tracking-out", daemon=True).start()
 
     def _start_process(self) -> None:
-        self._started_at = time.monotonic()
+        self._started_at = self._last_done = time.monotonic()
         process = subprocess.Popen(
             [sys.executable, "-m", "jupyter_trainorch.tracking.worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8",
@@ -97,6 +98,12 @@ class TrackingChannel:
         """Operations sent and not carried out yet."""
         with self._lock:
             return len(self._pending) + self._outgoing.qsize()
+
+    def stalled_for(self) -> float:
+        """Seconds the process has had operations to carry out without finishing any
+        (0 when it has none)."""
+        with self._lock:
+            return time.monotonic() - self._last_done if self._pending else 0.0
 
     def wait_ready(self, timeout: float) -> str | None:
         self._ready.wait(timeout)
@@ -136,6 +143,8 @@ class TrackingChannel:
                 self._on_lost([job_id] if job_id else [])
                 continue
             with self._lock:
+                if not self._pending:  # busy from now: a stall counts from here
+                    self._last_done = time.monotonic()
                 self._pending[seq] = job_id
             if not self._write_line(message):
                 self._lost(seq)
@@ -180,6 +189,7 @@ class TrackingChannel:
     def _acknowledged(self, seq: int) -> None:
         with self._lock:
             self._pending.pop(seq, None)
+            self._last_done = time.monotonic()
 
     def _lost(self, seq: int) -> None:
         with self._lock:

@@ -4,8 +4,9 @@ Every MLflow call is made by the tracking process (``worker``), never on the orc
 threads. What an attempt needs to start is here already: runs reserved ahead (``pool``),
 taken at dispatch without waiting (for the attempt, and for its job at the job's first
 start). When none is left, a run is asked for (``reserve_now``) and the attempt starts
-meanwhile. A queued job costs nothing until it starts. Recording (names, tags, artifacts,
-metrics, closing runs) follows in the tracking process, below the jobs' CPU priority.
+meanwhile; it is made in turn, or first when the attempt's process waits for it (``hurry``).
+A queued job costs nothing until it starts. Recording (names, tags, artifacts, metrics,
+closing runs) follows in the tracking process, below the jobs' CPU priority.
 
 Any failure is reported as ``mlflow.warning`` on the job; nothing here can fail a job.
 """
@@ -30,8 +31,11 @@ from .pool import Ledger, Reserved, RunPool
 
 log = logging.getLogger(__name__)
 # The attempt's process does not wait for a run made on demand (only ``import mlflow``
-# does, bounded: ``runner.mlflow_run``); this bounds how long the orchestrator asks.
+# does, bounded: ``runner.mlflow_run``). Under a long burst of starts the run may come
+# minutes later; the orchestrator gives up only when the tracking process has carried out
+# nothing for this long.
 ATTEMPT_RUN_WAIT = 300.0
+STALL_CHECK_EVERY = 30.0
 # After runs could not be reserved, attempts make their own for this long.
 PAUSE_AFTER_FAILURE = 60.0
 REFRESH_EVERY = 10.0  # reserved runs too old are replaced, unused ones deleted
@@ -176,24 +180,36 @@ class TrackingHooks:
         return reserved
 
     async def reserve_now(self, job_id: str, experiment: str) -> str | None:
-        """A run for an attempt that found none reserved, made before any other (the
-        tracking process answers these first). None after ``ATTEMPT_RUN_WAIT`` or when
-        MLflow failed (the attempt runs untracked, and the job says so)."""
+        """A run for an attempt that found none reserved, made in turn with the runs
+        reserved ahead (first once ``hurry``-ed). None when MLflow failed, or when the
+        tracking process carried out nothing for ``ATTEMPT_RUN_WAIT`` (the attempt runs
+        untracked, and the job says so)."""
         request = next(self._requests)
         future: concurrent.futures.Future[str | None] = concurrent.futures.Future()
         with self._lock:
             self._waiting[request] = (job_id, future)
         self._channel.send(job_id, lambda: {"op": "reserve", "experiment": experiment,
                                             "job_id": job_id, "request": request})  # fmt: skip
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), ATTEMPT_RUN_WAIT)
-        except asyncio.TimeoutError:
+        answer = asyncio.wrap_future(future)
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(answer), STALL_CHECK_EVERY)
+            except asyncio.TimeoutError:
+                if self._channel.stalled_for() < ATTEMPT_RUN_WAIT:
+                    continue
             with self._lock:
                 self._waiting.pop(request, None)
-            message = f"MLflow did not answer in {ATTEMPT_RUN_WAIT:g}s; the attempt runs untracked"
+            message = f"MLflow did nothing for {ATTEMPT_RUN_WAIT:g}s; the attempt runs untracked"
             log.warning("job %s: %s", job_id, message)
             self._on_info(job_id, {"warning": message})
             return None
+
+    def hurry(self, job_id: str) -> None:
+        """The process of ``job_id``'s attempt waits for the run asked for it: make it next."""
+        with self._lock:
+            requests = [r for r, (waiting, _) in self._waiting.items() if waiting == job_id]
+        for request in requests:
+            self._channel.send(job_id, lambda r=request: {"op": "hurry", "request": r})
 
     def _top_up(self, experiment: str) -> None:
         expired = self.pool.expired()

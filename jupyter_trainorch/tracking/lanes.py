@@ -6,9 +6,11 @@ before a job starts, so it runs on one thread that yields while attempts are bei
 started on a machine whose CPUs are busy: a burst of job starts is not slowed by the
 tracking of the jobs before it, which catches up once the burst is over.
 
-Two priorities: URGENT (a starting attempt's runs) goes before LATER (artifacts, metrics,
-closing runs, clean-up); within a priority, tasks run in the order they came, so a run is
-always named before it is closed and an attempt's run is closed before its job's.
+Three priorities: URGENT (a run that a job's process waits for) goes before SOON (a run
+for an attempt started without one), which goes before LATER (runs made ahead, artifacts,
+metrics, closing runs, clean-up); within a priority, tasks run in the order they came, so
+a run is always named before it is closed and an attempt's run is closed before its job's.
+An URGENT task cuts a pause short: only the others yield.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 URGENT = 0
-LATER = 1
-_STOP = 2  # after everything else: the lane ends once it has done all it was given
+SOON = 1
+LATER = 2
+_STOP = 3  # after everything else: the lane ends once it has done all it was given
 
 # While jobs start on busy CPUs, recording takes at most this share of one core...
 SHARE_WHILE_STARTING = 0.1
@@ -37,11 +40,13 @@ CPU_SAMPLE_EVERY = 0.25
 
 
 class CpuLoad:
-    """Whether the machine's CPUs are nearly all busy, sampled at most every quarter second."""
+    """Whether the machine's CPUs are nearly all busy, sampled at most every quarter second.
+    Thread-safe: each reading resets psutil's reference point, so one thread reads at a time."""
 
     def __init__(self) -> None:
         self._sampled = 0.0
         self._busy = False
+        self._lock = threading.Lock()
         try:
             import psutil
 
@@ -53,10 +58,11 @@ class CpuLoad:
     def busy(self) -> bool:
         if self._percent is None:
             return False
-        now = time.monotonic()
-        if now - self._sampled >= CPU_SAMPLE_EVERY:
-            self._sampled, self._busy = now, self._percent() >= BUSY_CPU_PERCENT
-        return self._busy
+        with self._lock:
+            now = time.monotonic()
+            if now - self._sampled >= CPU_SAMPLE_EVERY:
+                self._sampled, self._busy = now, self._percent() >= BUSY_CPU_PERCENT
+            return self._busy
 
 
 class RecordLane:
@@ -66,6 +72,7 @@ class RecordLane:
         self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
         self._order = itertools.count()
         self._should_yield = should_yield
+        self._urgent_came = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -74,6 +81,8 @@ class RecordLane:
     ) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._queue.put((priority, next(self._order), (future, fn, args, kwargs)))
+        if priority == URGENT:
+            self._urgent_came.set()
         return future
 
     def backlog(self) -> int:
@@ -99,4 +108,12 @@ class RecordLane:
                 future.set_exception(err)
             took = time.perf_counter() - started
             if self._should_yield():
-                time.sleep(min(LONGEST_PAUSE, took * (1 / SHARE_WHILE_STARTING - 1)))
+                self._pause(min(LONGEST_PAUSE, took * (1 / SHARE_WHILE_STARTING - 1)))
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep, unless an URGENT task waits or comes meanwhile."""
+        self._urgent_came.clear()
+        with self._queue.mutex:
+            urgent_waits = bool(self._queue.queue) and self._queue.queue[0][0] == URGENT
+        if not urgent_waits:
+            self._urgent_came.wait(seconds)

@@ -8,12 +8,16 @@ it took the GIL back after a socket call. Here it only competes for a CPU.
 JSON lines on stdin: the first is ``Setup``, then operations (``op``), each numbered
 (``seq``) and acknowledged with ``{"done": seq}`` once carried out. On stdout: what the
 orchestrator keeps (runs reserved, a job's run, warnings, final metrics, model versions).
-Two lanes (``lanes.RecordLane``): one makes runs, urgent ones (an attempt waiting) first;
-the other records, and yields while attempts start on busy CPUs.
+Two lanes (``lanes.RecordLane``): one makes runs, the other records; both yield while
+attempts start on busy CPUs. A run asked for an attempt that found none reserved goes
+before those reserved ahead, and yields all the same, unless the attempt's process waits
+for it (it imports ``mlflow``, or it is a command): then the orchestrator hurries it
+(``hurry``) and it is made next, without a pause.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import os
@@ -24,7 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .channel import Setup, class_path, import_class
-from .lanes import LATER, URGENT, CpuLoad, RecordLane
+from .lanes import LATER, SOON, URGENT, CpuLoad, RecordLane
 from .recording import Recording
 
 log = logging.getLogger(__name__)
@@ -64,11 +68,16 @@ class TrackingWorker(Recording):
         self._warned: set[str] = set()
         self._experiments: dict[str, str] = {}
         self._last_start = 0.0
+        # Runs asked for attempts, by request, until made: a hurried one is asked twice.
+        self._asked: dict[int, dict[str, Any]] = {}
+        self._asked_lock = threading.Lock()
         cpu = CpuLoad()
-        self._runs = RecordLane(lambda: False, name="trainorch-mlflow-runs")
-        self._record = RecordLane(
-            lambda: time.monotonic() - self._last_start < STARTING_WINDOW and cpu.busy()
-        )
+
+        def attempts_starting() -> bool:
+            return time.monotonic() - self._last_start < STARTING_WINDOW and cpu.busy()
+
+        self._runs = RecordLane(attempts_starting, name="trainorch-mlflow-runs")
+        self._record = RecordLane(attempts_starting)
 
     # -- what Recording needs ----------------------------------------------------
     def record(self, priority: int, job_id: str, what: str, fn: Any, *args: Any) -> Any:
@@ -111,11 +120,19 @@ class TrackingWorker(Recording):
     def handle(self, message: dict[str, Any]) -> None:
         """Queue operation ``message``; it is acknowledged once carried out."""
         op, seq = message.pop("op"), message.pop("seq")
-        if op == "attempt_started":
+        if op == "attempt_started" or (op == "reserve" and message["job_id"]):
             self._last_start = time.monotonic()
         if op == "reserve":
-            urgent = bool(message["job_id"])  # an attempt waits for it
-            done = self._runs.submit(URGENT if urgent else LATER, self._reserve, **message)
+            for_attempt = bool(message["job_id"])  # else one to reserve ahead
+            if for_attempt:
+                with self._asked_lock:
+                    self._asked[message["request"]] = message
+            done = self._runs.submit(SOON if for_attempt else LATER, self._reserve, **message)
+        elif op == "hurry":
+            with self._asked_lock:
+                asked = self._asked.get(message["request"])
+            # Asked again, first; whichever of the two comes first makes the run.
+            done = self._runs.submit(URGENT, self._reserve, **asked) if asked else _done()
         elif op == "discard":
             done = self._record.submit(LATER, self._discard, **message)
         elif op in OPERATIONS:
@@ -143,6 +160,9 @@ class TrackingWorker(Recording):
             return str(self.tracker.reserve_run(made)), made
 
         if job_id:
+            with self._asked_lock:
+                if self._asked.pop(request, None) is None:
+                    return  # made already, by the same request hurried
             run_id, made = self._guarded(job_id, "creating the attempt's run", make) or ("", "")
             self.out.send(reserved=run_id or None, experiment=experiment, request=request)
             return
@@ -169,6 +189,12 @@ class TrackingWorker(Recording):
         """Carry out everything received, then end."""
         self._runs.close()
         self._record.close()
+
+
+def _done() -> concurrent.futures.Future[None]:
+    future: concurrent.futures.Future[None] = concurrent.futures.Future()
+    future.set_result(None)
+    return future
 
 
 def main() -> int:
