@@ -234,3 +234,35 @@ def test_a_hurried_run_is_made_next_and_only_once(tmp_path, monkeypatch):
     assert sorted(m["done"] for m in messages if "done" in m) == list(range(1, 10))
     experiment = tracker.client.get_experiment_by_name("trainorch").experiment_id
     assert len(tracker.client.search_runs([experiment])) == 8
+
+
+def test_an_attempt_gives_up_its_run_only_when_tracking_has_stalled(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from jupyter_trainorch.tracking import hooks as tracking_hooks
+    from jupyter_trainorch.tracking.mlflow_tracker import MlflowTracker
+
+    monkeypatch.setattr(tracking_hooks, "ATTEMPT_RUN_WAIT", 1.0)
+    monkeypatch.setattr(tracking_hooks, "STALL_CHECK_EVERY", 0.2)
+    news: list[tuple[str, dict]] = []
+    hooks = tracking_hooks.TrackingHooks(
+        MlflowTracker, f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts", None,
+        on_info=lambda job_id, info: news.append((job_id, info)),
+    )  # fmt: skip
+    try:
+        assert hooks.wait_ready(60)
+        hooks.job_submitted("trainorch")  # once runs are reserved, MLflow's store is set up
+        wait_until(lambda: hooks.pool.run_ids(), timeout=120, what="runs reserved ahead")
+        assert asyncio.run(hooks.reserve_now("job-1", "trainorch"))
+        process = hooks._channel._process
+        os.kill(process.pid, signal.SIGSTOP)  # a tracking process that does nothing
+        try:
+            started = time.monotonic()
+            assert asyncio.run(hooks.reserve_now("job-2", "trainorch")) is None
+            assert time.monotonic() - started < 10
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+    finally:
+        hooks.close()
+    assert news == [("job-2", {"warning": "MLflow did nothing for 1s; the attempt runs untracked"})]

@@ -31,7 +31,8 @@ SOON = 1
 LATER = 2
 _STOP = 3  # after everything else: the lane ends once it has done all it was given
 
-# While jobs start on busy CPUs, recording takes at most this share of one core...
+# While jobs start on busy CPUs, the lanes of the tracking process together take at most
+# this share of one core...
 SHARE_WHILE_STARTING = 0.1
 # ...and never pauses longer than this after a task, so it keeps moving under any load.
 LONGEST_PAUSE = 1.0
@@ -68,8 +69,15 @@ class CpuLoad:
 class RecordLane:
     """One thread running tasks by priority; ``should_yield()`` is asked after each one."""
 
-    def __init__(self, should_yield: Callable[[], bool], name: str = "trainorch-mlflow") -> None:
+    def __init__(
+        self,
+        should_yield: Callable[[], bool],
+        name: str = "trainorch-mlflow",
+        share: float = SHARE_WHILE_STARTING,
+    ) -> None:
+        """``share``: of one core, this lane's part of ``SHARE_WHILE_STARTING``."""
         self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
+        self._share = share
         self._order = itertools.count()
         self._should_yield = should_yield
         self._urgent_came = threading.Event()
@@ -108,7 +116,7 @@ class RecordLane:
                 future.set_exception(err)
             took = time.perf_counter() - started
             if self._should_yield():
-                self._pause(min(LONGEST_PAUSE, took * (1 / SHARE_WHILE_STARTING - 1)))
+                self._pause(min(LONGEST_PAUSE, took * (1 / self._share - 1)))
 
     def _pause(self, seconds: float) -> None:
         """Sleep, unless an URGENT task waits or comes meanwhile."""

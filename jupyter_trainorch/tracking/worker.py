@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .channel import Setup, class_path, import_class
-from .lanes import LATER, SOON, URGENT, CpuLoad, RecordLane
+from .lanes import LATER, SHARE_WHILE_STARTING, SOON, URGENT, CpuLoad, RecordLane
 from .recording import Recording
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,9 @@ class TrackingWorker(Recording):
         def attempts_starting() -> bool:
             return time.monotonic() - self._last_start < STARTING_WINDOW and cpu.busy()
 
-        self._runs = RecordLane(attempts_starting, name="trainorch-mlflow-runs")
-        self._record = RecordLane(attempts_starting)
+        share = SHARE_WHILE_STARTING / 2
+        self._runs = RecordLane(attempts_starting, name="trainorch-mlflow-runs", share=share)
+        self._record = RecordLane(attempts_starting, share=share)
 
     # -- what Recording needs ----------------------------------------------------
     def record(self, priority: int, job_id: str, what: str, fn: Any, *args: Any) -> Any:
