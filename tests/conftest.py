@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from jupyter_trainorch.cluster.managed import CLUSTER_DASK_ENVIRONMENT
 from jupyter_trainorch.orchestrator import OrchestratorHost
 from jupyter_trainorch.processes import pid_alive, stop_process
 from jupyter_trainorch.settings import TrainOrch
@@ -176,9 +177,8 @@ def external_cluster(tmp_path):
     """``dask scheduler`` + ``dask worker --resources GPU=2`` as separate processes."""
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    # As the README tells users of their own workers (cluster.managed.NO_WORKER_PROFILER).
-    env = dict(os.environ, DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES="0",
-               DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED="False")  # fmt: skip
+    # As the README tells users of their own workers.
+    env = dict(os.environ, **CLUSTER_DASK_ENVIRONMENT)
     logs = open(tmp_path / "cluster.log", "w")  # noqa: SIM115
     scheduler = subprocess.Popen(
         [*dask_executable("scheduler"), "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],

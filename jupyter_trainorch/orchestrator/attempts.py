@@ -22,7 +22,7 @@ from typing import Any
 
 from ..cluster import ClusterBackend
 from ..log_batches import unpack
-from ..runner.protocol import AttemptOutcome, AttemptRequest
+from ..runner.protocol import WANTS_RUN_ID, AttemptOutcome, AttemptRequest
 from ..runner.supervisor import (
     cancel_attempt,
     cancel_jobs,
@@ -168,7 +168,7 @@ class AttemptTracker:
         if message.get("type") == "started":
             self.mark_running(run, message.get("pid"), message.get("time"))
             return
-        if message.get("type") == "wants_run_id":
+        if message.get("type") == WANTS_RUN_ID:
             self.tracking.attempt_waits(run)
             return
         if message.get("type") == "checkpoint":

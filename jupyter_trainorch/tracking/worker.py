@@ -17,7 +17,6 @@ for it (it imports ``mlflow``, or it is a command): then the orchestrator hurrie
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import logging
 import os
@@ -121,19 +120,23 @@ class TrackingWorker(Recording):
     def handle(self, message: dict[str, Any]) -> None:
         """Queue operation ``message``; it is acknowledged once carried out."""
         op, seq = message.pop("op"), message.pop("seq")
-        if op == "attempt_started" or (op == "reserve" and message["job_id"]):
+        if op == "attempt_started":
             self._last_start = time.monotonic()
         if op == "reserve":
             for_attempt = bool(message["job_id"])  # else one to reserve ahead
-            if for_attempt:
+            if for_attempt:  # an attempt started without one
+                self._last_start = time.monotonic()
                 with self._asked_lock:
                     self._asked[message["request"]] = message
             done = self._runs.submit(SOON if for_attempt else LATER, self._reserve, **message)
         elif op == "hurry":
             with self._asked_lock:
                 asked = self._asked.get(message["request"])
+            if asked is None:  # made already
+                self.out.send(done=seq)
+                return
             # Asked again, first; whichever of the two comes first makes the run.
-            done = self._runs.submit(URGENT, self._reserve, **asked) if asked else _done()
+            done = self._runs.submit(URGENT, self._reserve, **asked)
         elif op == "discard":
             done = self._record.submit(LATER, self._discard, **message)
         elif op in OPERATIONS:
@@ -190,12 +193,6 @@ class TrackingWorker(Recording):
         """Carry out everything received, then end."""
         self._runs.close()
         self._record.close()
-
-
-def _done() -> concurrent.futures.Future[None]:
-    future: concurrent.futures.Future[None] = concurrent.futures.Future()
-    future.set_result(None)
-    return future
 
 
 def main() -> int:
