@@ -23,6 +23,7 @@ import logging
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,6 +54,50 @@ def host_for(data_dir: Path, tracking: bool, workers: int, slots: int) -> Any:
         slots_per_worker=slots, cluster="local", mlflow="" if tracking else "off",
     ).to_config()  # fmt: skip
     return OrchestratorHost(config).start()
+
+
+ROLES = (
+    ("tracking", "jupyter_trainorch.tracking.worker"),
+    ("jobs", "jupyter_trainorch.runner.zygote"),
+    ("dask workers", "multiprocessing.spawn"),
+    ("dask scheduler", "jupyter_trainorch.cluster.local_process"),
+)
+
+
+def cpu_by_role() -> dict[int, tuple[str, float]]:
+    """CPU seconds so far of this process ("service": the orchestrator runs in it) and of
+    every process it started, by pid, with their role; a process's reaped children count
+    as its own (a zygote's jobs)."""
+    import psutil
+
+    me = psutil.Process()
+    found: dict[int, tuple[str, float]] = {}
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            with process.oneshot():
+                times, command = process.cpu_times(), " ".join(process.cmdline())
+        except psutil.Error:
+            continue  # ended meanwhile
+        role = "service" if process.pid == me.pid else "other"
+        role = next((name for name, mark in ROLES if mark in command), role)
+        used = times.user + times.system + times.children_user + times.children_system
+        found[process.pid] = (role, used)
+    # The service's threads that feed the tracking process, apart (negative keys: not pids).
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    for thread in me.threads():
+        if names.get(thread.id, "").startswith(("trainorch-tracking", "trainorch-mlflow")):
+            found[-thread.id] = ("service: tracking threads", thread.user_time + thread.system_time)
+            role, used = found[me.pid]
+            found[me.pid] = (role, used - thread.user_time - thread.system_time)
+    return found
+
+
+def cpu_used(before: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds by role since ``before`` (a process started since counts from zero)."""
+    used: dict[str, float] = {}
+    for pid, (role, now) in cpu_by_role().items():
+        used[role] = used.get(role, 0.0) + now - before.get(pid, (role, 0.0))[1]
+    return used
 
 
 def drain(jobs: int, slots: int, tracking: bool, duration: float) -> dict[str, Any]:
@@ -87,6 +132,7 @@ def drain(jobs: int, slots: int, tracking: bool, duration: float) -> dict[str, A
         for first in range(0, jobs, SUBMIT_CHUNK):
             count = min(SUBMIT_CHUNK, jobs - first)
             ids += host.call(lambda o, f=first, c=count: submit_chunk(o, f, c), timeout=300)
+        cpu_before = cpu_by_role()
         opened = time.time()
         meter.held = False
         host.call_sync(lambda o: o._wake.set())
@@ -99,6 +145,7 @@ def drain(jobs: int, slots: int, tracking: bool, duration: float) -> dict[str, A
         result: dict[str, Any] = {
             "finished": len(ends), "window": last_end - opened,
             "rate": len(ends) / max(last_end - opened, 1e-9), "failed": recorder.failed,
+            "cpu": cpu_used(cpu_before),
         }  # fmt: skip
         if tracking:
             limit = time.monotonic() + CATCH_UP_LIMIT
@@ -132,6 +179,10 @@ def throughput_section(jobs: int, slots: int, rounds: int, duration: float) -> b
         if tracking:
             line += (f"; tracking caught up {got['caught_up']:.1f} s after the last job; "
                      f"untracked {len(got['untracked'])} of {got['finished']}")  # fmt: skip
+        line += "\n    CPU s in the drain: " + ", ".join(
+            f"{role} {seconds:.1f}" for role, seconds in sorted(got["cpu"].items())
+        )
+        if tracking:
             for job_id, why in list(got["untracked"].items())[:5]:
                 line += f"\n    {job_id}: {why}"
         print(line, flush=True)
