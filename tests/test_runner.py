@@ -344,3 +344,28 @@ def test_batches_leave_in_the_order_their_lines_were_taken(tmp_path):
     timer.join(5)
     batcher.close()
     assert sent == [1, MAX_BATCH_LINES + 1]
+
+
+def test_every_attempts_system_samples_are_taken_by_one_thread():
+    import time
+
+    from jupyter_trainorch.runner.system_metrics import SystemSampler
+
+    before = threading.active_count()
+    got: list[tuple[int, int]] = []
+    samplers = [
+        SystemSampler(os.getpid(), [], 0.2, lambda metrics, step, i=i: got.append((i, step)))
+        for i in range(40)
+    ]
+    for sampler in samplers:
+        sampler.start()
+    assert threading.active_count() <= before + 1
+    wait_until(lambda: {i for i, step in got if step >= 2} == set(range(40)), 30,
+               "two samples of each")  # fmt: skip
+    for sampler in samplers[1:]:
+        sampler.stop()
+    time.sleep(0.1)  # a sample being taken as they stopped
+    taken = len(got)
+    time.sleep(0.6)
+    assert {i for i, _ in got[taken:]} <= {0}  # only the one left going
+    samplers[0].stop()

@@ -222,12 +222,14 @@ def test_a_hurried_run_is_made_next_and_only_once(tmp_path, monkeypatch):
     tracker = MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     tracker.warm_up()
     stream = io.StringIO()
-    worker = tracking_worker.TrackingWorker(tracker, tracking_worker.Outbox(stream))
+    out = tracking_worker.Outbox(stream)
+    worker = tracking_worker.TrackingWorker(tracker, out)
     for request in range(1, 9):
         worker.handle({"op": "reserve", "experiment": "trainorch", "job_id": f"job-{request}",
                        "request": request, "seq": request})  # fmt: skip
     worker.handle({"op": "hurry", "request": 8, "seq": 9})
     worker.close()
+    out.close()
     messages = [json.loads(line) for line in stream.getvalue().splitlines()]
     made = [m["request"] for m in messages if "reserved" in m]
     assert sorted(made) == list(range(1, 9)) and made.index(8) <= 2, made
@@ -266,3 +268,70 @@ def test_an_attempt_gives_up_its_run_only_when_tracking_has_stalled(tmp_path, mo
     finally:
         hooks.close()
     assert news == [("job-2", {"warning": "MLflow did nothing for 1s; the attempt runs untracked"})]
+
+
+def test_naming_attempts_runs_yields_to_a_burst_of_starts(tmp_path, monkeypatch):
+    import io
+    import json
+
+    from jupyter_trainorch.tracking import lanes
+    from jupyter_trainorch.tracking import worker as tracking_worker
+    from jupyter_trainorch.tracking.mlflow_tracker import MlflowTracker
+
+    # The CPUs read as busy and attempts keep starting: after each task the record lane
+    # pauses its longest.
+    monkeypatch.setattr(tracking_worker.CpuLoad, "busy", lambda self: True)
+    monkeypatch.setattr(tracking_worker, "STARTING_WINDOW", 60.0)
+    monkeypatch.setattr(tracking_worker, "SHARE_WHILE_STARTING", 1e-4)
+    monkeypatch.setattr(lanes, "LONGEST_PAUSE", 0.5)
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker.warm_up()
+    run_ids = [tracker.reserve_run(tracker.experiment_id("trainorch")) for _ in range(3)]
+    written: list[tuple[float, str]] = []
+
+    class Stamped(io.StringIO):
+        def write(self, text: str) -> int:
+            written.append((time.monotonic(), text))
+            return len(text)
+
+    out = tracking_worker.Outbox(Stamped())
+    worker = tracking_worker.TrackingWorker(tracker, out)
+    for seq, run_id in enumerate(run_ids, 1):
+        job = {"id": f"job-{seq}", "name": f"job-{seq}", "params": {"lr": seq}}
+        worker.handle({"op": "attempt_started", "job": job, "spec": {}, "created": time.time(),
+                       "meta": {}, "stored": {}, "name_job": False, "run_id": run_id, "n": 1,
+                       "worker": "w", "gpu_ids": [], "seq": seq})  # fmt: skip
+    worker.close()
+    out.close()
+    done = {json.loads(text)["done"]: at for at, text in written if '"done"' in text}
+    assert sorted(done) == [1, 2, 3]
+    # Two pauses between the three namings: an attempt's naming waits like the rest.
+    assert done[3] - done[1] >= 0.9, done
+    names = [tracker.client.get_run(run_id).info.run_name for run_id in run_ids]
+    assert names == ["job-1 attempt 1", "job-2 attempt 1", "job-3 attempt 1"]
+
+
+def test_a_sqlite_tracking_store_is_written_with_a_write_ahead_log(tmp_path):
+    import sqlite3
+
+    from sqlalchemy import create_engine, text
+
+    from jupyter_trainorch.tracking.mlflow_tracker import MlflowTracker
+
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker.warm_up()
+    with sqlite3.connect(tmp_path / "mlflow.db") as plain:
+        assert plain.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+    def settings(name: str) -> tuple[str, int]:
+        engine = create_engine(f"sqlite:///{tmp_path / name}")
+        with engine.connect() as connection:
+            journal = connection.execute(text("PRAGMA journal_mode")).scalar()
+            synchronous = connection.execute(text("PRAGMA synchronous")).scalar()
+        engine.dispose()
+        return journal, synchronous
+
+    # This process's connections to the tracking store sync once per checkpoint (NORMAL);
+    # another SQLite file is left as it is (rollback journal, FULL).
+    assert settings("mlflow.db") == ("wal", 1)
+    assert settings("other.db") == ("delete", 2)

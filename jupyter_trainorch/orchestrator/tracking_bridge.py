@@ -49,6 +49,7 @@ class TrackingBridge:
         # Attempts whose run is being made, by (job id, n): what their job reports meanwhile
         # (metrics, the attempt's end, the job's end) waits here for the run's id.
         self._held: dict[tuple[str, int], list[Callable[[str | None], None]]] = {}
+        self._opening: dict[str, set[int]] = {}  # the attempts in _held, by job
         # Runs reserved for jobs at their first start, until their attempt names them.
         self._job_runs: dict[str, dict[str, Any]] = {}
 
@@ -128,6 +129,7 @@ class TrackingBridge:
             self._name_attempt(job, run, lambda: read_meta(package))
             return None
         self._held[(run.job_id, run.n)] = []
+        self._opening.setdefault(run.job_id, set()).add(run.n)
         return lambda tracker: self._open_attempt_run(tracker, job, run, package)
 
     def attempt_waits(self, run: Running) -> None:
@@ -153,6 +155,10 @@ class TrackingBridge:
                 self.store.update_attempt(run.job_id, run.n, mlflow_run_id=run_id)
                 self._name_attempt(job, run, lambda: read_meta(package))
         finally:
+            opening = self._opening.get(run.job_id, set())
+            opening.discard(run.n)
+            if not opening:
+                self._opening.pop(run.job_id, None)
             for held in self._held.pop((run.job_id, run.n), []):
                 held(run_id)
         await deliver_run_id(tracker, run, run_id or "")
@@ -202,9 +208,11 @@ class TrackingBridge:
     def job_ended(self, job: JobRecord, state: str) -> None:
         if self.hooks is None:
             return
-        opening = [key for key in self._held if key[0] == job.id]
+        opening = self._opening.get(job.id)
         if opening:  # after its latest attempt's run, which the tracking process makes last
-            self._held[max(opening)].append(lambda run_id: self._job_ended(job, state, run_id))
+            self._held[(job.id, max(opening))].append(
+                lambda run_id: self._job_ended(job, state, run_id)
+            )
         else:
             self._job_ended(job, state, None)
 

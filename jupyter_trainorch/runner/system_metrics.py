@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +35,47 @@ def _gpu_reader(gpu_ids: list[str]) -> Callable[[], dict[str, float]] | None:
     return read
 
 
+class _Ticker:
+    """One thread per process that takes every sampler's samples when they are due: a
+    thread per attempt cost its worker a thread start and stop (and the GIL, twice) for
+    each of a burst of short jobs, most of which end before their first sample."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, SystemSampler]] = []
+        self._order = itertools.count()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, sampler: SystemSampler, at: float) -> None:
+        with self._changed:
+            heapq.heappush(self._due, (at, next(self._order), sampler))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="trainorch-system-metrics", daemon=True
+                )
+                self._thread.start()
+            elif self._due[0][2] is sampler:  # due before what the thread waits for
+                self._changed.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    self._changed.wait(self._due[0][0] - time.monotonic() if self._due else None)
+                _, _, sampler = heapq.heappop(self._due)
+            if sampler.stopped:
+                continue
+            try:
+                going = sampler.sample()
+            except Exception:  # noqa: BLE001 - one job's sample must not end the others'
+                going = False
+            if going and not sampler.stopped:
+                self.add(sampler, time.monotonic() + sampler.interval)
+
+
+_ticker = _Ticker()
+
+
 class SystemSampler:
     """Every ``interval`` seconds, hand ``{"system/...": value}`` to ``emit(metrics, step)``."""
 
@@ -44,64 +88,62 @@ class SystemSampler:
     ) -> None:
         self.pid, self.interval, self.emit = pid, interval, emit
         self.gpu_ids = gpu_ids
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name="trainorch-system-metrics", daemon=True
-        )
+        self.stopped = False
+        self._root: Any = None
+        self._read_gpus: Callable[[], dict[str, float]] | None = None
+        self._known: dict[int, Any] = {}
+        self._step = 0
 
     def start(self) -> SystemSampler:
         if self.interval > 0:
-            self._thread.start()
+            _ticker.add(self, time.monotonic() + self.interval)
         return self
 
     def stop(self) -> None:
-        self._stop.set()
+        self.stopped = True
 
-    def _run(self) -> None:
+    def sample(self) -> bool:
+        """Take one sample; False once the process is gone."""
         import psutil
 
-        root: psutil.Process | None = None
-        read_gpus = None
-        step = 0
-        known: dict[int, psutil.Process] = {}
-        while not self._stop.wait(self.interval):
-            if root is None:
-                # At the first sample, not at the start: a job that ends sooner (most of a
-                # burst of short jobs) costs its worker no NVML set-up or process lookup.
-                read_gpus = _gpu_reader(self.gpu_ids)
-                try:
-                    root = psutil.Process(self.pid)
-                except psutil.NoSuchProcess:
-                    return
+        if self._root is None:
+            # At the first sample, not at the start: a job that ends sooner (most of a
+            # burst of short jobs) costs its worker no NVML set-up or process lookup.
+            self._read_gpus = _gpu_reader(self.gpu_ids)
             try:
-                tree = [root, *root.children(recursive=True)]
+                self._root = psutil.Process(self.pid)
             except psutil.NoSuchProcess:
-                return
-            cpu = rss = 0.0
-            read = 0
-            for proc in tree:
-                # cpu_percent needs the same Process object across samples.
-                proc = known.setdefault(proc.pid, proc)
-                try:
-                    cpu += proc.cpu_percent(None)
-                    rss += proc.memory_info().rss
-                    read += 1
-                except psutil.Error:
-                    continue
-            if not read or not rss:
-                continue  # the job is exiting: no sample rather than a false zero
-            metrics: dict[str, Any] = {
-                "system/cpu_utilization_percent": cpu,
-                "system/memory_usage_megabytes": rss / 2**20,
-                "system/processes": float(len(tree)),
-            }
-            if read_gpus is not None:
-                try:
-                    metrics.update(read_gpus())
-                except Exception:  # noqa: BLE001 - a GPU reading failed once: skip it
-                    pass
-            step += 1
-            self.emit(metrics, step)
+                return False
+        try:
+            tree = [self._root, *self._root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return False
+        cpu = rss = 0.0
+        read = 0
+        for proc in tree:
+            # cpu_percent needs the same Process object across samples.
+            proc = self._known.setdefault(proc.pid, proc)
+            try:
+                cpu += proc.cpu_percent(None)
+                rss += proc.memory_info().rss
+                read += 1
+            except psutil.Error:
+                continue
+        if not read or not rss:
+            return True  # the job is exiting: no sample rather than a false zero
+        metrics: dict[str, Any] = {
+            "system/cpu_utilization_percent": cpu,
+            "system/memory_usage_megabytes": rss / 2**20,
+            "system/processes": float(len(tree)),
+        }
+        if self._read_gpus is not None:
+            try:
+                metrics.update(self._read_gpus())
+            except Exception:  # noqa: BLE001 - a GPU reading failed once: skip it
+                pass
+        self._step += 1
+        self.emit(metrics, self._step)
+        return True
 
 
 MEMORY_CHECK_SECONDS = 0.5

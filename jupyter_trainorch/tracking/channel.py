@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 Build = Callable[[], dict[str, Any]]
 # A process that ends this soon after it started is not started again at once.
 RESTART_AFTER = 10.0
+# Lines each way are written at most this often, a burst of them at once.
+GATHER_EVERY = 0.02
 
 
 class Setup(TypedDict):
@@ -129,35 +131,56 @@ class TrackingChannel:
         return self.pending() == 0
 
     def _write(self) -> None:
+        last_write = 0.0
         while True:
-            item = self._outgoing.get()
-            if item is None:
+            items = [self._outgoing.get()]
+            # What comes within GATHER_EVERY of the last write goes in one write: each
+            # wake-up of this thread takes the GIL from the event loop.
+            time.sleep(max(0.0, last_write + GATHER_EVERY - time.monotonic()))
+            while True:
+                try:
+                    items.append(self._outgoing.get_nowait())
+                except queue.Empty:
+                    break
+            stop = None in items
+            messages = [self._build(item) for item in items if item is not None]
+            sent = [message for message in messages if message is not None]
+            if stop:
                 self._stopping = True
-                self._write_line({"op": "stop"})
+                sent.append({"op": "stop"})
+            if not self._write_lines(sent):
+                for message in sent:
+                    if "seq" in message:
+                        self._lost(message["seq"])
+            last_write = time.monotonic()
+            if stop:
                 return
-            seq, job_id, build = item
-            try:
-                message = {**build(), "seq": seq}
-            except Exception:  # noqa: BLE001 - a job's data could not be read: skip it
-                log.exception("could not prepare a tracking operation for job %s", job_id)
-                self._on_lost([job_id] if job_id else [])
-                continue
-            with self._lock:
-                if not self._pending:  # busy from now: a stall counts from here
-                    self._last_done = time.monotonic()
-                self._pending[seq] = job_id
-            if not self._write_line(message):
-                self._lost(seq)
 
-    def _write_line(self, message: dict[str, Any]) -> bool:
+    def _build(self, item: tuple[int, str, Build]) -> dict[str, Any] | None:
+        seq, job_id, build = item
+        try:
+            message = {**build(), "seq": seq}
+        except Exception:  # noqa: BLE001 - a job's data could not be read: skip it
+            log.exception("could not prepare a tracking operation for job %s", job_id)
+            self._on_lost([job_id] if job_id else [])
+            return None
+        with self._lock:
+            if not self._pending:  # busy from now: a stall counts from here
+                self._last_done = time.monotonic()
+            self._pending[seq] = job_id
+        return message
+
+    def _write_lines(self, messages: list[dict[str, Any]]) -> bool:
         process = self._process
         if process is None or process.poll() is not None:
             return False
         try:
             assert process.stdin is not None
-            process.stdin.write(json.dumps(message, separators=(",", ":")) + "\n")
+            process.stdin.write(
+                "".join(json.dumps(m, separators=(",", ":")) + "\n" for m in messages)
+            )
             process.stdin.flush()
-            if message.get("op") == "stop":
+            if messages and messages[-1].get("op") == "stop":
                 process.stdin.close()
         except (OSError, ValueError):
             return False

@@ -7,10 +7,10 @@ started on a machine whose CPUs are busy: a burst of job starts is not slowed by
 tracking of the jobs before it, which catches up once the burst is over.
 
 Three priorities: URGENT (a run that a job's process waits for) goes before SOON (a run
-for an attempt started without one), which goes before LATER (runs made ahead, artifacts,
-metrics, closing runs, clean-up); within a priority, tasks run in the order they came, so
-a run is always named before it is closed and an attempt's run is closed before its job's.
-An URGENT task cuts a pause short: only the others yield.
+for an attempt started without one; naming an attempt's run), which goes before LATER (runs
+made ahead, artifacts, metrics, closing runs, clean-up); within a priority, tasks run in the
+order they came, so a run is always named before it is closed and an attempt's run is closed
+before its job's. An URGENT task cuts a pause short: only the others yield.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ in batches: MLflow's asynchronous logging drops points against a SQLite server.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,40 @@ from .git import git_info
 from .ui import local_store
 
 log = logging.getLogger(__name__)
+
+SQLITE_PREFIX = "sqlite:///"
+_tuned_files: set[str] = set()
+_tuned_lock = threading.Lock()
+
+
+def tune_sqlite_store(tracking_uri: str) -> None:
+    """Give the connections this process opens to a SQLite tracking store the job store's
+    settings (write-ahead log, a sync per checkpoint rather than per commit): MLflow's
+    per-commit syncs are most of what recording a job costs, and a burst of job starts
+    waits on the disk behind them. Once per file and process."""
+    if not tracking_uri.startswith(SQLITE_PREFIX):
+        return
+    path = os.path.realpath(tracking_uri[len(SQLITE_PREFIX) :].split("?", 1)[0])
+    with _tuned_lock:
+        if path in _tuned_files:
+            return
+        _tuned_files.add(path)
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from ..store.engine import tune_sqlite_connection
+
+    def on_connect(dbapi_connection: object, _record: object) -> None:
+        # Every engine of the process is told; only MLflow's, for this file, is tuned.
+        if not isinstance(dbapi_connection, sqlite3.Connection):
+            return
+        files = dbapi_connection.execute("PRAGMA database_list").fetchall()
+        if any(name == "main" and os.path.realpath(file or "") == path for _, name, file in files):
+            tune_sqlite_connection(dbapi_connection)
+
+    event.listen(Engine, "connect", on_connect)
 
 
 class MlflowTracker:
@@ -53,6 +89,7 @@ class MlflowTracker:
             for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
                 logging.getLogger(name).setLevel(logging.WARNING)
 
+            tune_sqlite_store(self.tracking_uri)
             self._client = MlflowClient(self.tracking_uri)
         return self._client
 

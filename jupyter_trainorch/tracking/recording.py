@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .lanes import LATER, URGENT
+from .lanes import LATER, SOON
 from .mlflow_tracker import MlflowTracker
 
 MAX_LOG_ARTIFACT_BYTES = 5 * 2**20
@@ -109,7 +109,8 @@ class Recording:
         stored: dict[str, Any], name_job: bool | None, run_id: str, n: int, worker: str,
         gpu_ids: list[str],
     ) -> Future:  # fmt: skip
-        """Make the reserved run ``run_id`` attempt ``n``'s (its job's run first, if new)."""
+        """Make the reserved run ``run_id`` attempt ``n``'s (its job's run first, if new).
+        The attempt runs meanwhile: this yields to a burst of starts like the rest."""
 
         def name() -> None:
             parent = self._job_run(job, spec, created, meta, stored, name_job)
@@ -117,7 +118,7 @@ class Recording:
             if not self.tracker.name_attempt(run_id, parent.get("run_id"), job, n, worker, gpu_ids):
                 self._warn(job["id"], PARAMS_KEPT)
 
-        return self.record(URGENT, job["id"], "naming the attempt's run", name)
+        return self.record(SOON, job["id"], "naming the attempt's run", name)
 
     def metrics(self, job_id: str, run_id: str, points: list[dict[str, Any]]) -> Future:
         with self._points_lock:

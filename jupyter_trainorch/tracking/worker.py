@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from .channel import Setup, class_path, import_class
+from .channel import GATHER_EVERY, Setup, class_path, import_class
 from .lanes import LATER, SHARE_WHILE_STARTING, SOON, URGENT, CpuLoad, RecordLane
 from .recording import Recording
 
@@ -41,17 +41,41 @@ NICENESS = 10
 
 
 class Outbox:
-    """Lines to the orchestrator, whole, from any thread."""
+    """Lines to the orchestrator, whole, from any thread; what comes within
+    ``GATHER_EVERY`` of the last write goes in one write (each write wakes a thread of
+    the orchestrator, which takes the GIL from its event loop). ``close`` writes the rest."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
-        self._lock = threading.Lock()
+        self._lines: list[str] = []
+        self._closed = False
+        self._changed = threading.Condition()
+        self._writer = threading.Thread(target=self._write, name="trainorch-outbox", daemon=True)
+        self._writer.start()
 
     def send(self, **message: Any) -> None:
         line = json.dumps(message, separators=(",", ":")) + "\n"
-        with self._lock:
-            self._stream.write(line)
-            self._stream.flush()
+        with self._changed:
+            self._lines.append(line)
+            self._changed.notify()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        self._writer.join()
+
+    def _write(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._lines or self._closed)
+                lines, self._lines, closed = self._lines, [], self._closed
+            if lines:
+                self._stream.write("".join(lines))
+                self._stream.flush()
+            if closed:
+                return
+            time.sleep(GATHER_EVERY)
 
 
 class TrackingWorker(Recording):
@@ -221,6 +245,7 @@ def main() -> int:
             break
         worker.handle(message)
     worker.close()
+    out.close()
     return 0
 
 
