@@ -170,21 +170,24 @@ def test_panel_follows_a_notebook_job_and_cancels_it(lab, page, tmp_path):
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     cells = page.locator(".jp-Notebook .jp-Cell")
     # Keystrokes before the kernel is connected run nothing: repeat until the first cell ran.
+    # Ctrl+Enter keeps the first cell selected, so a repeat can never run the `%%train` cell early.
     deadline = time.monotonic() + 90
     while not re.search(r"\[\d+\]", prompt := cells.first.locator(".jp-InputPrompt").inner_text()):
         assert time.monotonic() < deadline, "the notebook's kernel never ran the first cell"
         if "*" not in prompt:  # not queued or running yet: the keystroke was lost
             cells.first.click()
-            page.keyboard.press("Shift+Enter")
+            page.keyboard.press("Control+Enter")
         page.wait_for_timeout(1000)
     cells.nth(1).click()
     page.keyboard.press("Shift+Enter")
 
     _open_panel(page)
     panel = page.locator("#trainorch-panel")
-    row = panel.locator("[data-job-id]", has_text="browser-demo").first
-    row.wait_for(timeout=60_000)
-    job_id = row.get_attribute("data-job-id")
+    named = panel.locator("[data-job-id]", has_text="browser-demo")
+    named.first.wait_for(timeout=60_000)
+    job_id = named.first.get_attribute("data-job-id")
+    # Rows move between groups as their state changes: follow this job's row by its id.
+    row = panel.locator(f"[data-job-id='{job_id}']")
 
     # The first attempt fails; the second runs: the counter shows it without a reload.
     page.wait_for_function(
