@@ -128,7 +128,9 @@ def test_without_a_reserved_run_only_import_mlflow_waits_for_it(tmp_path, monkey
     monkeypatch.setattr(TrackingHooks, "hurry",
                         lambda self, job_id: hurried.append(job_id) or hurry(self, job_id))  # fmt: skip
     data = tmp_path / "data"
-    host = start_host(data)
+    # No system samples: a cold tracking process on a busy machine can make a job wait
+    # longer than their interval, and the test reads the run's metrics.
+    host = start_host(data, system_metrics_interval=0)
     try:
         quiet = wait_final(host, submit(host, name="no-mlflow", source="pass"), timeout=120)
         job = wait_final(host, submit(host, name="late-run", source=LOGS_A_METRIC), timeout=120)

@@ -46,10 +46,9 @@ class TrackingBridge:
         self.hooks: TrackingHooks | None = None
         self.uri: str | None = None
         self.news = TrackingNews(store, feed)
-        # Attempts whose run is being made, by (job id, n): what their job reports meanwhile
-        # (metrics, the attempt's end, the job's end) waits here for the run's id.
-        self._held: dict[tuple[str, int], list[Callable[[str | None], None]]] = {}
-        self._opening: dict[str, set[int]] = {}  # the attempts in _held, by job
+        # Attempts whose run is being made, by job id then n: what their job reports
+        # meanwhile (metrics, the attempt's end, the job's end) waits here for the run's id.
+        self._held: dict[str, dict[int, list[Callable[[str | None], None]]]] = {}
         # Runs reserved for jobs at their first start, until their attempt names them.
         self._job_runs: dict[str, dict[str, Any]] = {}
 
@@ -79,7 +78,8 @@ class TrackingBridge:
         attempts whose run is still being made, news not yet in the store."""
         if self.hooks is None:
             return 0
-        return self.hooks.backlog() + len(self._held) + self.news.pending()
+        opening = sum(map(len, self._held.values()))
+        return self.hooks.backlog() + opening + self.news.pending()
 
     def env(self, run: Running) -> dict[str, str]:
         """What a job's process needs to log into its attempt's run."""
@@ -128,14 +128,13 @@ class TrackingBridge:
         if run.mlflow_run_id:
             self._name_attempt(job, run, lambda: read_meta(package))
             return None
-        self._held[(run.job_id, run.n)] = []
-        self._opening.setdefault(run.job_id, set()).add(run.n)
+        self._held.setdefault(run.job_id, {})[run.n] = []
         return lambda tracker: self._open_attempt_run(tracker, job, run, package)
 
     def attempt_waits(self, run: Running) -> None:
         """The attempt's process waits for its run (it imports ``mlflow``, or it is a
         command): if it is still being made, it is made next."""
-        if self.hooks is not None and (run.job_id, run.n) in self._held:
+        if self.hooks is not None and run.n in self._held.get(run.job_id, {}):
             self.hooks.hurry(run.job_id)
 
     def attempt_adopted(self, job: JobRecord, run: Running) -> None:
@@ -155,11 +154,11 @@ class TrackingBridge:
                 self.store.update_attempt(run.job_id, run.n, mlflow_run_id=run_id)
                 self._name_attempt(job, run, lambda: read_meta(package))
         finally:
-            opening = self._opening.get(run.job_id, set())
-            opening.discard(run.n)
+            opening = self._held.get(run.job_id, {})
+            waiting = opening.pop(run.n, [])
             if not opening:
-                self._opening.pop(run.job_id, None)
-            for held in self._held.pop((run.job_id, run.n), []):
+                self._held.pop(run.job_id, None)
+            for held in waiting:
                 held(run_id)
         await deliver_run_id(tracker, run, run_id or "")
 
@@ -184,8 +183,8 @@ class TrackingBridge:
         """``record(run id)`` now, or once the attempt's run is made (never without one)."""
         if run.mlflow_run_id:
             record(run.mlflow_run_id)
-        elif (run.job_id, run.n) in self._held:
-            self._held[(run.job_id, run.n)].append(lambda run_id: run_id and record(run_id))
+        elif run.n in self._held.get(run.job_id, {}):
+            self._held[run.job_id][run.n].append(lambda run_id: run_id and record(run_id))
 
     def metrics(self, run: Running, points: list[dict[str, Any]]) -> None:
         if self.hooks is not None:
@@ -208,11 +207,9 @@ class TrackingBridge:
     def job_ended(self, job: JobRecord, state: str) -> None:
         if self.hooks is None:
             return
-        opening = self._opening.get(job.id)
+        opening = self._held.get(job.id)
         if opening:  # after its latest attempt's run, which the tracking process makes last
-            self._held[(job.id, max(opening))].append(
-                lambda run_id: self._job_ended(job, state, run_id)
-            )
+            opening[max(opening)].append(lambda run_id: self._job_ended(job, state, run_id))
         else:
             self._job_ended(job, state, None)
 

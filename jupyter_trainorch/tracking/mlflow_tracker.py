@@ -42,7 +42,12 @@ def tune_sqlite_store(tracking_uri: str) -> None:
     waits on the disk behind them. Once per file and process."""
     if not tracking_uri.startswith(SQLITE_PREFIX):
         return
-    path = os.path.realpath(tracking_uri[len(SQLITE_PREFIX) :].split("?", 1)[0])
+    from sqlalchemy.engine import make_url
+
+    database = make_url(tracking_uri).database
+    if not database or database == ":memory:":
+        return
+    path = os.path.realpath(database)
     with _tuned_lock:
         if path in _tuned_files:
             return
