@@ -44,7 +44,7 @@ from jupyter_trainorch.runner.streams import (
     LineBatcher,
     read_lines,
 )
-from jupyter_trainorch.runner.supervisor import read_log, run_attempt
+from jupyter_trainorch.runner.supervisor import _attempt_root, read_log, run_attempt
 
 SECRET = "hunter2-s3cr3t-value"
 CAP = 2000
@@ -247,6 +247,26 @@ def test_the_local_clusters_workers_run_without_dasks_profiler(orchestrator):
         lambda o: o.backend.client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
     )  # fmt: skip
     assert profiled and not any(profiled.values()), profiled
+
+
+def test_a_finished_jobs_files_and_checkpoints_leave_its_worker(orchestrator):
+    source = (
+        "from jupyter_trainorch import checkpoint\ncheckpoint.save({'step': 1})\nprint('saved')"
+    )
+    job = wait_final(orchestrator, submit(orchestrator, name="leaves-nothing", source=source))
+    assert job.state == "succeeded", job.error
+    folder = orchestrator.config.checkpoint_folder(job.id)
+    key = attempt_key(job.id, 1, 0)
+
+    def attempt_files() -> bool:
+        found = orchestrator.call(lambda o: o.backend.client.run(
+            lambda dask_worker: (_attempt_root(dask_worker) / key).exists()
+        ))  # fmt: skip
+        return any(found.values())
+
+    wait_until(lambda: not folder.exists() and not attempt_files(), timeout=30,
+               what="the job's checkpoints and attempt files to be removed")  # fmt: skip
+    assert "saved" in log_text(orchestrator, job.id)
 
 
 def test_a_jobs_secrets_are_masked_in_its_stored_log_and_error(orchestrator, tmp_path):

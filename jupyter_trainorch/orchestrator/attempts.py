@@ -3,7 +3,7 @@
 An attempt is a ``runner.run_attempt`` task pinned to one worker (one per rank of a
 multi-node job: ``gangs``) and kept alive by ``fire_and_forget``: it outlives the orchestrator's Dask client, so a restarted
 orchestrator adopts what still runs instead of running it again. The worker keeps each
-outcome on disk until it has been stored here (``forget_attempts`` after that), so an
+outcome on disk until it has been stored here (``forget_finished`` after that), so an
 attempt that ended while nobody listened is collected, not lost.
 
 What the outcome means for the job (succeed, retry, fail) is the orchestrator's call:
@@ -26,9 +26,8 @@ from ..runner.protocol import WANTS_RUN_ID, AttemptOutcome, AttemptRequest
 from ..runner.supervisor import (
     cancel_attempt,
     cancel_jobs,
-    forget_attempts,
+    forget_finished,
     read_log,
-    remove_checkpoints,
     run_attempt,
 )
 from ..store import (
@@ -120,6 +119,7 @@ class AttemptTracker:
         self.line_sink: Callable[[Running, list[tuple[Any, ...]]], None] | None = None
         self.stopping = False
         self._collected: dict[str, set[str]] = {}  # worker -> keys whose files may go
+        self._checkpoints: dict[str, set[str]] = {}  # worker -> folders that may go
 
     # -- launch ------------------------------------------------------------------------
     def launch(self, job: JobRecord, run: Running, package: bytes | None) -> None:
@@ -320,15 +320,19 @@ class AttemptTracker:
             self.store_lines(run, lines)
 
     async def forget_collected(self) -> None:
-        """Tell workers which finished attempts are stored (their files may go)."""
+        """Tell workers which finished attempts are stored and which jobs' checkpoints
+        are no longer needed: their files go, in one call for all workers."""
         collected, self._collected = self._collected, {}
-        for worker, keys in collected.items():
-            if worker not in self.backend.workers:
-                continue
-            try:
-                await self.backend.client.run(forget_attempts, sorted(keys), workers=[worker])
-            except Exception as err:  # noqa: BLE001 - files stay until the worker goes
-                log.debug("could not clean up attempts on %s: %s", worker, err)
+        checkpoints, self._checkpoints = self._checkpoints, {}
+        workers = sorted((collected.keys() | checkpoints.keys()) & self.backend.workers.keys())
+        if not workers or self.backend.client is None:
+            return
+        attempts = {worker: sorted(collected.get(worker, ())) for worker in workers}
+        folders = {worker: sorted(checkpoints.get(worker, ())) for worker in workers}
+        try:
+            await self.backend.client.run(forget_finished, attempts, folders, workers=workers)
+        except Exception as err:  # noqa: BLE001 - files stay until the worker goes
+            log.debug("could not clean up finished jobs on %s: %s", workers, err)
 
     # -- stopping ------------------------------------------------------------------------
     async def stop(self, run: Running) -> None:
@@ -366,17 +370,12 @@ class AttemptTracker:
                 return
             await asyncio.sleep(0.5)
 
-    async def drop_checkpoints(self, job: JobRecord) -> None:
-        """Remove a finished job's checkpoint folder, on the workers its attempts ran on
-        (each its own, or one shared folder)."""
+    def drop_checkpoints(self, job: JobRecord) -> None:
+        """Have a finished job's checkpoint folder removed, on the workers its attempts ran
+        on (each its own, or one shared folder), at the next ``forget_collected``."""
         folder = str(self.config.checkpoint_folder(job.id))
-        workers = sorted({a.worker for a in job.attempts if a.worker} & set(self.backend.workers))
-        if not workers or self.backend.client is None:
-            return
-        try:
-            await self.backend.client.run(remove_checkpoints, folder, workers=workers)
-        except Exception as err:  # noqa: BLE001 - the folder stays; nothing depends on it
-            log.debug("could not remove the checkpoints of %s: %s", job.id, err)
+        for worker in {a.worker for a in job.attempts if a.worker}:
+            self._checkpoints.setdefault(worker, set()).add(folder)
 
     async def stop_all(self, timeout: float) -> None:
         """Stop every attempt and wait (up to ``timeout``) for their outcomes."""

@@ -97,7 +97,7 @@ class Orchestrator:
             config,
             clock,
             stopping=lambda: self._stopping,
-            drop_checkpoints=lambda job: self._spawn(self.attempts.drop_checkpoints(job)),
+            drop_checkpoints=lambda job: self.attempts.drop_checkpoints(job),
             notify_admins=self.notices.job_failed_for_admins,
         )
         self.worker_health = WorkerHealth(
@@ -212,8 +212,8 @@ class Orchestrator:
                 self._stopping = True
 
     async def _housekeeping(self) -> None:
-        """Tell workers which outcomes are stored; read what workers use; audit attempts
-        no event accounted for."""
+        """Tell workers which outcomes are stored and which checkpoints may go; read what
+        workers use; audit attempts no event accounted for."""
         last_audit = last_usage = time.monotonic()
         while not self._stopping:
             await asyncio.sleep(1.0)

@@ -393,31 +393,30 @@ def attempt_reports(keys: list[str], dask_worker: Any = None) -> dict[str, Attem
     return reports
 
 
-def forget_attempts(keys: list[str], dask_worker: Any = None) -> int:
-    """Remove the files of finished attempts whose outcome the orchestrator has stored."""
+def forget_finished(
+    attempts: dict[str, list[str]], checkpoints: dict[str, list[str]], dask_worker: Any = None
+) -> int:
+    """This worker's part (by its address) of what finished jobs leave: the files of
+    attempts whose outcome the orchestrator has stored, and the checkpoint folders of jobs
+    done with them. One call for every worker: a call per finished job was a round trip per
+    job in a burst of short ones."""
     import shutil
 
+    address = getattr(dask_worker, "address", "")
     root = _attempt_root(dask_worker)
     removed = 0
-    for key in keys:
+    for key in attempts.get(address, []):
         with _registry_lock:
             if key in _registry:
                 continue
         if (root / key / OUTCOME_FILE).exists():
             shutil.rmtree(root / key, ignore_errors=True)
             removed += 1
+    for folder in checkpoints.get(address, []):
+        if Path(folder).is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
     return removed
-
-
-def remove_checkpoints(folder: str) -> bool:
-    """Remove a finished job's checkpoint folder on this worker, if it is here."""
-    import shutil
-
-    path = Path(folder)
-    if not path.is_dir():
-        return False
-    shutil.rmtree(path, ignore_errors=True)
-    return True
 
 
 def cancel_jobs(job_ids: list[str]) -> list[str]:
