@@ -168,7 +168,10 @@ def test_the_process_starts_at_once_and_import_mlflow_waits_for_the_run_id(tmp_p
     assert proc.stdout is not None
     assert proc.stdout.readline().split() == ["started", "0.0", "None"]
     time.sleep(0.5)  # the orchestrator delivers the id later
-    (tmp_path / RUN_ID_FILE).write_text("a" * 32)
+    # Whole, as the supervisor writes it: an empty file would read as "no run".
+    staged = tmp_path / f"{RUN_ID_FILE}.tmp"
+    staged.write_text("a" * 32)
+    staged.rename(tmp_path / RUN_ID_FILE)
     assert proc.stdout.readline().split() == ["imported", "a" * 32]
     assert proc.wait(timeout=60) == 0
 
