@@ -259,7 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--gpus-per-worker", type=int, default=16, help="slots of each of 2 workers"
     )
-    parser.add_argument("--rounds", type=int, default=3, help="drains per mode (off, on, on, off)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="drains per mode (off, on, on, off, off, on, ...)"
+    )
     parser.add_argument("--duration", type=float, default=600.0, help="longest drain, seconds")
     parser.add_argument("--first-line-jobs", type=int, default=40, help="0 skips that part")
     parser.add_argument("--skip-throughput", action="store_true")

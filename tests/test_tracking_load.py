@@ -12,7 +12,8 @@ from pathlib import Path
 from conftest import start_host, submit, wait_final, wait_until
 
 from jupyter_trainorch.orchestrator.attempts import AttemptTracker
-from jupyter_trainorch.runner.protocol import MLFLOW_RUN_ID_ENV, RUN_ID_FILE, TRACKING_ENV
+from jupyter_trainorch.runner.protocol import MLFLOW_RUN_ID_ENV, TRACKING_ENV
+from jupyter_trainorch.runner.supervisor import write_run_id
 from jupyter_trainorch.tracking.fields import RESERVED_RUN_NAME
 from jupyter_trainorch.tracking.lanes import LATER, URGENT, RecordLane
 from jupyter_trainorch.tracking.pool import MAX_AGE, MIN_RESERVED, RunPool
@@ -168,10 +169,7 @@ def test_the_process_starts_at_once_and_import_mlflow_waits_for_the_run_id(tmp_p
     assert proc.stdout is not None
     assert proc.stdout.readline().split() == ["started", "0.0", "None"]
     time.sleep(0.5)  # the orchestrator delivers the id later
-    # Whole, as the supervisor writes it: an empty file would read as "no run".
-    staged = tmp_path / f"{RUN_ID_FILE}.tmp"
-    staged.write_text("a" * 32)
-    staged.rename(tmp_path / RUN_ID_FILE)
+    write_run_id(tmp_path, "a" * 32)
     assert proc.stdout.readline().split() == ["imported", "a" * 32]
     assert proc.wait(timeout=60) == 0
 

@@ -365,10 +365,15 @@ def deliver_run_id(key: str, run_id: str) -> bool:
         supervisor = _registry.get(key)
     if supervisor is None:
         return False
-    staged = supervisor.dir / f"{RUN_ID_FILE}.tmp"
-    staged.write_text(run_id)
-    staged.rename(supervisor.dir / RUN_ID_FILE)
+    write_run_id(supervisor.dir, run_id)
     return True
+
+
+def write_run_id(attempt_dir: Path, run_id: str) -> None:
+    """Put the run id in the attempt's folder whole: the child reads an empty file as "no run"."""
+    staged = attempt_dir / f"{RUN_ID_FILE}.tmp"
+    staged.write_text(run_id)
+    staged.rename(attempt_dir / RUN_ID_FILE)
 
 
 def attempt_reports(keys: list[str], dask_worker: Any = None) -> dict[str, AttemptReport]:
